@@ -1,0 +1,55 @@
+//! Capture: where TCP segments come from, before any flow state.
+//!
+//! Two sources produce the same [`Segment`]: the kernel ring buffer (live
+//! monitoring) and capture files (`replay`). Everything downstream sees only
+//! `Segment`s and does not know which source they came from.
+
+use std::net::SocketAddr;
+
+/// TCP header flags, as on the wire (low 8 bits of the flags field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+}
+
+/// One TCP segment (or one piece of a segment the kernel split across
+/// several ring-buffer records), as seen by the monitor.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    /// Capture time, microseconds since the Unix epoch.
+    pub ts_micros: u64,
+    /// Sender of this segment.
+    pub src: SocketAddr,
+    /// Receiver of this segment.
+    pub dst: SocketAddr,
+    /// Sequence number of the first byte of `payload`.
+    pub seq: u32,
+    /// Acknowledgement number (meaningful when `flags.ack()`).
+    pub ack: u32,
+    pub flags: TcpFlags,
+    /// The captured payload bytes, starting at `seq`.
+    pub payload: &'a [u8],
+    /// Payload bytes that were on the wire right after `payload` but were not
+    /// captured (snaplen, record size limit). Reassembly turns them into a gap;
+    /// they are never silently ignored.
+    pub uncaptured: u32,
+}

@@ -1,0 +1,1 @@
+//! Output of events as EVE-style JSON lines.

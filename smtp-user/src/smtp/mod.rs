@@ -1,0 +1,1 @@
+//! SMTP dissector: grammar, state machine and the events it produces.

@@ -1,0 +1,2 @@
+//! `cargo xtask`: build, prerequisite checks, run and test.
+fn main() {}
