@@ -9,3 +9,22 @@ pub mod capture;
 pub mod flow;
 pub mod output;
 pub mod smtp;
+
+/// Which way bytes travel in a TCP session, in the tutorial's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Client → server (commands, mail data).
+    Up,
+    /// Server → client (greeting, replies).
+    Down,
+}
+
+impl Direction {
+    /// The other direction.
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::Up => Direction::Down,
+            Direction::Down => Direction::Up,
+        }
+    }
+}

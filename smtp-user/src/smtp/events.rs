@@ -1,0 +1,302 @@
+//! The events the SMTP dissector produces: the interface used by policy and output.
+//!
+//! `Command`, `Response` and `MailContent` are the Haka tutorial's `command`,
+//! `response` and (streamed) `mail_content` events; `Transaction` is emitted
+//! once per mail transaction (MAIL FROM … end of message / RSET / abort);
+//! `Anomaly` names a protocol oddity (Zeek's "weird").
+
+use serde::Serialize;
+
+/// Receives events as the dissector produces them.
+pub trait EventSink {
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// Collects owned copies of events (tests, simple consumers).
+impl EventSink for Vec<OwnedEvent> {
+    fn event(&mut self, event: Event<'_>) {
+        self.push(event.to_owned_event());
+    }
+}
+
+/// One dissector event. `MailContent` borrows the dissector's buffer so that
+/// streaming content costs no allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Command(Command),
+    Response(Response),
+    MailContent(MailContent<'a>),
+    Transaction(Transaction),
+    Anomaly(Anomaly),
+}
+
+/// [`Event`] with owned content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedEvent {
+    Command(Command),
+    Response(Response),
+    MailContent(OwnedMailContent),
+    Transaction(Transaction),
+    Anomaly(Anomaly),
+}
+
+impl Event<'_> {
+    pub fn to_owned_event(&self) -> OwnedEvent {
+        match self {
+            Event::Command(c) => OwnedEvent::Command(c.clone()),
+            Event::Response(r) => OwnedEvent::Response(r.clone()),
+            Event::MailContent(m) => OwnedEvent::MailContent(OwnedMailContent {
+                tx_id: m.tx_id,
+                part: m.part,
+                data: m.data.to_vec(),
+            }),
+            Event::Transaction(t) => OwnedEvent::Transaction(t.clone()),
+            Event::Anomaly(a) => OwnedEvent::Anomaly(a.clone()),
+        }
+    }
+}
+
+/// A client command (tutorial event `command`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Command {
+    pub verb: Verb,
+    /// Parameters as written after the verb (without the separating space and CRLF),
+    /// lossily decoded as UTF-8. For AUTH the initial response is replaced by `"***"`.
+    pub args: String,
+}
+
+/// A server reply (tutorial event `response`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Response {
+    /// The 3-digit code (of the first line).
+    pub code: u16,
+    /// Text of each line, without code, separator and CRLF.
+    pub lines: Vec<String>,
+    /// The command this reply answers; `None` for the greeting or an unmatched reply.
+    pub to: Option<Verb>,
+}
+
+/// Streamed message content (tutorial event `mail_content`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailContent<'a> {
+    /// Transaction the content belongs to (0-based within the session).
+    pub tx_id: u32,
+    pub part: ContentPart,
+    /// Bytes of this piece (empty for `ContentPart::End`).
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedMailContent {
+    pub tx_id: u32,
+    pub part: ContentPart,
+    pub data: Vec<u8>,
+}
+
+/// What a piece of mail content is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Raw message bytes after dot-unstuffing (headers and body as sent).
+    Raw,
+    /// Decoded body bytes of a MIME part (base64 / quoted-printable removed).
+    DecodedBody,
+    /// The message ended (end of DATA or BDAT LAST); `data` is empty.
+    End,
+}
+
+/// SMTP verbs (RFC 5321 and common extensions); anything else is `Unknown`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum Verb {
+    Helo,
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+    Bdat,
+    Rset,
+    Vrfy,
+    Expn,
+    Help,
+    Noop,
+    Quit,
+    StartTls,
+    Auth,
+    Etrn,
+    Turn,
+    Atrn,
+    Xclient,
+    Xforward,
+    /// A verb we do not know, upper-cased as written (bounded length).
+    Unknown(String),
+}
+
+impl Verb {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Verb::Helo => "HELO",
+            Verb::Ehlo => "EHLO",
+            Verb::Mail => "MAIL",
+            Verb::Rcpt => "RCPT",
+            Verb::Data => "DATA",
+            Verb::Bdat => "BDAT",
+            Verb::Rset => "RSET",
+            Verb::Vrfy => "VRFY",
+            Verb::Expn => "EXPN",
+            Verb::Help => "HELP",
+            Verb::Noop => "NOOP",
+            Verb::Quit => "QUIT",
+            Verb::StartTls => "STARTTLS",
+            Verb::Auth => "AUTH",
+            Verb::Etrn => "ETRN",
+            Verb::Turn => "TURN",
+            Verb::Atrn => "ATRN",
+            Verb::Xclient => "XCLIENT",
+            Verb::Xforward => "XFORWARD",
+            Verb::Unknown(v) => v,
+        }
+    }
+}
+
+impl From<Verb> for String {
+    fn from(v: Verb) -> String {
+        v.as_str().to_string()
+    }
+}
+
+/// How a mail transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionState {
+    /// The message was accepted (2xx after end of data / BDAT LAST).
+    Delivered,
+    /// MAIL, all RCPTs, DATA or the message itself were refused.
+    Rejected,
+    /// RSET or a new HELO/EHLO ended it.
+    Reset,
+    /// The session ended (QUIT, close, 421, TLS, gap) before the transaction completed.
+    Aborted,
+}
+
+/// One recipient and what the server said to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recipient {
+    /// The path as written, angle brackets kept, ESMTP parameters removed.
+    pub path: String,
+    /// Reply code to this RCPT, `None` if no reply was seen.
+    pub reply_code: Option<u16>,
+}
+
+/// What the message headers and MIME structure say (Suricata's `email` object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Email {
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: Option<String>,
+    pub date: Option<String>,
+    pub message_id: Option<String>,
+    pub x_mailer: Option<String>,
+    /// File names of attachments (MIME parts with a filename / name parameter).
+    pub attachment: Vec<String>,
+}
+
+/// One mail transaction, emitted when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transaction {
+    /// 0-based index of the transaction within the session (Suricata's tx_id).
+    pub id: u32,
+    /// Argument of the last HELO/EHLO before this transaction.
+    pub helo: Option<String>,
+    /// MAIL FROM path as written, angle brackets kept, parameters removed.
+    pub mail_from: Option<String>,
+    /// ESMTP parameters of MAIL FROM (`SIZE=123`, `BODY=8BITMIME`, …).
+    pub mail_params: Vec<String>,
+    pub rcpt_to: Vec<Recipient>,
+    pub state: TransactionState,
+    /// The last reply that decided the state (end of data, or the rejection).
+    pub reply_code: Option<u16>,
+    /// Message size in bytes after dot-unstuffing (or sum of BDAT chunks).
+    pub size: u64,
+    /// Whether the session had switched to TLS (the transaction then is only counted).
+    pub tls: bool,
+    /// `Some` when message content was seen.
+    pub email: Option<Email>,
+    /// Suricata's `email.status`: "PARSE_DONE" when the message parsed completely,
+    /// "HEADER_READY"/"BODY_STARTED" when cut short, "PARSE_ERROR" on MIME errors.
+    pub email_status: Option<String>,
+}
+
+/// How bad an anomaly is (Haka's severities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+/// A protocol anomaly.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub severity: Severity,
+    /// Human-readable detail; never contains credentials.
+    pub detail: String,
+    /// Transaction in progress when it happened, if any.
+    pub tx_id: Option<u32>,
+    /// True when this anomaly is the tutorial's `error` transition: the
+    /// dissector stopped parsing the session and asks for it to be dropped.
+    pub drop_requested: bool,
+}
+
+/// Stable, snake_case anomaly names (they appear in JSON and in policy rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    InvalidReply,
+    UnexpectedServerGreeting,
+    CommandBeforeGreeting,
+    NoHelo,
+    InvalidCommand,
+    UnknownCommand,
+    LineTooLong,
+    ReplyCodeMismatch,
+    UnmatchedReply,
+    InvalidPipelinedSequence,
+    SmugglingBareLfEndOfData,
+    BdatInvalid,
+    BdatChunkOverflow,
+    TlsRejected,
+    DataAfterQuit,
+    MimeInvalidBase64,
+    MimeHeaderTooLong,
+    /// The transport lost bytes (capture gap); parsing resynchronised.
+    StreamGap,
+}
+
+impl AnomalyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::InvalidReply => "invalid_reply",
+            AnomalyKind::UnexpectedServerGreeting => "unexpected_server_greeting",
+            AnomalyKind::CommandBeforeGreeting => "command_before_greeting",
+            AnomalyKind::NoHelo => "no_helo",
+            AnomalyKind::InvalidCommand => "invalid_command",
+            AnomalyKind::UnknownCommand => "unknown_command",
+            AnomalyKind::LineTooLong => "line_too_long",
+            AnomalyKind::ReplyCodeMismatch => "reply_code_mismatch",
+            AnomalyKind::UnmatchedReply => "unmatched_reply",
+            AnomalyKind::InvalidPipelinedSequence => "invalid_pipelined_sequence",
+            AnomalyKind::SmugglingBareLfEndOfData => "smuggling_bare_lf_end_of_data",
+            AnomalyKind::BdatInvalid => "bdat_invalid",
+            AnomalyKind::BdatChunkOverflow => "bdat_chunk_overflow",
+            AnomalyKind::TlsRejected => "tls_rejected",
+            AnomalyKind::DataAfterQuit => "data_after_quit",
+            AnomalyKind::MimeInvalidBase64 => "mime_invalid_base64",
+            AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
+            AnomalyKind::StreamGap => "stream_gap",
+        }
+    }
+}
