@@ -1,0 +1,61 @@
+//! RFC 3339 timestamps with microseconds, from microseconds since the Unix epoch.
+//!
+//! Written by hand (no calendar crate): the conversion is Howard Hinnant's
+//! `civil_from_days`, exact for every date the u64 input can express.
+
+/// Formats `micros` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`.
+pub fn rfc3339_micros(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let frac = micros % 1_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}+00:00",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn known_dates() {
+        // 2009-03-02T13:17:51.123456Z (date of a classic SMTP capture)
+        assert_eq!(
+            rfc3339_micros(1_235_999_871_123_456),
+            "2009-03-02T13:17:51.123456+00:00"
+        );
+        // leap day
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001+00:00"
+        );
+        assert_eq!(
+            rfc3339_micros(1_796_083_199_999_999),
+            "2026-11-30T23:59:59.999999+00:00"
+        );
+    }
+}
