@@ -271,7 +271,7 @@ pub struct RenderOptions {
     /// Microseconds between consecutive packets.
     pub step_micros: u64,
     /// Emit a pure ACK from the receiver after each packet consuming
-    /// sequence space (data, SYN, FIN).
+    /// sequence space (data, SYN-ACK, FIN).
     pub pure_acks: bool,
 }
 
@@ -325,7 +325,8 @@ pub fn render(conv: &Conversation, packets: &[Packet], opts: RenderOptions) -> V
                 received[d].remove(&s);
                 contiguous[d] = contiguous[d].max(e);
             }
-            if opts.pure_acks {
+            // No ACK before the receiver's own SYN: the SYN-ACK acknowledges the SYN.
+            if opts.pure_acks && sent_end[back] >= 0 {
                 let (src, dst) = conv.endpoints(p.dir.reverse());
                 let seq = conv.isn(p.dir.reverse()).wrapping_add(1).wrapping_add(sent_end[back] as u32);
                 let ack = ack_of(contiguous[d], p.dir);

@@ -17,6 +17,7 @@
 //! holes as gaps.
 
 pub mod key;
+pub mod recorder;
 pub mod stats;
 pub mod stream;
 pub mod table;
@@ -24,6 +25,7 @@ pub mod table;
 use std::net::SocketAddr;
 
 pub use key::FlowKey;
+pub use recorder::Recorder;
 pub use stats::{CloseReason, DirStats, FlowStats, TableStats};
 pub use table::FlowTable;
 
