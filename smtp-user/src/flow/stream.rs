@@ -138,7 +138,11 @@ impl Stream {
         }
         let start = start as u64;
         let end = start + wire_len;
-        self.max_end = self.max_end.max(end);
+        // A bare ACK/RST after a FIN sits at FIN+1: only data and FINs
+        // say how far the stream goes.
+        if wire_len > 0 || fin {
+            self.max_end = self.max_end.max(end);
+        }
         if fin && self.fin.is_none() {
             self.fin = Some(end);
         }
