@@ -68,12 +68,19 @@ fn corpus_reads_completely_with_expected_segments() {
                     table.segment(&seg);
                 }
                 Err(reason) => {
-                    assert!(matches!(reason, Skip::NotIp | Skip::NotTcp), "{name}: frame {n} {reason}");
+                    assert!(
+                        matches!(reason, Skip::NotIp | Skip::NotTcp),
+                        "{name}: frame {n} {reason}"
+                    );
                     table.stats_mut().count_skip(reason);
                 }
             }
         }
-        assert_eq!((n, t, p25), (frames, tcp, port25), "{name}: frames, tcp, port 25");
+        assert_eq!(
+            (n, t, p25),
+            (frames, tcp, port25),
+            "{name}: frames, tcp, port 25"
+        );
         table.close_all();
         let st = table.stats();
         assert_eq!(st.segments, tcp);
@@ -82,12 +89,20 @@ fn corpus_reads_completely_with_expected_segments() {
         for f in &table.handler().flows {
             let s = f.stats().expect("closed");
             // These captures lost nothing: any gap is a reassembly bug.
-            assert!(!s.has_gaps(), "{name}: {} -> {} has gaps", f.info.client, f.info.server);
+            assert!(
+                !s.has_gaps(),
+                "{name}: {} -> {} has gaps",
+                f.info.client,
+                f.info.server
+            );
             for (d, st) in [(&f.up, &s.up), (&f.down, &s.down)] {
                 if st.duplicates + st.overlaps == 0 {
                     assert_eq!(d.len(), st.bytes, "{name}: every byte delivered once");
                 } else {
-                    assert!(d.len() < st.bytes, "{name}: retransmissions not delivered twice");
+                    assert!(
+                        d.len() < st.bytes,
+                        "{name}: retransmissions not delivered twice"
+                    );
                 }
             }
         }
@@ -108,10 +123,18 @@ fn wireshark_sample_session_streams() {
         }
     }
     table.close_all();
-    let flows: Vec<_> = table.handler().flows.iter().filter(|f| f.info.server.port() == 25).collect();
+    let flows: Vec<_> = table
+        .handler()
+        .flows
+        .iter()
+        .filter(|f| f.info.server.port() == 25)
+        .collect();
     assert_eq!(flows.len(), 1);
     let f = flows[0];
-    assert!(f.down.data().starts_with(b"220-xc90.websitewelcome.com ESMTP"));
+    assert!(f
+        .down
+        .data()
+        .starts_with(b"220-xc90.websitewelcome.com ESMTP"));
     assert!(f.up.data().starts_with(b"EHLO "));
     assert!(f.up.data().ends_with(b"QUIT\r\n"));
     assert_eq!(f.up.gaps(), vec![]);

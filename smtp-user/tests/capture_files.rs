@@ -18,7 +18,13 @@ fn read_all(bytes: &[u8]) -> Read {
     let mut out = Vec::new();
     loop {
         match r.next_frame() {
-            Ok(Some(f)) => out.push((f.ts_micros, f.linktype, f.data.to_vec(), f.orig_len, f.offset)),
+            Ok(Some(f)) => out.push((
+                f.ts_micros,
+                f.linktype,
+                f.data.to_vec(),
+                f.orig_len,
+                f.offset,
+            )),
             Ok(None) => return (out, None),
             Err(e) => {
                 // Fused: nothing after an error.
@@ -31,7 +37,12 @@ fn read_all(bytes: &[u8]) -> Read {
 
 fn frames() -> Vec<(u64, Vec<u8>)> {
     (0..5u64)
-        .map(|i| (1_700_000_000_123_456 + i * 1_000_001, (0..(i * 37 + 3) as u8).collect()))
+        .map(|i| {
+            (
+                1_700_000_000_123_456 + i * 1_000_001,
+                (0..(i * 37 + 3) as u8).collect(),
+            )
+        })
         .collect()
 }
 
@@ -52,7 +63,16 @@ fn pcap_all_variants() {
             let mut offset = 24;
             assert_eq!(got.len(), 5);
             for ((ts, f), g) in frames().into_iter().zip(&got) {
-                assert_eq!(g, &(ts, linktype::ETHERNET, f.clone(), f.len() as u32 + 7, offset));
+                assert_eq!(
+                    g,
+                    &(
+                        ts,
+                        linktype::ETHERNET,
+                        f.clone(),
+                        f.len() as u32 + 7,
+                        offset
+                    )
+                );
                 offset += 16 + f.len() as u64;
             }
         }
@@ -69,7 +89,10 @@ fn pcap_truncated_at_every_byte_of_the_last_record() {
         assert_eq!(got.len(), 4, "cut {cut}");
         let err = err.expect("truncation is an error");
         assert_eq!(err.offset, last_offset);
-        assert!(matches!(err.kind, CaptureErrorKind::Truncated { .. }), "{err}");
+        assert!(
+            matches!(err.kind, CaptureErrorKind::Truncated { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains(&format!("offset {last_offset}")));
     }
     // Cut exactly at a record boundary: a clean, shorter file.
@@ -87,7 +110,10 @@ fn pcap_corrupt_record_length() {
     assert_eq!(got.len(), 2);
     let err = err.unwrap();
     assert_eq!(err.offset, at as u64);
-    assert!(matches!(err.kind, CaptureErrorKind::FrameTooLarge(0x0100_0000)));
+    assert!(matches!(
+        err.kind,
+        CaptureErrorKind::FrameTooLarge(0x0100_0000)
+    ));
 }
 
 #[test]
@@ -106,8 +132,10 @@ fn pcapng(endian: Endian) -> Vec<u8> {
     w.interface(101, Some(9)).unwrap(); // ns
     w.interface(113, Some(0x80 | 20)).unwrap(); // 2^-20 s
     w.block(0x0000_0BAD, b"unknown block, skipped").unwrap();
-    w.enhanced_packet(0, 1_700_000_000_000_001, b"eth frame", 100).unwrap();
-    w.enhanced_packet(1, 1_700_000_000_000_002_999, b"raw ip", 6).unwrap();
+    w.enhanced_packet(0, 1_700_000_000_000_001, b"eth frame", 100)
+        .unwrap();
+    w.enhanced_packet(1, 1_700_000_000_000_002_999, b"raw ip", 6)
+        .unwrap();
     w.enhanced_packet(2, 3 << 20, b"sll", 3).unwrap();
     w.simple_packet(b"simple").unwrap();
     w.into_inner()
@@ -118,7 +146,10 @@ fn pcapng_both_endians_resolutions_and_block_kinds() {
     for endian in [Endian::Little, Endian::Big] {
         let (got, err) = read_all(&pcapng(endian));
         assert!(err.is_none(), "{err:?}");
-        let summary: Vec<_> = got.iter().map(|g| (g.0, g.1, g.2.as_slice(), g.3)).collect();
+        let summary: Vec<_> = got
+            .iter()
+            .map(|g| (g.0, g.1, g.2.as_slice(), g.3))
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -148,7 +179,10 @@ fn pcapng_new_section_switches_byte_order_and_interfaces() {
     file.extend(w.into_inner());
     let (got, err) = read_all(&file);
     assert!(err.is_none(), "{err:?}");
-    assert_eq!(got.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(), vec![(5, 1), (7000, 101)]);
+    assert_eq!(
+        got.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(),
+        vec![(5, 1), (7000, 101)]
+    );
 }
 
 #[test]
@@ -166,21 +200,33 @@ fn pcapng_damage() {
     let mut bad = file.clone();
     bad[third + 4] += 1;
     let (got, err) = read_all(&bad);
-    assert_eq!((got.len(), err.as_ref().map(|e| e.offset)), (2, Some(third as u64)));
-    assert!(matches!(err.unwrap().kind, CaptureErrorKind::BadBlockLength(_)));
+    assert_eq!(
+        (got.len(), err.as_ref().map(|e| e.offset)),
+        (2, Some(third as u64))
+    );
+    assert!(matches!(
+        err.unwrap().kind,
+        CaptureErrorKind::BadBlockLength(_)
+    ));
     // Trailer disagrees with the header.
     let mut bad = file.clone();
     let len = u32::from_le_bytes(bad[third + 4..third + 8].try_into().unwrap()) as usize;
     bad[third + len - 4] ^= 0x40;
     let (got, err) = read_all(&bad);
     assert_eq!(got.len(), 2);
-    assert!(matches!(err.unwrap().kind, CaptureErrorKind::BlockTrailerMismatch { .. }));
+    assert!(matches!(
+        err.unwrap().kind,
+        CaptureErrorKind::BlockTrailerMismatch { .. }
+    ));
     // Packet on an undeclared interface.
     let mut bad = file;
     bad[third + 8] = 9;
     let (got, err) = read_all(&bad);
     assert_eq!(got.len(), 2);
-    assert!(matches!(err.unwrap().kind, CaptureErrorKind::UnknownInterface(9)));
+    assert!(matches!(
+        err.unwrap().kind,
+        CaptureErrorKind::UnknownInterface(9)
+    ));
 }
 
 #[test]
@@ -201,7 +247,9 @@ fn open_reports_path() {
     };
     assert_eq!(n, 4);
     assert_eq!(err.path.as_deref(), Some(path.as_path()));
-    assert!(err.to_string().starts_with(&format!("{}: offset ", path.display())));
+    assert!(err
+        .to_string()
+        .starts_with(&format!("{}: offset ", path.display())));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

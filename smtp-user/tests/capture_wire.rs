@@ -13,7 +13,14 @@ const PAYLOAD: &[u8] = b"MAIL FROM:<a@b>\r\n";
 fn v4() -> Vec<u8> {
     let src: SocketAddr = "192.0.2.1:40000".parse().unwrap();
     let dst: SocketAddr = "192.0.2.25:25".parse().unwrap();
-    tcp_frame(src, dst, 0x1122_3344, 0x5566_7788, TcpFlags::ACK | TcpFlags::PSH, PAYLOAD)
+    tcp_frame(
+        src,
+        dst,
+        0x1122_3344,
+        0x5566_7788,
+        TcpFlags::ACK | TcpFlags::PSH,
+        PAYLOAD,
+    )
 }
 
 fn v6() -> Vec<u8> {
@@ -77,7 +84,10 @@ fn every_link_type() {
         lo.extend_from_slice(&ipb);
         check(linktype::LOOP, &lo, is6);
     }
-    assert_eq!(parse_frame(147, 0, &v4()).unwrap_err(), Skip::UnsupportedLinkType);
+    assert_eq!(
+        parse_frame(147, 0, &v4()).unwrap_err(),
+        Skip::UnsupportedLinkType
+    );
 }
 
 #[test]
@@ -133,7 +143,11 @@ fn ipv6_extension_headers_and_fragments() {
         h[1] = len8;
         h
     };
-    check(linktype::ETHERNET, &v6_with(&[(0, opts(0)), (60, opts(1)), (43, opts(0))]), true);
+    check(
+        linktype::ETHERNET,
+        &v6_with(&[(0, opts(0)), (60, opts(1)), (43, opts(0))]),
+        true,
+    );
     // Fragment header: offset 0, M=1 (first fragment) carries TCP.
     let frag = |off: u16, more: bool| {
         let v = (off << 3) | u16::from(more);
@@ -144,15 +158,24 @@ fn ipv6_extension_headers_and_fragments() {
     };
     check(linktype::ETHERNET, &v6_with(&[(44, frag(0, true))]), true);
     check(linktype::ETHERNET, &v6_with(&[(44, frag(0, false))]), true);
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &v6_with(&[(44, frag(100, false))])).unwrap_err(), Skip::Fragment);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &v6_with(&[(44, frag(100, false))])).unwrap_err(),
+        Skip::Fragment
+    );
     // An unknown extension / upper layer is not TCP.
     let mut udp = v6();
     udp[14 + 6] = 17;
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &udp).unwrap_err(), Skip::NotTcp);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &udp).unwrap_err(),
+        Skip::NotTcp
+    );
     // Extension header length pointing past the packet.
     let mut bad = v6_with(&[(0, opts(0))]);
     bad[14 + 40 + 1] = 200;
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &bad).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &bad).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 #[test]
@@ -161,13 +184,22 @@ fn ipv4_fragments_and_non_ip() {
     f[14 + 6] = 0x20; // MF set, offset 0: first fragment with the TCP header: parsed
     assert!(parse_frame(linktype::ETHERNET, 0, &f).is_ok());
     f[14 + 7] = 0x10; // offset 16 × 8
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &f).unwrap_err(), Skip::Fragment);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &f).unwrap_err(),
+        Skip::Fragment
+    );
     let mut arp = v4();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &arp).unwrap_err(), Skip::NotIp);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &arp).unwrap_err(),
+        Skip::NotIp
+    );
     let mut short_total = v4();
     short_total[14 + 2..14 + 4].copy_from_slice(&30u16.to_be_bytes()); // < IHL + TCP header
-    assert_eq!(parse_frame(linktype::ETHERNET, 0, &short_total).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &short_total).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 #[test]

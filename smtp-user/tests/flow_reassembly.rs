@@ -18,7 +18,12 @@ fn feed(table: &mut FlowTable<Recorder>, frames: &[TimedFrame]) {
 }
 
 /// Runs `packets` of `conv` through a table and returns the single flow.
-fn run(conv: &Conversation, packets: &[Packet], opts: RenderOptions, config: FlowConfig) -> (RecordedFlow, FlowTable<Recorder>) {
+fn run(
+    conv: &Conversation,
+    packets: &[Packet],
+    opts: RenderOptions,
+    config: FlowConfig,
+) -> (RecordedFlow, FlowTable<Recorder>) {
     let frames = synth::render(conv, packets, opts);
     let mut table = FlowTable::new(config, Recorder::default());
     feed(&mut table, &frames);
@@ -38,14 +43,22 @@ fn assert_clean(flow: &RecordedFlow, c: &Conversation) {
     for d in [Up, Down] {
         let s = flow.stream(d);
         assert_eq!(s.gaps(), vec![], "{d:?} has no gap");
-        assert!(s.data() == c.stream(d), "{d:?} stream differs from the clean one");
+        assert!(
+            s.data() == c.stream(d),
+            "{d:?} stream differs from the clean one"
+        );
     }
 }
 
 #[test]
 fn clean_session() {
     let c = conv(1460);
-    let (flow, table) = run(&c, &c.packets(), RenderOptions::default(), FlowConfig::default());
+    let (flow, table) = run(
+        &c,
+        &c.packets(),
+        RenderOptions::default(),
+        FlowConfig::default(),
+    );
     assert_clean(&flow, &c);
     assert_eq!(flow.info.client, c.client);
     assert_eq!(flow.info.server, c.server);
@@ -95,13 +108,20 @@ fn duplicated_segments_are_counted() {
 
 /// Index (in `p`) of the data packet of direction `d` starting at `rel`.
 fn find(p: &[Packet], d: Direction, rel: i64) -> usize {
-    p.iter().position(|x| x.dir == d && x.rel == rel && x.is_data()).expect("packet")
+    p.iter()
+        .position(|x| x.dir == d && x.rel == rel && x.is_data())
+        .expect("packet")
 }
 
 #[test]
 fn overlapping_retransmissions_first_wins() {
     let c = conv(1000);
-    let ups: Vec<i64> = c.packets().iter().filter(|x| x.dir == Up && x.is_data()).map(|x| x.rel).collect();
+    let ups: Vec<i64> = c
+        .packets()
+        .iter()
+        .filter(|x| x.dir == Up && x.is_data())
+        .map(|x| x.rel)
+        .collect();
     let rel = ups[ups.len() - 5]; // two full 1000-byte body segments follow
     assert_eq!(ups[ups.len() - 4], rel + 1000);
     // Same bytes, after the originals: overlaps delivered data.
@@ -157,7 +177,11 @@ fn lost_segment_is_an_exact_gap() {
         synth::lose_data(&mut p, k);
         let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
         let s = flow.stream(lost.dir);
-        assert_eq!(s.gaps(), vec![(lost.rel as u64, lost.payload.len() as u64)], "k={k}");
+        assert_eq!(
+            s.gaps(),
+            vec![(lost.rel as u64, lost.payload.len() as u64)],
+            "k={k}"
+        );
         let mut expected = c.stream(lost.dir);
         expected.drain(lost.rel as usize..lost.rel as usize + lost.payload.len());
         assert!(s.data() == expected);
@@ -183,7 +207,10 @@ fn lost_segment_without_acks_becomes_gap_at_close() {
         ..RenderOptions::default()
     };
     let (flow, _) = run(&c, &p, opts, FlowConfig::default());
-    assert_eq!(flow.stream(lost.dir).gaps(), vec![(lost.rel as u64, lost.payload.len() as u64)]);
+    assert_eq!(
+        flow.stream(lost.dir).gaps(),
+        vec![(lost.rel as u64, lost.payload.len() as u64)]
+    );
 }
 
 #[test]
@@ -224,7 +251,12 @@ fn sequence_wrap_ipv6_and_one_byte_segments() {
     assert_eq!(flow.reason(), Some(CloseReason::Closed));
 
     c.mss = 536;
-    let (flow, _) = run(&c, &c.packets(), RenderOptions::default(), FlowConfig::default());
+    let (flow, _) = run(
+        &c,
+        &c.packets(),
+        RenderOptions::default(),
+        FlowConfig::default(),
+    );
     assert_clean(&flow, &c);
 }
 
@@ -232,7 +264,10 @@ fn sequence_wrap_ipv6_and_one_byte_segments() {
 fn out_of_order_beyond_limit_gives_gaps_and_bounded_memory() {
     // One direction only, no ACKs from the peer: nothing but the limit can
     // resolve the lost first segment.
-    let mut c = Conversation::new(vec![(Up, (0..200_000u32).map(|i| (i % 251) as u8).collect())]);
+    let mut c = Conversation::new(vec![(
+        Up,
+        (0..200_000u32).map(|i| (i % 251) as u8).collect(),
+    )]);
     c.mss = 1000;
     let mut p = c.packets();
     synth::lose_data(&mut p, 0);
@@ -315,7 +350,9 @@ fn flow_limit_evicts_least_recently_used() {
         ..FlowConfig::default()
     };
     let mut table = FlowTable::new(config, Recorder::default());
-    let send = |t: &mut FlowTable<Recorder>, f: &TimedFrame| t.segment(&parse_frame(linktype::ETHERNET, f.0, &f.1).unwrap());
+    let send = |t: &mut FlowTable<Recorder>, f: &TimedFrame| {
+        t.segment(&parse_frame(linktype::ETHERNET, f.0, &f.1).unwrap())
+    };
     // Handshakes (SYN, SYN-ACK, ACK) of sessions 0..10, then the greeting
     // of session 0 makes it the most recently used.
     for s in &sessions[..10] {
@@ -335,7 +372,11 @@ fn flow_limit_evicts_least_recently_used() {
     let flows = &table.handler().flows;
     assert_eq!(flows.len(), 19);
     for (i, f) in flows.iter().enumerate() {
-        let expected = if (1..10).contains(&i) { CloseReason::Evicted } else { CloseReason::Shutdown };
+        let expected = if (1..10).contains(&i) {
+            CloseReason::Evicted
+        } else {
+            CloseReason::Shutdown
+        };
         assert_eq!(f.reason(), Some(expected), "flow {i}");
     }
     assert_eq!(flows[0].down.data(), b"220 mx.example.net ESMTP\r\n");
@@ -343,7 +384,13 @@ fn flow_limit_evicts_least_recently_used() {
     // Churn: 50 interleaved sessions through 10 slots. Evicted flows come
     // back mid-session; every flow is closed exactly once.
     let frames = interleaved(50, false, RenderOptions::default());
-    let mut table = FlowTable::new(FlowConfig { max_flows: 10, ..FlowConfig::default() }, Recorder::default());
+    let mut table = FlowTable::new(
+        FlowConfig {
+            max_flows: 10,
+            ..FlowConfig::default()
+        },
+        Recorder::default(),
+    );
     for f in &frames {
         send(&mut table, f);
         assert!(table.len() <= 10);
@@ -353,7 +400,11 @@ fn flow_limit_evicts_least_recently_used() {
     assert!(st.evicted >= 40);
     assert_eq!(st.closed(), st.flows_created);
     assert!(table.handler().flows.iter().all(|f| f.closed.is_some()));
-    assert!(table.handler().flows.iter().any(|f| f.stats().unwrap().midstream));
+    assert!(table
+        .handler()
+        .flows
+        .iter()
+        .any(|f| f.stats().unwrap().midstream));
 }
 
 #[test]
@@ -377,7 +428,11 @@ fn global_buffer_cap() {
     assert_eq!(st.buffered, 0);
     for f in &table.handler().flows {
         let total = f.up.len();
-        assert_eq!(f.up.gaps().iter().map(|g| g.1).sum::<u64>(), 500, "one lost packet per flow");
+        assert_eq!(
+            f.up.gaps().iter().map(|g| g.1).sum::<u64>(),
+            500,
+            "one lost packet per flow"
+        );
         assert!(total > 5000);
     }
 }
@@ -395,13 +450,29 @@ fn idle_timeout_and_reset() {
     assert_eq!(table.len(), 1);
     table.expire(last + 300_000_000);
     assert_eq!(table.len(), 0);
-    assert_eq!(table.handler().flows[0].reason(), Some(CloseReason::Timeout));
+    assert_eq!(
+        table.handler().flows[0].reason(),
+        Some(CloseReason::Timeout)
+    );
     assert_eq!(table.stats().timed_out, 1);
 
     // RST from the server after the data.
     let mut frames = synth::render(&c, &p, RenderOptions::default());
-    let seq = c.server_isn.wrapping_add(1).wrapping_add(c.stream(Down).len() as u32);
-    frames.push((last + 1, synth::tcp_frame(c.server, c.client, seq, 0, smtp_user::capture::TcpFlags::RST, &[])));
+    let seq = c
+        .server_isn
+        .wrapping_add(1)
+        .wrapping_add(c.stream(Down).len() as u32);
+    frames.push((
+        last + 1,
+        synth::tcp_frame(
+            c.server,
+            c.client,
+            seq,
+            0,
+            smtp_user::capture::TcpFlags::RST,
+            &[],
+        ),
+    ));
     let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
     feed(&mut table, &frames);
     assert_eq!(table.len(), 0);
@@ -413,11 +484,17 @@ fn idle_timeout_and_reset() {
 #[test]
 fn bypass_stops_delivery_but_keeps_counting() {
     let c = conv(1000);
-    let mut table = FlowTable::new(FlowConfig::default(), Recorder {
-        stop_after: Some((Up, 100)),
-        ..Recorder::default()
-    });
-    feed(&mut table, &synth::render(&c, &c.packets(), RenderOptions::default()));
+    let mut table = FlowTable::new(
+        FlowConfig::default(),
+        Recorder {
+            stop_after: Some((Up, 100)),
+            ..Recorder::default()
+        },
+    );
+    feed(
+        &mut table,
+        &synth::render(&c, &c.packets(), RenderOptions::default()),
+    );
     table.close_all();
     let f = &table.handler().flows[0];
     assert!(f.up.len() < 2000, "delivery stopped soon after 100 bytes");
@@ -432,7 +509,11 @@ fn flow_ids_are_stable_and_distinct() {
         let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
         feed(&mut t, frames);
         t.close_all();
-        t.handler().flows.iter().map(|f| f.info.flow_id).collect::<Vec<_>>()
+        t.handler()
+            .flows
+            .iter()
+            .map(|f| f.info.flow_id)
+            .collect::<Vec<_>>()
     };
     let a = ids(&frames);
     assert_eq!(a, ids(&frames));
@@ -444,7 +525,8 @@ fn flow_ids_are_stable_and_distinct() {
 
 fn small_script() -> impl Strategy<Value = Vec<(Direction, Vec<u8>)>> {
     prop::collection::vec(
-        (prop::bool::ANY, prop::collection::vec(any::<u8>(), 1..300)).prop_map(|(up, b)| (if up { Up } else { Down }, b)),
+        (prop::bool::ANY, prop::collection::vec(any::<u8>(), 1..300))
+            .prop_map(|(up, b)| (if up { Up } else { Down }, b)),
         1..8,
     )
 }

@@ -41,7 +41,11 @@ pub enum CaptureErrorKind {
     #[error("not a pcap or pcapng file (magic {0:#010x})")]
     BadMagic(u32),
     #[error("file ends inside a {what}: {needed} bytes expected, {got} present")]
-    Truncated { what: &'static str, needed: u64, got: u64 },
+    Truncated {
+        what: &'static str,
+        needed: u64,
+        got: u64,
+    },
     #[error("captured length {0} exceeds the {max} byte limit (corrupt record)", max = MAX_FRAME_LEN)]
     FrameTooLarge(u32),
     #[error("invalid pcapng block length {0}")]
@@ -110,8 +114,16 @@ impl<R: Read> Input<R> {
     }
 
     /// Fills `buf` completely or fails with `Truncated` at `record_offset`.
-    pub(crate) fn exact(&mut self, buf: &mut [u8], record_offset: u64, what: &'static str, done: u64) -> Result<(), CaptureError> {
-        let got = self.fill(buf).map_err(|e| CaptureError::at(record_offset, e))?;
+    pub(crate) fn exact(
+        &mut self,
+        buf: &mut [u8],
+        record_offset: u64,
+        what: &'static str,
+        done: u64,
+    ) -> Result<(), CaptureError> {
+        let got = self
+            .fill(buf)
+            .map_err(|e| CaptureError::at(record_offset, e))?;
         if got < buf.len() {
             return Err(CaptureError::at(
                 record_offset,

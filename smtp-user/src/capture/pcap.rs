@@ -82,7 +82,10 @@ impl<R: Read> PcapReader<R> {
     fn read_record(&mut self) -> Result<Option<(u64, usize, u32, u64)>, CaptureError> {
         let offset = self.input.offset;
         let mut hdr = [0u8; 16];
-        let got = self.input.fill(&mut hdr).map_err(|e| CaptureError::at(offset, e))?;
+        let got = self
+            .input
+            .fill(&mut hdr)
+            .map_err(|e| CaptureError::at(offset, e))?;
         if got == 0 {
             return Ok(None);
         }
@@ -102,7 +105,10 @@ impl<R: Read> PcapReader<R> {
         let caplen = e.u32(&hdr, 8).unwrap_or(0);
         let orig_len = e.u32(&hdr, 12).unwrap_or(0);
         if caplen > MAX_FRAME_LEN {
-            return Err(CaptureError::at(offset, CaptureErrorKind::FrameTooLarge(caplen)));
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::FrameTooLarge(caplen),
+            ));
         }
         let caplen = caplen as usize;
         if self.buf.len() < caplen {

@@ -10,7 +10,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::file::{with_path, CaptureError, CaptureErrorKind, Endian, Frame, Input, MAX_FRAME_LEN, PCAPNG_SHB};
+use super::file::{
+    with_path, CaptureError, CaptureErrorKind, Endian, Frame, Input, MAX_FRAME_LEN, PCAPNG_SHB,
+};
 
 const BOM: u32 = 0x1A2B_3C4D;
 const IDB: u32 = 1;
@@ -36,10 +38,14 @@ struct Interface {
 impl Interface {
     fn micros(&self, ts: u64) -> u64 {
         let base = if self.pow2 {
-            let v = (u128::from(ts) * 1_000_000).checked_shr(u32::from(self.resol)).unwrap_or(0);
+            let v = (u128::from(ts) * 1_000_000)
+                .checked_shr(u32::from(self.resol))
+                .unwrap_or(0);
             u64::try_from(v).unwrap_or(u64::MAX)
         } else if self.resol >= 6 {
-            10u64.checked_pow(u32::from(self.resol - 6)).map_or(0, |d| ts / d)
+            10u64
+                .checked_pow(u32::from(self.resol - 6))
+                .map_or(0, |d| ts / d)
         } else {
             ts.saturating_mul(10u64.pow(u32::from(6 - self.resol)))
         };
@@ -116,7 +122,10 @@ impl<R: Read> PcapngReader<R> {
         loop {
             let offset = self.input.offset;
             let mut ty = [0u8; 4];
-            let got = self.input.fill(&mut ty).map_err(|e| CaptureError::at(offset, e))?;
+            let got = self
+                .input
+                .fill(&mut ty)
+                .map_err(|e| CaptureError::at(offset, e))?;
             if got == 0 {
                 return Ok(None);
             }
@@ -136,10 +145,14 @@ impl<R: Read> PcapngReader<R> {
             }
             let ty = self.endian.u32(&ty, 0).unwrap_or(0);
             let mut len = [0u8; 4];
-            self.input.exact(&mut len, offset, "pcapng block header", 4)?;
+            self.input
+                .exact(&mut len, offset, "pcapng block header", 4)?;
             let total = self.endian.u32(&len, 0).unwrap_or(0);
-            if total < 12 || total % 4 != 0 {
-                return Err(CaptureError::at(offset, CaptureErrorKind::BadBlockLength(total)));
+            if total < 12 || !total.is_multiple_of(4) {
+                return Err(CaptureError::at(
+                    offset,
+                    CaptureErrorKind::BadBlockLength(total),
+                ));
             }
             match ty {
                 IDB | EPB | SPB | OBSOLETE_PB => {
@@ -153,10 +166,16 @@ impl<R: Read> PcapngReader<R> {
                 }
                 _ => {
                     if total > MAX_SKIPPED_BLOCK {
-                        return Err(CaptureError::at(offset, CaptureErrorKind::BadBlockLength(total)));
+                        return Err(CaptureError::at(
+                            offset,
+                            CaptureErrorKind::BadBlockLength(total),
+                        ));
                     }
                     let body = u64::from(total) - 12;
-                    let skipped = self.input.skip(body).map_err(|e| CaptureError::at(offset, e))?;
+                    let skipped = self
+                        .input
+                        .skip(body)
+                        .map_err(|e| CaptureError::at(offset, e))?;
                     if skipped < body {
                         return Err(CaptureError::at(
                             offset,
@@ -176,7 +195,10 @@ impl<R: Read> PcapngReader<R> {
     /// Reads a block body (and checks the trailer) into `buf`.
     fn read_body(&mut self, offset: u64, total: u32) -> Result<(), CaptureError> {
         if total > MAX_BUFFERED_BLOCK {
-            return Err(CaptureError::at(offset, CaptureErrorKind::BadBlockLength(total)));
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::BadBlockLength(total),
+            ));
         }
         let body_len = total as usize - 12;
         if self.buf.len() < body_len {
@@ -189,12 +211,16 @@ impl<R: Read> PcapngReader<R> {
 
     fn trailer(&mut self, offset: u64, total: u32) -> Result<(), CaptureError> {
         let mut t = [0u8; 4];
-        self.input.exact(&mut t, offset, "pcapng block", u64::from(total) - 4)?;
+        self.input
+            .exact(&mut t, offset, "pcapng block", u64::from(total) - 4)?;
         let trailer = self.endian.u32(&t, 0).unwrap_or(0);
         if trailer != total {
             return Err(CaptureError::at(
                 offset,
-                CaptureErrorKind::BlockTrailerMismatch { header: total, trailer },
+                CaptureErrorKind::BlockTrailerMismatch {
+                    header: total,
+                    trailer,
+                },
             ));
         }
         Ok(())
@@ -203,22 +229,32 @@ impl<R: Read> PcapngReader<R> {
     /// Section header; its type (4 bytes) has been read at `offset`.
     fn section_header(&mut self, offset: u64) -> Result<(), CaptureError> {
         let mut head = [0u8; 8];
-        self.input.exact(&mut head, offset, "pcapng section header", 4)?;
+        self.input
+            .exact(&mut head, offset, "pcapng section header", 4)?;
         let bom_le = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         self.endian = if bom_le == BOM {
             Endian::Little
         } else if bom_le.swap_bytes() == BOM {
             Endian::Big
         } else {
-            return Err(CaptureError::at(offset, CaptureErrorKind::BadByteOrder(bom_le)));
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::BadByteOrder(bom_le),
+            ));
         };
         let total = self.endian.u32(&head, 0).unwrap_or(0);
-        if !(28..=MAX_BUFFERED_BLOCK).contains(&total) || total % 4 != 0 {
-            return Err(CaptureError::at(offset, CaptureErrorKind::BadBlockLength(total)));
+        if !(28..=MAX_BUFFERED_BLOCK).contains(&total) || !total.is_multiple_of(4) {
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::BadBlockLength(total),
+            ));
         }
         // Rest of the body after the BOM: versions, section length, options.
         let rest = u64::from(total) - 16;
-        let skipped = self.input.skip(rest).map_err(|e| CaptureError::at(offset, e))?;
+        let skipped = self
+            .input
+            .skip(rest)
+            .map_err(|e| CaptureError::at(offset, e))?;
         if skipped < rest {
             return Err(CaptureError::at(
                 offset,
@@ -237,9 +273,10 @@ impl<R: Read> PcapngReader<R> {
     fn interface(&mut self, offset: u64, body_len: usize) -> Result<(), CaptureError> {
         let e = self.endian;
         let body = self.buf.get(..body_len).unwrap_or_default();
-        let linktype = e
-            .u16(body, 0)
-            .ok_or(CaptureError::at(offset, CaptureErrorKind::BadBlockLength(body_len as u32 + 12)))?;
+        let linktype = e.u16(body, 0).ok_or(CaptureError::at(
+            offset,
+            CaptureErrorKind::BadBlockLength(body_len as u32 + 12),
+        ))?;
         let mut itf = Interface {
             linktype: u32::from(linktype),
             resol: 6,
@@ -271,10 +308,20 @@ impl<R: Read> PcapngReader<R> {
         Ok(())
     }
 
-    fn packet(&mut self, ty: u32, offset: u64, body_len: usize) -> Result<Option<Packet>, CaptureError> {
+    fn packet(
+        &mut self,
+        ty: u32,
+        offset: u64,
+        body_len: usize,
+    ) -> Result<Option<Packet>, CaptureError> {
         let e = self.endian;
         let body = self.buf.get(..body_len).unwrap_or_default();
-        let short = || CaptureError::at(offset, CaptureErrorKind::BadBlockLength(body_len as u32 + 12));
+        let short = || {
+            CaptureError::at(
+                offset,
+                CaptureErrorKind::BadBlockLength(body_len as u32 + 12),
+            )
+        };
         let (iface, ts, caplen, orig_len, start) = match ty {
             EPB => {
                 let iface = e.u32(body, 0).ok_or_else(short)?;
@@ -282,7 +329,13 @@ impl<R: Read> PcapngReader<R> {
                 let lo = e.u32(body, 8).ok_or_else(short)?;
                 let caplen = e.u32(body, 12).ok_or_else(short)?;
                 let orig = e.u32(body, 16).ok_or_else(short)?;
-                (iface, (u64::from(hi) << 32) | u64::from(lo), caplen, orig, 20)
+                (
+                    iface,
+                    (u64::from(hi) << 32) | u64::from(lo),
+                    caplen,
+                    orig,
+                    20,
+                )
             }
             OBSOLETE_PB => {
                 let iface = u32::from(e.u16(body, 0).ok_or_else(short)?);
@@ -290,7 +343,13 @@ impl<R: Read> PcapngReader<R> {
                 let lo = e.u32(body, 8).ok_or_else(short)?;
                 let caplen = e.u32(body, 12).ok_or_else(short)?;
                 let orig = e.u32(body, 16).ok_or_else(short)?;
-                (iface, (u64::from(hi) << 32) | u64::from(lo), caplen, orig, 20)
+                (
+                    iface,
+                    (u64::from(hi) << 32) | u64::from(lo),
+                    caplen,
+                    orig,
+                    20,
+                )
             }
             _ => {
                 // SPB: original length, then data up to the block's end.
@@ -300,15 +359,21 @@ impl<R: Read> PcapngReader<R> {
             }
         };
         if caplen > MAX_FRAME_LEN {
-            return Err(CaptureError::at(offset, CaptureErrorKind::FrameTooLarge(caplen)));
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::FrameTooLarge(caplen),
+            ));
         }
         if start + caplen as usize > body_len {
-            return Err(CaptureError::at(offset, CaptureErrorKind::CaplenOverflow { caplen }));
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::CaplenOverflow { caplen },
+            ));
         }
-        let itf = *self
-            .interfaces
-            .get(iface as usize)
-            .ok_or(CaptureError::at(offset, CaptureErrorKind::UnknownInterface(iface)))?;
+        let itf = *self.interfaces.get(iface as usize).ok_or(CaptureError::at(
+            offset,
+            CaptureErrorKind::UnknownInterface(iface),
+        ))?;
         if ty != SPB {
             self.last_ts = itf.micros(ts);
         }

@@ -145,7 +145,13 @@ impl Conversation {
     /// A retransmission of `len` bytes of `dir`'s stream from offset `rel`;
     /// with `conflicting`, every byte is changed (bitwise not): a first-wins
     /// reassembler must ignore it.
-    pub fn retransmission(&self, dir: Direction, rel: usize, len: usize, conflicting: bool) -> Packet {
+    pub fn retransmission(
+        &self,
+        dir: Direction,
+        rel: usize,
+        len: usize,
+        conflicting: bool,
+    ) -> Packet {
         let stream = self.stream(dir);
         let end = rel.saturating_add(len).min(stream.len());
         let mut payload = stream.get(rel.min(end)..end).unwrap_or_default().to_vec();
@@ -185,7 +191,9 @@ fn dir_index(d: Direction) -> usize {
 
 /// Indices (into `packets`) of the packets carrying payload.
 pub fn data_indices(packets: &[Packet]) -> Vec<usize> {
-    (0..packets.len()).filter(|&i| packets[i].is_data()).collect()
+    (0..packets.len())
+        .filter(|&i| packets[i].is_data())
+        .collect()
 }
 
 /// Reorders the data packets among their own positions: the data packet
@@ -195,7 +203,11 @@ pub fn data_indices(packets: &[Packet]) -> Vec<usize> {
 pub fn permute_data(packets: &mut [Packet], order: &[usize]) {
     let idx = data_indices(packets);
     let mut seen = vec![false; idx.len()];
-    if order.len() != idx.len() || order.iter().any(|&o| o >= idx.len() || std::mem::replace(&mut seen[o], true)) {
+    if order.len() != idx.len()
+        || order
+            .iter()
+            .any(|&o| o >= idx.len() || std::mem::replace(&mut seen[o], true))
+    {
         return;
     }
     let data: Vec<Packet> = idx.iter().map(|&i| packets[i].clone()).collect();
@@ -302,7 +314,8 @@ pub fn render(conv: &Conversation, packets: &[Packet], opts: RenderOptions) -> V
     for p in packets {
         let d = dir_index(p.dir);
         let back = dir_index(p.dir.reverse());
-        let ack_of = |contig: i64, dir: Direction| conv.isn(dir).wrapping_add(1).wrapping_add(contig as u32);
+        let ack_of =
+            |contig: i64, dir: Direction| conv.isn(dir).wrapping_add(1).wrapping_add(contig as u32);
         if !p.lost_in_capture {
             let (src, dst) = conv.endpoints(p.dir);
             let mut flags = p.flags;
@@ -328,7 +341,10 @@ pub fn render(conv: &Conversation, packets: &[Packet], opts: RenderOptions) -> V
             // No ACK before the receiver's own SYN: the SYN-ACK acknowledges the SYN.
             if opts.pure_acks && sent_end[back] >= 0 {
                 let (src, dst) = conv.endpoints(p.dir.reverse());
-                let seq = conv.isn(p.dir.reverse()).wrapping_add(1).wrapping_add(sent_end[back] as u32);
+                let seq = conv
+                    .isn(p.dir.reverse())
+                    .wrapping_add(1)
+                    .wrapping_add(sent_end[back] as u32);
                 let ack = ack_of(contiguous[d], p.dir);
                 out.push((ts, tcp_frame(src, dst, seq, ack, TcpFlags::ACK, &[])));
                 ts += opts.step_micros;
@@ -340,7 +356,14 @@ pub fn render(conv: &Conversation, packets: &[Packet], opts: RenderOptions) -> V
 
 /// Builds an Ethernet + IPv4/IPv6 + TCP frame (checksums zero).
 /// Mixed address families yield an IPv6 frame with v4-mapped addresses.
-pub fn tcp_frame(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp_frame(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 40 + 20 + payload.len());
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1]);
     let tcp_len = 20 + payload.len();
@@ -410,7 +433,15 @@ impl<W: Write> PcapWriter<W> {
         let mut h = Vec::with_capacity(16);
         let frac = ts_micros % 1_000_000;
         put32(&mut h, self.endian, (ts_micros / 1_000_000) as u32);
-        put32(&mut h, self.endian, if self.nanos { frac as u32 * 1000 } else { frac as u32 });
+        put32(
+            &mut h,
+            self.endian,
+            if self.nanos {
+                frac as u32 * 1000
+            } else {
+                frac as u32
+            },
+        );
         put32(&mut h, self.endian, data.len() as u32);
         put32(&mut h, self.endian, orig_len);
         self.w.write_all(&h)?;
@@ -477,7 +508,13 @@ impl<W: Write> PcapngWriter<W> {
     }
 
     /// Enhanced Packet Block; `ts` in the interface's units.
-    pub fn enhanced_packet(&mut self, iface: u32, ts: u64, data: &[u8], orig_len: u32) -> io::Result<()> {
+    pub fn enhanced_packet(
+        &mut self,
+        iface: u32,
+        ts: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> io::Result<()> {
         let mut body = Vec::new();
         put32(&mut body, self.endian, iface);
         put32(&mut body, self.endian, (ts >> 32) as u32);
@@ -522,7 +559,9 @@ impl<W: Write> PcapngWriter<W> {
 pub fn smtp_script(body_len: usize) -> Vec<(Direction, Vec<u8>)> {
     use Direction::{Down, Up};
     let mut body = Vec::with_capacity(body_len + 80);
-    body.extend_from_slice(b"From: a@example.org\r\nTo: b@example.net\r\nSubject: synthetic\r\n\r\n");
+    body.extend_from_slice(
+        b"From: a@example.org\r\nTo: b@example.net\r\nSubject: synthetic\r\n\r\n",
+    );
     let line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tem\r\n";
     while body.len() < body_len {
         body.extend_from_slice(line);
@@ -532,7 +571,10 @@ pub fn smtp_script(body_len: usize) -> Vec<(Direction, Vec<u8>)> {
     vec![
         s(Down, b"220 mx.example.net ESMTP\r\n"),
         s(Up, b"EHLO client.example.org\r\n"),
-        s(Down, b"250-mx.example.net\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+        s(
+            Down,
+            b"250-mx.example.net\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+        ),
         s(Up, b"MAIL FROM:<a@example.org>\r\n"),
         s(Down, b"250 2.1.0 Ok\r\n"),
         s(Up, b"RCPT TO:<b@example.net>\r\n"),
@@ -551,7 +593,13 @@ pub fn smtp_script(body_len: usize) -> Vec<(Direction, Vec<u8>)> {
 /// little-endian microsecond pcap. Session `i` uses client
 /// 10.(i>>16).(i>>8).(i) port 1024 + i % 60000 → 192.0.2.25:25. Memory
 /// holds one batch of `concurrent` rendered sessions. Returns the frames written.
-pub fn write_interleaved<W: Write>(w: W, sessions: usize, concurrent: usize, body_len: usize, mss: usize) -> io::Result<u64> {
+pub fn write_interleaved<W: Write>(
+    w: W,
+    sessions: usize,
+    concurrent: usize,
+    body_len: usize,
+    mss: usize,
+) -> io::Result<u64> {
     let mut pw = PcapWriter::new(w, super::wire::linktype::ETHERNET)?;
     let script = smtp_script(body_len);
     let mut ts = 1_700_000_000_000_000u64;
@@ -561,7 +609,10 @@ pub fn write_interleaved<W: Write>(w: W, sessions: usize, concurrent: usize, bod
         let batch: Vec<Vec<TimedFrame>> = (next..sessions.min(next + concurrent.max(1)))
             .map(|i| {
                 let mut c = Conversation::new(script.clone());
-                c.client = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 1024 + (i % 60000) as u16));
+                c.client = SocketAddr::from((
+                    [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                    1024 + (i % 60000) as u16,
+                ));
                 c.client_isn = (i as u32).wrapping_mul(2_654_435_761);
                 c.server_isn = (i as u32).wrapping_mul(40503).wrapping_add(7);
                 c.mss = mss;

@@ -170,7 +170,10 @@ fn ethernet(frame: &[u8]) -> Result<Ip<'_>, Skip> {
     let mut at = 14;
     // At most two tags (802.1ad outer + 802.1Q inner).
     for _ in 0..2 {
-        if matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
+        if matches!(
+            ethertype,
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+        ) {
             ethertype = be16(frame, at + 2).ok_or(Skip::Truncated)?;
             at += 4;
         }
@@ -303,7 +306,12 @@ fn ipv6(b: &[u8]) -> Result<(IpAddr, IpAddr, TcpBytes<'_>), Skip> {
     Err(Skip::NotTcp)
 }
 
-fn tcp_segment(ts_micros: u64, src: IpAddr, dst: IpAddr, tcp: TcpBytes<'_>) -> Result<Segment<'_>, Skip> {
+fn tcp_segment(
+    ts_micros: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: TcpBytes<'_>,
+) -> Result<Segment<'_>, Skip> {
     let b = tcp.captured;
     let hdr = b.get(..20).ok_or(if tcp.wire_len < 20 {
         Skip::Malformed
@@ -343,7 +351,20 @@ mod tests {
 
     fn ipv4_tcp(payload: &[u8], ip_total_extra: usize) -> Vec<u8> {
         let total = 20 + 20 + payload.len() + ip_total_extra;
-        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 6, 0, 0];
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ];
         p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         p.extend_from_slice(&[0x04, 0xd2, 0, 25]); // 1234 → 25
         p.extend_from_slice(&7u32.to_be_bytes());
@@ -377,16 +398,28 @@ mod tests {
     fn truncated_headers_and_bad_fields() {
         let p = ipv4_tcp(b"abc", 0);
         for cut in 0..40 {
-            assert!(parse_frame(linktype::RAW, 0, &p[..cut]).is_err(), "cut {cut}");
+            assert!(
+                parse_frame(linktype::RAW, 0, &p[..cut]).is_err(),
+                "cut {cut}"
+            );
         }
         let mut bad = p.clone();
         bad[32] = 0x40; // data offset 16
-        assert_eq!(parse_frame(linktype::RAW, 0, &bad).unwrap_err(), Skip::Malformed);
+        assert_eq!(
+            parse_frame(linktype::RAW, 0, &bad).unwrap_err(),
+            Skip::Malformed
+        );
         let mut frag = p.clone();
         frag[7] = 1; // fragment offset 8
-        assert_eq!(parse_frame(linktype::RAW, 0, &frag).unwrap_err(), Skip::Fragment);
+        assert_eq!(
+            parse_frame(linktype::RAW, 0, &frag).unwrap_err(),
+            Skip::Fragment
+        );
         let mut udp = p;
         udp[9] = 17;
-        assert_eq!(parse_frame(linktype::RAW, 0, &udp).unwrap_err(), Skip::NotTcp);
+        assert_eq!(
+            parse_frame(linktype::RAW, 0, &udp).unwrap_err(),
+            Skip::NotTcp
+        );
     }
 }

@@ -53,10 +53,24 @@ pub trait FlowHandler {
     fn open(&mut self, flow: &FlowInfo) -> Self::Session;
 
     /// In-order bytes of direction `dir`, captured at `ts_micros`.
-    fn data(&mut self, s: &mut Self::Session, flow: &FlowInfo, dir: Direction, ts_micros: u64, bytes: &[u8]);
+    fn data(
+        &mut self,
+        s: &mut Self::Session,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts_micros: u64,
+        bytes: &[u8],
+    );
 
     /// `len` bytes of direction `dir` are missing from the stream here.
-    fn gap(&mut self, s: &mut Self::Session, flow: &FlowInfo, dir: Direction, ts_micros: u64, len: u64);
+    fn gap(
+        &mut self,
+        s: &mut Self::Session,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts_micros: u64,
+        len: u64,
+    );
 
     /// The flow is gone; everything seen was delivered before this call.
     fn close(&mut self, s: Self::Session, flow: &FlowInfo, stats: &FlowStats, reason: CloseReason);

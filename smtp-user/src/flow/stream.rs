@@ -204,7 +204,7 @@ impl Stream {
 
     /// Delivers `data`, which starts at `next`; buffered pieces inside its
     /// range win over it (first data wins).
-    fn in_order<'a>(&mut self, mut data: &'a [u8], out: &mut impl FnMut(Chunk<'_>)) {
+    fn in_order(&mut self, mut data: &[u8], out: &mut impl FnMut(Chunk<'_>)) {
         while !data.is_empty() {
             let first = self.ooo.first_key_value().map(|(&k, _)| k);
             match first {
@@ -214,7 +214,9 @@ impl Stream {
                         out(Chunk::Data(data.get(..head).unwrap_or_default()));
                         self.next = k;
                     }
-                    let Some(piece) = self.ooo.remove(&k) else { break };
+                    let Some(piece) = self.ooo.remove(&k) else {
+                        break;
+                    };
                     self.buffered -= piece.len() + PIECE_OVERHEAD;
                     let rest = data.get(head..).unwrap_or_default();
                     let overlap = piece.len().min(rest.len());
@@ -292,16 +294,26 @@ impl Stream {
                 overlapping.push((k, k + v.len() as u64));
             }
         }
-        overlapping.extend(self.ooo.range(start..end).map(|(&k, v)| (k, k + v.len() as u64)));
+        overlapping.extend(
+            self.ooo
+                .range(start..end)
+                .map(|(&k, v)| (k, k + v.len() as u64)),
+        );
         let mut pos = start;
-        let slice = |a: u64, b: u64| data.get((a - start) as usize..(b - start) as usize).unwrap_or_default();
+        let slice = |a: u64, b: u64| {
+            data.get((a - start) as usize..(b - start) as usize)
+                .unwrap_or_default()
+        };
         for &(k, kend) in &overlapping {
             if pos < k {
                 self.store(pos, slice(pos, k.min(end)));
             }
             let (a, b) = (pos.max(k), end.min(kend));
             if a < b {
-                let old = self.ooo.get(&k).and_then(|v| v.get((a - k) as usize..(b - k) as usize));
+                let old = self
+                    .ooo
+                    .get(&k)
+                    .and_then(|v| v.get((a - k) as usize..(b - k) as usize));
                 if old != Some(slice(a, b)) {
                     self.stats.overlap_conflicts += 1;
                 }
@@ -406,9 +418,16 @@ mod tests {
     fn limit_turns_hole_into_gap() {
         let mut s = Stream::default();
         s.syn(0);
-        let got = run(&mut s, &[(1, b"ab"), (5, b"ef"), (9, b"ij")], 2 + PIECE_OVERHEAD);
+        let got = run(
+            &mut s,
+            &[(1, b"ab"), (5, b"ef"), (9, b"ij")],
+            2 + PIECE_OVERHEAD,
+        );
         // "ef" buffered; "ij" does not fit: hole "cd" → gap 2, "ef", hole "gh" → gap 2, "ij".
         assert_eq!(bytes(&got), b"ab??ef??ij");
-        assert_eq!((s.stats.gaps, s.stats.gap_bytes, s.stats.limit_hits), (2, 4, 1));
+        assert_eq!(
+            (s.stats.gaps, s.stats.gap_bytes, s.stats.limit_hits),
+            (2, 4, 1)
+        );
     }
 }

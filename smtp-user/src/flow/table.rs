@@ -166,7 +166,10 @@ impl<H: FlowHandler> FlowTable<H> {
         let before = mine.buffered() + theirs.buffered();
         let mut budget = Budget {
             per_direction: self.config.max_buffer_per_direction,
-            global_room: self.config.max_buffer_total.saturating_sub(self.stats.buffered),
+            global_room: self
+                .config
+                .max_buffer_total
+                .saturating_sub(self.stats.buffered),
             global_hits: 0,
         };
         let handler = &mut self.handler;
@@ -182,7 +185,14 @@ impl<H: FlowHandler> FlowTable<H> {
             seq = seg.seq.wrapping_add(1);
         }
         if wire > 0 || seg.flags.fin() || !seg.flags.syn() {
-            mine.segment(seq, seg.payload, seg.uncaptured, seg.flags.fin(), &mut budget, &mut |c| deliver(dir, c));
+            mine.segment(
+                seq,
+                seg.payload,
+                seg.uncaptured,
+                seg.flags.fin(),
+                &mut budget,
+                &mut |c| deliver(dir, c),
+            );
         }
         if seg.flags.ack() {
             theirs.peer_ack(seg.ack, &mut |c| deliver(dir.reverse(), c));
@@ -212,7 +222,12 @@ impl<H: FlowHandler> FlowTable<H> {
             let Some(Some(s)) = self.slots.get(tail as usize) else {
                 break;
             };
-            if s.flow.info.last_ts.saturating_add(self.config.idle_timeout_micros) > now_micros {
+            if s.flow
+                .info
+                .last_ts
+                .saturating_add(self.config.idle_timeout_micros)
+                > now_micros
+            {
                 break;
             }
             self.close(tail, CloseReason::Timeout);
@@ -331,7 +346,12 @@ impl<H: FlowHandler> FlowTable<H> {
             syn_seen,
             midstream,
         };
-        debug!(flow_id = info.flow_id, reason = reason.as_str(), gaps = stats.up.gaps + stats.down.gaps, "flow closed");
+        debug!(
+            flow_id = info.flow_id,
+            reason = reason.as_str(),
+            gaps = stats.up.gaps + stats.down.gaps,
+            "flow closed"
+        );
         self.handler.close(session, &info, &stats, reason);
         self.stats.count_close(reason);
     }
