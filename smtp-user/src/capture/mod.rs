@@ -6,6 +6,15 @@
 
 use std::net::SocketAddr;
 
+pub mod file;
+pub mod pcap;
+pub mod pcapng;
+pub mod synth;
+pub mod wire;
+
+pub use file::{CaptureError, CaptureErrorKind, CaptureReader, Frame};
+pub use wire::{parse_frame, Skip};
+
 /// TCP header flags, as on the wire (low 8 bits of the flags field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpFlags(pub u8);

@@ -1,1 +1,112 @@
 //! Flow table and TCP reassembly.
+//!
+//! [`FlowTable`] takes [`Segment`](crate::capture::Segment)s in capture
+//! order, groups them into connections keyed by the normalised 5-tuple,
+//! reassembles each direction ([`stream`]) and hands ordered bytes and gaps
+//! to a [`FlowHandler`]. It knows nothing about the application protocol.
+//!
+//! Who is the client: the sender of a SYN without ACK; for a connection
+//! already open when the capture started, the side not on a monitored port
+//! (if both or neither are monitored, the side with the higher port).
+//!
+//! Lifecycle: a flow is created by a SYN or by a segment carrying data (bare
+//! ACK/FIN/RST of an unknown flow are counted as orphans); it is closed when
+//! both sides' FINs are reached with all data delivered, on RST, after the
+//! idle timeout (`expire`), when evicted as least recently used under the
+//! flow limit, or at `close_all`. Closing flushes buffered data, declaring
+//! holes as gaps.
+
+pub mod key;
+pub mod recorder;
+pub mod stats;
+pub mod stream;
+pub mod table;
+
+use std::net::SocketAddr;
+
+pub use key::FlowKey;
+pub use recorder::Recorder;
+pub use stats::{CloseReason, DirStats, FlowStats, TableStats};
+pub use table::FlowTable;
+
+use crate::Direction;
+
+/// What the consumer knows about a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Stable id (see [`FlowKey::flow_id`]): same input, same id.
+    pub flow_id: u64,
+    /// Initiator of the connection (see the module doc).
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// Capture time of the first and of the latest segment, microseconds.
+    pub first_ts: u64,
+    pub last_ts: u64,
+}
+
+/// Consumer of reassembled flows.
+pub trait FlowHandler {
+    /// Per-flow consumer state.
+    type Session;
+
+    /// A flow was created.
+    fn open(&mut self, flow: &FlowInfo) -> Self::Session;
+
+    /// In-order bytes of direction `dir`, captured at `ts_micros`.
+    fn data(
+        &mut self,
+        s: &mut Self::Session,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts_micros: u64,
+        bytes: &[u8],
+    );
+
+    /// `len` bytes of direction `dir` are missing from the stream here.
+    fn gap(
+        &mut self,
+        s: &mut Self::Session,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts_micros: u64,
+        len: u64,
+    );
+
+    /// The flow is gone; everything seen was delivered before this call.
+    fn close(&mut self, s: Self::Session, flow: &FlowInfo, stats: &FlowStats, reason: CloseReason);
+
+    /// Asked after each segment: `false` stops reassembly of `dir` for
+    /// good (e.g. after STARTTLS): its buffer is freed and its segments
+    /// are only counted.
+    fn wants_data(&mut self, _s: &Self::Session, _dir: Direction) -> bool {
+        true
+    }
+}
+
+/// Flow table limits and behaviour.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Server ports, used to tell client from server mid-session.
+    pub monitored_ports: Vec<u16>,
+    /// A flow with no segment for this long is closed by `expire`.
+    pub idle_timeout_micros: u64,
+    /// Most flows tracked at once; beyond, the least recently active is evicted.
+    pub max_flows: usize,
+    /// Most out-of-order bytes buffered per direction of a flow (plus
+    /// bookkeeping overhead per piece).
+    pub max_buffer_per_direction: usize,
+    /// Most out-of-order bytes buffered across all flows.
+    pub max_buffer_total: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            monitored_ports: vec![25],
+            idle_timeout_micros: 300 * 1_000_000,
+            max_flows: 65_536,
+            max_buffer_per_direction: 1 << 20,
+            max_buffer_total: 256 << 20,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Counters of one flow ([`FlowStats`]) and of the whole table ([`TableStats`]).
+//!
+//! Nothing is dropped silently: every duplicate, overlap, gap, limit hit,
+//! eviction and skipped frame increments one of these.
+
+use crate::capture::Skip;
+use crate::Direction;
+
+/// Counters of one direction of a flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirStats {
+    /// Segments seen in this direction (with or without payload).
+    pub packets: u64,
+    /// Payload bytes on the wire (captured + uncaptured), retransmissions included.
+    pub bytes: u64,
+    /// Holes given up on, and their total length in bytes.
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Segments whose data had all been delivered already.
+    pub duplicates: u64,
+    /// Segments partly overlapping delivered or buffered data.
+    pub overlaps: u64,
+    /// Overlaps whose bytes differed from the buffered ones (first data
+    /// won; the later bytes were discarded).
+    pub overlap_conflicts: u64,
+    /// Largest out-of-order buffer of this direction (bytes + overhead).
+    pub ooo_peak: usize,
+    /// Times a buffering limit (per direction or global) forced a gap.
+    pub limit_hits: u64,
+}
+
+/// Counters of one flow, given to the consumer when it closes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Client → server.
+    pub up: DirStats,
+    /// Server → client.
+    pub down: DirStats,
+    /// A SYN (or SYN-ACK) of this connection was seen.
+    pub syn_seen: bool,
+    /// The flow was first seen without a SYN: the capture started (or the
+    /// table forgot it) mid-session.
+    pub midstream: bool,
+}
+
+impl FlowStats {
+    pub fn dir(&self, d: Direction) -> &DirStats {
+        match d {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        }
+    }
+
+    /// True if either direction had a gap.
+    pub fn has_gaps(&self) -> bool {
+        self.up.gaps + self.down.gaps > 0
+    }
+}
+
+/// Why a flow was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Both sides sent FIN and all data was delivered.
+    Closed,
+    /// A RST was seen.
+    Reset,
+    /// No packet for the idle timeout.
+    Timeout,
+    /// Removed to make room under the flow limit (least recently used).
+    Evicted,
+    /// End of input (`close_all`).
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Stable lowercase name for logs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Closed => "closed",
+            CloseReason::Reset => "reset",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of the flow table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Segments given to the table.
+    pub segments: u64,
+    /// Segments of no known flow that carry no data and no SYN (late ACKs,
+    /// FINs and RSTs of closed flows): no flow is created for them.
+    pub orphans: u64,
+    pub flows_created: u64,
+    /// Closes by reason.
+    pub closed_fin: u64,
+    pub closed_reset: u64,
+    pub timed_out: u64,
+    pub evicted: u64,
+    pub shutdown: u64,
+    /// Flows currently in the table.
+    pub active: u64,
+    /// Frames skipped before reaching the table, by [`Skip`] reason
+    /// (indexed by `Skip::index`); counted by the caller via `count_skip`.
+    pub skipped: [u64; Skip::ALL.len()],
+    /// Times the global buffer limit forced a gap.
+    pub memcap_hits: u64,
+    /// Bytes buffered out of order now, and the peak.
+    pub buffered: usize,
+    pub buffered_peak: usize,
+}
+
+impl TableStats {
+    /// Counts a frame the wire parser skipped.
+    pub fn count_skip(&mut self, reason: Skip) {
+        if let Some(c) = self.skipped.get_mut(reason.index()) {
+            *c += 1;
+        }
+    }
+
+    /// Skipped frames for `reason`.
+    pub fn skipped(&self, reason: Skip) -> u64 {
+        self.skipped.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// All closes, whatever the reason.
+    pub fn closed(&self) -> u64 {
+        self.closed_fin + self.closed_reset + self.timed_out + self.evicted + self.shutdown
+    }
+
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        let c = match reason {
+            CloseReason::Closed => &mut self.closed_fin,
+            CloseReason::Reset => &mut self.closed_reset,
+            CloseReason::Timeout => &mut self.timed_out,
+            CloseReason::Evicted => &mut self.evicted,
+            CloseReason::Shutdown => &mut self.shutdown,
+        };
+        *c += 1;
+        self.active = self.active.saturating_sub(1);
+    }
+}

@@ -1,0 +1,566 @@
+//! Reassembly of generated sessions: every capture-point accident must give
+//! back the clean byte streams, or exactly the specified gaps.
+
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+use smtp_user::capture::synth::{self, Conversation, Packet, RenderOptions, TimedFrame};
+use smtp_user::capture::wire::{linktype, parse_frame};
+use smtp_user::flow::recorder::{Piece, RecordedFlow};
+use smtp_user::flow::{CloseReason, FlowConfig, FlowTable, Recorder};
+use smtp_user::Direction::{self, Down, Up};
+
+fn feed(table: &mut FlowTable<Recorder>, frames: &[TimedFrame]) {
+    for (ts, f) in frames {
+        let seg = parse_frame(linktype::ETHERNET, *ts, f).expect("synthetic frames parse");
+        table.segment(&seg);
+    }
+}
+
+/// Runs `packets` of `conv` through a table and returns the single flow.
+fn run(
+    conv: &Conversation,
+    packets: &[Packet],
+    opts: RenderOptions,
+    config: FlowConfig,
+) -> (RecordedFlow, FlowTable<Recorder>) {
+    let frames = synth::render(conv, packets, opts);
+    let mut table = FlowTable::new(config, Recorder::default());
+    feed(&mut table, &frames);
+    table.close_all();
+    assert_eq!(table.handler().flows.len(), 1, "exactly one flow");
+    let flow = table.handler().flows[0].clone();
+    (flow, table)
+}
+
+fn conv(mss: usize) -> Conversation {
+    let mut c = Conversation::new(synth::smtp_script(20_000));
+    c.mss = mss;
+    c
+}
+
+fn assert_clean(flow: &RecordedFlow, c: &Conversation) {
+    for d in [Up, Down] {
+        let s = flow.stream(d);
+        assert_eq!(s.gaps(), vec![], "{d:?} has no gap");
+        assert!(
+            s.data() == c.stream(d),
+            "{d:?} stream differs from the clean one"
+        );
+    }
+}
+
+#[test]
+fn clean_session() {
+    let c = conv(1460);
+    let (flow, table) = run(
+        &c,
+        &c.packets(),
+        RenderOptions::default(),
+        FlowConfig::default(),
+    );
+    assert_clean(&flow, &c);
+    assert_eq!(flow.info.client, c.client);
+    assert_eq!(flow.info.server, c.server);
+    assert_eq!(flow.reason(), Some(CloseReason::Closed));
+    let st = flow.stats().unwrap();
+    assert!(st.syn_seen && !st.midstream);
+    assert_eq!(st.up.bytes, c.stream(Up).len() as u64);
+    assert_eq!(st.down.bytes, c.stream(Down).len() as u64);
+    assert_eq!((st.up.duplicates, st.up.overlaps, st.up.gaps), (0, 0, 0));
+    let ts = table.stats();
+    assert_eq!((ts.flows_created, ts.closed_fin, ts.active), (1, 1, 0));
+    // The last ACK arrives after the close: counted, no new flow.
+    assert_eq!(ts.orphans, 1);
+    assert_eq!(ts.buffered, 0);
+}
+
+#[test]
+fn reordered_segments() {
+    for seed in [1, 7, 42, 1234] {
+        let c = conv(500);
+        let mut p = c.packets();
+        synth::shuffle_data(&mut p, seed);
+        let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+        assert_clean(&flow, &c);
+        assert_eq!(flow.reason(), Some(CloseReason::Closed), "seed {seed}");
+    }
+    let c = conv(100);
+    let mut p = c.packets();
+    synth::swap_pairs(&mut p);
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    assert!(flow.stats().unwrap().up.ooo_peak > 0);
+}
+
+#[test]
+fn duplicated_segments_are_counted() {
+    let c = conv(1000);
+    let mut p = c.packets();
+    for k in [0, 3, 5, 10] {
+        synth::duplicate_data(&mut p, k + 4); // indices shift by one per insert
+    }
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    let st = flow.stats().unwrap();
+    assert_eq!(st.up.duplicates + st.down.duplicates, 4);
+}
+
+/// Index (in `p`) of the data packet of direction `d` starting at `rel`.
+fn find(p: &[Packet], d: Direction, rel: i64) -> usize {
+    p.iter()
+        .position(|x| x.dir == d && x.rel == rel && x.is_data())
+        .expect("packet")
+}
+
+#[test]
+fn overlapping_retransmissions_first_wins() {
+    let c = conv(1000);
+    let ups: Vec<i64> = c
+        .packets()
+        .iter()
+        .filter(|x| x.dir == Up && x.is_data())
+        .map(|x| x.rel)
+        .collect();
+    let rel = ups[ups.len() - 5]; // two full 1000-byte body segments follow
+    assert_eq!(ups[ups.len() - 4], rel + 1000);
+    // Same bytes, after the originals: overlaps delivered data.
+    let mut p = c.packets();
+    let i = find(&p, Up, rel + 1000);
+    p.insert(i + 1, c.retransmission(Up, rel as usize + 500, 1000, false));
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    assert_eq!(flow.stats().unwrap().up.duplicates, 1);
+
+    // Conflicting bytes, after the originals: ignored.
+    let mut p = c.packets();
+    let i = find(&p, Up, rel + 1000);
+    p.insert(i + 1, c.retransmission(Up, rel as usize + 500, 1000, true));
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+
+    // Buffered out of order, then a conflicting copy of buffered bytes
+    // arrives, then the hole is filled: the buffered bytes win and the conflict is counted.
+    let mut p = c.packets();
+    let a = find(&p, Up, rel);
+    let b = find(&p, Up, rel + 1000);
+    p.swap(a, b); // rel+1000 now buffered before rel arrives
+    p.insert(a + 1, c.retransmission(Up, rel as usize + 1200, 500, true));
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    let st = flow.stats().unwrap();
+    assert_eq!(st.up.overlap_conflicts, 1, "{st:?}");
+
+    // A conflicting copy that arrives FIRST wins (the policy is first data
+    // wins, not "original wins"): the later original bytes are discarded.
+    let mut p = c.packets();
+    let a = find(&p, Up, rel);
+    p.insert(a, c.retransmission(Up, rel as usize + 1000, 500, true));
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    let mut expected = c.stream(Up);
+    let r = rel as usize + 1000;
+    expected[r..r + 500].iter_mut().for_each(|b| *b = !*b);
+    assert!(flow.up.data() == expected);
+    // The original arrives after the copy was delivered: an overlap, but
+    // delivered bytes are not kept, so it cannot be recognised as a conflict.
+    let st = flow.stats().unwrap();
+    assert_eq!((st.up.overlaps, st.up.overlap_conflicts), (1, 0));
+}
+
+#[test]
+fn lost_segment_is_an_exact_gap() {
+    let c = conv(1000);
+    for k in [1, 6, 15] {
+        let mut p = c.packets();
+        let idx = synth::data_indices(&p)[k];
+        let lost = p[idx].clone();
+        synth::lose_data(&mut p, k);
+        let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+        let s = flow.stream(lost.dir);
+        assert_eq!(
+            s.gaps(),
+            vec![(lost.rel as u64, lost.payload.len() as u64)],
+            "k={k}"
+        );
+        let mut expected = c.stream(lost.dir);
+        expected.drain(lost.rel as usize..lost.rel as usize + lost.payload.len());
+        assert!(s.data() == expected);
+        let other = flow.stream(lost.dir.reverse());
+        assert!(other.data() == c.stream(lost.dir.reverse()) && other.gaps().is_empty());
+        let st = flow.stats().unwrap();
+        assert_eq!(st.dir(lost.dir).gaps, 1);
+        assert_eq!(st.dir(lost.dir).gap_bytes, lost.payload.len() as u64);
+        assert_eq!(flow.reason(), Some(CloseReason::Closed));
+    }
+}
+
+#[test]
+fn lost_segment_without_acks_becomes_gap_at_close() {
+    let c = conv(1000);
+    let mut p = c.packets();
+    let k = synth::data_indices(&p).len() - 3;
+    let idx = synth::data_indices(&p)[k];
+    let lost = p[idx].clone();
+    synth::lose_data(&mut p, k);
+    let opts = RenderOptions {
+        pure_acks: false,
+        ..RenderOptions::default()
+    };
+    let (flow, _) = run(&c, &p, opts, FlowConfig::default());
+    assert_eq!(
+        flow.stream(lost.dir).gaps(),
+        vec![(lost.rel as u64, lost.payload.len() as u64)]
+    );
+}
+
+#[test]
+fn midstream_start() {
+    let c = conv(1000);
+    for k in [0, 3, 9] {
+        let mut p = c.packets();
+        synth::start_midstream(&mut p, k);
+        let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+        assert_eq!(flow.info.client, c.client, "port 25 decides the server");
+        let st = flow.stats().unwrap();
+        assert!(st.midstream && !st.syn_seen);
+        for d in [Up, Down] {
+            let expected: Vec<u8> = p
+                .iter()
+                .filter(|x| x.dir == d && x.is_data() && !x.lost_in_capture)
+                .flat_map(|x| x.payload.clone())
+                .collect();
+            assert!(flow.stream(d).data() == expected, "k={k} {d:?}");
+            assert!(flow.stream(d).gaps().is_empty());
+        }
+    }
+}
+
+#[test]
+fn sequence_wrap_ipv6_and_one_byte_segments() {
+    let mut c = Conversation::new(synth::smtp_script(3000));
+    c.client = "[2001:db8::1]:51000".parse().unwrap();
+    c.server = "[2001:db8::25]:25".parse().unwrap();
+    c.client_isn = u32::MAX - 1500;
+    c.server_isn = u32::MAX - 40;
+    c.mss = 1;
+    let mut p = c.packets();
+    synth::shuffle_data(&mut p, 99);
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    assert_eq!(flow.info.client, c.client);
+    assert_eq!(flow.reason(), Some(CloseReason::Closed));
+
+    c.mss = 536;
+    let (flow, _) = run(
+        &c,
+        &c.packets(),
+        RenderOptions::default(),
+        FlowConfig::default(),
+    );
+    assert_clean(&flow, &c);
+}
+
+#[test]
+fn out_of_order_beyond_limit_gives_gaps_and_bounded_memory() {
+    // One direction only, no ACKs from the peer: nothing but the limit can
+    // resolve the lost first segment.
+    let mut c = Conversation::new(vec![(
+        Up,
+        (0..200_000u32).map(|i| (i % 251) as u8).collect(),
+    )]);
+    c.mss = 1000;
+    let mut p = c.packets();
+    synth::lose_data(&mut p, 0);
+    let opts = RenderOptions {
+        pure_acks: false,
+        ..RenderOptions::default()
+    };
+    let limit = 16 * 1024;
+    let config = FlowConfig {
+        max_buffer_per_direction: limit,
+        ..FlowConfig::default()
+    };
+    let (flow, table) = run(&c, &p, opts, config.clone());
+    assert_eq!(flow.up.gaps(), vec![(0, 1000)]);
+    assert!(flow.up.data()[..] == c.stream(Up)[1000..]);
+    let st = flow.stats().unwrap();
+    assert_eq!(st.up.limit_hits, 1);
+    assert!(st.up.ooo_peak <= limit);
+    assert!(table.stats().buffered_peak <= limit);
+
+    // Shuffled: every delivered byte is at its right offset, data + gaps
+    // cover the stream, memory stays under the limit.
+    let mut p = c.packets();
+    synth::shuffle_data(&mut p, 5);
+    let (flow, _) = run(&c, &p, opts, config);
+    let clean = c.stream(Up);
+    let mut at = 0usize;
+    for piece in &flow.up.pieces {
+        match piece {
+            Piece::Data(d) => {
+                assert!(clean[at..at + d.len()] == d[..], "data at {at}");
+                at += d.len();
+            }
+            Piece::Gap(n) => at += *n as usize,
+        }
+    }
+    assert_eq!(at, clean.len());
+    let st = flow.stats().unwrap();
+    assert!(st.up.gaps > 0 && st.up.limit_hits > 0);
+    assert!(st.up.ooo_peak <= limit);
+}
+
+/// Sessions `0..n`, `concurrent` at a time, interleaved round-robin.
+fn interleaved(n: usize, lose_first: bool, opts: RenderOptions) -> Vec<TimedFrame> {
+    let sessions: Vec<Vec<TimedFrame>> = (0..n)
+        .map(|i| {
+            let mut c = Conversation::new(synth::smtp_script(5000));
+            c.client = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 2000 + i as u16));
+            c.mss = 500;
+            let mut p = c.packets();
+            if lose_first {
+                synth::lose_data(&mut p, 9); // first packet of the message body
+            }
+            synth::render(&c, &p, opts)
+        })
+        .collect();
+    let longest = sessions.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for k in 0..longest {
+        for s in &sessions {
+            if let Some(f) = s.get(k) {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn flow_limit_evicts_least_recently_used() {
+    let sessions: Vec<Vec<TimedFrame>> = (0..20)
+        .map(|i| {
+            let mut c = Conversation::new(synth::smtp_script(100));
+            c.client = SocketAddr::from(([10, 0, 0, i as u8], 2000 + i as u16));
+            synth::render(&c, &c.packets(), RenderOptions::default())
+        })
+        .collect();
+    let config = FlowConfig {
+        max_flows: 10,
+        ..FlowConfig::default()
+    };
+    let mut table = FlowTable::new(config, Recorder::default());
+    let send = |t: &mut FlowTable<Recorder>, f: &TimedFrame| {
+        t.segment(&parse_frame(linktype::ETHERNET, f.0, &f.1).unwrap())
+    };
+    // Handshakes (SYN, SYN-ACK, ACK) of sessions 0..10, then the greeting
+    // of session 0 makes it the most recently used.
+    for s in &sessions[..10] {
+        for f in &s[..3] {
+            send(&mut table, f);
+        }
+    }
+    send(&mut table, &sessions[0][3]);
+    for s in &sessions[10..19] {
+        for f in &s[..3] {
+            send(&mut table, f);
+            assert!(table.len() <= 10);
+        }
+    }
+    assert_eq!(table.stats().evicted, 9);
+    table.close_all();
+    let flows = &table.handler().flows;
+    assert_eq!(flows.len(), 19);
+    for (i, f) in flows.iter().enumerate() {
+        let expected = if (1..10).contains(&i) {
+            CloseReason::Evicted
+        } else {
+            CloseReason::Shutdown
+        };
+        assert_eq!(f.reason(), Some(expected), "flow {i}");
+    }
+    assert_eq!(flows[0].down.data(), b"220 mx.example.net ESMTP\r\n");
+
+    // Churn: 50 interleaved sessions through 10 slots. Evicted flows come
+    // back mid-session; every flow is closed exactly once.
+    let frames = interleaved(50, false, RenderOptions::default());
+    let mut table = FlowTable::new(
+        FlowConfig {
+            max_flows: 10,
+            ..FlowConfig::default()
+        },
+        Recorder::default(),
+    );
+    for f in &frames {
+        send(&mut table, f);
+        assert!(table.len() <= 10);
+    }
+    table.close_all();
+    let st = table.stats().clone();
+    assert!(st.evicted >= 40);
+    assert_eq!(st.closed(), st.flows_created);
+    assert!(table.handler().flows.iter().all(|f| f.closed.is_some()));
+    assert!(table
+        .handler()
+        .flows
+        .iter()
+        .any(|f| f.stats().unwrap().midstream));
+}
+
+#[test]
+fn global_buffer_cap() {
+    let opts = RenderOptions {
+        pure_acks: false,
+        ..RenderOptions::default()
+    };
+    let frames = interleaved(30, true, opts);
+    let cap = 20_000;
+    let config = FlowConfig {
+        max_buffer_total: cap,
+        ..FlowConfig::default()
+    };
+    let mut table = FlowTable::new(config, Recorder::default());
+    feed(&mut table, &frames);
+    table.close_all();
+    let st = table.stats();
+    assert!(st.memcap_hits > 0);
+    assert!(st.buffered_peak <= cap, "{} > {cap}", st.buffered_peak);
+    assert_eq!(st.buffered, 0);
+    for f in &table.handler().flows {
+        let total = f.up.len();
+        assert_eq!(
+            f.up.gaps().iter().map(|g| g.1).sum::<u64>(),
+            500,
+            "one lost packet per flow"
+        );
+        assert!(total > 5000);
+    }
+}
+
+#[test]
+fn idle_timeout_and_reset() {
+    let c = conv(1000);
+    let mut p = c.packets();
+    p.retain(|x| x.flags & smtp_user::capture::TcpFlags::FIN == 0);
+    let frames = synth::render(&c, &p, RenderOptions::default());
+    let last = frames.last().unwrap().0;
+    let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+    feed(&mut table, &frames);
+    table.expire(last + 299_000_000);
+    assert_eq!(table.len(), 1);
+    table.expire(last + 300_000_000);
+    assert_eq!(table.len(), 0);
+    assert_eq!(
+        table.handler().flows[0].reason(),
+        Some(CloseReason::Timeout)
+    );
+    assert_eq!(table.stats().timed_out, 1);
+
+    // RST from the server after the data.
+    let mut frames = synth::render(&c, &p, RenderOptions::default());
+    let seq = c
+        .server_isn
+        .wrapping_add(1)
+        .wrapping_add(c.stream(Down).len() as u32);
+    frames.push((
+        last + 1,
+        synth::tcp_frame(
+            c.server,
+            c.client,
+            seq,
+            0,
+            smtp_user::capture::TcpFlags::RST,
+            &[],
+        ),
+    ));
+    let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+    feed(&mut table, &frames);
+    assert_eq!(table.len(), 0);
+    let f = &table.handler().flows[0];
+    assert_eq!(f.reason(), Some(CloseReason::Reset));
+    assert_clean(f, &c);
+}
+
+#[test]
+fn bypass_stops_delivery_but_keeps_counting() {
+    let c = conv(1000);
+    let mut table = FlowTable::new(
+        FlowConfig::default(),
+        Recorder {
+            stop_after: Some((Up, 100)),
+            ..Recorder::default()
+        },
+    );
+    feed(
+        &mut table,
+        &synth::render(&c, &c.packets(), RenderOptions::default()),
+    );
+    table.close_all();
+    let f = &table.handler().flows[0];
+    assert!(f.up.len() < 2000, "delivery stopped soon after 100 bytes");
+    assert!(f.down.data() == c.stream(Down));
+    assert_eq!(f.stats().unwrap().up.bytes, c.stream(Up).len() as u64);
+}
+
+#[test]
+fn flow_ids_are_stable_and_distinct() {
+    let frames = interleaved(5, false, RenderOptions::default());
+    let ids = |frames: &[TimedFrame]| {
+        let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+        feed(&mut t, frames);
+        t.close_all();
+        t.handler()
+            .flows
+            .iter()
+            .map(|f| f.info.flow_id)
+            .collect::<Vec<_>>()
+    };
+    let a = ids(&frames);
+    assert_eq!(a, ids(&frames));
+    let mut d = a.clone();
+    d.sort();
+    d.dedup();
+    assert_eq!(d.len(), 5);
+}
+
+fn small_script() -> impl Strategy<Value = Vec<(Direction, Vec<u8>)>> {
+    prop::collection::vec(
+        (prop::bool::ANY, prop::collection::vec(any::<u8>(), 1..300))
+            .prop_map(|(up, b)| (if up { Up } else { Down }, b)),
+        1..8,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Any permutation and duplication of the data segments yields the
+    /// in-order streams when nothing is missing.
+    #[test]
+    fn permutation_and_duplication_preserve_streams(
+        steps in small_script(),
+        mss in 1usize..64,
+        isn in any::<u32>(),
+        seed in any::<u64>(),
+        dups in prop::collection::vec(0usize..1000, 0..6),
+        acks in any::<bool>(),
+    ) {
+        let mut c = Conversation::new(steps);
+        c.mss = mss;
+        c.client_isn = isn;
+        c.server_isn = isn.wrapping_mul(3);
+        let mut p = c.packets();
+        synth::shuffle_data(&mut p, seed);
+        let n = synth::data_indices(&p).len();
+        for d in dups {
+            synth::duplicate_data(&mut p, d % n);
+        }
+        let opts = RenderOptions { pure_acks: acks, ..RenderOptions::default() };
+        let (flow, _) = run(&c, &p, opts, FlowConfig::default());
+        for d in [Up, Down] {
+            prop_assert_eq!(flow.stream(d).gaps(), vec![]);
+            prop_assert_eq!(flow.stream(d).data(), c.stream(d));
+        }
+        prop_assert_eq!(flow.reason(), Some(CloseReason::Closed));
+    }
+}
