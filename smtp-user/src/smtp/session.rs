@@ -162,6 +162,9 @@ pub struct Session {
     drop_requested: bool,
     /// `data_after_quit` was reported.
     quit_reported: bool,
+    /// The last reply ended an AUTH exchange and no valid command followed yet:
+    /// an unparsable client line may be a credential, its content is not shown.
+    after_auth: bool,
     /// Per direction (Up, Down): bytes seen, bytes not parsed (TLS, error, after QUIT, lost).
     bytes: [u64; 2],
     unparsed: [u64; 2],
@@ -215,6 +218,7 @@ impl Session {
             tls: false,
             drop_requested: false,
             quit_reported: false,
+            after_auth: false,
             bytes: [0; 2],
             unparsed: [0; 2],
         }
@@ -433,14 +437,22 @@ impl Session {
             let detail = format!("command sent before the reply to {}", verb.as_str());
             self.anomaly(AnomalyKind::InvalidPipelinedSequence, detail, self.up_tx, sink);
         }
-        let Ok((_, cmd)) = grammar::command_line(line) else {
-            let shown = lossy(&line[..line.len().min(32)]);
-            self.anomaly(AnomalyKind::InvalidCommand, format!("not a command: {shown:?}"), self.up_tx, sink);
+        let parsed = grammar::command_line(line)
+            .ok()
+            .filter(|(_, c)| !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_))));
+        let Some((_, cmd)) = parsed else {
+            let detail = if self.after_auth {
+                format!("not a command ({} bytes, content hidden after AUTH)", line.len())
+            } else {
+                format!("not a command: {:?}", lossy(&line[..line.len().min(32)]))
+            };
+            self.anomaly(AnomalyKind::InvalidCommand, detail, self.up_tx, sink);
             self.push_pending(Awaiting::Command(Verb::Unknown(String::new())), None, None, sink);
             self.apply(Direction::Up, Message::Command { bdat: false }, sink);
             return;
         };
         let verb = grammar::verb(cmd.verb);
+        self.after_auth = false;
         let args = match verb {
             Verb::Auth => mask_auth(cmd.args),
             _ => lossy(cmd.args),
@@ -751,6 +763,7 @@ impl Session {
             (None, Answers::Auth) => Some(Verb::Auth),
             _ => None,
         };
+        self.after_auth = answers == Answers::Auth;
         let refused = entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
         sink.event(Event::Response(Response { code, lines, to: to.clone() }));
         if let Some(p) = entry {
