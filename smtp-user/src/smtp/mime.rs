@@ -198,9 +198,14 @@ impl MimeParser {
             }
             self.end_of_headers(&mut out);
         } else if self.candidate {
+            // A last line without line ending (BDAT content may end so).
             let line = std::mem::take(&mut self.line);
-            self.decode(&line, &mut out);
+            if !self.boundary_line(&line, &mut out) {
+                self.decode(&line, &mut out);
+            }
             self.line = line;
+            self.line.clear();
+            self.candidate = false;
         }
     }
 

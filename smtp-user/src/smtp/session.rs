@@ -162,6 +162,8 @@ pub struct Session {
     drop_requested: bool,
     /// `data_after_quit` was reported.
     quit_reported: bool,
+    /// `command_before_greeting` was reported.
+    early_reported: bool,
     /// The last reply ended an AUTH exchange and no valid command followed yet:
     /// an unparsable client line may be a credential, its content is not shown.
     after_auth: bool,
@@ -218,6 +220,7 @@ impl Session {
             tls: false,
             drop_requested: false,
             quit_reported: false,
+            early_reported: false,
             after_auth: false,
             bytes: [0; 2],
             unparsed: [0; 2],
@@ -820,9 +823,14 @@ impl Session {
     fn apply(&mut self, dir: Direction, msg: Message, sink: &mut impl EventSink) {
         let step = machine::transition(self.state, dir, msg);
         if let Some(kind) = step.anomaly {
-            let once = kind == AnomalyKind::DataAfterQuit;
-            if !(once && self.quit_reported) {
-                self.quit_reported |= once;
+            // Reported once per session: every later byte would repeat them.
+            let once = match kind {
+                AnomalyKind::DataAfterQuit => Some(&mut self.quit_reported),
+                AnomalyKind::CommandBeforeGreeting => Some(&mut self.early_reported),
+                _ => None,
+            };
+            let repeated = once.map(|flag| std::mem::replace(flag, true)).unwrap_or(false);
+            if !repeated {
                 let detail = match kind {
                     AnomalyKind::UnexpectedServerGreeting => "greeting is not 220".to_string(),
                     AnomalyKind::CommandBeforeGreeting => "client spoke before the greeting".to_string(),

@@ -1,6 +1,8 @@
 //! Helpers shared by the SMTP dissector tests: run transcripts, pick events.
 #![allow(dead_code)]
 
+pub mod pcap;
+
 use smtp_user::smtp::{
     AnomalyKind, Command, ContentPart, OwnedEvent, OwnedMailContent, Response, Session, Transaction, Verb,
 };
