@@ -278,6 +278,10 @@ pub enum AnomalyKind {
     MimeHeaderTooLong,
     /// The transport lost bytes (capture gap); parsing resynchronised.
     StreamGap,
+    /// A per-session bound (commands awaiting replies, recipients, reply
+    /// lines, open transactions, client bytes held before a reply) was
+    /// reached; the excess was counted and dropped.
+    LimitExceeded,
 }
 
 impl AnomalyKind {
@@ -301,6 +305,34 @@ impl AnomalyKind {
             AnomalyKind::MimeInvalidBase64 => "mime_invalid_base64",
             AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
             AnomalyKind::StreamGap => "stream_gap",
+            AnomalyKind::LimitExceeded => "limit_exceeded",
+        }
+    }
+
+    /// The severity the dissector reports this anomaly with (Haka's levels):
+    /// `high` for what breaks parsing or hides content from the monitor
+    /// (invalid replies, invalid BDAT, smuggling-style end of data), `medium`
+    /// for malformed but survivable input, `low` for oddities.
+    pub fn default_severity(self) -> Severity {
+        use AnomalyKind as A;
+        match self {
+            A::InvalidReply | A::BdatInvalid | A::SmugglingBareLfEndOfData => Severity::High,
+            A::InvalidCommand
+            | A::LineTooLong
+            | A::ReplyCodeMismatch
+            | A::InvalidPipelinedSequence
+            | A::BdatChunkOverflow
+            | A::MimeHeaderTooLong
+            | A::StreamGap
+            | A::LimitExceeded => Severity::Medium,
+            A::UnexpectedServerGreeting
+            | A::CommandBeforeGreeting
+            | A::NoHelo
+            | A::UnknownCommand
+            | A::UnmatchedReply
+            | A::TlsRejected
+            | A::DataAfterQuit
+            | A::MimeInvalidBase64 => Severity::Low,
         }
     }
 }

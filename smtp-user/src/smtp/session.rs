@@ -1,0 +1,983 @@
+//! One SMTP session: glues the two byte streams, the grammar, the state
+//! machine and transaction building together.
+//!
+//! The up (client → server) and down (server → client) streams are parsed
+//! independently into messages (command lines, content, AUTH answers;
+//! replies) which drive [`machine::transition`]. Commands wait in a queue
+//! until their reply arrives (PIPELINING). When the client sends bytes while
+//! the reply to DATA, AUTH, STARTTLS or QUIT is still unknown, the meaning of
+//! those bytes depends on that reply, so they are held (bounded) and replayed
+//! once the reply is known: 354 → content, 334 → AUTH answer, 220 to
+//! STARTTLS → TLS, anything else → commands again.
+//!
+//! Results do not depend on how the streams are chunked, except for the
+//! boundaries between successive `MailContent` pieces.
+
+use std::collections::VecDeque;
+
+use crate::Direction;
+
+use super::data::{DotDecoder, Piece};
+use super::events::{
+    Anomaly, AnomalyKind, Command, ContentPart, Event, EventSink, MailContent, Recipient, Response, TransactionState,
+    Verb,
+};
+use super::grammar;
+use super::lines::{LineBuffer, Split};
+use super::machine::{self, Answers, Class, Message, State};
+use super::mime::MimeParser;
+use super::transaction::{TxBuilder, MAX_RECIPIENTS};
+
+/// Bounds of one session (memory per session is bounded by these).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Longest command / reply line, excluding the line ending.
+    pub line_limit: usize,
+    /// Most client bytes held while waiting for the reply to DATA/AUTH/STARTTLS/QUIT.
+    pub hold_limit: usize,
+    /// Most commands awaiting a reply.
+    pub max_pending: usize,
+    /// Most transactions open at once (awaiting their final reply).
+    pub max_open_transactions: usize,
+    /// Most lines kept per reply (the excess is counted, not kept).
+    pub max_reply_lines: usize,
+    /// BDAT chunks larger than this are reported (`bdat_chunk_overflow`).
+    pub max_bdat_chunk: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            line_limit: 4096,
+            hold_limit: 64 * 1024,
+            max_pending: 256,
+            max_open_transactions: 16,
+            max_reply_lines: 256,
+            max_bdat_chunk: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the reply to a pending command will be matched against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaiting {
+    /// A command line.
+    Command(Verb),
+    /// The end of DATA content.
+    EndOfData,
+    /// A BDAT chunk (`last`: BDAT … LAST).
+    Bdat { last: bool },
+}
+
+/// A command awaiting its reply.
+#[derive(Debug, Clone)]
+struct Pending {
+    what: Awaiting,
+    /// Transaction the command belongs to; it holds one `refs` count for this entry.
+    tx: Option<u32>,
+    /// Index into that transaction's `rcpt_to` (RCPT only).
+    rcpt: Option<usize>,
+}
+
+impl Pending {
+    fn verb(&self) -> Verb {
+        match &self.what {
+            Awaiting::Command(v) => v.clone(),
+            Awaiting::EndOfData => Verb::Data,
+            Awaiting::Bdat { .. } => Verb::Bdat,
+        }
+    }
+
+    /// Commands after which client bytes cannot be interpreted before the reply.
+    fn blocks_client(&self) -> bool {
+        matches!(self.what, Awaiting::Command(Verb::Data | Verb::Auth | Verb::StartTls | Verb::Quit))
+    }
+}
+
+/// How the up stream is read right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpMode {
+    Commands,
+    AuthAnswer,
+    Data,
+    Chunk,
+    /// Waiting for the reply to a blocking command: hold the bytes.
+    Hold,
+    /// After QUIT: anything is `data_after_quit`.
+    AfterQuit,
+    /// TLS or error: count only.
+    Discard,
+}
+
+/// A multi-line reply being assembled.
+#[derive(Debug)]
+struct ReplyBuilder {
+    code: u16,
+    /// At most `max_reply_lines` entries.
+    lines: Vec<String>,
+    /// A continuation line had another code (reported once).
+    mismatch: bool,
+}
+
+/// The SMTP dissector for one TCP session.
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    up_lines: LineBuffer,
+    down_lines: LineBuffer,
+    /// Reply whose final line has not arrived yet.
+    reply: Option<ReplyBuilder>,
+    /// The greeting (first reply) was seen.
+    greeted: bool,
+    /// Argument of the last HELO/EHLO.
+    helo: Option<String>,
+    /// A HELO/EHLO command was seen.
+    helo_seen: bool,
+    /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
+    pending: VecDeque<Pending>,
+    /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
+    hold: Vec<u8>,
+    /// Client bytes dropped because `hold` was full (replayed as a gap).
+    hold_lost: u64,
+    /// Set when held bytes are replayed as commands after a refused blocking command.
+    replay_after: Option<Verb>,
+    /// Open transactions, oldest first; at most `cfg.max_open_transactions`.
+    txs: VecDeque<TxBuilder>,
+    /// Transaction that client commands / content currently add to.
+    up_tx: Option<u32>,
+    /// Number of transactions started (next id).
+    next_tx: u32,
+    /// Transaction whose content is streaming (DATA or BDAT), if any.
+    content_tx: Option<u32>,
+    dots: DotDecoder,
+    mime: MimeParser,
+    /// Octets left in the current BDAT chunk.
+    bdat_remaining: u64,
+    /// The current BDAT chunk is the LAST one.
+    bdat_last: bool,
+    /// BDAT octets of the current message (for SIZE= checks).
+    bdat_total: u64,
+    tls: bool,
+    drop_requested: bool,
+    /// `data_after_quit` was reported.
+    quit_reported: bool,
+    /// `command_before_greeting` was reported.
+    early_reported: bool,
+    /// The last reply ended an AUTH exchange and no valid command followed yet:
+    /// an unparsable client line may be a credential, its content is not shown.
+    after_auth: bool,
+    /// Per direction (Up, Down): bytes seen, bytes not parsed (TLS, error, after QUIT, lost).
+    bytes: [u64; 2],
+    unparsed: [u64; 2],
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+fn idx(dir: Direction) -> usize {
+    match dir {
+        Direction::Up => 0,
+        Direction::Down => 1,
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::with_config(SessionConfig::default())
+    }
+
+    pub fn with_config(cfg: SessionConfig) -> Session {
+        Session {
+            up_lines: LineBuffer::new(cfg.line_limit),
+            down_lines: LineBuffer::new(cfg.line_limit),
+            cfg,
+            state: State::SessionInitiation,
+            reply: None,
+            greeted: false,
+            helo: None,
+            helo_seen: false,
+            pending: VecDeque::new(),
+            hold: Vec::new(),
+            hold_lost: 0,
+            replay_after: None,
+            txs: VecDeque::new(),
+            up_tx: None,
+            next_tx: 0,
+            content_tx: None,
+            dots: DotDecoder::default(),
+            mime: MimeParser::new(),
+            bdat_remaining: 0,
+            bdat_last: false,
+            bdat_total: 0,
+            tls: false,
+            drop_requested: false,
+            quit_reported: false,
+            early_reported: false,
+            after_auth: false,
+            bytes: [0; 2],
+            unparsed: [0; 2],
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The session switched to TLS (STARTTLS + 220): bytes are only counted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// A fatal parse error happened (the tutorial's `error` transition).
+    pub fn drop_requested(&self) -> bool {
+        self.drop_requested
+    }
+
+    /// Mail transactions started (MAIL FROM commands, plus DATA/BDAT without one).
+    pub fn transactions_seen(&self) -> u32 {
+        self.next_tx
+    }
+
+    /// Bytes seen in a direction (including gaps).
+    pub fn bytes(&self, dir: Direction) -> u64 {
+        self.bytes[idx(dir)]
+    }
+
+    /// Bytes of a direction that were counted but not parsed (TLS, after an
+    /// error or QUIT, lost in gaps or beyond the hold limit).
+    pub fn unparsed_bytes(&self, dir: Direction) -> u64 {
+        self.unparsed[idx(dir)]
+    }
+
+    /// Feeds bytes of one direction.
+    pub fn feed(&mut self, dir: Direction, data: &[u8], sink: &mut impl EventSink) {
+        self.bytes[idx(dir)] += data.len() as u64;
+        match dir {
+            Direction::Up => self.process_up(data, sink),
+            Direction::Down => self.process_down(data, sink),
+        }
+    }
+
+    /// The transport lost `len` bytes in `dir`.
+    pub fn gap(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
+        self.bytes[idx(dir)] += len;
+        self.unparsed[idx(dir)] += len;
+        if matches!(self.state, State::Tls | State::Error) {
+            return;
+        }
+        let tx_id = self.content_tx.or(self.up_tx);
+        self.anomaly(AnomalyKind::StreamGap, format!("{len} bytes lost ({dir:?})"), tx_id, sink);
+        match dir {
+            Direction::Down => {
+                self.reply = None;
+                self.down_lines.resync();
+            }
+            Direction::Up => match self.up_mode() {
+                UpMode::Data => {
+                    self.mark_incomplete();
+                    self.dots.gap();
+                    self.mime.gap();
+                }
+                UpMode::Chunk => {
+                    self.mark_incomplete();
+                    self.mime.gap();
+                    if len < self.bdat_remaining {
+                        self.bdat_remaining -= len;
+                    } else {
+                        // The gap swallowed the end of the chunk and some of what followed.
+                        self.bdat_remaining = 0;
+                        self.chunk_done(sink);
+                        self.up_lines.resync();
+                    }
+                }
+                UpMode::Hold => {
+                    self.hold_lost += len;
+                }
+                UpMode::Commands | UpMode::AuthAnswer => self.up_lines.resync(),
+                UpMode::AfterQuit | UpMode::Discard => {}
+            },
+        }
+    }
+
+    /// The connection closed (or the monitor stops): open transactions end as Aborted.
+    pub fn finish(&mut self, sink: &mut impl EventSink) {
+        if !self.hold.is_empty() {
+            let quit = self.pending.back().is_some_and(|p| p.what == Awaiting::Command(Verb::Quit));
+            if quit && !self.quit_reported {
+                self.quit_reported = true;
+                self.anomaly(AnomalyKind::DataAfterQuit, format!("{} bytes after QUIT", self.hold.len()), None, sink);
+            }
+            self.unparsed[0] += self.hold.len() as u64;
+            self.hold.clear();
+        }
+        self.abort_all(sink);
+    }
+
+    // ----- up stream -----
+
+    fn up_mode(&self) -> UpMode {
+        match self.state {
+            State::Error | State::Tls => UpMode::Discard,
+            State::Finish => UpMode::AfterQuit,
+            State::DataTransmission => UpMode::Data,
+            State::BdatTransmission => UpMode::Chunk,
+            State::AuthExchange => UpMode::AuthAnswer,
+            _ if self.pending.back().is_some_and(Pending::blocks_client) => UpMode::Hold,
+            _ => UpMode::Commands,
+        }
+    }
+
+    fn process_up(&mut self, data: &[u8], sink: &mut impl EventSink) {
+        let mut input = data;
+        while !input.is_empty() {
+            let used = match self.up_mode() {
+                UpMode::Discard => {
+                    self.unparsed[0] += input.len() as u64;
+                    input.len()
+                }
+                UpMode::AfterQuit => {
+                    self.unparsed[0] += input.len() as u64;
+                    self.apply(Direction::Up, Message::Command { bdat: false }, sink);
+                    input.len()
+                }
+                UpMode::Hold => {
+                    let room = self.cfg.hold_limit.saturating_sub(self.hold.len());
+                    let take = room.min(input.len());
+                    self.hold.extend_from_slice(&input[..take]);
+                    if take < input.len() {
+                        if self.hold_lost == 0 {
+                            let verb = self.pending.back().map(Pending::verb).unwrap_or(Verb::Noop);
+                            let detail = format!(
+                                "client sent more than {} bytes before the reply to {}",
+                                self.cfg.hold_limit,
+                                verb.as_str()
+                            );
+                            self.anomaly(AnomalyKind::LimitExceeded, detail, self.up_tx, sink);
+                        }
+                        self.hold_lost += (input.len() - take) as u64;
+                        self.unparsed[0] += (input.len() - take) as u64;
+                    }
+                    input.len()
+                }
+                UpMode::Data => self.up_data(input, sink),
+                UpMode::Chunk => self.up_chunk(input, sink),
+                UpMode::Commands | UpMode::AuthAnswer => self.up_line(input, sink),
+            };
+            input = input.get(used..).unwrap_or(&[]);
+        }
+    }
+
+    /// Once the reply to a blocking command is known, replay what was held.
+    fn replay_held(&mut self, sink: &mut impl EventSink) {
+        while !self.hold.is_empty() && self.up_mode() != UpMode::Hold {
+            let held = std::mem::take(&mut self.hold);
+            let lost = std::mem::take(&mut self.hold_lost);
+            self.process_up(&held, sink);
+            self.replay_after = None;
+            if lost > 0 {
+                // Bytes beyond the hold limit were dropped: a gap in the up stream.
+                self.bytes[0] -= lost;
+                self.unparsed[0] -= lost;
+                self.gap(Direction::Up, lost, sink);
+            }
+            if self.hold.is_empty() {
+                // Keep the allocation for next time.
+                self.hold = held;
+                self.hold.clear();
+            }
+        }
+    }
+
+    fn up_line(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
+        let auth = self.up_mode() == UpMode::AuthAnswer;
+        match self.up_lines.split(input) {
+            Split::NeedMore => input.len(),
+            Split::InInput { start, end, consumed, .. } => {
+                if auth {
+                    self.apply(Direction::Up, Message::AuthAnswer, sink);
+                } else {
+                    self.on_command(&input[start..end], sink);
+                }
+                consumed
+            }
+            Split::Buffered { consumed, .. } => {
+                if auth {
+                    self.apply(Direction::Up, Message::AuthAnswer, sink);
+                } else {
+                    let line = self.up_lines.line().to_vec();
+                    self.on_command(&line, sink);
+                }
+                consumed
+            }
+            Split::TooLong { consumed, ended } => {
+                if !auth {
+                    let detail = format!("command line longer than {} bytes skipped", self.cfg.line_limit);
+                    self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                } else if ended {
+                    self.apply(Direction::Up, Message::AuthAnswer, sink);
+                }
+                consumed
+            }
+            Split::Skipped { consumed, ended } => {
+                if auth && ended {
+                    self.apply(Direction::Up, Message::AuthAnswer, sink);
+                }
+                consumed
+            }
+        }
+    }
+
+    fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
+        if let Some(verb) = self.replay_after.take() {
+            let detail = format!("command sent before the reply to {}", verb.as_str());
+            self.anomaly(AnomalyKind::InvalidPipelinedSequence, detail, self.up_tx, sink);
+        }
+        let parsed = grammar::command_line(line)
+            .ok()
+            .filter(|(_, c)| !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_))));
+        let Some((_, cmd)) = parsed else {
+            let detail = if self.after_auth {
+                format!("not a command ({} bytes, content hidden after AUTH)", line.len())
+            } else {
+                format!("not a command: {:?}", lossy(&line[..line.len().min(32)]))
+            };
+            self.anomaly(AnomalyKind::InvalidCommand, detail, self.up_tx, sink);
+            self.push_pending(Awaiting::Command(Verb::Unknown(String::new())), None, None, sink);
+            self.apply(Direction::Up, Message::Command { bdat: false }, sink);
+            return;
+        };
+        let verb = grammar::verb(cmd.verb);
+        self.after_auth = false;
+        let args = match verb {
+            Verb::Auth => mask_auth(cmd.args),
+            _ => lossy(cmd.args),
+        };
+        sink.event(Event::Command(Command { verb: verb.clone(), args: args.clone() }));
+        if let Verb::Unknown(v) = &verb {
+            let detail = format!("unknown command {v:?}");
+            self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
+        }
+        if let Some(prev) = self.pending.back() {
+            if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
+                let detail = format!("{} sent before the reply to {}", verb.as_str(), prev.verb().as_str());
+                self.anomaly(AnomalyKind::InvalidPipelinedSequence, detail, self.up_tx, sink);
+            }
+        }
+        if matches!(verb, Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Bdat) && !self.helo_seen && self.greeted {
+            let detail = format!("{} before HELO/EHLO", verb.as_str());
+            self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
+        }
+        match verb {
+            Verb::Helo | Verb::Ehlo => {
+                self.helo = Some(args);
+                self.helo_seen = true;
+                let tx = self.up_tx.take();
+                self.push_pending(Awaiting::Command(verb), tx, None, sink);
+            }
+            Verb::Rset => {
+                let tx = self.up_tx.take();
+                self.push_pending(Awaiting::Command(verb), tx, None, sink);
+            }
+            Verb::Mail => {
+                let id = self.new_tx(sink);
+                if let Some(tx) = self.tx_mut(id) {
+                    match grammar::path_args(cmd.args, "FROM:") {
+                        Ok((_, p)) => {
+                            tx.mail_from = Some(lossy(p.path));
+                            tx.mail_params = p.params.iter().map(|p| lossy(p)).collect();
+                            tx.declared_size = p
+                                .params
+                                .iter()
+                                .find_map(|p| p.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE=")).map(|_| &p[5..]))
+                                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                        }
+                        Err(_) => tx.mail_from = Some(args.clone()),
+                    }
+                }
+                self.up_tx = Some(id);
+                self.push_pending(Awaiting::Command(verb), Some(id), None, sink);
+            }
+            Verb::Rcpt => {
+                let path = match grammar::path_args(cmd.args, "TO:") {
+                    Ok((_, p)) => lossy(p.path),
+                    Err(_) => args.clone(),
+                };
+                let mut rcpt = None;
+                let mut dropped = false;
+                if let Some(tx) = self.up_tx.and_then(|id| self.tx_mut(id)) {
+                    if tx.rcpt_to.len() < MAX_RECIPIENTS {
+                        tx.rcpt_to.push(Recipient { path, reply_code: None });
+                        rcpt = Some(tx.rcpt_to.len() - 1);
+                    } else {
+                        dropped = true;
+                    }
+                }
+                if dropped {
+                    let detail = format!("more than {MAX_RECIPIENTS} recipients; not recorded");
+                    self.anomaly(AnomalyKind::LimitExceeded, detail, self.up_tx, sink);
+                }
+                let tx = self.up_tx;
+                self.push_pending(Awaiting::Command(verb), tx, rcpt, sink);
+            }
+            Verb::Data => {
+                let tx = self.up_tx;
+                self.push_pending(Awaiting::Command(verb), tx, None, sink);
+            }
+            Verb::Bdat => return self.on_bdat(cmd.args, sink),
+            _ => self.push_pending(Awaiting::Command(verb), None, None, sink),
+        }
+        self.apply(Direction::Up, Message::Command { bdat: false }, sink);
+    }
+
+    fn on_bdat(&mut self, args: &[u8], sink: &mut impl EventSink) {
+        let Some(b) = grammar::bdat_args(args) else {
+            // Without a valid size the rest of the up stream cannot be framed.
+            let detail = format!("invalid BDAT arguments {:?}", lossy(&args[..args.len().min(32)]));
+            self.fatal(AnomalyKind::BdatInvalid, detail, sink);
+            return;
+        };
+        let id = match self.content_tx {
+            Some(id) => id,
+            None => {
+                let id = match self.up_tx {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_tx(sink);
+                        self.up_tx = Some(id);
+                        id
+                    }
+                };
+                self.start_content(id);
+                id
+            }
+        };
+        if b.size > self.cfg.max_bdat_chunk {
+            let detail = format!("BDAT chunk of {} bytes (limit {})", b.size, self.cfg.max_bdat_chunk);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+        }
+        self.bdat_total = self.bdat_total.saturating_add(b.size);
+        let declared = self.tx_mut(id).and_then(|t| t.declared_size);
+        if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
+            let detail = format!("BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}", self.bdat_total);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+        }
+        self.bdat_remaining = b.size;
+        self.bdat_last = b.last;
+        self.push_pending(Awaiting::Bdat { last: b.last }, Some(id), None, sink);
+        self.apply(Direction::Up, Message::Command { bdat: true }, sink);
+        if b.size == 0 {
+            self.chunk_done(sink);
+        }
+    }
+
+    fn up_data(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
+        let mut used = 0;
+        loop {
+            let (n, piece) = self.dots.next(input.get(used..).unwrap_or(&[]));
+            used += n;
+            match piece {
+                Piece::Content(c) => self.content(c, sink),
+                Piece::Smuggling { pattern, content } => {
+                    let detail = format!("bare LF dot line {pattern} in DATA (not end of data)");
+                    self.anomaly(AnomalyKind::SmugglingBareLfEndOfData, detail, self.content_tx, sink);
+                    self.content(content, sink);
+                }
+                Piece::End => {
+                    let tx = self.end_content(sink);
+                    self.push_pending(Awaiting::EndOfData, tx, None, sink);
+                    self.apply(Direction::Up, Message::EndOfData, sink);
+                    return used;
+                }
+                Piece::NeedMore => return used,
+            }
+        }
+    }
+
+    fn up_chunk(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
+        let take = usize::try_from(self.bdat_remaining).unwrap_or(usize::MAX).min(input.len());
+        self.content(&input[..take], sink);
+        self.bdat_remaining -= take as u64;
+        if self.bdat_remaining == 0 {
+            self.chunk_done(sink);
+        }
+        take
+    }
+
+    fn chunk_done(&mut self, sink: &mut impl EventSink) {
+        if self.bdat_last {
+            self.end_content(sink);
+        }
+        self.apply(Direction::Up, Message::ChunkDone, sink);
+    }
+
+    // ----- content -----
+
+    fn start_content(&mut self, id: u32) {
+        self.content_tx = Some(id);
+        self.dots.reset();
+        self.mime.reset();
+        self.bdat_total = 0;
+        if let Some(tx) = self.tx_mut(id) {
+            tx.email = Some(Default::default());
+        }
+    }
+
+    fn content(&mut self, data: &[u8], sink: &mut impl EventSink) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(id) = self.content_tx else { return };
+        if let Some(tx) = self.tx_mut(id) {
+            tx.size += data.len() as u64;
+        }
+        sink.event(Event::MailContent(MailContent { tx_id: id, part: ContentPart::Raw, data }));
+        self.mime.feed(data, id, sink);
+    }
+
+    /// End of message: record what MIME parsing found; returns the transaction.
+    fn end_content(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        let id = self.content_tx.take()?;
+        self.mime.finish(id, sink);
+        self.mime.end_body(id, sink);
+        let email = self.mime.take_email();
+        let error = self.mime.error;
+        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
+        if let Some(tx) = self.tx_mut(id) {
+            tx.email = Some(email);
+            tx.email_status = Some(status(tx.incomplete, error, headers, body).to_string());
+        }
+        sink.event(Event::MailContent(MailContent { tx_id: id, part: ContentPart::End, data: &[] }));
+        if self.up_tx == Some(id) {
+            self.up_tx = None;
+        }
+        Some(id)
+    }
+
+    /// Content cut short (abort): keep what the headers said.
+    fn cut_content(&mut self, sink: &mut impl EventSink) {
+        let Some(id) = self.content_tx.take() else { return };
+        self.mime.finish(id, sink);
+        let email = self.mime.take_email();
+        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
+        if let Some(tx) = self.tx_mut(id) {
+            tx.email = Some(email);
+            tx.email_status = Some(status(true, false, headers, body).to_string());
+        }
+    }
+
+    fn mark_incomplete(&mut self) {
+        if let Some(tx) = self.content_tx.and_then(|id| self.tx_mut(id)) {
+            tx.incomplete = true;
+        }
+    }
+
+    // ----- down stream -----
+
+    fn process_down(&mut self, data: &[u8], sink: &mut impl EventSink) {
+        let mut input = data;
+        while !input.is_empty() {
+            if matches!(self.state, State::Tls | State::Error) {
+                self.unparsed[1] += input.len() as u64;
+                return;
+            }
+            let used = match self.down_lines.split(input) {
+                Split::NeedMore => input.len(),
+                Split::InInput { start, end, consumed, .. } => {
+                    self.on_reply_line(&input[start..end], sink);
+                    consumed
+                }
+                Split::Buffered { consumed, .. } => {
+                    let line = self.down_lines.line().to_vec();
+                    self.on_reply_line(&line, sink);
+                    consumed
+                }
+                Split::TooLong { consumed, .. } => {
+                    let detail = format!("reply line longer than {} bytes skipped", self.cfg.line_limit);
+                    self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    consumed
+                }
+                Split::Skipped { consumed, .. } => consumed,
+            };
+            input = input.get(used..).unwrap_or(&[]);
+        }
+    }
+
+    fn on_reply_line(&mut self, line: &[u8], sink: &mut impl EventSink) {
+        let Ok((_, r)) = grammar::reply_line(line) else {
+            let shown = lossy(&line[..line.len().min(32)]);
+            self.fatal(AnomalyKind::InvalidReply, format!("not a reply line: {shown:?}"), sink);
+            return;
+        };
+        let max_lines = self.cfg.max_reply_lines;
+        let builder = self.reply.get_or_insert_with(|| ReplyBuilder { code: r.code, lines: Vec::new(), mismatch: false });
+        let mismatch = builder.code != r.code && !builder.mismatch;
+        builder.mismatch |= mismatch;
+        let overflow = builder.lines.len() == max_lines;
+        if builder.lines.len() < max_lines {
+            builder.lines.push(lossy(r.text));
+        }
+        if mismatch {
+            let detail = format!("reply line with code {} inside a {} reply", r.code, builder.code);
+            self.anomaly(AnomalyKind::ReplyCodeMismatch, detail, self.up_tx, sink);
+        }
+        if overflow {
+            self.anomaly(AnomalyKind::LimitExceeded, format!("reply longer than {max_lines} lines"), self.up_tx, sink);
+        }
+        if !r.more {
+            if let Some(reply) = self.reply.take() {
+                self.on_reply(reply.code, reply.lines, sink);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
+        let class = Class::of(code);
+        let (entry, answers) = if !self.greeted {
+            self.greeted = true;
+            (None, Answers::Greeting)
+        } else if code == 334 && self.pending.front().is_some_and(|p| p.what == Awaiting::Command(Verb::Auth)) {
+            // AUTH continues: the command stays pending until a non-334 reply.
+            (None, Answers::Auth)
+        } else {
+            match self.pending.pop_front() {
+                Some(p) => {
+                    let answers = match p.what {
+                        Awaiting::Command(Verb::Data) => Answers::Data,
+                        Awaiting::Command(Verb::Auth) => Answers::Auth,
+                        Awaiting::Command(Verb::StartTls) => Answers::StartTls,
+                        Awaiting::Command(Verb::Quit) => Answers::Quit,
+                        _ => Answers::Other,
+                    };
+                    (Some(p), answers)
+                }
+                None => (None, Answers::Nothing),
+            }
+        };
+        let to = match (&entry, answers) {
+            (Some(p), _) => Some(p.verb()),
+            (None, Answers::Auth) => Some(Verb::Auth),
+            _ => None,
+        };
+        self.after_auth = answers == Answers::Auth;
+        let refused = entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
+        sink.event(Event::Response(Response { code, lines, to: to.clone() }));
+        if let Some(p) = entry {
+            self.reply_effects(&p, code, class);
+            if let Some(id) = p.tx {
+                if let Some(tx) = self.tx_mut(id) {
+                    tx.refs = tx.refs.saturating_sub(1);
+                }
+                self.try_emit(id, sink);
+            }
+        }
+        let more_pending = !self.pending.is_empty();
+        self.apply(Direction::Down, Message::Reply { to: answers, class, more_pending }, sink);
+        if refused && !self.hold.is_empty() && matches!(self.state, State::Command | State::Response) {
+            self.replay_after = to;
+        }
+        self.replay_held(sink);
+    }
+
+    /// What a reply means for the transaction of the command it answers.
+    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class) {
+        let ok = matches!(class, Class::Positive | Class::Ready);
+        let id = p.tx;
+        match &p.what {
+            Awaiting::Command(Verb::Mail) if !ok => self.decide(id, TransactionState::Rejected, code),
+            Awaiting::Command(Verb::Rcpt) => {
+                if let (Some(tx), Some(i)) = (id.and_then(|id| self.tx_mut(id)), p.rcpt) {
+                    if let Some(r) = tx.rcpt_to.get_mut(i) {
+                        r.reply_code = Some(code);
+                    }
+                }
+            }
+            Awaiting::Command(Verb::Data) if class == Class::Intermediate => {
+                let id = match id {
+                    Some(id) => id,
+                    None => self.new_tx_quiet(),
+                };
+                self.start_content(id);
+            }
+            Awaiting::Command(Verb::Data) => self.decide(id, TransactionState::Rejected, code),
+            Awaiting::EndOfData | Awaiting::Bdat { last: true } => {
+                let state = if ok { TransactionState::Delivered } else { TransactionState::Rejected };
+                self.decide(id, state, code);
+            }
+            Awaiting::Bdat { last: false } if !ok => self.decide(id, TransactionState::Rejected, code),
+            Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo) => self.decide(id, TransactionState::Reset, code),
+            _ => {}
+        }
+    }
+
+    // ----- state machine -----
+
+    /// Runs one transition of the table and its `enter` hooks.
+    fn apply(&mut self, dir: Direction, msg: Message, sink: &mut impl EventSink) {
+        let step = machine::transition(self.state, dir, msg);
+        if let Some(kind) = step.anomaly {
+            // Reported once per session: every later byte would repeat them.
+            let once = match kind {
+                AnomalyKind::DataAfterQuit => Some(&mut self.quit_reported),
+                AnomalyKind::CommandBeforeGreeting => Some(&mut self.early_reported),
+                _ => None,
+            };
+            let repeated = once.map(|flag| std::mem::replace(flag, true)).unwrap_or(false);
+            if !repeated {
+                let detail = match kind {
+                    AnomalyKind::UnexpectedServerGreeting => "greeting is not 220".to_string(),
+                    AnomalyKind::CommandBeforeGreeting => "client spoke before the greeting".to_string(),
+                    AnomalyKind::UnmatchedReply => "reply with no command awaiting it".to_string(),
+                    AnomalyKind::TlsRejected => "STARTTLS refused".to_string(),
+                    AnomalyKind::DataAfterQuit => "client sent bytes after QUIT".to_string(),
+                    _ => format!("{msg:?} in state {}", self.state.name()),
+                };
+                let tx = self.content_tx.or(self.up_tx);
+                self.anomaly(kind, detail, tx, sink);
+            }
+        }
+        if step.next != self.state {
+            tracing::trace!("state={}→{} ({dir:?} {msg:?})", self.state.name(), step.next.name());
+            let from = self.state;
+            self.state = step.next;
+            self.enter(from, sink);
+        }
+    }
+
+    /// `enter` hooks.
+    fn enter(&mut self, from: State, sink: &mut impl EventSink) {
+        match self.state {
+            State::Tls => {
+                self.tls = true;
+                self.unparsed[0] += self.hold.len() as u64;
+                self.hold.clear();
+                self.pending.clear();
+                self.abort_all(sink);
+            }
+            State::Finish => {
+                self.pending.clear();
+                self.abort_all(sink);
+            }
+            State::Error => {
+                self.drop_requested = true;
+            }
+            _ => {}
+        }
+        if from == State::BdatTransmission && self.state != State::Response {
+            self.bdat_remaining = 0;
+        }
+    }
+
+    /// The `error` transition: a high-severity anomaly asking to drop the session.
+    fn fatal(&mut self, kind: AnomalyKind, detail: String, sink: &mut impl EventSink) {
+        let tx_id = self.content_tx.or(self.up_tx);
+        sink.event(Event::Anomaly(Anomaly { kind, severity: kind.default_severity(), detail, tx_id, drop_requested: true }));
+        self.apply(Direction::Up, Message::Fatal, sink);
+    }
+
+    fn anomaly(&mut self, kind: AnomalyKind, detail: String, tx_id: Option<u32>, sink: &mut impl EventSink) {
+        tracing::debug!(kind = kind.as_str(), %detail, "smtp anomaly");
+        sink.event(Event::Anomaly(Anomaly { kind, severity: kind.default_severity(), detail, tx_id, drop_requested: false }));
+    }
+
+    // ----- transactions -----
+
+    fn push_pending(&mut self, what: Awaiting, tx: Option<u32>, rcpt: Option<usize>, sink: &mut impl EventSink) {
+        if self.pending.len() >= self.cfg.max_pending {
+            let detail = format!("more than {} commands awaiting replies", self.cfg.max_pending);
+            self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
+            return;
+        }
+        if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
+            t.refs += 1;
+        }
+        self.pending.push_back(Pending { what, tx, rcpt });
+    }
+
+    fn tx_mut(&mut self, id: u32) -> Option<&mut TxBuilder> {
+        self.txs.iter_mut().find(|t| t.id == id)
+    }
+
+    fn new_tx(&mut self, sink: &mut impl EventSink) -> u32 {
+        if self.txs.len() >= self.cfg.max_open_transactions {
+            if let Some(mut oldest) = self.txs.pop_front() {
+                let detail = format!("more than {} open transactions", self.cfg.max_open_transactions);
+                self.anomaly(AnomalyKind::LimitExceeded, detail, Some(oldest.id), sink);
+                oldest.decide(TransactionState::Aborted, None);
+                sink.event(Event::Transaction(oldest.into_transaction(self.tls)));
+            }
+        }
+        self.new_tx_quiet()
+    }
+
+    fn new_tx_quiet(&mut self) -> u32 {
+        let id = self.next_tx;
+        self.next_tx = self.next_tx.saturating_add(1);
+        self.txs.push_back(TxBuilder::new(id, self.helo.clone()));
+        id
+    }
+
+    fn decide(&mut self, id: Option<u32>, state: TransactionState, code: u16) {
+        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
+            tx.decide(state, Some(code));
+        }
+        if id.is_some() && self.up_tx == id && state != TransactionState::Delivered {
+            self.up_tx = None;
+        }
+    }
+
+    /// Emits the transaction if it is decided and no pending command refers to it.
+    fn try_emit(&mut self, id: u32, sink: &mut impl EventSink) {
+        let Some(pos) = self.txs.iter().position(|t| t.id == id) else { return };
+        let ready = self.txs.get(pos).is_some_and(|t| t.state.is_some() && t.refs == 0);
+        if ready && self.content_tx != Some(id) {
+            if let Some(tx) = self.txs.remove(pos) {
+                sink.event(Event::Transaction(tx.into_transaction(self.tls)));
+            }
+        }
+    }
+
+    /// Ends every open transaction (QUIT, close, 421, TLS).
+    fn abort_all(&mut self, sink: &mut impl EventSink) {
+        self.cut_content(sink);
+        self.up_tx = None;
+        while let Some(mut tx) = self.txs.pop_front() {
+            tx.decide(TransactionState::Aborted, None);
+            sink.event(Event::Transaction(tx.into_transaction(self.tls)));
+        }
+    }
+}
+
+/// Suricata's `email.status` for a message.
+fn status(incomplete: bool, error: bool, headers_done: bool, body_started: bool) -> &'static str {
+    if incomplete {
+        if body_started {
+            "BODY_STARTED"
+        } else if headers_done {
+            "HEADER_READY"
+        } else {
+            "PARSE_ERROR"
+        }
+    } else if error {
+        "PARSE_ERROR"
+    } else {
+        "PARSE_DONE"
+    }
+}
+
+/// `AUTH MECH [initial-response]` with the initial response replaced by `***`.
+fn mask_auth(args: &[u8]) -> String {
+    let mut parts = args.splitn(2, |&c| c == b' ');
+    let mech = lossy(parts.next().unwrap_or(&[]));
+    match parts.next() {
+        Some(rest) if !rest.trim_ascii().is_empty() => format!("{mech} ***"),
+        _ => mech,
+    }
+}

@@ -1,0 +1,248 @@
+//! Every anomaly kind, produced by the situation that defines it, with its
+//! severity and whether it asks for the session to be dropped.
+
+mod smtp_common;
+
+use smtp_common::*;
+use smtp_user::smtp::{AnomalyKind as A, OwnedEvent, Severity, TransactionState};
+use smtp_user::Direction;
+
+/// (kind, severity, drop_requested) of every anomaly, in order.
+fn anomaly_list(ev: &[OwnedEvent]) -> Vec<(A, Severity, bool)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            OwnedEvent::Anomaly(a) => Some((a.kind, a.severity, a.drop_requested)),
+            _ => None,
+        })
+        .collect()
+}
+
+const GREET: (Direction, &[u8]) = (Down, b"220 mx ESMTP\r\n");
+const EHLO: (Direction, &[u8]) = (Up, b"EHLO c\r\n");
+const EHLO_OK: (Direction, &[u8]) = (Down, b"250 mx\r\n");
+
+fn check(script: &[(Direction, &[u8])], expected: &[(A, Severity, bool)]) -> Vec<OwnedEvent> {
+    let ev = run(script);
+    assert_eq!(anomaly_list(&ev), expected, "{:#?}", trace(&ev));
+    ev
+}
+
+#[test]
+fn invalid_reply() {
+    check(&[(Down, b"SSH-2.0-OpenSSH_9.2\r\n")], &[(A::InvalidReply, Severity::High, true)]);
+}
+
+#[test]
+fn unexpected_server_greeting() {
+    let ev = check(
+        &[(Down, b"554 5.7.1 no service for you\r\n"), (Up, b"QUIT\r\n"), (Down, b"221 bye\r\n")],
+        &[(A::UnexpectedServerGreeting, Severity::Low, false)],
+    );
+    assert_eq!(reply_codes(&ev)[1], (221, Some(smtp_user::smtp::Verb::Quit)));
+}
+
+#[test]
+fn command_before_greeting() {
+    let ev = check(
+        &[(Up, b"EHLO eager\r\n"), GREET, (Down, b"250 ok\r\n")],
+        &[(A::CommandBeforeGreeting, Severity::Low, false)],
+    );
+    assert_eq!(reply_codes(&ev), [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]);
+}
+
+#[test]
+fn no_helo() {
+    let ev = check(
+        &[GREET, (Up, b"MAIL FROM:<a@b>\r\n"), (Down, b"503 5.5.1 Error: send HELO/EHLO first\r\n")],
+        &[(A::NoHelo, Severity::Low, false)],
+    );
+    assert_eq!(transactions(&ev)[0].state, TransactionState::Rejected);
+}
+
+#[test]
+fn invalid_command() {
+    let ev = check(
+        &[GREET, EHLO, EHLO_OK, (Up, b"\x80\x81 ???\r\n"), (Down, b"500 5.5.2 Error: bad syntax\r\n")],
+        &[(A::InvalidCommand, Severity::Medium, false)],
+    );
+    assert_eq!(reply_codes(&ev)[2].0, 500);
+}
+
+#[test]
+fn unknown_command() {
+    let ev = check(
+        &[GREET, EHLO, EHLO_OK, (Up, b"XYZZY plugh\r\n"), (Down, b"502 5.5.2 Error: command not recognized\r\n")],
+        &[(A::UnknownCommand, Severity::Low, false)],
+    );
+    assert_eq!(commands(&ev)[1].args, "plugh");
+}
+
+#[test]
+fn line_too_long_both_directions() {
+    let mut long_cmd = b"NOOP ".to_vec();
+    long_cmd.extend(std::iter::repeat_n(b'x', 5000));
+    long_cmd.extend_from_slice(b"\r\nNOOP\r\n");
+    let mut long_reply = b"250-".to_vec();
+    long_reply.extend(std::iter::repeat_n(b'y', 5000));
+    long_reply.extend_from_slice(b"\r\n250 ok\r\n");
+    let ev = check(
+        &[GREET, EHLO, (Down, &long_reply), (Up, &long_cmd), (Down, b"250 ok\r\n")],
+        &[(A::LineTooLong, Severity::Medium, false), (A::LineTooLong, Severity::Medium, false)],
+    );
+    assert_eq!(responses(&ev)[1].lines, ["ok"]);
+    assert_eq!(reply_codes(&ev)[2], (250, Some(smtp_user::smtp::Verb::Noop)));
+}
+
+#[test]
+fn reply_code_mismatch() {
+    let ev = check(
+        &[GREET, EHLO, (Down, b"250-mx\r\n251-odd\r\n250 ok\r\n")],
+        &[(A::ReplyCodeMismatch, Severity::Medium, false)],
+    );
+    assert_eq!(responses(&ev)[1].code, 250);
+    assert_eq!(responses(&ev)[1].lines, ["mx", "odd", "ok"]);
+}
+
+#[test]
+fn unmatched_reply() {
+    let ev = check(&[GREET, EHLO, EHLO_OK, (Down, b"250 surprise\r\n")], &[(A::UnmatchedReply, Severity::Low, false)]);
+    assert_eq!(reply_codes(&ev)[2], (250, None));
+}
+
+#[test]
+fn invalid_pipelined_sequence() {
+    check(
+        &[GREET, (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\n"), (Down, b"250 mx\r\n250 ok\r\n")],
+        &[(A::InvalidPipelinedSequence, Severity::Medium, false)],
+    );
+}
+
+#[test]
+fn smuggling_bare_lf_end_of_data() {
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (Up, b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<evil@x>\r\n.\r\n"),
+            (Down, b"250 ok\r\n"),
+        ],
+        &[(A::SmugglingBareLfEndOfData, Severity::High, false)],
+    );
+    // The message did not end at the bare-LF dot: the smuggled MAIL is content.
+    assert_eq!(transactions(&ev).len(), 1);
+    assert_eq!(commands(&ev).len(), 4);
+    assert_eq!(transactions(&ev)[0].size, 14 + 3 + 1 + 20);
+}
+
+#[test]
+fn bdat_invalid_is_fatal() {
+    let (s, ev) = run_open(&[GREET, EHLO, EHLO_OK, (Up, b"MAIL FROM:<a@b>\r\nBDAT lots\r\nxxxx\r\n")]);
+    assert_eq!(
+        anomaly_list(&ev),
+        [(A::InvalidPipelinedSequence, Severity::Medium, false), (A::BdatInvalid, Severity::High, true)][1..]
+    );
+    assert!(s.drop_requested());
+}
+
+#[test]
+fn bdat_chunk_overflow() {
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<c@d>\r\nBDAT 20 LAST\r\n01234567890123456789"),
+            (Down, b"250 ok\r\n250 ok\r\n552 too big\r\n"),
+        ],
+        &[(A::BdatChunkOverflow, Severity::Medium, false)],
+    );
+    assert_eq!(transactions(&ev)[0].state, TransactionState::Rejected);
+}
+
+#[test]
+fn tls_rejected() {
+    check(&[GREET, EHLO, EHLO_OK, (Up, b"STARTTLS\r\n"), (Down, b"502 no\r\n")], &[(A::TlsRejected, Severity::Low, false)]);
+}
+
+#[test]
+fn data_after_quit() {
+    let ev = check(
+        &[GREET, EHLO, EHLO_OK, (Up, b"QUIT\r\nMAIL FROM:<late@x>\r\n"), (Down, b"221 bye\r\n"), (Up, b"more\r\n")],
+        &[(A::DataAfterQuit, Severity::Low, false)],
+    );
+    assert_eq!(commands(&ev).len(), 2);
+}
+
+const MIME_TX: &[(Direction, &[u8])] = &[
+    GREET,
+    EHLO,
+    EHLO_OK,
+    (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+    (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+];
+
+#[test]
+fn mime_invalid_base64() {
+    let mut script = MIME_TX.to_vec();
+    script.push((Up, b"Content-Transfer-Encoding: base64\r\n\r\nSGVsbG8h*\r\n.\r\n"));
+    script.push((Down, b"250 ok\r\n"));
+    let ev = check(&script, &[(A::MimeInvalidBase64, Severity::Low, false)]);
+    assert_eq!(transactions(&ev)[0].email_status.as_deref(), Some("PARSE_ERROR"));
+    assert_eq!(content(&ev, 0, smtp_user::smtp::ContentPart::DecodedBody), b"Hello!".to_vec());
+}
+
+#[test]
+fn mime_header_too_long() {
+    let mut msg = b"Subject: ".to_vec();
+    msg.extend(std::iter::repeat_n(b's', 5000));
+    msg.extend_from_slice(b"\r\n\r\nbody\r\n.\r\n");
+    let mut script = MIME_TX.to_vec();
+    script.push((Up, &msg));
+    script.push((Down, b"250 ok\r\n"));
+    let ev = check(&script, &[(A::MimeHeaderTooLong, Severity::Medium, false)]);
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.email_status.as_deref(), Some("PARSE_ERROR"));
+    assert_eq!(t.email.as_ref().and_then(|e| e.subject.as_ref()).map(String::len), Some(4096 - 9));
+}
+
+#[test]
+fn stream_gap() {
+    let mut s = smtp_user::smtp::Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.gap(Down, 10, &mut ev);
+    s.feed(Down, b"-lost\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    assert_eq!(anomaly_list(&ev), [(A::StreamGap, Severity::Medium, false)]);
+    assert_eq!(reply_codes(&ev), [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]);
+}
+
+#[test]
+fn limit_exceeded_when_client_floods_before_354() {
+    let mut flood = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec();
+    let line = [b'z'; 99];
+    for _ in 0..1000 {
+        flood.extend_from_slice(&line);
+        flood.extend_from_slice(b"\r\n");
+    }
+    // Bytes beyond the 64 KiB hold limit are lost (reported as a gap); the
+    // end of data sent after the 354 is still found.
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, &flood),
+            (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (Up, b"\r\n.\r\n"),
+            (Down, b"250 ok\r\n"),
+        ],
+        &[(A::LimitExceeded, Severity::Medium, false), (A::StreamGap, Severity::Medium, false)],
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!((t.state, t.size, t.email_status.as_deref()), (TransactionState::Delivered, 64 * 1024 + 2, Some("HEADER_READY")));
+}

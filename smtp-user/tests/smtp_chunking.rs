@@ -1,0 +1,106 @@
+//! Chunking independence: any split of a session's segments into smaller
+//! chunks (order of bytes kept) gives the same events, content pieces
+//! normalised by [`smtp_common::coalesce`].
+
+mod smtp_common;
+
+use proptest::prelude::*;
+use smtp_common::*;
+use smtp_user::smtp::{OwnedEvent, Session};
+use smtp_user::Direction;
+
+const MIME: &[u8] = b"From: a@b\r\nTo: c@d, e@f\r\nSubject: =?utf-8?q?t=C3=A9st?=\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsoft=\r\nbreak =3D\r\n..dot\r\n\
+--b1\r\nContent-Type: application/zip; name=\"x.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAoAAAAAAA==\r\nQUJD*\r\n--b1--\r\n.\r\n";
+
+fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
+    let own = |s: &[(Direction, &[u8])]| s.iter().map(|(d, b)| (*d, b.to_vec())).collect::<Vec<_>>();
+    let mut mime_session = own(&[
+        (Down, b"220 mx\r\n"),
+        (Up, b"EHLO c\r\n"),
+        (Down, b"250-mx\r\n250 PIPELINING\r\n"),
+        (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n"),
+        (Down, b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n"),
+    ]);
+    mime_session.push((Up, MIME.to_vec()));
+    mime_session.extend(own(&[(Down, b"250 ok\r\n"), (Up, b"QUIT\r\n"), (Down, b"221 bye\r\n")]));
+    vec![
+        own(POSTFIX),
+        mime_session,
+        own(&[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 7\r\nabc\r\n.\rBDAT 5 LAST\r\n\n\r\n.\nMAIL FROM:<x@y>\r\nDATA\r\nearly\r\n.\r\nRSET\r\n"),
+            (Down, b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n250 ok\r\n"),
+            (Up, b"AUTH LOGIN\r\ndXNlcg==\r\n"),
+            (Down, b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"),
+            (Up, b"cGFzcw==\r\n"),
+            (Down, b"235 ok\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (Up, b"x\n.\ny\r\n.\r\nSTARTTLS\r\n"),
+            (Down, b"250 ok\r\n220 go ahead\r\n\x16\x03\x03"),
+            (Up, b"\x16\x03\x01\x00"),
+        ]),
+        own(&[
+            (Up, b"helo early\n"),
+            (Down, b"220-mx\r\n221-mismatch\r\n220 mx\r\n250 hi\r\n"),
+            (Up, b"xyzzy\r\n\x01\x02\r\nDATA\r\n"),
+            (Down, b"502 what\r\n500 bad\r\n503 no\r\n"),
+            (Up, b"QUIT\r\nNOOP\r\n"),
+            (Down, b"221 bye\r\n"),
+        ]),
+    ]
+}
+
+fn feed_split(script: &[(Direction, Vec<u8>)], sizes: &[usize]) -> Vec<OwnedEvent> {
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    let mut k = 0;
+    for (dir, bytes) in script {
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = sizes.get(k % sizes.len().max(1)).copied().unwrap_or(rest.len()).clamp(1, rest.len());
+            k += 1;
+            s.feed(*dir, &rest[..n], &mut ev);
+            rest = &rest[n..];
+        }
+    }
+    s.finish(&mut ev);
+    coalesce(ev)
+}
+
+#[test]
+fn byte_by_byte_equals_whole_segments() {
+    for script in transcripts() {
+        let whole = feed_split(&script, &[usize::MAX]);
+        assert!(whole.len() > 10);
+        assert_eq!(feed_split(&script, &[1]), whole);
+    }
+}
+
+#[test]
+fn transcripts_produce_what_they_are_about() {
+    let t = transcripts();
+    let ev = feed_split(&t[1], &[usize::MAX]);
+    let tx = &transactions(&ev)[0];
+    let email = tx.email.as_ref().map(|e| (e.subject.clone(), e.attachment.clone(), e.to.len()));
+    assert_eq!(email, Some((Some("tést".to_string()), vec!["x.zip".to_string()], 2)));
+    assert_eq!(anomalies(&ev), [smtp_user::smtp::AnomalyKind::MimeInvalidBase64]);
+    let ev = feed_split(&t[2], &[usize::MAX]);
+    let states: Vec<_> = transactions(&ev).iter().map(|t| (t.id, t.state, t.size)).collect();
+    use smtp_user::smtp::TransactionState::Delivered;
+    assert_eq!(states, [(0, Delivered, 12), (1, Delivered, 7), (2, Delivered, 6)]);
+    assert_eq!(anomalies(&ev), [smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #[test]
+    fn any_chunking_gives_the_same_events(which in 0usize..4, sizes in proptest::collection::vec(1usize..40, 1..16)) {
+        let script = &transcripts()[which];
+        let whole = feed_split(script, &[usize::MAX]);
+        prop_assert_eq!(feed_split(script, &sizes), whole);
+    }
+}
