@@ -13,7 +13,10 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
     let ebpf_dir = root.join("smtp-ebpf");
-    println!("cargo:rerun-if-changed={}", root.join("smtp-common").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("smtp-common").display()
+    );
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
 
     if env::var("AYA_BUILD_SKIP").is_err() {
@@ -55,7 +58,9 @@ fn check_prerequisites() {
         .output();
     let sysroot = match sysroot {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => fail("the nightly toolchain is missing: install it with `rustup toolchain install nightly`"),
+        _ => fail(
+            "the nightly toolchain is missing: install it with `rustup toolchain install nightly`",
+        ),
     };
     let src = PathBuf::from(sysroot).join("lib/rustlib/src/rust/library/core");
     if !src.exists() {

@@ -230,7 +230,11 @@ fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
             break;
         }
         let rest = capturable - off;
-        let n = if rest > CHUNK as u32 { CHUNK as u32 } else { rest };
+        let n = if rest > CHUNK as u32 {
+            CHUNK as u32
+        } else {
+            rest
+        };
         // n is in 1..=CHUNK; the barrier keeps LLVM from folding the
         // masking away, which makes the bound visible to the verifier.
         let n = core::hint::black_box(n);
@@ -239,7 +243,12 @@ fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
         scratch.hdr.offset = off;
         scratch.hdr.captured_len = n;
         scratch.hdr.uncaptured = if last { tail } else { 0 };
-        if p.load(payload_off + off, scratch.data.as_mut_ptr() as *mut c_void, n) != 0 {
+        if p.load(
+            payload_off + off,
+            scratch.data.as_mut_ptr() as *mut c_void,
+            n,
+        ) != 0
+        {
             // Could not copy: the rest of the segment is uncaptured.
             scratch.hdr.captured_len = 0;
             scratch.hdr.uncaptured = total - off;

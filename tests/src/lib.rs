@@ -13,6 +13,7 @@
 
 pub mod monitor;
 pub mod netns;
+pub mod process;
 pub mod reassemble;
 pub mod traffic;
 

@@ -43,7 +43,11 @@ impl NetPair {
     pub fn new(tag: &str) -> NetPair {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{}", std::process::id() % 0xffff, n);
-        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(4).collect();
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(4)
+            .collect();
         let pair = NetPair {
             client_ns: format!("smtpe-{tag}-{id}-c"),
             server_ns: format!("smtpe-{tag}-{id}-s"),
@@ -54,15 +58,46 @@ impl NetPair {
         ip(&["netns", "add", &pair.client_ns]);
         ip(&["netns", "add", &pair.server_ns]);
         ip(&[
-            "link", "add", &pair.client_if, "netns", &pair.client_ns, "type", "veth", "peer",
-            "name", &pair.server_if, "netns", &pair.server_ns,
+            "link",
+            "add",
+            &pair.client_if,
+            "netns",
+            &pair.client_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.server_if,
+            "netns",
+            &pair.server_ns,
         ]);
         for (ns, dev, v4, v6, gw) in [
-            (&pair.client_ns, &pair.client_if, CLIENT_V4, CLIENT_V6, SERVER_V4),
-            (&pair.server_ns, &pair.server_if, SERVER_V4, SERVER_V6, CLIENT_V4),
+            (
+                &pair.client_ns,
+                &pair.client_if,
+                CLIENT_V4,
+                CLIENT_V6,
+                SERVER_V4,
+            ),
+            (
+                &pair.server_ns,
+                &pair.server_if,
+                SERVER_V4,
+                SERVER_V6,
+                CLIENT_V4,
+            ),
         ] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "route", "add", "default", "via", gw]);
@@ -71,7 +106,9 @@ impl NetPair {
     }
 
     pub fn server_addr(&self, v6: bool, port: u16) -> SocketAddr {
-        let a: IpAddr = if v6 { SERVER_V6 } else { SERVER_V4 }.parse().expect("addr");
+        let a: IpAddr = if v6 { SERVER_V6 } else { SERVER_V4 }
+            .parse()
+            .expect("addr");
         SocketAddr::new(a, port)
     }
 

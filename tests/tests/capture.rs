@@ -9,7 +9,12 @@ use smtp_user::datapath::IngressMode;
 
 const GREETING: &[u8] = b"220 mx.test ESMTP ready\r\n";
 
-fn conversation(pair: &NetPair, v6: bool, port: u16, data: Vec<u8>) -> (std::net::SocketAddr, std::net::SocketAddr, Vec<u8>) {
+fn conversation(
+    pair: &NetPair,
+    v6: bool,
+    port: u16,
+    data: Vec<u8>,
+) -> (std::net::SocketAddr, std::net::SocketAddr, Vec<u8>) {
     let server = pair.server_addr(v6, port);
     let srv = traffic::one_shot_server(&pair.server_ns, server, 1, GREETING.to_vec());
     let (local, got) = traffic::client(&pair.client_ns, server, data, GREETING.len())
@@ -46,7 +51,11 @@ fn check_session(v6: bool, ingress: IngressMode, tag: &str) {
     // Directions: client→server records are marked so.
     for r in &recs {
         let c2s = r.dst == server;
-        assert_eq!(r.header.dir == smtp_common::DIR_CLIENT_TO_SERVER, c2s, "{r:?}");
+        assert_eq!(
+            r.header.dir == smtp_common::DIR_CLIENT_TO_SERVER,
+            c2s,
+            "{r:?}"
+        );
     }
 }
 
@@ -89,16 +98,26 @@ fn only_monitored_ports_produce_records() {
         return;
     }
     let pair = NetPair::new("port");
-    let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25, 2525], IngressMode::Tc);
+    let mon = MonitorThread::start(
+        &pair.server_ns,
+        &pair.server_if,
+        &[25, 2525],
+        IngressMode::Tc,
+    );
     let (c80, s80, _) = conversation(&pair, false, 80, b"GET / HTTP/1.0\r\n\r\n".to_vec());
     let (c2525, s2525, _) = conversation(&pair, false, 2525, b"EHLO x\r\n".to_vec());
-    assert!(mon.wait_for(Duration::from_secs(5), |r| streams(r, c2525, s2525).fin
-        && streams(r, s2525, c2525).fin));
+    assert!(
+        mon.wait_for(Duration::from_secs(5), |r| streams(r, c2525, s2525).fin
+            && streams(r, s2525, c2525).fin)
+    );
     let recs = mon.records();
     assert!(
-        recs.iter().all(|r| r.src.port() != 80 && r.dst.port() != 80),
+        recs.iter()
+            .all(|r| r.src.port() != 80 && r.dst.port() != 80),
         "port 80 leaked: {:?}",
-        recs.iter().filter(|r| r.dst.port() == 80 || r.src.port() == 80).collect::<Vec<_>>()
+        recs.iter()
+            .filter(|r| r.dst.port() == 80 || r.src.port() == 80)
+            .collect::<Vec<_>>()
     );
     assert_eq!(streams(&recs, c2525, s2525).bytes, b"EHLO x\r\n");
     assert!(!streams(&recs, c80, s80).syn);
@@ -143,8 +162,10 @@ fn counters_match_traffic() {
     let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], IngressMode::Tc);
     let data = vec![b'a'; 3000];
     let (client, server, _) = conversation(&pair, false, 25, data.clone());
-    assert!(mon.wait_for(Duration::from_secs(5), |r| streams(r, client, server).fin
-        && streams(r, server, client).fin));
+    assert!(
+        mon.wait_for(Duration::from_secs(5), |r| streams(r, client, server).fin
+            && streams(r, server, client).fin)
+    );
     // Let late records (final ACKs do not produce records) settle.
     std::thread::sleep(Duration::from_millis(200));
     let k = mon.kernel_stats();

@@ -46,7 +46,8 @@ fn check(ingress: IngressMode, tag: &str) {
         let mut hs = Vec::new();
         for _ in 0..2 {
             let (mut s, _) = l.accept().expect("accept");
-            s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
             hs.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 64];
                 while let Ok(n) = s.read(&mut buf) {
@@ -60,14 +61,18 @@ fn check(ingress: IngressMode, tag: &str) {
             let _ = h.join();
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("server ready");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
     let clients = in_netns(&pair.client_ns, move || {
         let c = |_| TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
         (c(0), c(1))
     });
     let (mut a, mut b) = clients.join().expect("clients");
     let short = Duration::from_millis(1500);
-    assert!(ping(&mut a, b'1', short) && ping(&mut b, b'1', short), "echo before verdict");
+    assert!(
+        ping(&mut a, b'1', short) && ping(&mut b, b'1', short),
+        "echo before verdict"
+    );
 
     let mut ctl = mon.control();
     let ka = key(a.local_addr().unwrap(), server);
@@ -85,9 +90,13 @@ fn check(ingress: IngressMode, tag: &str) {
 
     // Monitor mode: the same flow passes again (retransmission delivers '2').
     ctl.set_enforce(false).expect("enforce off");
-    a.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    a.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut got = [0u8; 1];
-    assert!(matches!(a.read(&mut got), Ok(1) if got[0] == b'2'), "flow still blocked in monitor mode");
+    assert!(
+        matches!(a.read(&mut got), Ok(1) if got[0] == b'2'),
+        "flow still blocked in monitor mode"
+    );
     assert!(ping(&mut a, b'3', short));
     assert!(ping(&mut b, b'3', short));
     drop(a);

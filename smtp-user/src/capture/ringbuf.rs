@@ -200,7 +200,9 @@ mod tests {
     #[test]
     fn uncaptured_tail_is_reported() {
         let bytes = raw(hdr(70000, 61440, 4096, 4464), &[0; 4096]);
-        let seg = Record::parse(&bytes).unwrap().segment(&Clock::with_offset_ns(0));
+        let seg = Record::parse(&bytes)
+            .unwrap()
+            .segment(&Clock::with_offset_ns(0));
         assert_eq!(seg.uncaptured, 4464);
     }
 
@@ -209,24 +211,35 @@ mod tests {
         let mut h = hdr(10, 4, 6, 0);
         h.seq = u32::MAX - 1;
         let bytes = raw(h, b"abcdef");
-        let seg = Record::parse(&bytes).unwrap().segment(&Clock::with_offset_ns(0));
+        let seg = Record::parse(&bytes)
+            .unwrap()
+            .segment(&Clock::with_offset_ns(0));
         assert_eq!(seg.seq, 2);
         assert_eq!(seg.payload, b"abcdef");
     }
 
     #[test]
     fn hostile_records_are_rejected() {
-        assert_eq!(Record::parse(&[0u8; 10]).unwrap_err(), DecodeError::Short(10));
+        assert_eq!(
+            Record::parse(&[0u8; 10]).unwrap_err(),
+            DecodeError::Short(10)
+        );
         let bytes = raw(hdr(100, 0, 50, 0), &[0; 20]);
         assert_eq!(
             Record::parse(&bytes).unwrap_err(),
             DecodeError::Length { said: 50, have: 20 }
         );
         let bytes = raw(hdr(100, 90, 20, 0), &[0; 20]);
-        assert!(matches!(Record::parse(&bytes), Err(DecodeError::Bounds { .. })));
+        assert!(matches!(
+            Record::parse(&bytes),
+            Err(DecodeError::Bounds { .. })
+        ));
         let mut h = hdr(0, 0, 0, 0);
         h.key.family = 9;
-        assert_eq!(Record::parse(&raw(h, &[])).unwrap_err(), DecodeError::Family(9));
+        assert_eq!(
+            Record::parse(&raw(h, &[])).unwrap_err(),
+            DecodeError::Family(9)
+        );
     }
 
     #[test]

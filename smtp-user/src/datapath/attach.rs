@@ -14,7 +14,7 @@ use smtp_common::{PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP_INGRESS};
 use super::DatapathError;
 
 /// Where ingress packets are seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IngressMode {
     /// Native (driver) XDP. On veth it disables GRO and costs throughput.
     Xdp,
@@ -22,13 +22,8 @@ pub enum IngressMode {
     XdpGeneric,
     /// TC ingress (tcx on Linux ≥ 6.6, clsact otherwise). Default: cheapest
     /// (see README, datapath benchmark).
+    #[default]
     Tc,
-}
-
-impl Default for IngressMode {
-    fn default() -> Self {
-        IngressMode::Tc
-    }
 }
 
 impl FromStr for IngressMode {
@@ -38,7 +33,9 @@ impl FromStr for IngressMode {
             "xdp" => Ok(IngressMode::Xdp),
             "xdp-generic" => Ok(IngressMode::XdpGeneric),
             "tc" => Ok(IngressMode::Tc),
-            _ => Err(format!("unknown ingress mode {s:?} (xdp, xdp-generic or tc)")),
+            _ => Err(format!(
+                "unknown ingress mode {s:?} (xdp, xdp-generic or tc)"
+            )),
         }
     }
 }
@@ -57,13 +54,13 @@ fn tc_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: aya::programs::ProgramError::NotLoaded,
-        })?;
-    let prog: &mut SchedClassifier = prog.try_into().map_err(|e| DatapathError::program(name, e))?;
+    let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
+    let prog: &mut SchedClassifier = prog
+        .try_into()
+        .map_err(|e| DatapathError::program(name, e))?;
     prog.load().map_err(|e| DatapathError::program(name, e))?;
     Ok(prog)
 }
@@ -90,7 +87,9 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<(), Datapat
         name,
         source: aya::programs::ProgramError::NotLoaded,
     })?;
-    let prog: &mut Xdp = prog.try_into().map_err(|e| DatapathError::program(name, e))?;
+    let prog: &mut Xdp = prog
+        .try_into()
+        .map_err(|e| DatapathError::program(name, e))?;
     if prog.fd().is_err() {
         prog.load().map_err(|e| DatapathError::program(name, e))?;
     }

@@ -23,7 +23,11 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError 
 }
 
 impl Control {
-    pub(crate) fn from_maps(verdicts: Map, config: Map, stats: Map) -> Result<Control, DatapathError> {
+    pub(crate) fn from_maps(
+        verdicts: Map,
+        config: Map,
+        stats: Map,
+    ) -> Result<Control, DatapathError> {
         Ok(Control {
             verdicts: HashMap::try_from(verdicts).map_err(map_err(MAP_VERDICTS))?,
             config: Array::try_from(config).map_err(map_err(MAP_CONFIG))?,

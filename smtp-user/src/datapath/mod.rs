@@ -126,7 +126,9 @@ fn check_options(o: &MonitorOptions) -> Result<Vec<u16>, DatapathError> {
         )));
     }
     if ports.contains(&0) {
-        return Err(DatapathError::InvalidOption("port 0 cannot be monitored".into()));
+        return Err(DatapathError::InvalidOption(
+            "port 0 cannot be monitored".into(),
+        ));
     }
     let page = 4096u32;
     if !o.ringbuf_size.is_power_of_two() || o.ringbuf_size < page {
@@ -178,12 +180,9 @@ fn ifindex(iface: &str) -> Result<u32, DatapathError> {
     Ok(idx)
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str, dir: &Path) -> Result<aya::maps::Map, DatapathError> {
-    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
-    let path = dir.join(name);
-    map.pin(&path)
-        .map_err(|source| DatapathError::Pin { path, source })?;
-    Ok(map)
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
+    ebpf.take_map(name)
+        .ok_or(DatapathError::MissingMap { name })
 }
 
 impl Monitor {
@@ -213,12 +212,36 @@ impl Monitor {
                     DatapathError::Load(e)
                 }
             })?;
-        let ring = take_map(&mut ebpf, MAP_RECORDS, pins.path())?;
-        let config = take_map(&mut ebpf, MAP_CONFIG, pins.path())?;
-        let verdicts = take_map(&mut ebpf, MAP_VERDICTS, pins.path())?;
-        let stats = take_map(&mut ebpf, MAP_STATS, pins.path())?;
-        let mut control = Control::from_maps(verdicts, config, stats)?;
-        control.set_config(&Config::new(&ports, opts.enforce))?;
+        let ring = take_map(&mut ebpf, MAP_RECORDS)?;
+        let mut config = take_map(&mut ebpf, MAP_CONFIG)?;
+        let verdicts = take_map(&mut ebpf, MAP_VERDICTS)?;
+        let stats = take_map(&mut ebpf, MAP_STATS)?;
+        {
+            let mut cfg: aya::maps::Array<&mut MapData, Config> = (&mut config)
+                .try_into()
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_CONFIG,
+                    source,
+                })?;
+            cfg.set(0, Config::new(&ports, opts.enforce), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_CONFIG,
+                    source,
+                })?;
+        }
+        let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
+        // Pins last: their presence means "attached and configured".
+        for (name, map) in [
+            (MAP_RECORDS, &ring),
+            (MAP_CONFIG, &config),
+            (MAP_STATS, &stats),
+            (MAP_VERDICTS, &verdicts),
+        ] {
+            let path = pins.path().join(name);
+            map.pin(&path)
+                .map_err(|source| DatapathError::Pin { path, source })?;
+        }
+        let control = Control::from_maps(verdicts, config, stats)?;
         let ring = RingBuf::try_from(ring).map_err(|source| DatapathError::Map {
             name: MAP_RECORDS,
             source,
@@ -234,7 +257,6 @@ impl Monitor {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| DatapathError::io("ring buffer poll registration", e.into_parts().1))?;
 
-        let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
         tracing::info!(
             iface = %iface, ifindex, ingress = %ingress, ports = ?ports,
             enforce = opts.enforce, ringbuf_size = opts.ringbuf_size,
@@ -390,7 +412,10 @@ mod tests {
     #[test]
     fn ingress_mode_parses() {
         assert_eq!("xdp".parse::<IngressMode>().unwrap(), IngressMode::Xdp);
-        assert_eq!("xdp-generic".parse::<IngressMode>().unwrap(), IngressMode::XdpGeneric);
+        assert_eq!(
+            "xdp-generic".parse::<IngressMode>().unwrap(),
+            IngressMode::XdpGeneric
+        );
         assert_eq!("tc".parse::<IngressMode>().unwrap(), IngressMode::Tc);
         assert!("tcx".parse::<IngressMode>().is_err());
         assert_eq!(IngressMode::default(), IngressMode::Tc);

@@ -34,7 +34,8 @@ impl IfaceLock {
     pub fn acquire(iface: &str) -> Result<IfaceLock, DatapathError> {
         fs::create_dir_all(LOCK_DIR).map_err(|e| DatapathError::io(LOCK_DIR, e))?;
         let path = Path::new(LOCK_DIR).join(format!("{iface}.lock"));
-        let file = File::create(&path).map_err(|e| DatapathError::io(path.display().to_string(), e))?;
+        let file =
+            File::create(&path).map_err(|e| DatapathError::io(path.display().to_string(), e))?;
         // SAFETY: valid fd.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
