@@ -1,5 +1,240 @@
 //! Types shared by the kernel programs (`smtp-ebpf`) and userspace (`smtp-user`).
 //!
 //! Everything here is `#[repr(C)]` and `bytemuck::Pod`, so both sides read the
-//! same bytes the same way. (Filled in by the datapath work.)
+//! same bytes the same way. The layout is part of the kernel/userspace ABI of
+//! one build: both sides are compiled from this crate in the same `cargo build`.
+//!
+//! * [`FlowKey`]: the normalised key of a TCP connection (both directions map
+//!   to the same key), used as the verdict map key and carried in records.
+//! * [`RecordHeader`]: the fixed header of every ring-buffer record; the
+//!   captured payload bytes follow it directly.
+//! * [`Config`]: the single entry of the config map (ports, enforcement).
+//! * [`Stats`]: the per-CPU counters, one slot per [`Stat`].
 #![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Name of the ring buffer map carrying [`RecordHeader`] + payload records.
+pub const MAP_RECORDS: &str = "RECORDS";
+/// Name of the config map (array, one [`Config`]).
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Name of the verdict map (LRU hash, [`FlowKey`] → [`Verdict`] as `u32`).
+pub const MAP_VERDICTS: &str = "VERDICTS";
+/// Name of the per-CPU statistics map (per-CPU array, one [`Stats`]).
+pub const MAP_STATS: &str = "STATS";
+/// Names of the programs in the object.
+pub const PROG_XDP_INGRESS: &str = "smtp_xdp_ingress";
+pub const PROG_TC_INGRESS: &str = "smtp_tc_ingress";
+pub const PROG_TC_EGRESS: &str = "smtp_tc_egress";
+
+/// Number of monitored port slots in [`Config::ports`].
+pub const MAX_PORTS: usize = 8;
+/// Payload bytes per record at most. A 1460-byte segment fits in one record;
+/// bigger (GSO/GRO) segments are split into several records.
+pub const CHUNK: usize = 4096;
+/// Records per segment at most: `CHUNK * MAX_CHUNKS` = 64 KiB covers any
+/// GSO/GRO super-packet of a non-BIG-TCP device. Payload bytes beyond that are
+/// reported in [`RecordHeader::uncaptured`] of the last record.
+pub const MAX_CHUNKS: usize = 16;
+/// Capacity of the verdict map (LRU: the least recently used verdicts are
+/// evicted when full).
+pub const VERDICT_CAPACITY: u32 = 65536;
+/// Default ring buffer size in bytes (must be a power of two, multiple of the
+/// page size).
+pub const DEFAULT_RINGBUF_SIZE: u32 = 16 * 1024 * 1024;
+
+/// IPv4 / IPv6 in [`FlowKey::family`].
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Normalised key of a TCP connection: the endpoint with the smaller
+/// `(port, address bytes)` pair is `lo`, the other `hi`, so both directions
+/// of one connection give the same key.
+///
+/// IPv4 addresses occupy the first 4 bytes of the address fields, the other
+/// 12 bytes are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    /// Address of the `lo` endpoint (network byte order).
+    pub lo_addr: [u8; 16],
+    /// Address of the `hi` endpoint (network byte order).
+    pub hi_addr: [u8; 16],
+    /// Port of the `lo` endpoint (host byte order). Invariant: `(lo_port,
+    /// lo_addr) <= (hi_port, hi_addr)`.
+    pub lo_port: u16,
+    /// Port of the `hi` endpoint (host byte order).
+    pub hi_port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Always zero (part of the hash key).
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// Builds the normalised key of a segment from `src` to `dst`; returns
+    /// it with `true` when `src` is the `lo` endpoint.
+    #[inline(always)]
+    pub fn new(
+        family: u8,
+        src_addr: [u8; 16],
+        src_port: u16,
+        dst_addr: [u8; 16],
+        dst_port: u16,
+    ) -> (FlowKey, bool) {
+        let src_lo = if src_port != dst_port {
+            src_port < dst_port
+        } else {
+            src_addr <= dst_addr
+        };
+        let key = if src_lo {
+            FlowKey {
+                lo_addr: src_addr,
+                hi_addr: dst_addr,
+                lo_port: src_port,
+                hi_port: dst_port,
+                family,
+                _pad: [0; 3],
+            }
+        } else {
+            FlowKey {
+                lo_addr: dst_addr,
+                hi_addr: src_addr,
+                lo_port: dst_port,
+                hi_port: src_port,
+                family,
+                _pad: [0; 3],
+            }
+        };
+        (key, src_lo)
+    }
+}
+
+/// Value of the verdict map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the flow's packets pass (same as no entry).
+    Pass = 0,
+    /// Drop the flow's packets in every hook while [`Config::enforce`] is set.
+    Drop = 1,
+}
+
+/// [`RecordHeader::dir`]: the destination port is monitored.
+pub const DIR_CLIENT_TO_SERVER: u8 = 0;
+/// [`RecordHeader::dir`]: only the source port is monitored.
+pub const DIR_SERVER_TO_CLIENT: u8 = 1;
+
+/// [`RecordHeader::hook`] values.
+pub const HOOK_XDP: u8 = 1;
+pub const HOOK_TC_INGRESS: u8 = 2;
+pub const HOOK_TC_EGRESS: u8 = 3;
+
+/// Fixed header of one ring-buffer record; `captured_len` payload bytes
+/// follow it in the same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RecordHeader {
+    /// Normalised connection key.
+    pub key: FlowKey,
+    /// Kernel time of capture (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// TCP sequence number of the segment (of its first payload byte).
+    pub seq: u32,
+    /// TCP acknowledgement number.
+    pub ack: u32,
+    /// Total TCP payload length of the segment on the wire.
+    pub payload_len: u32,
+    /// Offset of this record's bytes in the segment payload.
+    /// Invariant: `offset + captured_len + uncaptured <= payload_len`.
+    pub offset: u32,
+    /// Payload bytes following this header (`<= CHUNK`).
+    pub captured_len: u32,
+    /// Payload bytes after `offset + captured_len` that no record of this
+    /// segment carries (non-zero only on the last record of a segment).
+    pub uncaptured: u32,
+    /// Interface index the packet was seen on.
+    pub ifindex: u32,
+    /// TCP flags (low 8 bits of the TCP flags field).
+    pub tcp_flags: u8,
+    /// [`DIR_CLIENT_TO_SERVER`] or [`DIR_SERVER_TO_CLIENT`].
+    pub dir: u8,
+    /// 1 when the sender is the key's `lo` endpoint, 0 when it is `hi`.
+    pub src_is_lo: u8,
+    /// Which program saw the packet ([`HOOK_XDP`], ...).
+    pub hook: u8,
+}
+
+/// Size of [`RecordHeader`] in bytes.
+pub const RECORD_HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
+
+/// The single entry of the config map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    /// Monitored TCP ports (host byte order). Invariant: all 8 slots are
+    /// filled; unused slots repeat a used port, so a packet never matches an
+    /// empty slot. All zero = nothing monitored (program not configured).
+    pub ports: [u16; MAX_PORTS],
+    /// Non-zero: drop packets of flows whose verdict is [`Verdict::Drop`].
+    pub enforce: u32,
+}
+
+impl Config {
+    /// Config monitoring `ports` (1 to [`MAX_PORTS`] entries; extra entries
+    /// are ignored, an empty list monitors nothing).
+    pub fn new(ports: &[u16], enforce: bool) -> Config {
+        let mut slots = [0u16; MAX_PORTS];
+        if let Some(&first) = ports.first() {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                *slot = *ports.get(i).unwrap_or(&first);
+            }
+        }
+        Config {
+            ports: slots,
+            enforce: enforce as u32,
+        }
+    }
+}
+
+/// Index of each counter in [`Stats::counters`].
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Packets seen by any hook.
+    Packets = 0,
+    /// Packets of monitored flows (either port monitored).
+    MonitoredPackets = 1,
+    /// TCP payload bytes of monitored packets.
+    MonitoredBytes = 2,
+    /// Records written to the ring buffer.
+    RecordsSent = 3,
+    /// Records lost because the ring buffer was full.
+    RecordsLost = 4,
+    /// Payload bytes of lost records plus bytes beyond the record limit.
+    BytesUncaptured = 5,
+    /// Packets dropped because of a drop verdict.
+    DroppedByVerdict = 6,
+    /// Monitored-port packets whose headers could not be read (pass).
+    Unparsed = 7,
+}
+
+/// Number of counters.
+pub const STAT_COUNT: usize = 8;
+
+/// Per-CPU counters (the single entry of the per-CPU stats map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Stats {
+    /// Indexed by [`Stat`]; monotonic.
+    pub counters: [u64; STAT_COUNT],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are repr(C) Pod (no padding, any bit pattern valid).
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Stats {}
+}

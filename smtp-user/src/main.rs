@@ -1,4 +1,57 @@
 //! `smtp-user`: the smtp-monitor daemon and CLI.
-fn main() {
-    println!("smtp-user: under construction");
+//!
+//! Each subcommand lives in `cli/<name>.rs` with its `Args` struct.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "smtp-user", version, about = "eBPF SMTP monitor")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax, e.g. `debug`); RUST_LOG wins.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Attach to an interface and monitor SMTP sessions until SIGINT/SIGTERM.
+    Run(cli::run::RunArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smtp-user: error: tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run(args) => cli::run::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smtp-user: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

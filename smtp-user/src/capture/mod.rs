@@ -4,6 +4,8 @@
 //! monitoring) and capture files (`replay`). Everything downstream sees only
 //! `Segment`s and does not know which source they came from.
 
+pub mod ringbuf;
+
 use std::net::SocketAddr;
 
 pub mod file;

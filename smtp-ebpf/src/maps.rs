@@ -1,0 +1,34 @@
+//! The maps shared with userspace (names in `smtp_common::MAP_*`) and the
+//! per-CPU scratch buffer records are assembled in.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use smtp_common::{Config, FlowKey, RecordHeader, Stats, CHUNK, VERDICT_CAPACITY};
+
+/// Records to userspace. Size is overridden by userspace at load time.
+#[map]
+pub static RECORDS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+
+/// One [`Config`] entry, written by userspace before attaching.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Flow verdicts ([`smtp_common::Verdict`] as u32).
+#[map]
+pub static VERDICTS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(VERDICT_CAPACITY, 0);
+
+/// Counters.
+#[map]
+pub static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a record (header + payload chunk) is assembled before output.
+#[repr(C)]
+pub struct Scratch {
+    pub hdr: RecordHeader,
+    pub data: [u8; CHUNK],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

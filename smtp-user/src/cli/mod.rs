@@ -1,0 +1,3 @@
+//! Command line: one module per subcommand.
+
+pub mod run;

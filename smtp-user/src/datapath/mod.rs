@@ -1,0 +1,423 @@
+//! The kernel datapath: loads the embedded eBPF object, attaches it to an
+//! interface, pins its maps and delivers the captured records.
+//!
+//! [`Monitor`] is the one entry point of a live capture:
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), smtp_user::datapath::DatapathError> {
+//! use smtp_user::datapath::{Monitor, MonitorOptions};
+//! let mut mon = Monitor::start(MonitorOptions::default())?; // needs a tokio runtime
+//! loop {
+//!     mon.next_segments(|seg| println!("{} -> {} {} bytes", seg.src, seg.dst, seg.payload.len()))
+//!         .await?;
+//! }
+//! # }
+//! ```
+//!
+//! Dropping the monitor (or [`Monitor::shutdown`]) detaches every program and
+//! removes the pins. [`Control::open_pinned`] reaches the maps of a monitor
+//! running in another process.
+//!
+//! # Minimum kernel version
+//! 5.15 (ring buffer, BTF); TC programs use tcx from 6.6 and clsact before;
+//! the XDP ingress program needs 5.18 (`bpf_xdp_load_bytes`).
+
+mod attach;
+mod control;
+mod error;
+pub mod pins;
+pub mod route;
+
+use std::{
+    ffi::CString,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{MapData, RingBuf},
+    util::KernelVersion,
+    Ebpf, EbpfLoader,
+};
+use smtp_common::{
+    Config, FlowKey, Verdict, DEFAULT_RINGBUF_SIZE, MAP_CONFIG, MAP_RECORDS, MAP_STATS,
+    MAP_VERDICTS, MAX_PORTS,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::capture::{
+    ringbuf::{Clock, Record},
+    Segment,
+};
+
+pub use attach::IngressMode;
+pub use control::{Control, KernelStats};
+pub use error::DatapathError;
+pub use pins::DEFAULT_PIN_ROOT;
+
+/// The eBPF object, built by build.rs from `smtp-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smtp-ebpf"));
+
+/// Records handled per [`Monitor::next_batch`] call at most, so a busy ring
+/// cannot starve the rest of the event loop.
+const MAX_BATCH: usize = 4096;
+
+/// How to start a [`Monitor`].
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    /// Interface to attach to; `None`: the one carrying the default route.
+    pub iface: Option<String>,
+    /// Monitored TCP ports, 1 to 8.
+    pub ports: Vec<u16>,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ringbuf_size: u32,
+    pub ingress: IngressMode,
+    /// Enforce drop verdicts from the start.
+    pub enforce: bool,
+    /// bpffs directory holding `<iface>/` pin directories.
+    pub pin_root: PathBuf,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        MonitorOptions {
+            iface: None,
+            ports: vec![25],
+            ringbuf_size: DEFAULT_RINGBUF_SIZE,
+            ingress: IngressMode::default(),
+            enforce: true,
+            pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+        }
+    }
+}
+
+/// Counters kept by userspace while reading the ring buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserStats {
+    /// Records read from the ring buffer.
+    pub records: u64,
+    /// Records rejected by the decoder (never expected; counted, logged).
+    pub decode_errors: u64,
+}
+
+/// A running datapath on one interface. Field order is drop order: maps,
+/// then programs (detach), then pins, then the interface lock.
+pub struct Monitor {
+    ring: AsyncFd<RingBuf<MapData>>,
+    control: Control,
+    ebpf: Ebpf,
+    pins: pins::PinDir,
+    _lock: pins::IfaceLock,
+    clock: Clock,
+    iface: String,
+    ifindex: u32,
+    ingress: IngressMode,
+    user: UserStats,
+}
+
+fn check_options(o: &MonitorOptions) -> Result<Vec<u16>, DatapathError> {
+    let mut ports = o.ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() || ports.len() > MAX_PORTS {
+        return Err(DatapathError::InvalidOption(format!(
+            "--ports needs 1 to {MAX_PORTS} ports, got {}",
+            ports.len()
+        )));
+    }
+    if ports.contains(&0) {
+        return Err(DatapathError::InvalidOption(
+            "port 0 cannot be monitored".into(),
+        ));
+    }
+    let page = 4096u32;
+    if !o.ringbuf_size.is_power_of_two() || o.ringbuf_size < page {
+        return Err(DatapathError::InvalidOption(format!(
+            "--ringbuf-size {} must be a power of two of at least {page}",
+            o.ringbuf_size
+        )));
+    }
+    Ok(ports)
+}
+
+fn check_kernel() -> Result<(), DatapathError> {
+    match KernelVersion::current() {
+        Ok(v) if v < KernelVersion::new(5, 15, 0) => Err(DatapathError::UnsupportedKernel(
+            format!("Linux {v} is older than 5.15"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// True when the process has the capabilities it needs (root has them).
+fn check_privileges() -> Result<(), DatapathError> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+        Ok(())
+    } else {
+        Err(DatapathError::NotPermitted(format!(
+            "effective capabilities {eff:#x} lack CAP_BPF/CAP_NET_ADMIN"
+        )))
+    }
+}
+
+fn ifindex(iface: &str) -> Result<u32, DatapathError> {
+    let c = CString::new(iface).map_err(|_| DatapathError::NoInterface(iface.into()))?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(DatapathError::NoInterface(iface.into()));
+    }
+    Ok(idx)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
+    ebpf.take_map(name)
+        .ok_or(DatapathError::MissingMap { name })
+}
+
+impl Monitor {
+    /// Loads, configures and attaches the datapath. Must be called inside a
+    /// tokio runtime (the ring buffer is registered with its reactor). On
+    /// error nothing stays attached or pinned.
+    pub fn start(opts: MonitorOptions) -> Result<Monitor, DatapathError> {
+        let ports = check_options(&opts)?;
+        let iface = match &opts.iface {
+            Some(i) => i.clone(),
+            None => route::default_route_interface().ok_or(DatapathError::NoDefaultRoute)?,
+        };
+        let ifindex = ifindex(&iface)?;
+        check_kernel()?;
+        check_privileges()?;
+        let lock = pins::IfaceLock::acquire(&iface)?;
+        raise_memlock();
+        let pins = pins::PinDir::create(&opts.pin_root, &iface)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_RECORDS, opts.ringbuf_size)
+            .load(EBPF_OBJECT)
+            .map_err(|e| {
+                if error::is_eperm(&e) {
+                    DatapathError::NotPermitted(format!("loading the eBPF object: {e}"))
+                } else {
+                    DatapathError::Load(e)
+                }
+            })?;
+        let ring = take_map(&mut ebpf, MAP_RECORDS)?;
+        let mut config = take_map(&mut ebpf, MAP_CONFIG)?;
+        let verdicts = take_map(&mut ebpf, MAP_VERDICTS)?;
+        let stats = take_map(&mut ebpf, MAP_STATS)?;
+        {
+            let mut cfg: aya::maps::Array<&mut MapData, Config> = (&mut config)
+                .try_into()
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_CONFIG,
+                    source,
+                })?;
+            cfg.set(0, Config::new(&ports, opts.enforce), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: MAP_CONFIG,
+                    source,
+                })?;
+        }
+        let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
+        // Pins last: their presence means "attached and configured".
+        for (name, map) in [
+            (MAP_RECORDS, &ring),
+            (MAP_CONFIG, &config),
+            (MAP_STATS, &stats),
+            (MAP_VERDICTS, &verdicts),
+        ] {
+            let path = pins.path().join(name);
+            map.pin(&path)
+                .map_err(|source| DatapathError::Pin { path, source })?;
+        }
+        let control = Control::from_maps(verdicts, config, stats)?;
+        let ring = RingBuf::try_from(ring).map_err(|source| DatapathError::Map {
+            name: MAP_RECORDS,
+            source,
+        })?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(DatapathError::io(
+                "ring buffer poll registration",
+                std::io::Error::other("Monitor::start called outside a tokio runtime"),
+            ));
+        }
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
+        // for as long as the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| DatapathError::io("ring buffer poll registration", e.into_parts().1))?;
+
+        tracing::info!(
+            iface = %iface, ifindex, ingress = %ingress, ports = ?ports,
+            enforce = opts.enforce, ringbuf_size = opts.ringbuf_size,
+            pins = %pins.path().display(), "datapath attached"
+        );
+        Ok(Monitor {
+            ring,
+            control,
+            ebpf,
+            pins,
+            _lock: lock,
+            clock: Clock::now(),
+            iface,
+            ifindex,
+            ingress,
+            user: UserStats::default(),
+        })
+    }
+
+    /// Waits until records are available, then hands up to `MAX_BATCH` of
+    /// them to `f`. Returns how many were read.
+    pub async fn next_batch(
+        &mut self,
+        mut f: impl FnMut(&Record<'_>),
+    ) -> Result<usize, DatapathError> {
+        let mut guard = self
+            .ring
+            .readable_mut()
+            .await
+            .map_err(|e| DatapathError::io("ring buffer poll", e))?;
+        let ring = guard.get_inner_mut();
+        let mut n = 0;
+        while n < MAX_BATCH {
+            let Some(item) = ring.next() else {
+                guard.clear_ready();
+                break;
+            };
+            n += 1;
+            self.user.records += 1;
+            match Record::parse(&item) {
+                Ok(rec) => f(&rec),
+                Err(e) => {
+                    self.user.decode_errors += 1;
+                    tracing::warn!(error = %e, "undecodable ring buffer record");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Like [`Monitor::next_batch`], with each record as a [`Segment`].
+    pub async fn next_segments(
+        &mut self,
+        mut f: impl FnMut(Segment<'_>),
+    ) -> Result<usize, DatapathError> {
+        let clock = self.clock;
+        self.next_batch(|r| f(r.segment(&clock))).await
+    }
+
+    /// Timestamp converter for records of this monitor.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn set_verdict(&mut self, key: &FlowKey, verdict: Verdict) -> Result<(), DatapathError> {
+        self.control.set_verdict(key, verdict)
+    }
+
+    pub fn set_enforce(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.control.set_enforce(on)
+    }
+
+    /// Kernel counters summed over CPUs.
+    pub fn stats(&self) -> Result<KernelStats, DatapathError> {
+        self.control.stats()
+    }
+
+    /// Userspace reading counters.
+    pub fn user_stats(&self) -> UserStats {
+        self.user
+    }
+
+    pub fn control(&mut self) -> &mut Control {
+        &mut self.control
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Ingress hook in effect (after fallbacks).
+    pub fn ingress(&self) -> IngressMode {
+        self.ingress
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        self.pins.path()
+    }
+
+    /// Detaches every program and removes the pins (same as dropping).
+    pub fn shutdown(self) {
+        let iface = self.iface.clone();
+        drop(self);
+        tracing::info!(iface = %iface, "datapath detached, pins removed");
+    }
+
+    /// Number of programs loaded (tests, diagnostics).
+    pub fn program_count(&self) -> usize {
+        self.ebpf.programs().count()
+    }
+
+    /// Raw fd of the ring buffer (diagnostics).
+    pub fn ring_fd(&self) -> i32 {
+        self.ring.get_ref().as_raw_fd()
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let mut o = MonitorOptions::default();
+        assert_eq!(check_options(&o).unwrap(), vec![25]);
+        o.ports = vec![587, 25, 25];
+        assert_eq!(check_options(&o).unwrap(), vec![25, 587]);
+        o.ports = (1..=9).collect();
+        assert!(check_options(&o).is_err());
+        o.ports = vec![0];
+        assert!(check_options(&o).is_err());
+        o.ports = vec![25];
+        o.ringbuf_size = 5000;
+        assert!(check_options(&o).is_err());
+        o.ringbuf_size = 2048;
+        assert!(check_options(&o).is_err());
+    }
+
+    #[test]
+    fn ingress_mode_parses() {
+        assert_eq!("xdp".parse::<IngressMode>().unwrap(), IngressMode::Xdp);
+        assert_eq!(
+            "xdp-generic".parse::<IngressMode>().unwrap(),
+            IngressMode::XdpGeneric
+        );
+        assert_eq!("tc".parse::<IngressMode>().unwrap(), IngressMode::Tc);
+        assert!("tcx".parse::<IngressMode>().is_err());
+        assert_eq!(IngressMode::default(), IngressMode::Tc);
+    }
+}

@@ -1,0 +1,143 @@
+//! The library [`Monitor`] run on a thread inside the server namespace,
+//! collecting every record it reads.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use smtp_common::RecordHeader;
+use smtp_user::datapath::{Control, IngressMode, KernelStats, Monitor, MonitorOptions, UserStats};
+use tokio::sync::oneshot;
+
+/// A record copied out of the ring buffer.
+#[derive(Debug, Clone)]
+pub struct OwnedRecord {
+    pub header: RecordHeader,
+    pub payload: Vec<u8>,
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+}
+
+pub struct MonitorThread {
+    records: Arc<Mutex<Vec<OwnedRecord>>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<UserStats>>,
+    pub iface: String,
+    pub pin_root: PathBuf,
+}
+
+impl MonitorThread {
+    /// Starts a monitor on `iface` in namespace `ns`, monitoring `ports`.
+    pub fn start(ns: &str, iface: &str, ports: &[u16], ingress: IngressMode) -> MonitorThread {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let opts = MonitorOptions {
+            iface: Some(iface.to_string()),
+            ports: ports.to_vec(),
+            ingress,
+            ..MonitorOptions::default()
+        };
+        let pin_root = opts.pin_root.clone();
+        let recs = records.clone();
+        let path = format!("/run/netns/{ns}");
+        let thread = std::thread::spawn(move || {
+            crate::netns::enter_netns(&path);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut mon = match Monitor::start(opts) {
+                    Ok(m) => {
+                        let _ = ready_tx.send(Ok(()));
+                        m
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return UserStats::default();
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        r = mon.next_batch(|rec| {
+                            let (src, dst) = rec.endpoints();
+                            recs.lock().expect("lock").push(OwnedRecord {
+                                header: rec.header,
+                                payload: rec.payload.to_vec(),
+                                src,
+                                dst,
+                            });
+                        }) => { r.expect("ring buffer read"); }
+                        _ = &mut stop_rx => break,
+                    }
+                }
+                let s = mon.user_stats();
+                mon.shutdown();
+                s
+            })
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("monitor start failed: {e}"),
+            Err(e) => panic!("monitor did not start: {e}"),
+        }
+        MonitorThread {
+            records,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            iface: iface.to_string(),
+            pin_root,
+        }
+    }
+
+    /// Snapshot of the records read so far.
+    pub fn records(&self) -> Vec<OwnedRecord> {
+        self.records.lock().expect("lock").clone()
+    }
+
+    /// Waits (at most `timeout`) until `cond` holds on the records.
+    pub fn wait_for(&self, timeout: Duration, cond: impl Fn(&[OwnedRecord]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if cond(&self.records.lock().expect("lock")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cond(&self.records.lock().expect("lock"))
+    }
+
+    /// The monitor's maps, through their pins (as another process would).
+    pub fn control(&self) -> Control {
+        Control::open_pinned(&self.pin_root, &self.iface).expect("open pinned maps")
+    }
+
+    pub fn kernel_stats(&self) -> KernelStats {
+        self.control().stats().expect("stats")
+    }
+
+    /// Stops the monitor; returns its userspace counters.
+    pub fn stop(mut self) -> UserStats {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> UserStats {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for MonitorThread {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
