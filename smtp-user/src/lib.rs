@@ -9,6 +9,7 @@ pub mod capture;
 pub mod datapath;
 pub mod flow;
 pub mod output;
+pub mod pipeline;
 pub mod smtp;
 
 /// Which way bytes travel in a TCP session, in the tutorial's words.

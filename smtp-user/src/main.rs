@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Attach to an interface and monitor SMTP sessions until SIGINT/SIGTERM.
     Run(cli::run::RunArgs),
+    /// Read pcap/pcapng files through the same pipeline; EVE JSON lines out.
+    Replay(cli::replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +34,15 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Cmd::Replay(args) = cli.cmd {
+        return match cli::replay::replay(args) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("smtp-user: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Run(args) => cli::run::run(args).await,
+            Cmd::Replay(_) => Ok(()),
         }
     });
     match result {

@@ -1,3 +1,4 @@
 //! Command line: one module per subcommand.
 
+pub mod replay;
 pub mod run;

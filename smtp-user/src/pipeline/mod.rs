@@ -1,0 +1,13 @@
+//! Pipeline: the product's main job, wiring the stages together.
+//!
+//! [`SmtpFlows`] is the [`FlowHandler`](crate::flow::FlowHandler) that runs
+//! one SMTP [`Session`](crate::smtp::Session) per flow and writes its events
+//! as EVE lines; [`replay`] drives it from capture files, and the `run`
+//! command drives it from the kernel ring buffer. Both inputs therefore
+//! produce the same events for the same traffic.
+
+pub mod replay;
+pub mod smtp_flows;
+
+pub use replay::{replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary};
+pub use smtp_flows::{PipelineCounters, SmtpFlows};
