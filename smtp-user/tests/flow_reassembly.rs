@@ -564,3 +564,69 @@ proptest! {
         prop_assert_eq!(flow.reason(), Some(CloseReason::Closed));
     }
 }
+
+#[test]
+fn port_reuse_starts_a_new_flow() {
+    let c1 = conv(1000);
+    let mut p1 = c1.packets();
+    p1.retain(|x| x.flags & smtp_user::capture::TcpFlags::FIN == 0); // never closed
+    let mut frames = synth::render(&c1, &p1, RenderOptions::default());
+    let mut c2 = c1.clone();
+    c2.client_isn = 77_777;
+    c2.server_isn = 99_999;
+    c2.steps = synth::smtp_script(300);
+    frames.extend(synth::render(
+        &c2,
+        &c2.packets(),
+        RenderOptions {
+            start_ts: frames.last().unwrap().0 + 10,
+            ..RenderOptions::default()
+        },
+    ));
+    let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+    feed(&mut table, &frames);
+    table.close_all();
+    let flows = &table.handler().flows;
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0].reason(), Some(CloseReason::Reused));
+    assert_eq!(flows[1].reason(), Some(CloseReason::Closed));
+    assert_clean(&flows[0], &c1);
+    assert_clean(&flows[1], &c2);
+    assert_ne!(flows[0].info.flow_id, flows[1].info.flow_id);
+    assert_eq!(table.stats().reused, 1);
+}
+
+#[test]
+fn forged_rst_and_far_segments_are_ignored() {
+    use smtp_user::capture::TcpFlags;
+    let c = conv(1000);
+    let mut frames = synth::render(&c, &c.packets(), RenderOptions::default());
+    let mid = frames.len() / 2;
+    let ts = frames[mid].0;
+    let far = c.client_isn.wrapping_add(1).wrapping_add(1_500_000_000);
+    // A RST 1.5 GB away from the client's data, and data as far ahead.
+    frames.insert(
+        mid,
+        (
+            ts,
+            synth::tcp_frame(c.client, c.server, far, 0, TcpFlags::RST, &[]),
+        ),
+    );
+    frames.insert(
+        mid,
+        (
+            ts,
+            synth::tcp_frame(c.client, c.server, far, 0, TcpFlags::ACK, b"evil"),
+        ),
+    );
+    let (flow, _) = {
+        let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+        feed(&mut table, &frames);
+        table.close_all();
+        (table.handler().flows[0].clone(), ())
+    };
+    assert_clean(&flow, &c);
+    assert_eq!(flow.reason(), Some(CloseReason::Closed));
+    let st = flow.stats().unwrap();
+    assert_eq!((st.up.bad_rst, st.up.out_of_window), (1, 1));
+}

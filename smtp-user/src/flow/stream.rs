@@ -25,6 +25,14 @@ use super::stats::DirStats;
 /// many tiny out-of-order segments cannot exceed the memory bound.
 pub const PIECE_OVERHEAD: usize = 64;
 
+/// Farthest a segment may start beyond the delivery point: the largest
+/// TCP window (2^30 with window scaling).
+pub const MAX_AHEAD: u64 = 1 << 30;
+
+/// How far from the highest byte seen a RST's sequence number may be and
+/// still be believed (a receiver accepts RSTs within its window).
+pub const RST_WINDOW: i64 = 1 << 24;
+
 /// What reassembly hands to the consumer, in stream order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk<'a> {
@@ -97,6 +105,19 @@ impl Stream {
         self.buffered = 0;
     }
 
+    /// True if a SYN with sequence number `isn` starts a different
+    /// connection than the one this stream follows (port reuse).
+    pub fn is_new_syn(&self, isn: u32) -> bool {
+        self.started && isn.wrapping_add(1) != self.base
+    }
+
+    /// True if a RST from this direction with sequence number `seq` is
+    /// plausible (near the data seen), so that a blind or stale RST does
+    /// not end monitoring of a live connection.
+    pub fn rst_acceptable(&self, seq: u32) -> bool {
+        !self.started || (self.offset(seq) - self.max_end as i64).abs() <= RST_WINDOW
+    }
+
     /// A SYN with sequence number `isn`: data starts at `isn + 1`.
     pub fn syn(&mut self, isn: u32) {
         if !self.started {
@@ -128,6 +149,12 @@ impl Stream {
         }
         let start = self.offset(seq);
         let wire_len = payload.len() as u64 + u64::from(uncaptured);
+        if start > (self.next + MAX_AHEAD) as i64 {
+            // Beyond any TCP window: forged or corrupt. Accepting it would
+            // let one packet push the stream past real data.
+            self.stats.out_of_window += 1;
+            return;
+        }
         if start < 0 {
             // More than 2^31 before the delivery point, or before the first
             // byte of a mid-session capture: old data.

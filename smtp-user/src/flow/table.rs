@@ -121,6 +121,11 @@ impl<H: FlowHandler> FlowTable<H> {
             _ => self.index.get(&key).copied(),
         };
         let slot = match slot {
+            Some(s) if self.reuses(s, seg) => {
+                debug!(src = %seg.src, dst = %seg.dst, "new SYN on a known 5-tuple: port reuse");
+                self.close(s, CloseReason::Reused);
+                self.create(key, seg)
+            }
             Some(s) => s,
             None => {
                 let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
@@ -163,6 +168,16 @@ impl<H: FlowHandler> FlowTable<H> {
         let wire = seg.payload.len() as u64 + u64::from(seg.uncaptured);
         mine.stats.packets += 1;
         mine.stats.bytes += wire;
+        if seg.flags.rst() {
+            // A RST's payload and ACK are not data (Linux ignores both).
+            if mine.rst_acceptable(seg.seq) {
+                self.close(slot, CloseReason::Reset);
+            } else {
+                trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "RST out of window: ignored");
+                mine.stats.bad_rst += 1;
+            }
+            return;
+        }
         let before = mine.buffered() + theirs.buffered();
         let mut budget = Budget {
             per_direction: self.config.max_buffer_per_direction,
@@ -207,9 +222,7 @@ impl<H: FlowHandler> FlowTable<H> {
         self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
         self.stats.buffered_peak = self.stats.buffered_peak.max(self.stats.buffered);
         self.stats.memcap_hits += budget.global_hits;
-        if seg.flags.rst() {
-            self.close(slot, CloseReason::Reset);
-        } else if streams[0].finished() && streams[1].finished() {
+        if streams[0].finished() && streams[1].finished() {
             self.close(slot, CloseReason::Closed);
         }
     }
@@ -293,6 +306,20 @@ impl<H: FlowHandler> FlowTable<H> {
         self.stats.flows_created += 1;
         self.stats.active += 1;
         idx
+    }
+
+    /// True if `seg` is a SYN (without ACK) starting a new connection on
+    /// the 5-tuple of flow `idx`.
+    fn reuses(&self, idx: u32, seg: &Segment<'_>) -> bool {
+        if !seg.flags.syn() || seg.flags.ack() {
+            return false;
+        }
+        let Some(Some(s)) = self.slots.get(idx as usize) else {
+            return false;
+        };
+        let f = &s.flow;
+        let dir = if seg.src == f.info.client { 0 } else { 1 };
+        f.streams[dir].is_new_syn(seg.seq)
     }
 
     /// Client of a flow first seen without SYN: the side not on a monitored
