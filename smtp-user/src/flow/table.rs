@@ -15,7 +15,7 @@ use super::key::FlowKey;
 use super::stats::{CloseReason, FlowStats, TableStats};
 use super::stream::{Budget, Chunk, Stream};
 use super::{FlowConfig, FlowHandler, FlowInfo};
-use crate::capture::Segment;
+use crate::capture::{parse_frame, Segment, Skip};
 use crate::Direction;
 
 const NIL: u32 = u32::MAX;
@@ -110,6 +110,22 @@ impl<H: FlowHandler> FlowTable<H> {
     /// Consumes the table without closing flows (call `close_all` first).
     pub fn into_handler(self) -> H {
         self.handler
+    }
+
+    /// Parses one captured frame (see [`parse_frame`]) and processes its
+    /// segment; a frame without one is counted in `stats().skipped` and its
+    /// reason returned.
+    pub fn frame(&mut self, linktype: u32, ts_micros: u64, data: &[u8]) -> Result<(), Skip> {
+        match parse_frame(linktype, ts_micros, data) {
+            Ok(seg) => {
+                self.segment(&seg);
+                Ok(())
+            }
+            Err(reason) => {
+                self.stats.count_skip(reason);
+                Err(reason)
+            }
+        }
     }
 
     /// Processes one segment.
