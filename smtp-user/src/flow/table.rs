@@ -207,7 +207,10 @@ impl<H: FlowHandler> FlowTable<H> {
         let ts = seg.ts_micros;
         let mut deliver = |d: Direction, c: Chunk<'_>| match c {
             Chunk::Data(b) => handler.data(session, info, d, ts, b),
-            Chunk::Gap(n) => handler.gap(session, info, d, ts, n),
+            Chunk::Gap(n) => {
+                debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap: bytes missing from the capture");
+                handler.gap(session, info, d, ts, n)
+            }
         };
         let mut seq = seg.seq;
         if seg.flags.syn() {
@@ -379,7 +382,10 @@ impl<H: FlowHandler> FlowTable<H> {
         for d in [Direction::Up, Direction::Down] {
             streams[di(d)].flush(&mut |c| match c {
                 Chunk::Data(b) => handler.data(&mut session, &info, d, ts, b),
-                Chunk::Gap(n) => handler.gap(&mut session, &info, d, ts, n),
+                Chunk::Gap(n) => {
+                    debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap at close: bytes never seen");
+                    handler.gap(&mut session, &info, d, ts, n)
+                }
             });
         }
         self.stats.buffered = self.stats.buffered.saturating_sub(before);
