@@ -96,6 +96,11 @@ fn corpus_reads_completely_with_expected_segments() {
                 f.info.server
             );
             for (d, st) in [(&f.up, &s.up), (&f.down, &s.down)] {
+                assert_eq!(
+                    (st.bad_rst, st.out_of_window, st.limit_hits),
+                    (0, 0, 0),
+                    "{name}"
+                );
                 if st.duplicates + st.overlaps == 0 {
                     assert_eq!(d.len(), st.bytes, "{name}: every byte delivered once");
                 } else {

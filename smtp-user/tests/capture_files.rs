@@ -90,7 +90,7 @@ fn pcap_truncated_at_every_byte_of_the_last_record() {
         let err = err.expect("truncation is an error");
         assert_eq!(err.offset, last_offset);
         assert!(
-            matches!(err.kind, CaptureErrorKind::Truncated { .. }),
+            matches!(err.reason, CaptureErrorKind::Truncated { .. }),
             "{err}"
         );
         assert!(err.to_string().contains(&format!("offset {last_offset}")));
@@ -111,7 +111,7 @@ fn pcap_corrupt_record_length() {
     let err = err.unwrap();
     assert_eq!(err.offset, at as u64);
     assert!(matches!(
-        err.kind,
+        err.reason,
         CaptureErrorKind::FrameTooLarge(0x0100_0000)
     ));
 }
@@ -119,11 +119,11 @@ fn pcap_corrupt_record_length() {
 #[test]
 fn bad_magic_and_short_header() {
     let (_, err) = read_all(b"GIF89a-not-a-capture-file-at-all");
-    assert!(matches!(err.unwrap().kind, CaptureErrorKind::BadMagic(_)));
+    assert!(matches!(err.unwrap().reason, CaptureErrorKind::BadMagic(_)));
     let (_, err) = read_all(&pcap(Endian::Little, false)[..10]);
     let err = err.unwrap();
     assert_eq!(err.offset, 0);
-    assert!(matches!(err.kind, CaptureErrorKind::Truncated { .. }));
+    assert!(matches!(err.reason, CaptureErrorKind::Truncated { .. }));
 }
 
 fn pcapng(endian: Endian) -> Vec<u8> {
@@ -195,7 +195,7 @@ fn pcapng_damage() {
     assert_eq!(got.len(), 2);
     let err = err.unwrap();
     assert_eq!(err.offset, third as u64);
-    assert!(matches!(err.kind, CaptureErrorKind::Truncated { .. }));
+    assert!(matches!(err.reason, CaptureErrorKind::Truncated { .. }));
     // Block length not a multiple of 4.
     let mut bad = file.clone();
     bad[third + 4] += 1;
@@ -205,7 +205,7 @@ fn pcapng_damage() {
         (2, Some(third as u64))
     );
     assert!(matches!(
-        err.unwrap().kind,
+        err.unwrap().reason,
         CaptureErrorKind::BadBlockLength(_)
     ));
     // Trailer disagrees with the header.
@@ -215,7 +215,7 @@ fn pcapng_damage() {
     let (got, err) = read_all(&bad);
     assert_eq!(got.len(), 2);
     assert!(matches!(
-        err.unwrap().kind,
+        err.unwrap().reason,
         CaptureErrorKind::BlockTrailerMismatch { .. }
     ));
     // Packet on an undeclared interface.
@@ -224,7 +224,7 @@ fn pcapng_damage() {
     let (got, err) = read_all(&bad);
     assert_eq!(got.len(), 2);
     assert!(matches!(
-        err.unwrap().kind,
+        err.unwrap().reason,
         CaptureErrorKind::UnknownInterface(9)
     ));
 }

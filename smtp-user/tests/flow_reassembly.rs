@@ -564,3 +564,164 @@ proptest! {
         prop_assert_eq!(flow.reason(), Some(CloseReason::Closed));
     }
 }
+
+#[test]
+fn port_reuse_starts_a_new_flow() {
+    let c1 = conv(1000);
+    let mut p1 = c1.packets();
+    p1.retain(|x| x.flags & smtp_user::capture::TcpFlags::FIN == 0); // never closed
+    let mut frames = synth::render(&c1, &p1, RenderOptions::default());
+    let mut c2 = c1.clone();
+    c2.client_isn = 77_777;
+    c2.server_isn = 99_999;
+    c2.steps = synth::smtp_script(300);
+    frames.extend(synth::render(
+        &c2,
+        &c2.packets(),
+        RenderOptions {
+            start_ts: frames.last().unwrap().0 + 10,
+            ..RenderOptions::default()
+        },
+    ));
+    let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+    feed(&mut table, &frames);
+    table.close_all();
+    let flows = &table.handler().flows;
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0].reason(), Some(CloseReason::Reused));
+    assert_eq!(flows[1].reason(), Some(CloseReason::Closed));
+    assert_clean(&flows[0], &c1);
+    assert_clean(&flows[1], &c2);
+    assert_ne!(flows[0].info.flow_id, flows[1].info.flow_id);
+    assert_eq!(table.stats().reused, 1);
+}
+
+#[test]
+fn forged_rst_and_far_segments_are_ignored() {
+    use smtp_user::capture::TcpFlags;
+    let c = conv(1000);
+    let mut frames = synth::render(&c, &c.packets(), RenderOptions::default());
+    let mid = frames.len() / 2;
+    let ts = frames[mid].0;
+    let far = c.client_isn.wrapping_add(1).wrapping_add(1_500_000_000);
+    // A RST 1.5 GB away from the client's data, and data as far ahead.
+    frames.insert(
+        mid,
+        (
+            ts,
+            synth::tcp_frame(c.client, c.server, far, 0, TcpFlags::RST, &[]),
+        ),
+    );
+    frames.insert(
+        mid,
+        (
+            ts,
+            synth::tcp_frame(c.client, c.server, far, 0, TcpFlags::ACK, b"evil"),
+        ),
+    );
+    let (flow, _) = {
+        let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+        feed(&mut table, &frames);
+        table.close_all();
+        (table.handler().flows[0].clone(), ())
+    };
+    assert_clean(&flow, &c);
+    assert_eq!(flow.reason(), Some(CloseReason::Closed));
+    let st = flow.stats().unwrap();
+    assert_eq!((st.up.bad_rst, st.up.out_of_window), (1, 1));
+}
+
+/// A hostile segment: any flags, sequence numbers near the session's,
+/// payload, uncaptured tail.
+fn arb_segment() -> impl Strategy<Value = (bool, u8, i32, i32, Vec<u8>, u32)> {
+    (
+        any::<bool>(),
+        any::<u8>(),
+        -3000i32..3000,
+        -3000i32..3000,
+        prop::collection::vec(any::<u8>(), 0..400),
+        prop::sample::select(vec![0u32, 0, 0, 1, 100, 70_000]),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    /// Lost and reordered packets: whatever is delivered is the right
+    /// bytes at the right offsets, and data plus gaps cover the stream.
+    #[test]
+    fn loss_and_reordering_deliver_a_faithful_view(
+        steps in small_script(),
+        mss in 1usize..100,
+        seed in any::<u64>(),
+        lost in prop::collection::vec(0usize..1000, 0..4),
+        acks in any::<bool>(),
+    ) {
+        let mut c = Conversation::new(steps);
+        c.mss = mss;
+        let mut p = c.packets();
+        synth::shuffle_data(&mut p, seed);
+        let n = synth::data_indices(&p).len();
+        for k in lost {
+            synth::lose_data(&mut p, k % n);
+        }
+        let opts = RenderOptions { pure_acks: acks, ..RenderOptions::default() };
+        let (flow, _) = run(&c, &p, opts, FlowConfig::default());
+        for d in [Up, Down] {
+            let clean = c.stream(d);
+            let mut at = 0usize;
+            for piece in &flow.stream(d).pieces {
+                match piece {
+                    Piece::Data(b) => {
+                        prop_assert!(clean.get(at..at + b.len()) == Some(&b[..]), "{:?} data at {}", d, at);
+                        at += b.len();
+                    }
+                    Piece::Gap(g) => at += *g as usize,
+                }
+            }
+            prop_assert_eq!(at, clean.len());
+        }
+    }
+
+    /// Random segments on a few 5-tuples: no panic, memory under the caps,
+    /// everything released at the end.
+    #[test]
+    fn hostile_segments_keep_memory_bounded(segs in prop::collection::vec(arb_segment(), 1..200)) {
+        use smtp_user::capture::{Segment, TcpFlags};
+        let config = FlowConfig {
+            max_flows: 3,
+            max_buffer_per_direction: 2000,
+            max_buffer_total: 5000,
+            ..FlowConfig::default()
+        };
+        let mut table = FlowTable::new(config, Recorder::default());
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:25".parse().unwrap();
+        let others: [SocketAddr; 3] = ["10.0.0.3:1001".parse().unwrap(), "10.0.0.4:25".parse().unwrap(), "10.0.0.5:26".parse().unwrap()];
+        for (i, (up, flags, dseq, dack, payload, uncaptured)) in segs.iter().enumerate() {
+            let other = others[i % 3];
+            let (src, dst) = if *up { (a, if i % 4 == 0 { other } else { b }) } else { (b, a) };
+            let seg = Segment {
+                ts_micros: i as u64,
+                src,
+                dst,
+                seq: 1_000u32.wrapping_add(*dseq as u32),
+                ack: 5_000u32.wrapping_add(*dack as u32),
+                flags: TcpFlags(*flags),
+                payload,
+                uncaptured: *uncaptured,
+            };
+            table.segment(&seg);
+            prop_assert!(table.stats().buffered <= 5000);
+            prop_assert!(table.len() <= 3);
+        }
+        table.expire(u64::MAX);
+        let st = table.stats().clone();
+        prop_assert_eq!(st.buffered, 0);
+        prop_assert_eq!(table.len(), 0);
+        prop_assert_eq!(st.closed(), st.flows_created);
+        for f in &table.handler().flows {
+            prop_assert!(f.closed.is_some());
+        }
+    }
+}

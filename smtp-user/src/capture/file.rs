@@ -64,21 +64,22 @@ pub enum CaptureErrorKind {
 
 /// A capture file error at a known position.
 #[derive(Debug, thiserror::Error)]
-#[error("{}offset {offset}: {kind}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+#[error("{}offset {offset}: {reason}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
 pub struct CaptureError {
     /// File name, when reading a named file.
     pub path: Option<PathBuf>,
     /// Byte offset of the record or block where the problem starts.
     pub offset: u64,
-    pub kind: CaptureErrorKind,
+    /// What is wrong there.
+    pub reason: CaptureErrorKind,
 }
 
 impl CaptureError {
-    pub(crate) fn at(offset: u64, kind: impl Into<CaptureErrorKind>) -> CaptureError {
+    pub(crate) fn at(offset: u64, reason: impl Into<CaptureErrorKind>) -> CaptureError {
         CaptureError {
             path: None,
             offset,
-            kind: kind.into(),
+            reason: reason.into(),
         }
     }
 }
@@ -191,7 +192,7 @@ impl CaptureReader<File> {
         let file = File::open(path).map_err(|e| CaptureError {
             path: Some(path.to_owned()),
             offset: 0,
-            kind: e.into(),
+            reason: e.into(),
         })?;
         let mut r = CaptureReader::new(file).map_err(|mut e| {
             e.path = Some(path.to_owned());

@@ -3,6 +3,32 @@
 //! Two sources produce the same [`Segment`]: the kernel ring buffer (live
 //! monitoring) and capture files (`replay`). Everything downstream sees only
 //! `Segment`s and does not know which source they came from.
+//!
+//! - [`wire`]: one link-layer frame → one `Segment`, or a [`Skip`] reason.
+//! - [`file`]: [`CaptureReader`], streaming pcap ([`pcap`]) / pcapng
+//!   ([`pcapng`]) reader with offsets in its errors.
+//! - [`synth`]: generated sessions and capture writers, for tests and benchmarks.
+//!
+//! # Examples
+//!
+//! ```
+//! use smtp_user::capture::synth::{render, smtp_script, Conversation, PcapWriter, RenderOptions};
+//! use smtp_user::capture::{parse_frame, wire::linktype, CaptureReader};
+//!
+//! let conv = Conversation::new(smtp_script(100));
+//! let mut w = PcapWriter::new(Vec::new(), linktype::ETHERNET).unwrap();
+//! for (ts, f) in render(&conv, &conv.packets(), RenderOptions::default()) {
+//!     w.write_frame(ts, &f, f.len() as u32).unwrap();
+//! }
+//! let file = w.into_inner();
+//! let mut reader = CaptureReader::new(&file[..]).unwrap();
+//! let mut payload = 0;
+//! while let Some(frame) = reader.next_frame().unwrap() {
+//!     let seg = parse_frame(frame.linktype, frame.ts_micros, frame.data).unwrap();
+//!     payload += seg.payload.len();
+//! }
+//! assert_eq!(payload, conv.steps.iter().map(|(_, b)| b.len()).sum::<usize>());
+//! ```
 
 pub mod ringbuf;
 

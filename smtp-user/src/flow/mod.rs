@@ -15,6 +15,29 @@
 //! idle timeout (`expire`), when evicted as least recently used under the
 //! flow limit, or at `close_all`. Closing flushes buffered data, declaring
 //! holes as gaps.
+//!
+//! # Examples
+//!
+//! Reassemble a generated capture with the recording handler:
+//!
+//! ```
+//! use smtp_user::capture::synth::{render, smtp_script, Conversation, RenderOptions};
+//! use smtp_user::capture::wire::linktype;
+//! use smtp_user::flow::{CloseReason, FlowConfig, FlowTable, Recorder};
+//! use smtp_user::Direction;
+//!
+//! let conv = Conversation::new(smtp_script(1000));
+//! let frames = render(&conv, &conv.packets(), RenderOptions::default());
+//! let mut table = FlowTable::new(FlowConfig::default(), Recorder::default());
+//! for (ts, frame) in &frames {
+//!     table.frame(linktype::ETHERNET, *ts, frame).expect("a TCP segment");
+//!     table.expire(*ts); // replay: capture time drives the idle timeout
+//! }
+//! table.close_all();
+//! let flow = &table.handler().flows[0];
+//! assert_eq!(flow.up.data(), conv.stream(Direction::Up));
+//! assert_eq!(flow.reason(), Some(CloseReason::Closed));
+//! ```
 
 pub mod key;
 pub mod recorder;

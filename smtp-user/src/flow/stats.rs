@@ -27,6 +27,10 @@ pub struct DirStats {
     pub ooo_peak: usize,
     /// Times a buffering limit (per direction or global) forced a gap.
     pub limit_hits: u64,
+    /// Segments starting more than a maximal TCP window ahead: ignored.
+    pub out_of_window: u64,
+    /// RSTs whose sequence number was far from the stream: ignored.
+    pub bad_rst: u64,
 }
 
 /// Counters of one flow, given to the consumer when it closes.
@@ -70,6 +74,9 @@ pub enum CloseReason {
     Evicted,
     /// End of input (`close_all`).
     Shutdown,
+    /// A new SYN with another initial sequence number reused the 5-tuple:
+    /// the old connection is closed, a new flow starts.
+    Reused,
 }
 
 impl CloseReason {
@@ -81,6 +88,7 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::Evicted => "evicted",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Reused => "reused",
         }
     }
 }
@@ -106,6 +114,7 @@ pub struct TableStats {
     pub timed_out: u64,
     pub evicted: u64,
     pub shutdown: u64,
+    pub reused: u64,
     /// Flows currently in the table.
     pub active: u64,
     /// Frames skipped before reaching the table, by [`Skip`] reason
@@ -133,7 +142,12 @@ impl TableStats {
 
     /// All closes, whatever the reason.
     pub fn closed(&self) -> u64 {
-        self.closed_fin + self.closed_reset + self.timed_out + self.evicted + self.shutdown
+        self.closed_fin
+            + self.closed_reset
+            + self.timed_out
+            + self.evicted
+            + self.shutdown
+            + self.reused
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -143,6 +157,7 @@ impl TableStats {
             CloseReason::Timeout => &mut self.timed_out,
             CloseReason::Evicted => &mut self.evicted,
             CloseReason::Shutdown => &mut self.shutdown,
+            CloseReason::Reused => &mut self.reused,
         };
         *c += 1;
         self.active = self.active.saturating_sub(1);

@@ -25,6 +25,14 @@ use super::stats::DirStats;
 /// many tiny out-of-order segments cannot exceed the memory bound.
 pub const PIECE_OVERHEAD: usize = 64;
 
+/// Farthest a segment may start beyond the delivery point: the largest
+/// TCP window (2^30 with window scaling).
+pub const MAX_AHEAD: u64 = 1 << 30;
+
+/// How far from the highest byte seen a RST's sequence number may be and
+/// still be believed (a receiver accepts RSTs within its window).
+pub const RST_WINDOW: i64 = 1 << 24;
+
 /// What reassembly hands to the consumer, in stream order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk<'a> {
@@ -97,6 +105,19 @@ impl Stream {
         self.buffered = 0;
     }
 
+    /// True if a SYN with sequence number `isn` starts a different
+    /// connection than the one this stream follows (port reuse).
+    pub fn is_new_syn(&self, isn: u32) -> bool {
+        self.started && isn.wrapping_add(1) != self.base
+    }
+
+    /// True if a RST from this direction with sequence number `seq` is
+    /// plausible (near the data seen), so that a blind or stale RST does
+    /// not end monitoring of a live connection.
+    pub fn rst_acceptable(&self, seq: u32) -> bool {
+        !self.started || (self.offset(seq) - self.max_end as i64).abs() <= RST_WINDOW
+    }
+
     /// A SYN with sequence number `isn`: data starts at `isn + 1`.
     pub fn syn(&mut self, isn: u32) {
         if !self.started {
@@ -128,15 +149,33 @@ impl Stream {
         }
         let start = self.offset(seq);
         let wire_len = payload.len() as u64 + u64::from(uncaptured);
-        if start < 0 {
-            // More than 2^31 before the delivery point, or before the first
-            // byte of a mid-session capture: old data.
-            if wire_len > 0 {
-                self.stats.duplicates += 1;
-            }
+        if start > (self.next + MAX_AHEAD) as i64 {
+            // Beyond any TCP window: forged or corrupt. Accepting it would
+            // let one packet push the stream past real data.
+            self.stats.out_of_window += 1;
             return;
         }
-        let start = start as u64;
+        let (mut payload, mut uncaptured) = (payload, uncaptured);
+        let start = if start < 0 {
+            // Begins before the first byte of a mid-session capture (or more
+            // than 2^31 back): only a part beyond offset 0 is new.
+            let end = start + wire_len as i64;
+            if end < 0 || (end == 0 && !fin) {
+                if wire_len > 0 {
+                    self.stats.duplicates += 1;
+                }
+                return;
+            }
+            if wire_len > 0 && self.next == 0 {
+                // (With next > 0 the overlap is counted below.)
+                self.stats.overlaps += 1;
+            }
+            (payload, uncaptured) = cut_front(payload, uncaptured, start.unsigned_abs());
+            0
+        } else {
+            start as u64
+        };
+        let wire_len = payload.len() as u64 + u64::from(uncaptured);
         let end = start + wire_len;
         // A bare ACK/RST after a FIN sits at FIN+1: only data and FINs
         // say how far the stream goes.
@@ -153,17 +192,11 @@ impl Stream {
             self.stats.duplicates += 1;
             return;
         }
-        let (mut payload, mut uncaptured, mut start) = (payload, uncaptured, start);
+        let mut start = start;
         if start < self.next {
             // Overlaps delivered data: keep only the new part.
             self.stats.overlaps += 1;
-            let cut = self.next - start;
-            if cut <= payload.len() as u64 {
-                payload = payload.get(cut as usize..).unwrap_or_default();
-            } else {
-                uncaptured -= (cut - payload.len() as u64) as u32;
-                payload = &[];
-            }
+            (payload, uncaptured) = cut_front(payload, uncaptured, self.next - start);
             start = self.next;
         }
         if start > self.next {
@@ -182,16 +215,10 @@ impl Stream {
             self.skip_to(start, out);
             if self.next > start {
                 // A buffered piece before `start` reached into this segment.
-                let cut = self.next - start;
-                if cut >= end - start {
+                if self.next >= end {
                     return;
                 }
-                if cut <= payload.len() as u64 {
-                    payload = payload.get(cut as usize..).unwrap_or_default();
-                } else {
-                    uncaptured -= (cut - payload.len() as u64) as u32;
-                    payload = &[];
-                }
+                (payload, uncaptured) = cut_front(payload, uncaptured, self.next - start);
             }
         }
         self.in_order(payload, out);
@@ -365,6 +392,21 @@ impl Stream {
     }
 }
 
+/// Drops the first `cut` bytes of a segment (captured bytes first, then
+/// uncaptured ones). `cut` must be less than the segment's wire length.
+fn cut_front(payload: &[u8], uncaptured: u32, cut: u64) -> (&[u8], u32) {
+    match usize::try_from(cut) {
+        Ok(c) if c <= payload.len() => (payload.get(c..).unwrap_or_default(), uncaptured),
+        _ => {
+            let beyond = cut.saturating_sub(payload.len() as u64);
+            (
+                &[],
+                uncaptured.saturating_sub(u32::try_from(beyond).unwrap_or(u32::MAX)),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +454,43 @@ mod tests {
         assert_eq!(bytes(&got), b"abcXefghij");
         assert_eq!(s.stats.overlap_conflicts, 1);
         assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn midstream_start_then_older_overlapping_segment() {
+        let mut s = Stream::default();
+        // First seen: "cd" at 102 (offset 0). Then "abcdef" from 100.
+        let got = run(
+            &mut s,
+            &[(102, b"cd"), (100, b"abcdef"), (96, b"wxyz")],
+            1 << 20,
+        );
+        assert_eq!(bytes(&got), b"cdef");
+        assert_eq!((s.stats.overlaps, s.stats.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn uncaptured_bytes_become_a_gap_but_buffered_data_wins() {
+        let mut s = Stream::default();
+        s.syn(0);
+        let mut got = Vec::new();
+        let mut budget = Budget {
+            per_direction: 1 << 20,
+            global_room: usize::MAX,
+            global_hits: 0,
+        };
+        let mut rec = |c: Chunk<'_>| {
+            got.push(match c {
+                Chunk::Data(d) => format!("D{}", String::from_utf8_lossy(d)),
+                Chunk::Gap(n) => format!("G{n}"),
+            })
+        };
+        s.segment(8, b"hi", 0, false, &mut budget, &mut rec); // buffered at 7
+        s.segment(1, b"abc", 6, true, &mut budget, &mut rec); // 3 captured + 6 cut
+        assert_eq!(got, ["Dabc", "G4", "Dhi"]);
+        assert_eq!((s.stats.gaps, s.stats.gap_bytes), (1, 4));
+        assert_eq!(s.delivered(), 9);
+        assert!(s.finished());
     }
 
     #[test]

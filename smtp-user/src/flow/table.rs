@@ -15,7 +15,7 @@ use super::key::FlowKey;
 use super::stats::{CloseReason, FlowStats, TableStats};
 use super::stream::{Budget, Chunk, Stream};
 use super::{FlowConfig, FlowHandler, FlowInfo};
-use crate::capture::Segment;
+use crate::capture::{parse_frame, Segment, Skip};
 use crate::Direction;
 
 const NIL: u32 = u32::MAX;
@@ -112,6 +112,22 @@ impl<H: FlowHandler> FlowTable<H> {
         self.handler
     }
 
+    /// Parses one captured frame (see [`parse_frame`]) and processes its
+    /// segment; a frame without one is counted in `stats().skipped` and its
+    /// reason returned.
+    pub fn frame(&mut self, linktype: u32, ts_micros: u64, data: &[u8]) -> Result<(), Skip> {
+        match parse_frame(linktype, ts_micros, data) {
+            Ok(seg) => {
+                self.segment(&seg);
+                Ok(())
+            }
+            Err(reason) => {
+                self.stats.count_skip(reason);
+                Err(reason)
+            }
+        }
+    }
+
     /// Processes one segment.
     pub fn segment(&mut self, seg: &Segment<'_>) {
         self.stats.segments += 1;
@@ -121,6 +137,11 @@ impl<H: FlowHandler> FlowTable<H> {
             _ => self.index.get(&key).copied(),
         };
         let slot = match slot {
+            Some(s) if self.reuses(s, seg) => {
+                debug!(src = %seg.src, dst = %seg.dst, "new SYN on a known 5-tuple: port reuse");
+                self.close(s, CloseReason::Reused);
+                self.create(key, seg)
+            }
             Some(s) => s,
             None => {
                 let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
@@ -163,6 +184,16 @@ impl<H: FlowHandler> FlowTable<H> {
         let wire = seg.payload.len() as u64 + u64::from(seg.uncaptured);
         mine.stats.packets += 1;
         mine.stats.bytes += wire;
+        if seg.flags.rst() {
+            // A RST's payload and ACK are not data (Linux ignores both).
+            if mine.rst_acceptable(seg.seq) {
+                self.close(slot, CloseReason::Reset);
+            } else {
+                trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "RST out of window: ignored");
+                mine.stats.bad_rst += 1;
+            }
+            return;
+        }
         let before = mine.buffered() + theirs.buffered();
         let mut budget = Budget {
             per_direction: self.config.max_buffer_per_direction,
@@ -176,7 +207,10 @@ impl<H: FlowHandler> FlowTable<H> {
         let ts = seg.ts_micros;
         let mut deliver = |d: Direction, c: Chunk<'_>| match c {
             Chunk::Data(b) => handler.data(session, info, d, ts, b),
-            Chunk::Gap(n) => handler.gap(session, info, d, ts, n),
+            Chunk::Gap(n) => {
+                debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap: bytes missing from the capture");
+                handler.gap(session, info, d, ts, n)
+            }
         };
         let mut seq = seg.seq;
         if seg.flags.syn() {
@@ -207,9 +241,7 @@ impl<H: FlowHandler> FlowTable<H> {
         self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
         self.stats.buffered_peak = self.stats.buffered_peak.max(self.stats.buffered);
         self.stats.memcap_hits += budget.global_hits;
-        if seg.flags.rst() {
-            self.close(slot, CloseReason::Reset);
-        } else if streams[0].finished() && streams[1].finished() {
+        if streams[0].finished() && streams[1].finished() {
             self.close(slot, CloseReason::Closed);
         }
     }
@@ -295,6 +327,20 @@ impl<H: FlowHandler> FlowTable<H> {
         idx
     }
 
+    /// True if `seg` is a SYN (without ACK) starting a new connection on
+    /// the 5-tuple of flow `idx`.
+    fn reuses(&self, idx: u32, seg: &Segment<'_>) -> bool {
+        if !seg.flags.syn() || seg.flags.ack() {
+            return false;
+        }
+        let Some(Some(s)) = self.slots.get(idx as usize) else {
+            return false;
+        };
+        let f = &s.flow;
+        let dir = if seg.src == f.info.client { 0 } else { 1 };
+        f.streams[dir].is_new_syn(seg.seq)
+    }
+
     /// Client of a flow first seen without SYN: the side not on a monitored
     /// port; if both or neither are, the side with the higher port.
     fn midstream_client(&self, src: SocketAddr, dst: SocketAddr) -> SocketAddr {
@@ -336,7 +382,10 @@ impl<H: FlowHandler> FlowTable<H> {
         for d in [Direction::Up, Direction::Down] {
             streams[di(d)].flush(&mut |c| match c {
                 Chunk::Data(b) => handler.data(&mut session, &info, d, ts, b),
-                Chunk::Gap(n) => handler.gap(&mut session, &info, d, ts, n),
+                Chunk::Gap(n) => {
+                    debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap at close: bytes never seen");
+                    handler.gap(&mut session, &info, d, ts, n)
+                }
             });
         }
         self.stats.buffered = self.stats.buffered.saturating_sub(before);
