@@ -1,0 +1,248 @@
+//! Live pipeline: kernel records → flow table → dissector → EVE output, with
+//! the parsing on a worker thread so that the ring-buffer reader never waits
+//! on parsing or on a slow output.
+//!
+//! The reader (on the tokio runtime) copies each batch of records into one
+//! [`SegmentBatch`] (one allocation per batch, not per record) and sends it
+//! over a bounded channel; when the worker falls behind, the reader waits on
+//! the channel, the ring buffer fills and the kernel counts the records it
+//! could not queue (`ringbuf_lost`), which reassembly then reports as gaps:
+//! back-pressure is visible, never silent. The worker sends back the flows
+//! whose dissector took the `error` transition so the reader can write drop
+//! verdicts when the policy asks for it.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::thread::JoinHandle;
+
+use smtp_common::{FlowKey, FAMILY_V4, FAMILY_V6};
+use tokio::sync::mpsc;
+
+use crate::capture::{Segment, TcpFlags};
+use crate::flow::{FlowConfig, FlowTable, TableStats};
+use crate::output::{EveWriter, OutputCounters};
+
+use super::smtp_flows::{PipelineCounters, SmtpFlows};
+
+/// Batches in flight between reader and worker.
+const CHANNEL_BATCHES: usize = 256;
+
+/// Segments copied out of the ring buffer: metadata plus one shared byte buffer.
+#[derive(Debug, Default)]
+pub struct SegmentBatch {
+    bytes: Vec<u8>,
+    segs: Vec<SegmentMeta>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegmentMeta {
+    ts_micros: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    /// Payload is `bytes[start..start + len]`.
+    start: usize,
+    len: usize,
+    uncaptured: u32,
+}
+
+impl SegmentBatch {
+    pub fn push(&mut self, seg: &Segment<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(seg.payload);
+        self.segs.push(SegmentMeta {
+            ts_micros: seg.ts_micros,
+            src: seg.src,
+            dst: seg.dst,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: seg.flags,
+            start,
+            len: seg.payload.len(),
+            uncaptured: seg.uncaptured,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.segs.len()
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Segment<'_>)) {
+        for m in &self.segs {
+            let payload = self
+                .bytes
+                .get(m.start..m.start.saturating_add(m.len))
+                .unwrap_or_default();
+            f(&Segment {
+                ts_micros: m.ts_micros,
+                src: m.src,
+                dst: m.dst,
+                seq: m.seq,
+                ack: m.ack,
+                flags: m.flags,
+                payload,
+                uncaptured: m.uncaptured,
+            });
+        }
+    }
+}
+
+enum Msg {
+    Batch(SegmentBatch),
+    /// Wall clock (µs since the epoch): expire idle flows.
+    Tick(u64),
+}
+
+/// What the worker did, reported when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct LiveReport {
+    pub pipeline: PipelineCounters,
+    pub table: TableStats,
+    pub output: OutputCounters,
+    /// Output could not be written (first error).
+    pub output_error: Option<String>,
+}
+
+/// The reader's handle on the worker thread.
+pub struct LivePipeline {
+    tx: mpsc::Sender<Msg>,
+    drops: mpsc::UnboundedReceiver<FlowKey>,
+    worker: JoinHandle<LiveReport>,
+}
+
+impl LivePipeline {
+    /// Starts the worker writing EVE lines to `out`.
+    pub fn start<W: Write + Send + 'static>(
+        flow: FlowConfig,
+        log_commands: bool,
+        out: W,
+    ) -> std::io::Result<LivePipeline> {
+        let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_BATCHES);
+        let (drop_tx, drops) = mpsc::unbounded_channel();
+        let worker = std::thread::Builder::new()
+            .name("smtp-pipeline".into())
+            .spawn(move || {
+                let mut table =
+                    FlowTable::new(flow, SmtpFlows::new(EveWriter::new(out, log_commands)));
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        Msg::Batch(b) => b.for_each(|s| table.segment(s)),
+                        Msg::Tick(now) => {
+                            table.expire(now);
+                            if let Err(e) = table.handler_mut().finish_output() {
+                                tracing::error!(error = %e, "cannot write output");
+                            }
+                        }
+                    }
+                    for (client, server) in table.handler_mut().take_drop_requests() {
+                        // The reader may be gone at shutdown: nothing left to enforce.
+                        let _ = drop_tx.send(kernel_flow_key(client, server));
+                    }
+                }
+                table.close_all();
+                let stats = table.stats().clone();
+                let mut handler = table.into_handler();
+                let output_error = handler.finish_output().err().map(|e| e.to_string());
+                LiveReport {
+                    pipeline: handler.counters(),
+                    table: stats,
+                    output: handler.writer().counters(),
+                    output_error,
+                }
+            })?;
+        Ok(LivePipeline { tx, drops, worker })
+    }
+
+    /// Queues a batch; waits while the worker is behind.
+    pub async fn send(&self, batch: SegmentBatch) -> bool {
+        self.tx.send(Msg::Batch(batch)).await.is_ok()
+    }
+
+    /// Periodic housekeeping with the wall clock: idle timeout, output flush.
+    pub async fn tick(&self, now_micros: u64) -> bool {
+        self.tx.send(Msg::Tick(now_micros)).await.is_ok()
+    }
+
+    /// Flows whose session asked to be dropped, not yet taken.
+    pub fn try_drop_request(&mut self) -> Option<FlowKey> {
+        self.drops.try_recv().ok()
+    }
+
+    /// Closes every flow (open transactions flushed as `aborted`), flushes
+    /// the output and returns the worker's report.
+    pub fn finish(self) -> LiveReport {
+        drop(self.tx);
+        match self.worker.join() {
+            Ok(r) => r,
+            Err(_) => LiveReport {
+                output_error: Some("pipeline worker panicked".into()),
+                ..LiveReport::default()
+            },
+        }
+    }
+}
+
+/// The kernel's normalised key of the flow between `a` and `b`.
+pub fn kernel_flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
+    fn bytes(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut out = [0u8; 16];
+                out[..4].copy_from_slice(&v4.octets());
+                out
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+    let family = if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
+    FlowKey::new(family, bytes(a.ip()), a.port(), bytes(b.ip()), b.port()).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_the_same_from_both_sides() {
+        let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+        let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+        assert_eq!(kernel_flow_key(c, s), kernel_flow_key(s, c));
+        let k = kernel_flow_key(c, s);
+        assert_eq!(k.lo_port, 25);
+        assert_eq!(k.hi_port, 40000);
+        assert_eq!(&k.lo_addr[..4], &[198, 18, 0, 2]);
+    }
+
+    #[test]
+    fn batch_round_trips_segments() {
+        let seg = Segment {
+            ts_micros: 7,
+            src: "198.18.0.1:40000".parse().unwrap(),
+            dst: "198.18.0.2:25".parse().unwrap(),
+            seq: 100,
+            ack: 5,
+            flags: TcpFlags(TcpFlags::ACK),
+            payload: b"EHLO x\r\n",
+            uncaptured: 3,
+        };
+        let mut b = SegmentBatch::default();
+        b.push(&seg);
+        b.push(&Segment {
+            payload: b"",
+            seq: 108,
+            ..seg
+        });
+        let mut seen = Vec::new();
+        b.for_each(|s| seen.push((s.seq, s.payload.to_vec(), s.uncaptured)));
+        assert_eq!(
+            seen,
+            vec![(100, b"EHLO x\r\n".to_vec(), 3), (108, vec![], 3)]
+        );
+    }
+}
