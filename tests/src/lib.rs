@@ -6,11 +6,13 @@
 //!   (sockets created there live in it).
 //! * [`MonitorThread`]: the library `Monitor` attached to the server veth,
 //!   collecting records on its own thread.
+//! * [`mail`]: real SMTP software (smtp-sink, swaks, smtp-source).
 //! * [`streams`]: rebuilds each direction's byte stream from records.
 //!
 //! Tests call [`require_root`] first and print "skipped: needs root" when
 //! not root. Every wait is bounded in time.
 
+pub mod mail;
 pub mod monitor;
 pub mod netns;
 pub mod process;
