@@ -1,0 +1,680 @@
+//! Every real capture of the shared corpus through the whole replay pipeline
+//! (capture → flow → smtp → EVE): exit without error, and for each file the
+//! transactions (helo, envelope, state, From, Subject, attachments), the
+//! anomalies and the TLS flows we expect from reading the capture.
+//!
+//! Skipped (with a printed line) when `../shared/corpus` is absent.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use smtp_user::flow::FlowConfig;
+use smtp_user::pipeline::{replay_files, ReplayOptions};
+
+fn corpus_dir() -> Option<PathBuf> {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("../shared/corpus/pcap"))
+        .find(|p| p.is_dir())
+}
+
+/// One expected `smtp` event.
+struct Tx {
+    helo: &'static str,
+    mail_from: &'static str,
+    rcpt_to: &'static [&'static str],
+    state: &'static str,
+    /// `email.from` and `email.subject` (None: no email object or no header).
+    from: Option<&'static str>,
+    subject: Option<&'static str>,
+    attachments: &'static [&'static str],
+}
+
+struct Expect {
+    file: &'static str,
+    flows: usize,
+    txs: &'static [Tx],
+    /// Anomaly kinds, sorted.
+    anomalies: &'static [&'static str],
+    tls_flows: usize,
+}
+
+const fn tx(
+    helo: &'static str,
+    mail_from: &'static str,
+    rcpt_to: &'static [&'static str],
+    state: &'static str,
+) -> Tx {
+    Tx {
+        helo,
+        mail_from,
+        rcpt_to,
+        state,
+        from: None,
+        subject: None,
+        attachments: &[],
+    }
+}
+
+const fn mail(
+    t: Tx,
+    from: &'static str,
+    subject: &'static str,
+    attachments: &'static [&'static str],
+) -> Tx {
+    Tx {
+        from: Some(from),
+        subject: Some(subject),
+        attachments,
+        ..t
+    }
+}
+
+const ALICE: &str = "<alice@example.com>";
+const BOB: &str = "<bob@example.com>";
+const CLIENT: &str = "client.example.com";
+
+const EXPECTED: &[Expect] = &[
+    Expect {
+        file: "haka-workshop-smtp.pcap",
+        flows: 1,
+        // The client uses bare LF line endings; its envelope is written
+        // without angle brackets and kept as written.
+        txs: &[tx(
+            "some_domain",
+            "hacker@suspicious.org",
+            &["backup"],
+            "delivered",
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-attachment-md5.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "linuxbox",
+                "<gavin.shrubbery@gmail.com>",
+                &["<172.16.92.2@linuxbox>"],
+                "delivered",
+            ),
+            "Gavin Shrubbery <gavin.shrubbery@gmail.com>",
+            "This is a test email",
+            &["EICAR-Test-File"],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-bdat-last-next-mail.pcap",
+        flows: 1,
+        txs: &[
+            mail(
+                tx(CLIENT, ALICE, &[BOB], "delivered"),
+                "alice@example.com",
+                "single final BDAT",
+                &[],
+            ),
+            mail(
+                tx(CLIENT, BOB, &[ALICE], "delivered"),
+                "bob@example.com",
+                "after single final BDAT",
+                &[],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-bdat-multichunk-next-mail.pcap",
+        flows: 1,
+        txs: &[
+            mail(
+                tx(CLIENT, ALICE, &[BOB], "delivered"),
+                "alice@example.com",
+                "multi-chunk BDAT",
+                &[],
+            ),
+            mail(
+                tx(CLIENT, BOB, &[ALICE], "delivered"),
+                "bob@example.com",
+                "after multi-chunk BDAT",
+                &[],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-data-rejected.pcap",
+        flows: 1,
+        txs: &[
+            // MAIL refused (553): no message.
+            tx(
+                "173-66-46-112.wash.fios.verizon.net",
+                "<splotchiestzg0@gezydb01.apis.dhl.com>",
+                &["<mirjam@abrakadabra.ch>"],
+                "rejected",
+            ),
+            // The message was sent and refused after end of data (554).
+            mail(
+                tx(
+                    "173-66-46-112.wash.fios.verizon.net",
+                    "<uprootedx38@gateway2c.dhl.com>",
+                    &["<mirjam@abrakadabra.ch>"],
+                    "rejected",
+                ),
+                "<dgo.billing@dhl.com> (DHL)",
+                "DHL Documents;BL/CI;S1800389114_H0060086",
+                &["doc_S1800389114_H0060086.xls"],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-errors.pcap",
+        // Three flows on port 25 (the fourth, on 465, is implicit TLS: not monitored).
+        flows: 3,
+        txs: &[
+            // Yahoo defers after end of data with a reply whose code is
+            // missing from the capture: the transaction stays open.
+            mail(
+                tx(
+                    "[0.0.0.0]",
+                    "<Ina32@4447.com>",
+                    &["<jcastro2111@yahoo.com>"],
+                    "aborted",
+                ),
+                "Ina Edwards <Ina32@4447.com>",
+                "What you think about her new picture?",
+                &["20186425_642590.jpg.zip"],
+            ),
+            // Pipelined MAIL/RCPT/DATA, MAIL refused with 472.
+            tx(
+                "173-66-46-112.wash.fios.verizon.net",
+                "<unusualz@prg-dc.dhl.com>",
+                &["<sghaier@fts.com.tn>"],
+                "rejected",
+            ),
+        ],
+        // Flow 1 is binary garbage sent to port 25 before any greeting.
+        anomalies: &[
+            "command_before_greeting",
+            "invalid_command",
+            "invalid_command",
+            "invalid_command",
+            "invalid_reply",
+            "invalid_reply",
+            "mime_invalid_base64",
+            "unknown_command",
+        ],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-long-DATA-line.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "Percival",
+                "<xxxxxx@xxxxx.co.uk>",
+                &["<xxxxxx@xxxxx.co.uk>"],
+                "delivered",
+            ),
+            "\"Xxxxxx xxxx\" <xxxxxx@xxxxx.co.uk>",
+            "Testing testing 1 2 3 (Multiple attachments)",
+            &["winmail.dat"],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        // A 2576-byte EHLO argument: under the 4096-byte line limit.
+        file: "sv-smtp-long-command.pcap",
+        flows: 1,
+        txs: &[],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-multi-mail-accept.pcap",
+        flows: 1,
+        txs: &[
+            mail(
+                tx(CLIENT, ALICE, &[BOB], "delivered"),
+                "alice@example.com",
+                "back-to-back 1",
+                &[],
+            ),
+            mail(
+                tx(CLIENT, BOB, &[ALICE], "delivered"),
+                "bob@example.com",
+                "back-to-back 2",
+                &[],
+            ),
+            mail(
+                tx(CLIENT, ALICE, &[BOB, ALICE], "delivered"),
+                "alice@example.com",
+                "back-to-back 3",
+                &[],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        // QUIT without HELO is legal: nothing to report.
+        file: "sv-smtp-no-helo-quit.pcap",
+        flows: 1,
+        txs: &[],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-pipelined-rset-after-complete.pcap",
+        flows: 1,
+        txs: &[
+            mail(
+                tx(CLIENT, ALICE, &[BOB], "delivered"),
+                "alice@example.com",
+                "first complete",
+                &[],
+            ),
+            mail(
+                tx(CLIENT, BOB, &[ALICE], "delivered"),
+                "bob@example.com",
+                "second after rset",
+                &[],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-pipelining.pcap",
+        flows: 1,
+        txs: &[Tx {
+            helo: "ehlo.fr",
+            mail_from: "<username@domain.com>",
+            rcpt_to: &["<john.doe@example.com>"],
+            state: "delivered",
+            from: None,
+            subject: None,
+            attachments: &[],
+        }],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        // The capture starts after the greeting: the first reply (250)
+        // answers EHLO; then pipelined `rset` + `staRttLs` (mixed case)
+        // are answered 250 and 220, and the session switches to TLS.
+        file: "sv-smtp-rset-starttls.pcap",
+        flows: 1,
+        txs: &[],
+        anomalies: &["command_before_greeting"],
+        tls_flows: 1,
+    },
+    Expect {
+        file: "sv-smtp-simple-session.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(CLIENT, ALICE, &[BOB], "delivered"),
+            "alice@example.com",
+            "single-session single message",
+            &[],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "sv-smtp-startssl.pcap",
+        flows: 1,
+        txs: &[],
+        anomalies: &[],
+        tls_flows: 1,
+    },
+    Expect {
+        // Port 2525. The client ends its message with a bare-LF dot line
+        // (`\n.\n`), which the server took as end of data: the smuggling
+        // pattern. We do not end the message there; the server's 250 then
+        // answers nothing we know of.
+        file: "sv-smtp-url-base64.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "client.mydomain.com",
+                "<xxx@client.mydomain.com>",
+                &["<rcpt@server.domain.com>"],
+                "aborted",
+            ),
+            "testa <testa@lalala.com>",
+            "nnnnn",
+            &[],
+        )],
+        anomalies: &["smuggling_bare_lf_end_of_data", "unmatched_reply"],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "wireshark-smtp-sample.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "GP",
+                "<gurpartap@patriots.in>",
+                &["<raj_deol2002in@yahoo.co.in>"],
+                "delivered",
+            ),
+            "\"Gurpartap Singh\" <gurpartap@patriots.in>",
+            "SMTP",
+            &["NEWS.txt"],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "zeek-rfc3030-bdat-example1.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "localhost",
+                "<zeek@localhost>",
+                &["<root@localhost>"],
+                "delivered",
+            ),
+            "Sam@random.com",
+            "This is a bodyless test message",
+            &[],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "zeek-rfc3030-bdat-multipart.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "localhost",
+                "<zeek@localhost>",
+                &["<root@localhost>"],
+                "delivered",
+            ),
+            "Arne Welzel <arne.welzel@corelight.com>",
+            "Zeek Logo",
+            &["zeek-logo.png"],
+        )],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+    Expect {
+        // Only the client side was captured: the greeting and replies are
+        // missing, and DATA content is parsed without seeing the 354.
+        file: "zeek-smtp-attachment-msg.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "localhost.localdomain",
+                "<sender@example.com>",
+                &["<recipient@example.com>"],
+                "aborted",
+            ),
+            "sender@example.com",
+            "subject",
+            &["test.msg"],
+        )],
+        anomalies: &["command_before_greeting"],
+        tls_flows: 0,
+    },
+    Expect {
+        // Three sessions, each with an invalid BDAT: the error transition.
+        file: "zeek-smtp-bdat-cmd-invalid.pcapng",
+        flows: 3,
+        txs: &[
+            tx(
+                "localhost",
+                "<zeek@localhost>",
+                &["<root@localhost>"],
+                "aborted",
+            ),
+            tx(
+                "localhost",
+                "<zeek@localhost>",
+                &["<root@localhost>"],
+                "aborted",
+            ),
+            tx(
+                "localhost",
+                "<zeek@localhost>",
+                &["<root@localhost>"],
+                "aborted",
+            ),
+        ],
+        anomalies: &["bdat_invalid", "bdat_invalid", "bdat_invalid"],
+        tls_flows: 0,
+    },
+    Expect {
+        // Exchange ends with an unsolicited `451 Timeout waiting for client input`.
+        file: "zeek-smtp-multi-addr.pcap",
+        flows: 1,
+        txs: &[mail(
+            tx(
+                "gras-os-desk.cern.ch",
+                "<root@gras-os-desk.cern.ch>",
+                &["<jan.grashofer@cern.ch>"],
+                "delivered",
+            ),
+            "jan.grashoefer@cern.ch (Jan Grashoefer)",
+            "Testmail",
+            &[],
+        )],
+        anomalies: &["unmatched_reply"],
+        tls_flows: 0,
+    },
+    Expect {
+        // Client side only, two mails in one session.
+        file: "zeek-smtp-one-side-only.pcap",
+        flows: 1,
+        txs: &[
+            tx(
+                "enzo.icir.org",
+                "<robin@icir.org>",
+                &["<robin@icir.org>"],
+                "aborted",
+            ),
+            tx(
+                "enzo.icir.org",
+                "<robin@icir.org>",
+                &["<rsommer@lbl.gov>"],
+                "aborted",
+            ),
+        ],
+        anomalies: &["command_before_greeting"],
+        tls_flows: 0,
+    },
+    Expect {
+        file: "zeek-smtp-starttls.pcap",
+        flows: 1,
+        txs: &[],
+        anomalies: &[],
+        tls_flows: 1,
+    },
+    Expect {
+        // Two SMTP sessions (the 443 flow is not monitored).
+        file: "zeek-smtp.pcap",
+        flows: 2,
+        txs: &[
+            mail(
+                tx(
+                    "GP",
+                    "<gurpartap@patriots.in>",
+                    &["<raj_deol2002in@yahoo.co.in>"],
+                    "delivered",
+                ),
+                "\"Gurpartap Singh\" <gurpartap@patriots.in>",
+                "SMTP",
+                &["NEWS.txt"],
+            ),
+            mail(
+                tx(
+                    "[192.168.133.100]",
+                    "<albert@example.com>",
+                    &[
+                        "<ericlim220@yahoo.com>",
+                        "<felica4uu@hotmail.com>",
+                        "<davis_mark1@outlook.com>",
+                    ],
+                    "delivered",
+                ),
+                "Albert Zaharovits <albert@example.com>",
+                "Re: Bro SMTP CC Header",
+                &[],
+            ),
+        ],
+        anomalies: &[],
+        tls_flows: 0,
+    },
+];
+
+fn replay_events(path: PathBuf) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let (summary, out) = replay_files(
+        &[path.clone()],
+        &ReplayOptions {
+            flow: FlowConfig {
+                monitored_ports: vec![25, 587, 2525],
+                ..FlowConfig::default()
+            },
+            log_commands: false,
+        },
+        &mut buf,
+        |_| {},
+    );
+    out.expect("output");
+    assert!(
+        summary.errors.is_empty(),
+        "{}: {:?}",
+        path.display(),
+        summary.errors
+    );
+    String::from_utf8(buf)
+        .expect("utf-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn str_field(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+fn check(e: &Expect, events: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let of = |t: &'static str| events.iter().filter(move |v| v["event_type"] == t);
+    let flows: Vec<_> = of("flow").collect();
+    if flows.len() != e.flows {
+        problems.push(format!("{} flows, expected {}", flows.len(), e.flows));
+    }
+    let tls = flows.iter().filter(|f| f["flow"]["tls"] == true).count();
+    if tls != e.tls_flows {
+        problems.push(format!("{tls} TLS flows, expected {}", e.tls_flows));
+    }
+    let mut anomalies: Vec<&str> = of("anomaly")
+        .filter_map(|a| a["anomaly"]["event"].as_str())
+        .collect();
+    anomalies.sort_unstable();
+    if anomalies != e.anomalies {
+        problems.push(format!(
+            "anomalies {anomalies:?}, expected {:?}",
+            e.anomalies
+        ));
+    }
+    let txs: Vec<_> = of("smtp").collect();
+    if txs.len() != e.txs.len() {
+        problems.push(format!(
+            "{} transactions, expected {}",
+            txs.len(),
+            e.txs.len()
+        ));
+    }
+    for (i, (got, want)) in txs.iter().zip(e.txs).enumerate() {
+        let rcpt: Vec<&str> = got["smtp"]["rcpt_to"]
+            .as_array()
+            .map(|a| a.iter().filter_map(str_field).collect())
+            .unwrap_or_default();
+        let attachments: Vec<&str> = got["email"]["attachment"]
+            .as_array()
+            .map(|a| a.iter().filter_map(str_field).collect())
+            .unwrap_or_default();
+        let fields = [
+            ("helo", got["smtp"]["helo"].as_str(), Some(want.helo)),
+            (
+                "mail_from",
+                got["smtp"]["mail_from"].as_str(),
+                Some(want.mail_from),
+            ),
+            (
+                "state",
+                got["transaction"]["state"].as_str(),
+                Some(want.state),
+            ),
+            ("email.from", got["email"]["from"].as_str(), want.from),
+            (
+                "email.subject",
+                got["email"]["subject"].as_str(),
+                want.subject,
+            ),
+        ];
+        for (name, g, w) in fields {
+            if g != w {
+                problems.push(format!("tx {i}: {name} {g:?}, expected {w:?}"));
+            }
+        }
+        if rcpt != want.rcpt_to {
+            problems.push(format!(
+                "tx {i}: rcpt_to {rcpt:?}, expected {:?}",
+                want.rcpt_to
+            ));
+        }
+        if attachments != want.attachments {
+            problems.push(format!(
+                "tx {i}: attachments {attachments:?}, expected {:?}",
+                want.attachments
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_corpus_capture_gives_the_expected_transactions_and_anomalies() {
+    let Some(dir) = corpus_dir() else {
+        println!("skipped: ../shared/corpus/pcap not found (the shared test corpus is not part of the repo)");
+        return;
+    };
+    let mut failures = Vec::new();
+    for e in EXPECTED {
+        let events = replay_events(dir.join(e.file));
+        for p in check(e, &events) {
+            failures.push(format!("{}: {p}", e.file));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_table_covers_every_capture_in_the_corpus() {
+    let Some(dir) = corpus_dir() else {
+        println!("skipped: ../shared/corpus/pcap not found");
+        return;
+    };
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = EXPECTED.iter().map(|e| e.file.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed);
+}
