@@ -29,16 +29,26 @@ fn check(script: &[(Direction, &[u8])], expected: &[(A, Severity, bool)]) -> Vec
 
 #[test]
 fn invalid_reply() {
-    check(&[(Down, b"SSH-2.0-OpenSSH_9.2\r\n")], &[(A::InvalidReply, Severity::High, true)]);
+    check(
+        &[(Down, b"SSH-2.0-OpenSSH_9.2\r\n")],
+        &[(A::InvalidReply, Severity::High, true)],
+    );
 }
 
 #[test]
 fn unexpected_server_greeting() {
     let ev = check(
-        &[(Down, b"554 5.7.1 no service for you\r\n"), (Up, b"QUIT\r\n"), (Down, b"221 bye\r\n")],
+        &[
+            (Down, b"554 5.7.1 no service for you\r\n"),
+            (Up, b"QUIT\r\n"),
+            (Down, b"221 bye\r\n"),
+        ],
         &[(A::UnexpectedServerGreeting, Severity::Low, false)],
     );
-    assert_eq!(reply_codes(&ev)[1], (221, Some(smtp_user::smtp::Verb::Quit)));
+    assert_eq!(
+        reply_codes(&ev)[1],
+        (221, Some(smtp_user::smtp::Verb::Quit))
+    );
 }
 
 #[test]
@@ -47,13 +57,20 @@ fn command_before_greeting() {
         &[(Up, b"EHLO eager\r\n"), GREET, (Down, b"250 ok\r\n")],
         &[(A::CommandBeforeGreeting, Severity::Low, false)],
     );
-    assert_eq!(reply_codes(&ev), [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]);
+    assert_eq!(
+        reply_codes(&ev),
+        [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]
+    );
 }
 
 #[test]
 fn no_helo() {
     let ev = check(
-        &[GREET, (Up, b"MAIL FROM:<a@b>\r\n"), (Down, b"503 5.5.1 Error: send HELO/EHLO first\r\n")],
+        &[
+            GREET,
+            (Up, b"MAIL FROM:<a@b>\r\n"),
+            (Down, b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
+        ],
         &[(A::NoHelo, Severity::Low, false)],
     );
     assert_eq!(transactions(&ev)[0].state, TransactionState::Rejected);
@@ -62,7 +79,13 @@ fn no_helo() {
 #[test]
 fn invalid_command() {
     let ev = check(
-        &[GREET, EHLO, EHLO_OK, (Up, b"\x80\x81 ???\r\n"), (Down, b"500 5.5.2 Error: bad syntax\r\n")],
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"\x80\x81 ???\r\n"),
+            (Down, b"500 5.5.2 Error: bad syntax\r\n"),
+        ],
         &[(A::InvalidCommand, Severity::Medium, false)],
     );
     assert_eq!(reply_codes(&ev)[2].0, 500);
@@ -71,7 +94,13 @@ fn invalid_command() {
 #[test]
 fn unknown_command() {
     let ev = check(
-        &[GREET, EHLO, EHLO_OK, (Up, b"XYZZY plugh\r\n"), (Down, b"502 5.5.2 Error: command not recognized\r\n")],
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"XYZZY plugh\r\n"),
+            (Down, b"502 5.5.2 Error: command not recognized\r\n"),
+        ],
         &[(A::UnknownCommand, Severity::Low, false)],
     );
     assert_eq!(commands(&ev)[1].args, "plugh");
@@ -86,11 +115,23 @@ fn line_too_long_both_directions() {
     long_reply.extend(std::iter::repeat_n(b'y', 5000));
     long_reply.extend_from_slice(b"\r\n250 ok\r\n");
     let ev = check(
-        &[GREET, EHLO, (Down, &long_reply), (Up, &long_cmd), (Down, b"250 ok\r\n")],
-        &[(A::LineTooLong, Severity::Medium, false), (A::LineTooLong, Severity::Medium, false)],
+        &[
+            GREET,
+            EHLO,
+            (Down, &long_reply),
+            (Up, &long_cmd),
+            (Down, b"250 ok\r\n"),
+        ],
+        &[
+            (A::LineTooLong, Severity::Medium, false),
+            (A::LineTooLong, Severity::Medium, false),
+        ],
     );
     assert_eq!(responses(&ev)[1].lines, ["ok"]);
-    assert_eq!(reply_codes(&ev)[2], (250, Some(smtp_user::smtp::Verb::Noop)));
+    assert_eq!(
+        reply_codes(&ev)[2],
+        (250, Some(smtp_user::smtp::Verb::Noop))
+    );
 }
 
 #[test]
@@ -105,14 +146,21 @@ fn reply_code_mismatch() {
 
 #[test]
 fn unmatched_reply() {
-    let ev = check(&[GREET, EHLO, EHLO_OK, (Down, b"250 surprise\r\n")], &[(A::UnmatchedReply, Severity::Low, false)]);
+    let ev = check(
+        &[GREET, EHLO, EHLO_OK, (Down, b"250 surprise\r\n")],
+        &[(A::UnmatchedReply, Severity::Low, false)],
+    );
     assert_eq!(reply_codes(&ev)[2], (250, None));
 }
 
 #[test]
 fn invalid_pipelined_sequence() {
     check(
-        &[GREET, (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\n"), (Down, b"250 mx\r\n250 ok\r\n")],
+        &[
+            GREET,
+            (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\n"),
+            (Down, b"250 mx\r\n250 ok\r\n"),
+        ],
         &[(A::InvalidPipelinedSequence, Severity::Medium, false)],
     );
 }
@@ -139,10 +187,18 @@ fn smuggling_bare_lf_end_of_data() {
 
 #[test]
 fn bdat_invalid_is_fatal() {
-    let (s, ev) = run_open(&[GREET, EHLO, EHLO_OK, (Up, b"MAIL FROM:<a@b>\r\nBDAT lots\r\nxxxx\r\n")]);
+    let (s, ev) = run_open(&[
+        GREET,
+        EHLO,
+        EHLO_OK,
+        (Up, b"MAIL FROM:<a@b>\r\nBDAT lots\r\nxxxx\r\n"),
+    ]);
     assert_eq!(
         anomaly_list(&ev),
-        [(A::InvalidPipelinedSequence, Severity::Medium, false), (A::BdatInvalid, Severity::High, true)][1..]
+        [
+            (A::InvalidPipelinedSequence, Severity::Medium, false),
+            (A::BdatInvalid, Severity::High, true)
+        ][1..]
     );
     assert!(s.drop_requested());
 }
@@ -154,7 +210,10 @@ fn bdat_chunk_overflow() {
             GREET,
             EHLO,
             EHLO_OK,
-            (Up, b"MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<c@d>\r\nBDAT 20 LAST\r\n01234567890123456789"),
+            (
+                Up,
+                b"MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<c@d>\r\nBDAT 20 LAST\r\n01234567890123456789",
+            ),
             (Down, b"250 ok\r\n250 ok\r\n552 too big\r\n"),
         ],
         &[(A::BdatChunkOverflow, Severity::Medium, false)],
@@ -164,13 +223,29 @@ fn bdat_chunk_overflow() {
 
 #[test]
 fn tls_rejected() {
-    check(&[GREET, EHLO, EHLO_OK, (Up, b"STARTTLS\r\n"), (Down, b"502 no\r\n")], &[(A::TlsRejected, Severity::Low, false)]);
+    check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"STARTTLS\r\n"),
+            (Down, b"502 no\r\n"),
+        ],
+        &[(A::TlsRejected, Severity::Low, false)],
+    );
 }
 
 #[test]
 fn data_after_quit() {
     let ev = check(
-        &[GREET, EHLO, EHLO_OK, (Up, b"QUIT\r\nMAIL FROM:<late@x>\r\n"), (Down, b"221 bye\r\n"), (Up, b"more\r\n")],
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"QUIT\r\nMAIL FROM:<late@x>\r\n"),
+            (Down, b"221 bye\r\n"),
+            (Up, b"more\r\n"),
+        ],
         &[(A::DataAfterQuit, Severity::Low, false)],
     );
     assert_eq!(commands(&ev).len(), 2);
@@ -187,11 +262,20 @@ const MIME_TX: &[(Direction, &[u8])] = &[
 #[test]
 fn mime_invalid_base64() {
     let mut script = MIME_TX.to_vec();
-    script.push((Up, b"Content-Transfer-Encoding: base64\r\n\r\nSGVsbG8h*\r\n.\r\n"));
+    script.push((
+        Up,
+        b"Content-Transfer-Encoding: base64\r\n\r\nSGVsbG8h*\r\n.\r\n",
+    ));
     script.push((Down, b"250 ok\r\n"));
     let ev = check(&script, &[(A::MimeInvalidBase64, Severity::Low, false)]);
-    assert_eq!(transactions(&ev)[0].email_status.as_deref(), Some("PARSE_ERROR"));
-    assert_eq!(content(&ev, 0, smtp_user::smtp::ContentPart::DecodedBody), b"Hello!".to_vec());
+    assert_eq!(
+        transactions(&ev)[0].email_status.as_deref(),
+        Some("PARSE_ERROR")
+    );
+    assert_eq!(
+        content(&ev, 0, smtp_user::smtp::ContentPart::DecodedBody),
+        b"Hello!".to_vec()
+    );
 }
 
 #[test]
@@ -205,7 +289,13 @@ fn mime_header_too_long() {
     let ev = check(&script, &[(A::MimeHeaderTooLong, Severity::Medium, false)]);
     let t = &transactions(&ev)[0];
     assert_eq!(t.email_status.as_deref(), Some("PARSE_ERROR"));
-    assert_eq!(t.email.as_ref().and_then(|e| e.subject.as_ref()).map(String::len), Some(4096 - 9));
+    assert_eq!(
+        t.email
+            .as_ref()
+            .and_then(|e| e.subject.as_ref())
+            .map(String::len),
+        Some(4096 - 9)
+    );
 }
 
 #[test]
@@ -218,7 +308,10 @@ fn stream_gap() {
     s.feed(Up, b"EHLO c\r\n", &mut ev);
     s.feed(Down, b"250 ok\r\n", &mut ev);
     assert_eq!(anomaly_list(&ev), [(A::StreamGap, Severity::Medium, false)]);
-    assert_eq!(reply_codes(&ev), [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]);
+    assert_eq!(
+        reply_codes(&ev),
+        [(220, None), (250, Some(smtp_user::smtp::Verb::Ehlo))]
+    );
 }
 
 #[test]
@@ -241,8 +334,18 @@ fn limit_exceeded_when_client_floods_before_354() {
             (Up, b"\r\n.\r\n"),
             (Down, b"250 ok\r\n"),
         ],
-        &[(A::LimitExceeded, Severity::Medium, false), (A::StreamGap, Severity::Medium, false)],
+        &[
+            (A::LimitExceeded, Severity::Medium, false),
+            (A::StreamGap, Severity::Medium, false),
+        ],
     );
     let t = &transactions(&ev)[0];
-    assert_eq!((t.state, t.size, t.email_status.as_deref()), (TransactionState::Delivered, 64 * 1024 + 2, Some("HEADER_READY")));
+    assert_eq!(
+        (t.state, t.size, t.email_status.as_deref()),
+        (
+            TransactionState::Delivered,
+            64 * 1024 + 2,
+            Some("HEADER_READY")
+        )
+    );
 }

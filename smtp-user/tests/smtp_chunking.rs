@@ -14,16 +14,24 @@ const MIME: &[u8] = b"From: a@b\r\nTo: c@d, e@f\r\nSubject: =?utf-8?q?t=C3=A9st?
 --b1\r\nContent-Type: application/zip; name=\"x.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAoAAAAAAA==\r\nQUJD*\r\n--b1--\r\n.\r\n";
 
 fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
-    let own = |s: &[(Direction, &[u8])]| s.iter().map(|(d, b)| (*d, b.to_vec())).collect::<Vec<_>>();
+    let own =
+        |s: &[(Direction, &[u8])]| s.iter().map(|(d, b)| (*d, b.to_vec())).collect::<Vec<_>>();
     let mut mime_session = own(&[
         (Down, b"220 mx\r\n"),
         (Up, b"EHLO c\r\n"),
         (Down, b"250-mx\r\n250 PIPELINING\r\n"),
-        (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n"),
+        (
+            Up,
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n",
+        ),
         (Down, b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n"),
     ]);
     mime_session.push((Up, MIME.to_vec()));
-    mime_session.extend(own(&[(Down, b"250 ok\r\n"), (Up, b"QUIT\r\n"), (Down, b"221 bye\r\n")]));
+    mime_session.extend(own(&[
+        (Down, b"250 ok\r\n"),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ]));
     vec![
         own(POSTFIX),
         mime_session,
@@ -61,7 +69,11 @@ fn feed_split(script: &[(Direction, Vec<u8>)], sizes: &[usize]) -> Vec<OwnedEven
     for (dir, bytes) in script {
         let mut rest = &bytes[..];
         while !rest.is_empty() {
-            let n = sizes.get(k % sizes.len().max(1)).copied().unwrap_or(rest.len()).clamp(1, rest.len());
+            let n = sizes
+                .get(k % sizes.len().max(1))
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
             k += 1;
             s.feed(*dir, &rest[..n], &mut ev);
             rest = &rest[n..];
@@ -85,14 +97,32 @@ fn transcripts_produce_what_they_are_about() {
     let t = transcripts();
     let ev = feed_split(&t[1], &[usize::MAX]);
     let tx = &transactions(&ev)[0];
-    let email = tx.email.as_ref().map(|e| (e.subject.clone(), e.attachment.clone(), e.to.len()));
-    assert_eq!(email, Some((Some("tést".to_string()), vec!["x.zip".to_string()], 2)));
-    assert_eq!(anomalies(&ev), [smtp_user::smtp::AnomalyKind::MimeInvalidBase64]);
+    let email = tx
+        .email
+        .as_ref()
+        .map(|e| (e.subject.clone(), e.attachment.clone(), e.to.len()));
+    assert_eq!(
+        email,
+        Some((Some("tést".to_string()), vec!["x.zip".to_string()], 2))
+    );
+    assert_eq!(
+        anomalies(&ev),
+        [smtp_user::smtp::AnomalyKind::MimeInvalidBase64]
+    );
     let ev = feed_split(&t[2], &[usize::MAX]);
-    let states: Vec<_> = transactions(&ev).iter().map(|t| (t.id, t.state, t.size)).collect();
+    let states: Vec<_> = transactions(&ev)
+        .iter()
+        .map(|t| (t.id, t.state, t.size))
+        .collect();
     use smtp_user::smtp::TransactionState::Delivered;
-    assert_eq!(states, [(0, Delivered, 12), (1, Delivered, 7), (2, Delivered, 6)]);
-    assert_eq!(anomalies(&ev), [smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData]);
+    assert_eq!(
+        states,
+        [(0, Delivered, 12), (1, Delivered, 7), (2, Delivered, 6)]
+    );
+    assert_eq!(
+        anomalies(&ev),
+        [smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData]
+    );
 }
 
 proptest! {

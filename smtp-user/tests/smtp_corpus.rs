@@ -12,66 +12,149 @@ fn sessions(name: &str) -> Option<Vec<Vec<OwnedEvent>>> {
     corpus_pcap(name).map(|b| dissect_pcap(&b))
 }
 
-/// (state, mail_from, rcpt count, size, subject, attachments) of each transaction.
-fn summary(ev: &[OwnedEvent]) -> Vec<(S, String, usize, u64, Option<String>, Vec<String>)> {
+/// (state, mail_from, rcpt count, size, subject, attachments) of a transaction.
+type Summary = (S, String, usize, u64, Option<String>, Vec<String>);
+
+fn summary(ev: &[OwnedEvent]) -> Vec<Summary> {
     transactions(ev)
         .into_iter()
         .map(|t| {
-            let (subject, att) = t.email.map(|e| (e.subject, e.attachment)).unwrap_or_default();
-            (t.state, t.mail_from.unwrap_or_default(), t.rcpt_to.len(), t.size, subject, att)
+            let (subject, att) = t
+                .email
+                .map(|e| (e.subject, e.attachment))
+                .unwrap_or_default();
+            (
+                t.state,
+                t.mail_from.unwrap_or_default(),
+                t.rcpt_to.len(),
+                t.size,
+                subject,
+                att,
+            )
         })
         .collect()
 }
 
 #[test]
 fn haka_workshop_bare_lf_client() {
-    let Some(s) = sessions("haka-workshop-smtp.pcap") else { return };
+    let Some(s) = sessions("haka-workshop-smtp.pcap") else {
+        return;
+    };
     assert_eq!(s.len(), 1);
-    assert_eq!(verbs(&s[0]), [Verb::Helo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]);
-    assert_eq!(summary(&s[0]), [(S::Delivered, "hacker@suspicious.org".into(), 1, 39, None, vec![])]);
+    assert_eq!(
+        verbs(&s[0]),
+        [Verb::Helo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]
+    );
+    assert_eq!(
+        summary(&s[0]),
+        [(
+            S::Delivered,
+            "hacker@suspicious.org".into(),
+            1,
+            39,
+            None,
+            vec![]
+        )]
+    );
     assert_eq!(anomalies(&s[0]), []);
 }
 
 #[test]
 fn suricata_verify_sessions() {
-    let Some(s) = sessions("sv-smtp-attachment-md5.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-attachment-md5.pcap") else {
+        return;
+    };
     assert_eq!(summary(&s[0])[0].5, ["EICAR-Test-File"]);
     assert_eq!(summary(&s[0])[0].4.as_deref(), Some("This is a test email"));
 
-    let Some(s) = sessions("sv-smtp-data-rejected.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-data-rejected.pcap") else {
+        return;
+    };
     let t = transactions(&s[0]);
-    assert_eq!((t[0].state, t[0].reply_code, t[0].rcpt_to[0].reply_code), (S::Rejected, Some(553), Some(503)));
-    assert_eq!((t[1].state, t[1].reply_code, t[1].size), (S::Rejected, Some(554), 114252));
-    assert_eq!(t[1].email.as_ref().map(|e| e.attachment.clone()), Some(vec!["doc_S1800389114_H0060086.xls".into()]));
+    assert_eq!(
+        (t[0].state, t[0].reply_code, t[0].rcpt_to[0].reply_code),
+        (S::Rejected, Some(553), Some(503))
+    );
+    assert_eq!(
+        (t[1].state, t[1].reply_code, t[1].size),
+        (S::Rejected, Some(554), 114252)
+    );
+    assert_eq!(
+        t[1].email.as_ref().map(|e| e.attachment.clone()),
+        Some(vec!["doc_S1800389114_H0060086.xls".into()])
+    );
 
-    let Some(s) = sessions("sv-smtp-multi-mail-accept.pcap") else { return };
-    let ids: Vec<_> = transactions(&s[0]).iter().map(|t| (t.id, t.state)).collect();
-    assert_eq!(ids, [(0, S::Delivered), (1, S::Delivered), (2, S::Delivered)]);
+    let Some(s) = sessions("sv-smtp-multi-mail-accept.pcap") else {
+        return;
+    };
+    let ids: Vec<_> = transactions(&s[0])
+        .iter()
+        .map(|t| (t.id, t.state))
+        .collect();
+    assert_eq!(
+        ids,
+        [(0, S::Delivered), (1, S::Delivered), (2, S::Delivered)]
+    );
 
-    let Some(s) = sessions("sv-smtp-pipelined-rset-after-complete.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-pipelined-rset-after-complete.pcap") else {
+        return;
+    };
     let subj: Vec<_> = summary(&s[0]).into_iter().map(|t| (t.0, t.4)).collect();
-    assert_eq!(subj, [(S::Delivered, Some("first complete".into())), (S::Delivered, Some("second after rset".into()))]);
+    assert_eq!(
+        subj,
+        [
+            (S::Delivered, Some("first complete".into())),
+            (S::Delivered, Some("second after rset".into()))
+        ]
+    );
     assert_eq!(anomalies(&s[0]), []);
 
-    let Some(s) = sessions("sv-smtp-no-helo-quit.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-no-helo-quit.pcap") else {
+        return;
+    };
     assert_eq!(trace(&s[0]), ["R:220", "C:QUIT", "R:221"]);
 }
 
 #[test]
 fn bdat_captures() {
     for (name, subjects) in [
-        ("sv-smtp-bdat-last-next-mail.pcap", ["single final BDAT", "after single final BDAT"]),
-        ("sv-smtp-bdat-multichunk-next-mail.pcap", ["multi-chunk BDAT", "after multi-chunk BDAT"]),
+        (
+            "sv-smtp-bdat-last-next-mail.pcap",
+            ["single final BDAT", "after single final BDAT"],
+        ),
+        (
+            "sv-smtp-bdat-multichunk-next-mail.pcap",
+            ["multi-chunk BDAT", "after multi-chunk BDAT"],
+        ),
     ] {
         let Some(s) = sessions(name) else { return };
         let got: Vec<_> = summary(&s[0]).into_iter().map(|t| (t.0, t.4)).collect();
-        assert_eq!(got, [(S::Delivered, Some(subjects[0].into())), (S::Delivered, Some(subjects[1].into()))], "{name}");
+        assert_eq!(
+            got,
+            [
+                (S::Delivered, Some(subjects[0].into())),
+                (S::Delivered, Some(subjects[1].into()))
+            ],
+            "{name}"
+        );
         assert_eq!(anomalies(&s[0]), [], "{name}");
     }
-    let Some(s) = sessions("zeek-rfc3030-bdat-multipart.pcap") else { return };
+    let Some(s) = sessions("zeek-rfc3030-bdat-multipart.pcap") else {
+        return;
+    };
     // The closing boundary ends the BDAT chunk without CRLF: still a boundary.
     assert_eq!(anomalies(&s[0]), []);
-    assert_eq!(summary(&s[0]), [(S::Delivered, "<zeek@localhost>".into(), 1, 3460, Some("Zeek Logo".into()), vec!["zeek-logo.png".into()])]);
+    assert_eq!(
+        summary(&s[0]),
+        [(
+            S::Delivered,
+            "<zeek@localhost>".into(),
+            1,
+            3460,
+            Some("Zeek Logo".into()),
+            vec!["zeek-logo.png".into()]
+        )]
+    );
     let png = content(&s[0], 0, smtp_user::smtp::ContentPart::DecodedBody);
     assert!(png.windows(4).any(|w| w == b"\x89PNG"));
 }
@@ -80,7 +163,11 @@ fn bdat_captures() {
 fn starttls_captures_stop_at_tls() {
     for name in ["sv-smtp-startssl.pcap", "zeek-smtp-starttls.pcap"] {
         let Some(s) = sessions(name) else { return };
-        assert_eq!(trace(&s[0]), ["R:220", "C:EHLO", "R:250", "C:STARTTLS", "R:220"], "{name}");
+        assert_eq!(
+            trace(&s[0]),
+            ["R:220", "C:EHLO", "R:250", "C:STARTTLS", "R:220"],
+            "{name}"
+        );
     }
 }
 
@@ -90,9 +177,19 @@ fn auth_login_captures_hide_credentials() {
         let Some(s) = sessions(name) else { return };
         let t = &transactions(&s[0])[0];
         let e = t.email.clone().unwrap_or_default();
-        assert_eq!((t.state, e.subject.as_deref(), e.attachment.clone()), (S::Delivered, Some("SMTP"), vec!["NEWS.txt".into()]));
+        assert_eq!(
+            (t.state, e.subject.as_deref(), e.attachment.clone()),
+            (S::Delivered, Some("SMTP"), vec!["NEWS.txt".into()])
+        );
         assert_eq!(e.x_mailer.as_deref(), Some("Microsoft Office Outlook 12.0"));
-        assert_eq!(reply_codes(&s[0])[2..5], [(334, Some(Verb::Auth)), (334, Some(Verb::Auth)), (235, Some(Verb::Auth))]);
+        assert_eq!(
+            reply_codes(&s[0])[2..5],
+            [
+                (334, Some(Verb::Auth)),
+                (334, Some(Verb::Auth)),
+                (235, Some(Verb::Auth))
+            ]
+        );
         // The base64 user name the client answered (gurpartap@patriots.in).
         assert!(!format!("{:?}", s[0]).contains("Z3VycGFydGFwQHBhdHJpb3RzLmlu"));
     }
@@ -100,7 +197,9 @@ fn auth_login_captures_hide_credentials() {
 
 #[test]
 fn errors_capture() {
-    let Some(s) = sessions("sv-smtp-errors.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-errors.pcap") else {
+        return;
+    };
     assert_eq!(s.len(), 4);
     // Yahoo answers the message with a line that has no reply code: error transition.
     let last = s[1].iter().rev().find_map(|e| match e {
@@ -110,17 +209,29 @@ fn errors_capture() {
     assert_eq!(last, Some((A::InvalidReply, true)));
     assert_eq!(transactions(&s[2])[0].state, S::Rejected);
     // A TLS ClientHello sent as commands.
-    assert!(anomalies(&s[3]).iter().all(|k| *k == A::InvalidCommand) && !anomalies(&s[3]).is_empty());
+    assert!(
+        anomalies(&s[3]).iter().all(|k| *k == A::InvalidCommand) && !anomalies(&s[3]).is_empty()
+    );
 }
 
 #[test]
 fn zeek_one_sided_and_multi_addr() {
-    let Some(s) = sessions("zeek-smtp-one-side-only.pcap") else { return };
-    assert_eq!(verbs(&s[0]), [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data]);
-    assert_eq!(anomalies(&s[0]), [A::CommandBeforeGreeting, A::InvalidPipelinedSequence]);
+    let Some(s) = sessions("zeek-smtp-one-side-only.pcap") else {
+        return;
+    };
+    assert_eq!(
+        verbs(&s[0]),
+        [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data]
+    );
+    assert_eq!(
+        anomalies(&s[0]),
+        [A::CommandBeforeGreeting, A::InvalidPipelinedSequence]
+    );
     assert_eq!(transactions(&s[0])[0].state, S::Aborted);
 
-    let Some(s) = sessions("zeek-smtp-multi-addr.pcap") else { return };
+    let Some(s) = sessions("zeek-smtp-multi-addr.pcap") else {
+        return;
+    };
     let t = &transactions(&s[0])[0];
     assert_eq!(t.mail_params, ["SIZE=695"]);
     assert_eq!(t.email.as_ref().map(|e| e.to.len()), Some(5));
@@ -128,11 +239,15 @@ fn zeek_one_sided_and_multi_addr() {
 
 #[test]
 fn long_lines_capture() {
-    let Some(s) = sessions("sv-smtp-long-command.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-long-command.pcap") else {
+        return;
+    };
     // A 4095-byte EHLO is within the limit; the client then answers AUTH with QUIT.
     assert_eq!(verbs(&s[0]), [Verb::Ehlo, Verb::Auth]);
     assert_eq!(anomalies(&s[0]), []);
-    let Some(s) = sessions("sv-smtp-long-DATA-line.pcap") else { return };
+    let Some(s) = sessions("sv-smtp-long-DATA-line.pcap") else {
+        return;
+    };
     assert_eq!(transactions(&s[0])[0].state, S::Delivered);
     assert_eq!(anomalies(&s[0]), []);
 }

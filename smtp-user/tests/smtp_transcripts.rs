@@ -5,7 +5,9 @@
 mod smtp_common;
 
 use smtp_common::*;
-use smtp_user::smtp::{AnomalyKind, ContentPart, Email, OwnedEvent, Recipient, Session, State, TransactionState, Verb};
+use smtp_user::smtp::{
+    AnomalyKind, ContentPart, Email, OwnedEvent, Recipient, Session, State, TransactionState, Verb,
+};
 use smtp_user::Direction;
 
 #[test]
@@ -13,7 +15,22 @@ fn postfix_session_delivers_one_message() {
     let ev = run(POSTFIX);
     assert_eq!(
         trace(&ev),
-        ["R:220", "C:EHLO", "R:250", "C:MAIL", "R:250", "C:RCPT", "R:250", "C:DATA", "R:354", "M:End:0", "R:250", "T:0:Delivered", "C:QUIT", "R:221"]
+        [
+            "R:220",
+            "C:EHLO",
+            "R:250",
+            "C:MAIL",
+            "R:250",
+            "C:RCPT",
+            "R:250",
+            "C:DATA",
+            "R:354",
+            "M:End:0",
+            "R:250",
+            "T:0:Delivered",
+            "C:QUIT",
+            "R:221"
+        ]
     );
     assert_eq!(anomalies(&ev), []);
     let r = responses(&ev);
@@ -24,13 +41,22 @@ fn postfix_session_delivers_one_message() {
     assert_eq!(reply_codes(&ev)[5], (250, Some(Verb::Data)));
     let body = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.org>\r\nSubject: Lunch\r\nDate: Tue, 3 Oct 2023 10:00:00 +0200\r\nMessage-ID: <abc@example.com>\r\n\r\nSee you at noon.\r\n.and a stuffed dot.\r\n";
     assert_eq!(content(&ev, 0, ContentPart::Raw), body.to_vec());
-    assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"See you at noon.\r\n.and a stuffed dot.\r\n".to_vec());
+    assert_eq!(
+        content(&ev, 0, ContentPart::DecodedBody),
+        b"See you at noon.\r\n.and a stuffed dot.\r\n".to_vec()
+    );
     let t = &transactions(&ev)[0];
     assert_eq!(t.id, 0);
     assert_eq!(t.helo.as_deref(), Some("client.example.com"));
     assert_eq!(t.mail_from.as_deref(), Some("<alice@example.com>"));
     assert_eq!(t.mail_params, ["SIZE=321", "BODY=8BITMIME"]);
-    assert_eq!(t.rcpt_to, [Recipient { path: "<bob@example.org>".into(), reply_code: Some(250) }]);
+    assert_eq!(
+        t.rcpt_to,
+        [Recipient {
+            path: "<bob@example.org>".into(),
+            reply_code: Some(250)
+        }]
+    );
     assert_eq!(t.reply_code, Some(250));
     assert_eq!(t.size, body.len() as u64);
     assert!(!t.tls);
@@ -60,7 +86,22 @@ fn states_follow_the_session() {
     use State::*;
     assert_eq!(
         states,
-        [SessionInitiation, ClientInitiation, Response, Command, Response, Command, Response, Command, Response, DataTransmission, Response, Command, Response, Finish]
+        [
+            SessionInitiation,
+            ClientInitiation,
+            Response,
+            Command,
+            Response,
+            Command,
+            Response,
+            Command,
+            Response,
+            DataTransmission,
+            Response,
+            Command,
+            Response,
+            Finish
+        ]
     );
     assert_eq!(s.transactions_seen(), 1);
     assert!(!s.drop_requested() && !s.is_tls());
@@ -96,11 +137,20 @@ fn exim_pipelined_group_with_one_rejected_recipient() {
     assert_eq!(
         t.rcpt_to,
         [
-            Recipient { path: "<ok@example.net>".into(), reply_code: Some(250) },
-            Recipient { path: "<nobody@example.net>".into(), reply_code: Some(550) }
+            Recipient {
+                path: "<ok@example.net>".into(),
+                reply_code: Some(250)
+            },
+            Recipient {
+                path: "<nobody@example.net>".into(),
+                reply_code: Some(550)
+            }
         ]
     );
-    assert_eq!(t.email.as_ref().and_then(|e| e.subject.as_deref()), Some("hi"));
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("hi")
+    );
 }
 
 #[test]
@@ -129,9 +179,15 @@ fn gmail_style_ehlo_with_lowercase_client() {
 #[test]
 fn outlook_auth_login_answers_are_never_logged() {
     let ev = run(&[
-        (Down, b"220 smtp.office365.com Microsoft ESMTP MAIL Service ready\r\n"),
+        (
+            Down,
+            b"220 smtp.office365.com Microsoft ESMTP MAIL Service ready\r\n",
+        ),
         (Up, b"EHLO DESKTOP-OUTLOOK\r\n"),
-        (Down, b"250-smtp.office365.com Hello\r\n250-AUTH LOGIN XOAUTH2\r\n250 8BITMIME\r\n"),
+        (
+            Down,
+            b"250-smtp.office365.com Hello\r\n250-AUTH LOGIN XOAUTH2\r\n250 8BITMIME\r\n",
+        ),
         (Up, b"AUTH LOGIN\r\n"),
         (Down, b"334 VXNlcm5hbWU6\r\n"),
         (Up, b"c2VjcmV0dXNlcg==\r\n"),
@@ -146,7 +202,15 @@ fn outlook_auth_login_answers_are_never_logged() {
     assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Auth, Verb::Mail, Verb::Quit]);
     assert_eq!(
         reply_codes(&ev),
-        [(220, None), (250, Some(Verb::Ehlo)), (334, Some(Verb::Auth)), (334, Some(Verb::Auth)), (235, Some(Verb::Auth)), (250, Some(Verb::Mail)), (221, Some(Verb::Quit))]
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (334, Some(Verb::Auth)),
+            (334, Some(Verb::Auth)),
+            (235, Some(Verb::Auth)),
+            (250, Some(Verb::Mail)),
+            (221, Some(Verb::Quit))
+        ]
     );
     assert_eq!(anomalies(&ev), []);
     let all = format!("{ev:?}");
@@ -159,7 +223,10 @@ fn auth_plain_initial_response_is_masked_and_pipelined_answer_held() {
         (Down, b"220 ready\r\n"),
         (Up, b"EHLO a\r\n"),
         (Down, b"250 ok\r\n"),
-        (Up, b"AUTH PLAIN AHVzZXIAcGFzc3dvcmQ=\r\nMAIL FROM:<a@b>\r\n"),
+        (
+            Up,
+            b"AUTH PLAIN AHVzZXIAcGFzc3dvcmQ=\r\nMAIL FROM:<a@b>\r\n",
+        ),
         (Down, b"235 ok\r\n250 ok\r\n"),
         (Up, b"AUTH LOGIN\r\nc2VjcmV0dXNlcg==\r\n"),
         (Down, b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"),
@@ -173,9 +240,18 @@ fn auth_plain_initial_response_is_masked_and_pipelined_answer_held() {
     assert_eq!(c[3].args, "LOGIN");
     assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Auth, Verb::Mail, Verb::Auth]);
     let all = format!("{ev:?}");
-    assert!(!all.contains("AHVzZXI") && !all.contains("c2VjcmV0"), "{all}");
+    assert!(
+        !all.contains("AHVzZXI") && !all.contains("c2VjcmV0"),
+        "{all}"
+    );
     // The MAIL sent before the 235 was held, then read as a command: not allowed by RFC 2920.
-    assert_eq!(anomalies(&ev), [AnomalyKind::InvalidPipelinedSequence, AnomalyKind::InvalidCommand]);
+    assert_eq!(
+        anomalies(&ev),
+        [
+            AnomalyKind::InvalidPipelinedSequence,
+            AnomalyKind::InvalidCommand
+        ]
+    );
     assert_eq!(reply_codes(&ev).last(), Some(&(535, Some(Verb::Auth))));
 }
 
@@ -194,9 +270,15 @@ fn bare_lf_client_commands_are_parsed() {
         (Up, b"QUIT\n"),
         (Down, b"221 bye\r\n"),
     ]);
-    assert_eq!(verbs(&ev), [Verb::Helo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]);
+    assert_eq!(
+        verbs(&ev),
+        [Verb::Helo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]
+    );
     let t = &transactions(&ev)[0];
-    assert_eq!((t.state, t.mail_from.as_deref(), t.size), (TransactionState::Delivered, Some("<a@haka>"), 7));
+    assert_eq!(
+        (t.state, t.mail_from.as_deref(), t.size),
+        (TransactionState::Delivered, Some("<a@haka>"), 7)
+    );
     assert_eq!(t.rcpt_to[0].path, "<b@haka>");
     assert_eq!(anomalies(&ev), []);
 }
@@ -214,17 +296,48 @@ fn bdat_chunks_with_next_command_in_the_same_segment() {
         (Up, b"QUIT\r\n"),
         (Down, b"221 bye\r\n"),
     ]);
-    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Bdat, Verb::Bdat, Verb::Mail, Verb::Rcpt, Verb::Bdat, Verb::Quit]);
-    assert_eq!(content(&ev, 0, ContentPart::Raw), b"Subject: x\r\n\r\nbody\r\n".to_vec());
-    assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"body\r\n".to_vec());
+    assert_eq!(
+        verbs(&ev),
+        [
+            Verb::Ehlo,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Bdat,
+            Verb::Bdat,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Bdat,
+            Verb::Quit
+        ]
+    );
+    assert_eq!(
+        content(&ev, 0, ContentPart::Raw),
+        b"Subject: x\r\n\r\nbody\r\n".to_vec()
+    );
+    assert_eq!(
+        content(&ev, 0, ContentPart::DecodedBody),
+        b"body\r\n".to_vec()
+    );
     let t = transactions(&ev);
     assert_eq!(t.len(), 2);
-    assert_eq!((t[0].id, t[0].state, t[0].size, t[0].reply_code), (0, TransactionState::Delivered, 20, Some(250)));
-    assert_eq!(t[0].email.as_ref().and_then(|e| e.subject.as_deref()), Some("x"));
-    assert_eq!((t[1].id, t[1].state, t[1].size, t[1].reply_code), (1, TransactionState::Rejected, 0, Some(554)));
+    assert_eq!(
+        (t[0].id, t[0].state, t[0].size, t[0].reply_code),
+        (0, TransactionState::Delivered, 20, Some(250))
+    );
+    assert_eq!(
+        t[0].email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("x")
+    );
+    assert_eq!(
+        (t[1].id, t[1].state, t[1].size, t[1].reply_code),
+        (1, TransactionState::Rejected, 0, Some(554))
+    );
     assert_eq!(t[1].mail_from.as_deref(), Some("<e@f>"));
     assert_eq!(anomalies(&ev), []);
-    assert_eq!(trace(&ev).iter().filter(|t| t.starts_with("M:End")).count(), 2);
+    assert_eq!(
+        trace(&ev).iter().filter(|t| t.starts_with("M:End")).count(),
+        2
+    );
 }
 
 #[test]
@@ -234,7 +347,10 @@ fn starttls_then_only_bytes_are_counted() {
         (Up, b"EHLO c\r\n"),
         (Down, b"250-ready\r\n250 STARTTLS\r\n"),
         (Up, b"STARTTLS\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc"),
-        (Down, b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x03\x00\x7a\x02"),
+        (
+            Down,
+            b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x03\x00\x7a\x02",
+        ),
         (Up, b"\x17\x03\x03\x00\x20garbage"),
     ]);
     assert!(s.is_tls());
@@ -253,7 +369,10 @@ fn starttls_refused_keeps_parsing_commands() {
         (Up, b"EHLO c\r\n"),
         (Down, b"250 ready\r\n"),
         (Up, b"STARTTLS\r\n"),
-        (Down, b"454 4.7.0 TLS not available due to local problem\r\n"),
+        (
+            Down,
+            b"454 4.7.0 TLS not available due to local problem\r\n",
+        ),
         (Up, b"MAIL FROM:<a@b>\r\n"),
         (Down, b"250 ok\r\n"),
     ]);
@@ -282,17 +401,38 @@ fn rset_and_second_ehlo_reset_transactions() {
         (Down, b"221 bye\r\n"),
     ]);
     let t = transactions(&ev);
-    let got: Vec<_> = t.iter().map(|t| (t.id, t.state, t.helo.clone(), t.mail_from.clone())).collect();
+    let got: Vec<_> = t
+        .iter()
+        .map(|t| (t.id, t.state, t.helo.clone(), t.mail_from.clone()))
+        .collect();
     assert_eq!(
         got,
         [
-            (0, TransactionState::Reset, Some("one".into()), Some("<a@b>".into())),
-            (1, TransactionState::Reset, Some("one".into()), Some("<c@d>".into())),
-            (2, TransactionState::Aborted, Some("two".into()), Some("<e@f>".into())),
+            (
+                0,
+                TransactionState::Reset,
+                Some("one".into()),
+                Some("<a@b>".into())
+            ),
+            (
+                1,
+                TransactionState::Reset,
+                Some("one".into()),
+                Some("<c@d>".into())
+            ),
+            (
+                2,
+                TransactionState::Aborted,
+                Some("two".into()),
+                Some("<e@f>".into())
+            ),
         ]
     );
     let tr = trace(&ev);
-    assert_eq!(tr[5..8], ["C:RSET".to_string(), "R:250".into(), "T:0:Reset".into()]);
+    assert_eq!(
+        tr[5..8],
+        ["C:RSET".to_string(), "R:250".into(), "T:0:Reset".into()]
+    );
 }
 
 #[test]
@@ -309,11 +449,26 @@ fn all_recipients_and_data_rejected() {
         (Down, b"553 5.7.1 sender rejected\r\n"),
     ]);
     let t = transactions(&ev);
-    assert_eq!((t[0].state, t[0].reply_code, t[0].email.is_none()), (TransactionState::Rejected, Some(554), true));
-    assert_eq!(t[0].rcpt_to.iter().map(|r| r.reply_code).collect::<Vec<_>>(), [Some(550), Some(550)]);
-    assert_eq!((t[1].state, t[1].reply_code), (TransactionState::Rejected, Some(553)));
+    assert_eq!(
+        (t[0].state, t[0].reply_code, t[0].email.is_none()),
+        (TransactionState::Rejected, Some(554), true)
+    );
+    assert_eq!(
+        t[0].rcpt_to
+            .iter()
+            .map(|r| r.reply_code)
+            .collect::<Vec<_>>(),
+        [Some(550), Some(550)]
+    );
+    assert_eq!(
+        (t[1].state, t[1].reply_code),
+        (TransactionState::Rejected, Some(553))
+    );
     assert_eq!(anomalies(&ev), []);
-    assert_eq!(trace(&ev)[10..12], ["R:554".to_string(), "T:0:Rejected".into()]);
+    assert_eq!(
+        trace(&ev)[10..12],
+        ["R:554".to_string(), "T:0:Rejected".into()]
+    );
 }
 
 #[test]
@@ -327,7 +482,10 @@ fn service_closing_421_aborts_the_transaction() {
     ]);
     assert_eq!(s.state(), State::Finish);
     let t = transactions(&ev);
-    assert_eq!((t.len(), t[0].state, t[0].rcpt_to[0].reply_code), (1, TransactionState::Aborted, Some(421)));
+    assert_eq!(
+        (t.len(), t[0].state, t[0].rcpt_to[0].reply_code),
+        (1, TransactionState::Aborted, Some(421))
+    );
     assert_eq!(reply_codes(&ev).last(), Some(&(421, Some(Verb::Rcpt))));
     assert_eq!(anomalies(&ev), [AnomalyKind::InvalidPipelinedSequence]);
 }
@@ -336,14 +494,20 @@ fn service_closing_421_aborts_the_transaction() {
 fn close_during_data_aborts_with_partial_email() {
     let ev = run(&[
         (Down, b"220 ready\r\n"),
-        (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+        (
+            Up,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+        ),
         (Down, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
         (Up, b"Subject: cut\r\n\r\nhalf a bo"),
     ]);
     let t = &transactions(&ev)[0];
     assert_eq!(t.state, TransactionState::Aborted);
     assert_eq!(t.email_status.as_deref(), Some("BODY_STARTED"));
-    assert_eq!(t.email.as_ref().and_then(|e| e.subject.as_deref()), Some("cut"));
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("cut")
+    );
     assert_eq!(t.size, 25);
     assert!(!trace(&ev).iter().any(|t| t.starts_with("M:End")));
 }
@@ -357,8 +521,14 @@ fn content_before_354_is_held_then_read_as_content() {
         (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: early\r\n\r\nMAIL FROM:<not@command>\r\n.\r\nQUIT\r\n"),
         (Down, b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n"),
     ]);
-    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]);
-    assert_eq!(content(&ev, 0, ContentPart::Raw), b"Subject: early\r\n\r\nMAIL FROM:<not@command>\r\n".to_vec());
+    assert_eq!(
+        verbs(&ev),
+        [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]
+    );
+    assert_eq!(
+        content(&ev, 0, ContentPart::Raw),
+        b"Subject: early\r\n\r\nMAIL FROM:<not@command>\r\n".to_vec()
+    );
     assert_eq!(transactions(&ev)[0].state, TransactionState::Delivered);
     assert_eq!(anomalies(&ev), []);
 }
@@ -375,7 +545,15 @@ fn data_refused_then_held_lines_are_commands_again() {
     assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Mail, Verb::Data, Verb::Rset]);
     assert_eq!(
         trace(&ev)[6..],
-        ["C:DATA", "R:503", "T:0:Rejected", "A:invalid_pipelined_sequence", "C:RSET", "R:250"].map(String::from)
+        [
+            "C:DATA",
+            "R:503",
+            "T:0:Rejected",
+            "A:invalid_pipelined_sequence",
+            "C:RSET",
+            "R:250"
+        ]
+        .map(String::from)
     );
 }
 
@@ -398,7 +576,14 @@ fn invalid_reply_takes_the_error_transition() {
             _ => None,
         })
         .collect();
-    assert_eq!(a, [(AnomalyKind::InvalidReply, smtp_user::smtp::Severity::High, true)]);
+    assert_eq!(
+        a,
+        [(
+            AnomalyKind::InvalidReply,
+            smtp_user::smtp::Severity::High,
+            true
+        )]
+    );
     assert_eq!(s.unparsed_bytes(Direction::Up), 17);
     s.finish(&mut ev);
     assert_eq!(transactions(&ev), []);
@@ -421,16 +606,26 @@ fn gaps_resynchronise() {
     // A gap inside a command line: the rest of that line is skipped.
     s.feed(up, b"MAIL FR", &mut ev);
     s.gap(up, 5, &mut ev);
-    s.feed(up, b"b>\r\nMAIL FROM:<x@y>\r\nBDAT 10 LAST\r\n0123", &mut ev);
+    s.feed(
+        up,
+        b"b>\r\nMAIL FROM:<x@y>\r\nBDAT 10 LAST\r\n0123",
+        &mut ev,
+    );
     s.gap(up, 3, &mut ev);
     s.feed(up, b"789QUIT\r\n", &mut ev);
     s.feed(Down, b"250 ok\r\n250 ok\r\n221 bye\r\n", &mut ev);
     s.finish(&mut ev);
     assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap; 3]);
     let t = transactions(&ev);
-    assert_eq!((t[0].state, t[0].email_status.as_deref()), (TransactionState::Delivered, Some("BODY_STARTED")));
+    assert_eq!(
+        (t[0].state, t[0].email_status.as_deref()),
+        (TransactionState::Delivered, Some("BODY_STARTED"))
+    );
     assert_eq!(t[0].size, 28 + 8);
-    assert_eq!((t[1].mail_from.as_deref(), t[1].size, t[1].state), (Some("<x@y>"), 7, TransactionState::Delivered));
+    assert_eq!(
+        (t[1].mail_from.as_deref(), t[1].size, t[1].state),
+        (Some("<x@y>"), 7, TransactionState::Delivered)
+    );
     assert_eq!(verbs(&ev).last(), Some(&Verb::Quit));
     // Everything fed was parsed; only the 108 lost bytes are unparsed.
     assert_eq!((s.bytes(up), s.unparsed_bytes(up)), (140 + 108, 108));

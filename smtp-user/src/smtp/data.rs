@@ -28,7 +28,10 @@ pub enum Piece<'a> {
     /// Message bytes (leading dots removed).
     Content(&'a [u8]),
     /// A bare-LF dot line (`pattern` names it); `content` is its unstuffed bytes.
-    Smuggling { pattern: &'static str, content: &'static [u8] },
+    Smuggling {
+        pattern: &'static str,
+        content: &'static [u8],
+    },
     /// `CRLF . CRLF`: the message ended; bytes after it are commands again.
     End,
     /// All input consumed.
@@ -47,11 +50,16 @@ pub struct DotDecoder {
 
 impl Default for DotDecoder {
     fn default() -> Self {
-        DotDecoder { pos: Pos::LineStart, prev_crlf: true, last_cr: false }
+        DotDecoder {
+            pos: Pos::LineStart,
+            prev_crlf: true,
+            last_cr: false,
+        }
     }
 }
 
-static FINDER: std::sync::LazyLock<memmem::Finder<'static>> = std::sync::LazyLock::new(|| memmem::Finder::new(b"\n."));
+static FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\n."));
 
 impl DotDecoder {
     pub fn reset(&mut self) {
@@ -66,7 +74,9 @@ impl DotDecoder {
 
     /// Next piece of `input`: returns the bytes consumed and the piece.
     pub fn next<'a>(&mut self, input: &'a [u8]) -> (usize, Piece<'a>) {
-        let Some(&first) = input.first() else { return (0, Piece::NeedMore) };
+        let Some(&first) = input.first() else {
+            return (0, Piece::NeedMore);
+        };
         match self.pos {
             Pos::LineStart => {
                 if first == b'.' {
@@ -82,11 +92,21 @@ impl DotDecoder {
                     (1, Piece::Content(&[]))
                 }
                 b'\n' => {
-                    let pattern = if self.prev_crlf { "\\r\\n.\\n" } else { "\\n.\\n" };
+                    let pattern = if self.prev_crlf {
+                        "\\r\\n.\\n"
+                    } else {
+                        "\\n.\\n"
+                    };
                     self.prev_crlf = false;
                     self.last_cr = false;
                     self.pos = Pos::LineStart;
-                    (1, Piece::Smuggling { pattern, content: b"\n" })
+                    (
+                        1,
+                        Piece::Smuggling {
+                            pattern,
+                            content: b"\n",
+                        },
+                    )
                 }
                 _ => {
                     // Dot-stuffed line: the dot is dropped.
@@ -103,7 +123,13 @@ impl DotDecoder {
                     self.prev_crlf = true;
                     self.last_cr = false;
                     self.pos = Pos::LineStart;
-                    return (1, Piece::Smuggling { pattern: "\\n.\\r\\n", content: b"\r\n" });
+                    return (
+                        1,
+                        Piece::Smuggling {
+                            pattern: "\\n.\\r\\n",
+                            content: b"\r\n",
+                        },
+                    );
                 }
                 self.pos = Pos::Mid;
                 self.last_cr = true;
@@ -112,7 +138,11 @@ impl DotDecoder {
             Pos::Mid => match FINDER.find(input) {
                 Some(k) => {
                     // input[..=k] ends a line; a dot line starts at k + 1.
-                    self.prev_crlf = if k == 0 { self.last_cr } else { input.get(k - 1) == Some(&b'\r') };
+                    self.prev_crlf = if k == 0 {
+                        self.last_cr
+                    } else {
+                        input.get(k - 1) == Some(&b'\r')
+                    };
                     self.last_cr = false;
                     self.pos = Pos::Dot;
                     (k + 2, Piece::Content(&input[..=k]))
@@ -121,7 +151,11 @@ impl DotDecoder {
                     let n = input.len();
                     match input.last() {
                         Some(b'\n') => {
-                            self.prev_crlf = if n >= 2 { input.get(n - 2) == Some(&b'\r') } else { self.last_cr };
+                            self.prev_crlf = if n >= 2 {
+                                input.get(n - 2) == Some(&b'\r')
+                            } else {
+                                self.last_cr
+                            };
                             self.last_cr = false;
                             self.pos = Pos::LineStart;
                         }
@@ -150,7 +184,10 @@ mod tests {
                 rest = &rest[n..];
                 match piece {
                     Piece::Content(c) => content.extend_from_slice(c),
-                    Piece::Smuggling { pattern, content: c } => {
+                    Piece::Smuggling {
+                        pattern,
+                        content: c,
+                    } => {
                         smug.push(pattern);
                         content.extend_from_slice(c);
                     }
@@ -167,7 +204,14 @@ mod tests {
         let msg: &[u8] = b"Subject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
         for size in 1..msg.len() {
             let chunks: Vec<&[u8]> = msg.chunks(size).collect();
-            assert_eq!(run(&chunks), (b"Subject: x\r\n\r\n.dot\r\n".to_vec(), vec![], Some(msg.len() - 6)));
+            assert_eq!(
+                run(&chunks),
+                (
+                    b"Subject: x\r\n\r\n.dot\r\n".to_vec(),
+                    vec![],
+                    Some(msg.len() - 6)
+                )
+            );
         }
         assert_eq!(run(&[b".\r\n"]), (vec![], vec![], Some(3)));
     }

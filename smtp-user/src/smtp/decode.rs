@@ -33,7 +33,11 @@ impl Base64 {
                     self.acc = (self.acc << 6) | v;
                     self.sextets += 1;
                     if self.sextets == 4 {
-                        out.extend_from_slice(&[(self.acc >> 16) as u8, (self.acc >> 8) as u8, self.acc as u8]);
+                        out.extend_from_slice(&[
+                            (self.acc >> 16) as u8,
+                            (self.acc >> 8) as u8,
+                            self.acc as u8,
+                        ]);
                         self.acc = 0;
                         self.sextets = 0;
                     }
@@ -155,8 +159,14 @@ mod tests {
 
     #[test]
     fn base64_across_chunks() {
-        assert_eq!(b64(&[b"aGVsbG8gd29y", b"bGQ=\r\n"]), (b"hello world".to_vec(), 0));
-        assert_eq!(b64(&[b"aGV", b"sbG", b"8h\r\n", b"IQ="]), (b"hello!!".to_vec(), 0));
+        assert_eq!(
+            b64(&[b"aGVsbG8gd29y", b"bGQ=\r\n"]),
+            (b"hello world".to_vec(), 0)
+        );
+        assert_eq!(
+            b64(&[b"aGV", b"sbG", b"8h\r\n", b"IQ="]),
+            (b"hello!!".to_vec(), 0)
+        );
         assert_eq!(b64(&[b"aG!V*sbG8="]), (b"hello".to_vec(), 2));
     }
 
@@ -171,8 +181,14 @@ mod tests {
 
     #[test]
     fn quoted_printable_across_chunks() {
-        assert_eq!(qp(&[b"caf=C3=A9 =\r\nau lait\r\n"]), "café au lait\r\n".as_bytes());
-        assert_eq!(qp(&[b"caf=", b"C", b"3=A9 =\r", b"\nx"]), "café x".as_bytes());
+        assert_eq!(
+            qp(&[b"caf=C3=A9 =\r\nau lait\r\n"]),
+            "café au lait\r\n".as_bytes()
+        );
+        assert_eq!(
+            qp(&[b"caf=", b"C", b"3=A9 =\r", b"\nx"]),
+            "café x".as_bytes()
+        );
         assert_eq!(qp(&[b"a=zz b=\nc"]), b"a=zz bc".to_vec());
     }
 }

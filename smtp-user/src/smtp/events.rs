@@ -21,6 +21,9 @@ impl EventSink for Vec<OwnedEvent> {
 
 /// One dissector event. `MailContent` borrows the dissector's buffer so that
 /// streaming content costs no allocation.
+// `Transaction` is large but emitted once per mail; boxing it would cost an
+// allocation per transaction for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event<'a> {
     Command(Command),
@@ -31,6 +34,7 @@ pub enum Event<'a> {
 }
 
 /// [`Event`] with owned content.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum OwnedEvent {
     Command(Command),

@@ -31,7 +31,11 @@ fn is_verb_char(c: u8) -> bool {
 /// `verb [SP+ args]` — the verb ends at a space or the end of line.
 pub fn command_line(line: &[u8]) -> IResult<&[u8], CommandLine<'_>> {
     let (i, verb) = take_while_m_n(1, MAX_VERB_LEN, is_verb_char).parse(line)?;
-    let (i, args) = alt((eof, (take_while1(|c| c == b' ' || c == b'\t'), rest).map(|(_, a)| a))).parse(i)?;
+    let (i, args) = alt((
+        eof,
+        (take_while1(|c| c == b' ' || c == b'\t'), rest).map(|(_, a)| a),
+    ))
+    .parse(i)?;
     Ok((i, CommandLine { verb, args }))
 }
 
@@ -113,7 +117,8 @@ pub struct BdatArgs {
 
 /// Parses BDAT parameters; `None` when they are not `digits [LAST]` or the size overflows.
 pub fn bdat_args(args: &[u8]) -> Option<BdatArgs> {
-    let parsed: IResult<&[u8], (&[u8], Option<(&[u8], &[u8])>, &[u8], &[u8])> = (
+    type Parts<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>, &'a [u8], &'a [u8]);
+    let parsed: IResult<&[u8], Parts<'_>> = (
         take_while_m_n(1, 19, |c: u8| c.is_ascii_digit()),
         opt((take_while1(|c| c == b' '), tag_no_case("LAST"))),
         space0,
@@ -122,7 +127,10 @@ pub fn bdat_args(args: &[u8]) -> Option<BdatArgs> {
         .parse(args);
     let (_, (digits, last, _, _)) = parsed.ok()?;
     let size = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
-    Some(BdatArgs { size, last: last.is_some() })
+    Some(BdatArgs {
+        size,
+        last: last.is_some(),
+    })
 }
 
 /// One reply line: `CODE ("-" / SP / end) text`.
@@ -139,11 +147,23 @@ pub fn reply_line(line: &[u8]) -> IResult<&[u8], ReplyLine<'_>> {
     let (i, digits) = take_while_m_n(3, 3, |c: u8| c.is_ascii_digit()).parse(line)?;
     let (i, sep) = alt((tag("-"), tag(" "), eof)).parse(i)?;
     let (i, text) = rest(i)?;
-    let code = digits.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     if !(200..600).contains(&code) {
-        return Err(nom::Err::Error(nom::error::Error::new(line, nom::error::ErrorKind::Verify)));
+        return Err(nom::Err::Error(nom::error::Error::new(
+            line,
+            nom::error::ErrorKind::Verify,
+        )));
     }
-    Ok((i, ReplyLine { code, more: sep == b"-", text }))
+    Ok((
+        i,
+        ReplyLine {
+            code,
+            more: sep == b"-",
+            text,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -178,8 +198,20 @@ mod tests {
 
     #[test]
     fn bdat() {
-        assert_eq!(bdat_args(b"86 LAST"), Some(BdatArgs { size: 86, last: true }));
-        assert_eq!(bdat_args(b"0"), Some(BdatArgs { size: 0, last: false }));
+        assert_eq!(
+            bdat_args(b"86 LAST"),
+            Some(BdatArgs {
+                size: 86,
+                last: true
+            })
+        );
+        assert_eq!(
+            bdat_args(b"0"),
+            Some(BdatArgs {
+                size: 0,
+                last: false
+            })
+        );
         assert_eq!(bdat_args(b"x"), None);
         assert_eq!(bdat_args(b"12 FIRST"), None);
         assert_eq!(bdat_args(b"99999999999999999999"), None);

@@ -13,7 +13,12 @@ pub enum Split {
     /// Everything was consumed and no line is complete yet.
     NeedMore,
     /// A complete line `input[start..end]` (without line ending) lies in the input.
-    InInput { start: usize, end: usize, consumed: usize, crlf: bool },
+    InInput {
+        start: usize,
+        end: usize,
+        consumed: usize,
+        crlf: bool,
+    },
     /// A complete line is in the buffer (see [`LineBuffer::line`]).
     Buffered { consumed: usize, crlf: bool },
     /// The line exceeded the limit; its bytes are discarded up to the next LF
@@ -39,7 +44,12 @@ pub struct LineBuffer {
 
 impl LineBuffer {
     pub fn new(limit: usize) -> LineBuffer {
-        LineBuffer { buf: Vec::new(), limit, skipping: false, complete: false }
+        LineBuffer {
+            buf: Vec::new(),
+            limit,
+            skipping: false,
+            complete: false,
+        }
     }
 
     /// The line returned by the last [`Split::Buffered`] (without line ending).
@@ -81,23 +91,39 @@ impl LineBuffer {
             return match lf {
                 Some(i) => {
                     self.skipping = false;
-                    Split::Skipped { consumed: i + 1, ended: true }
+                    Split::Skipped {
+                        consumed: i + 1,
+                        ended: true,
+                    }
                 }
-                None => Split::Skipped { consumed: input.len(), ended: false },
+                None => Split::Skipped {
+                    consumed: input.len(),
+                    ended: false,
+                },
             };
         }
         match lf {
             Some(i) => {
                 let total = self.buf.len() + i;
-                if total > self.limit + 1 || (total == self.limit + 1 && !ends_cr(&self.buf, &input[..i])) {
+                if total > self.limit + 1
+                    || (total == self.limit + 1 && !ends_cr(&self.buf, &input[..i]))
+                {
                     // Over-long line completed in this chunk: report and drop it.
                     self.buf.clear();
-                    return Split::TooLong { consumed: i + 1, ended: true };
+                    return Split::TooLong {
+                        consumed: i + 1,
+                        ended: true,
+                    };
                 }
                 if self.buf.is_empty() {
                     let crlf = i > 0 && input.get(i - 1) == Some(&b'\r');
                     let end = if crlf { i - 1 } else { i };
-                    Split::InInput { start: 0, end, consumed: i + 1, crlf }
+                    Split::InInput {
+                        start: 0,
+                        end,
+                        consumed: i + 1,
+                        crlf,
+                    }
                 } else {
                     self.buf.extend_from_slice(&input[..i]);
                     let crlf = self.buf.last() == Some(&b'\r');
@@ -105,7 +131,10 @@ impl LineBuffer {
                         self.buf.pop();
                     }
                     self.complete = true;
-                    Split::Buffered { consumed: i + 1, crlf }
+                    Split::Buffered {
+                        consumed: i + 1,
+                        crlf,
+                    }
                 }
             }
             None => {
@@ -113,7 +142,10 @@ impl LineBuffer {
                     // Do not keep the line: skip to its LF.
                     self.buf.clear();
                     self.skipping = true;
-                    return Split::TooLong { consumed: input.len(), ended: false };
+                    return Split::TooLong {
+                        consumed: input.len(),
+                        ended: false,
+                    };
                 }
                 self.buf.extend_from_slice(input);
                 Split::NeedMore
@@ -142,7 +174,12 @@ mod tests {
             while !input.is_empty() {
                 let consumed = match lb.split(input) {
                     Split::NeedMore => input.len(),
-                    Split::InInput { start, end, consumed, .. } => {
+                    Split::InInput {
+                        start,
+                        end,
+                        consumed,
+                        ..
+                    } => {
                         out.push(Ok(input[start..end].to_vec()));
                         consumed
                     }
@@ -165,7 +202,14 @@ mod tests {
     #[test]
     fn splits_crlf_and_bare_lf_across_chunks() {
         let got = lines(10, &[b"EHLO a\r", b"\nMAIL\n", b"QU", b"IT\r\n"]);
-        assert_eq!(got, vec![Ok(b"EHLO a".to_vec()), Ok(b"MAIL".to_vec()), Ok(b"QUIT".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"EHLO a".to_vec()),
+                Ok(b"MAIL".to_vec()),
+                Ok(b"QUIT".to_vec())
+            ]
+        );
     }
 
     #[test]

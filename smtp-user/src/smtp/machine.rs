@@ -108,7 +108,11 @@ pub enum Message {
     /// up: a client line answering a 334 challenge.
     AuthAnswer,
     /// down: a complete reply; `more_pending` if other commands still await replies.
-    Reply { to: Answers, class: Class, more_pending: bool },
+    Reply {
+        to: Answers,
+        class: Class,
+        more_pending: bool,
+    },
     /// either: a fatal parse error (the tutorial's `error` transition).
     Fatal,
 }
@@ -121,11 +125,17 @@ pub struct Step {
 }
 
 const fn to(next: State) -> Step {
-    Step { next, anomaly: None }
+    Step {
+        next,
+        anomaly: None,
+    }
 }
 
 const fn weird(next: State, kind: AnomalyKind) -> Step {
-    Step { next, anomaly: Some(kind) }
+    Step {
+        next,
+        anomaly: Some(kind),
+    }
 }
 
 /// The transition table: `(state, direction, message) -> next state`.
@@ -191,16 +201,38 @@ mod tests {
     use Direction::{Down, Up};
 
     fn reply(to: Answers, code: u16, more_pending: bool) -> Message {
-        Message::Reply { to, class: Class::of(code), more_pending }
+        Message::Reply {
+            to,
+            class: Class::of(code),
+            more_pending,
+        }
     }
 
     #[test]
     fn greeting_then_commands_then_data() {
-        let s = transition(State::SessionInitiation, Down, reply(Answers::Greeting, 220, false));
+        let s = transition(
+            State::SessionInitiation,
+            Down,
+            reply(Answers::Greeting, 220, false),
+        );
         assert_eq!(s, to(State::ClientInitiation));
-        let s = transition(State::SessionInitiation, Down, reply(Answers::Greeting, 554, false));
-        assert_eq!(s, weird(State::ClientInitiation, AnomalyKind::UnexpectedServerGreeting));
-        let s = transition(State::ClientInitiation, Up, Message::Command { bdat: false });
+        let s = transition(
+            State::SessionInitiation,
+            Down,
+            reply(Answers::Greeting, 554, false),
+        );
+        assert_eq!(
+            s,
+            weird(
+                State::ClientInitiation,
+                AnomalyKind::UnexpectedServerGreeting
+            )
+        );
+        let s = transition(
+            State::ClientInitiation,
+            Up,
+            Message::Command { bdat: false },
+        );
         assert_eq!(s, to(State::Response));
         let s = transition(State::Response, Down, reply(Answers::Data, 354, false));
         assert_eq!(s, to(State::DataTransmission));
@@ -216,17 +248,45 @@ mod tests {
 
     #[test]
     fn tls_auth_bdat_error() {
-        assert_eq!(transition(State::Response, Down, reply(Answers::StartTls, 220, false)), to(State::Tls));
+        assert_eq!(
+            transition(State::Response, Down, reply(Answers::StartTls, 220, false)),
+            to(State::Tls)
+        );
         assert_eq!(
             transition(State::Response, Down, reply(Answers::StartTls, 454, false)),
             weird(State::Command, AnomalyKind::TlsRejected)
         );
-        assert_eq!(transition(State::Response, Down, reply(Answers::Auth, 334, false)), to(State::AuthExchange));
-        assert_eq!(transition(State::AuthExchange, Up, Message::AuthAnswer), to(State::Response));
-        assert_eq!(transition(State::Command, Up, Message::Command { bdat: true }), to(State::BdatTransmission));
-        assert_eq!(transition(State::BdatTransmission, Up, Message::ChunkDone), to(State::Response));
-        assert_eq!(transition(State::Command, Down, Message::Fatal), to(State::Error));
-        assert_eq!(transition(State::Error, Up, Message::Command { bdat: false }), to(State::Error));
-        assert_eq!(transition(State::DataTransmission, Down, reply(Answers::Nothing, 421, false)), to(State::Finish));
+        assert_eq!(
+            transition(State::Response, Down, reply(Answers::Auth, 334, false)),
+            to(State::AuthExchange)
+        );
+        assert_eq!(
+            transition(State::AuthExchange, Up, Message::AuthAnswer),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(State::Command, Up, Message::Command { bdat: true }),
+            to(State::BdatTransmission)
+        );
+        assert_eq!(
+            transition(State::BdatTransmission, Up, Message::ChunkDone),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(State::Command, Down, Message::Fatal),
+            to(State::Error)
+        );
+        assert_eq!(
+            transition(State::Error, Up, Message::Command { bdat: false }),
+            to(State::Error)
+        );
+        assert_eq!(
+            transition(
+                State::DataTransmission,
+                Down,
+                reply(Answers::Nothing, 421, false)
+            ),
+            to(State::Finish)
+        );
     }
 }

@@ -111,7 +111,11 @@ struct Out<'s, S: EventSink> {
 impl<S: EventSink> Out<'_, S> {
     fn body(&mut self, data: &[u8]) {
         if !data.is_empty() {
-            self.sink.event(Event::MailContent(MailContent { tx_id: self.tx_id, part: ContentPart::DecodedBody, data }));
+            self.sink.event(Event::MailContent(MailContent {
+                tx_id: self.tx_id,
+                part: ContentPart::DecodedBody,
+                data,
+            }));
         }
     }
 
@@ -152,12 +156,20 @@ impl MimeParser {
 
     /// Prepare for a new message, keeping allocated buffers.
     pub fn reset(&mut self) {
-        let (mut line, mut header, mut out) =
-            (std::mem::take(&mut self.line), std::mem::take(&mut self.header), std::mem::take(&mut self.out));
+        let (mut line, mut header, mut out) = (
+            std::mem::take(&mut self.line),
+            std::mem::take(&mut self.header),
+            std::mem::take(&mut self.out),
+        );
         line.clear();
         header.clear();
         out.clear();
-        *self = MimeParser { line, header, out, ..MimeParser::new() };
+        *self = MimeParser {
+            line,
+            header,
+            out,
+            ..MimeParser::new()
+        };
     }
 
     /// The transport lost bytes: drop the partial line and continue at the next one.
@@ -263,7 +275,8 @@ impl MimeParser {
         if bytes.len() > room && !self.header_truncated {
             self.report_long_header(out);
         }
-        self.header.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.header
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn report_long_header<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
@@ -271,7 +284,10 @@ impl MimeParser {
         self.error = true;
         let name = self.header.split(|&c| c == b':').next().unwrap_or(&[]);
         let name = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
-        out.anomaly(AnomalyKind::MimeHeaderTooLong, format!("header {name:?} longer than {MAX_HEADER} bytes; truncated"));
+        out.anomaly(
+            AnomalyKind::MimeHeaderTooLong,
+            format!("header {name:?} longer than {MAX_HEADER} bytes; truncated"),
+        );
     }
 
     /// Interprets the header collected in `self.header`.
@@ -313,7 +329,9 @@ impl MimeParser {
         if is("content-type") {
             let (kind, params) = split_params(value);
             for (k, v) in params {
-                if k.eq_ignore_ascii_case("boundary") && kind.to_ascii_lowercase().starts_with("multipart/") {
+                if k.eq_ignore_ascii_case("boundary")
+                    && kind.to_ascii_lowercase().starts_with("multipart/")
+                {
                     self.part.boundary = Some(v.into_bytes());
                 } else if k.eq_ignore_ascii_case("name") || k.eq_ignore_ascii_case("name*") {
                     self.part.name = Some(decode_words(&v));
@@ -418,11 +436,15 @@ impl MimeParser {
 
     /// If `line` is a boundary of an open multipart, act on it and return true.
     fn boundary_line<S: EventSink>(&mut self, line: &[u8], out: &mut Out<'_, S>) -> bool {
-        let Some(rest) = line.strip_prefix(b"--") else { return false };
+        let Some(rest) = line.strip_prefix(b"--") else {
+            return false;
+        };
         let rest = rest.trim_ascii_end();
         for level in (0..self.boundaries.len()).rev() {
             let b = &self.boundaries[level];
-            let Some(tail) = rest.strip_prefix(b.as_slice()) else { continue };
+            let Some(tail) = rest.strip_prefix(b.as_slice()) else {
+                continue;
+            };
             if tail == b"--" {
                 // Close delimiter: the epilogue of this multipart is skipped.
                 self.boundaries.truncate(level);
@@ -447,7 +469,10 @@ impl MimeParser {
             self.error = true;
             out.anomaly(
                 AnomalyKind::MimeInvalidBase64,
-                format!("{} bytes outside the base64 alphabet in a base64 part", self.b64.invalid),
+                format!(
+                    "{} bytes outside the base64 alphabet in a base64 part",
+                    self.b64.invalid
+                ),
             );
         }
         self.b64.reset();
@@ -611,7 +636,9 @@ mod tests {
         let mut others = Vec::new();
         for e in ev {
             match e {
-                OwnedEvent::MailContent(m) if m.part == ContentPart::DecodedBody => body.extend(m.data),
+                OwnedEvent::MailContent(m) if m.part == ContentPart::DecodedBody => {
+                    body.extend(m.data)
+                }
                 other => others.push(other),
             }
         }
@@ -630,7 +657,13 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilen
             let chunks: Vec<&[u8]> = MSG.chunks(split).collect();
             let (email, body, others) = parse(&chunks);
             assert_eq!(email.from.as_deref(), Some("Alice <a@x.org>"));
-            assert_eq!(email.to, vec!["b@y.org".to_string(), "\"Last, First\" <c@z.org>".to_string()]);
+            assert_eq!(
+                email.to,
+                vec![
+                    "b@y.org".to_string(),
+                    "\"Last, First\" <c@z.org>".to_string()
+                ]
+            );
             assert_eq!(email.cc, vec!["d@w".to_string()]);
             assert_eq!(email.subject.as_deref(), Some("café ok"));
             assert_eq!(email.message_id.as_deref(), Some("<1@x>"));
@@ -658,7 +691,10 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilen
         msg.extend_from_slice(b"\r\nContent-Transfer-Encoding: base64\r\n\r\nSGV*sbG8=\r\n");
         let (email, body, others) = parse(&[&msg]);
         assert_eq!(body, b"Hello".to_vec());
-        assert_eq!(email.subject.map(|s| s.len()), Some(MAX_HEADER - "Subject:".len() - 1));
+        assert_eq!(
+            email.subject.map(|s| s.len()),
+            Some(MAX_HEADER - "Subject:".len() - 1)
+        );
         let kinds: Vec<AnomalyKind> = others
             .iter()
             .filter_map(|e| match e {
@@ -666,6 +702,12 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilen
                 _ => None,
             })
             .collect();
-        assert_eq!(kinds, vec![AnomalyKind::MimeHeaderTooLong, AnomalyKind::MimeInvalidBase64]);
+        assert_eq!(
+            kinds,
+            vec![
+                AnomalyKind::MimeHeaderTooLong,
+                AnomalyKind::MimeInvalidBase64
+            ]
+        );
     }
 }

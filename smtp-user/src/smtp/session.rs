@@ -19,8 +19,8 @@ use crate::Direction;
 
 use super::data::{DotDecoder, Piece};
 use super::events::{
-    Anomaly, AnomalyKind, Command, ContentPart, Event, EventSink, MailContent, Recipient, Response, TransactionState,
-    Verb,
+    Anomaly, AnomalyKind, Command, ContentPart, Event, EventSink, MailContent, Recipient, Response,
+    TransactionState, Verb,
 };
 use super::grammar;
 use super::lines::{LineBuffer, Split};
@@ -90,7 +90,10 @@ impl Pending {
 
     /// Commands after which client bytes cannot be interpreted before the reply.
     fn blocks_client(&self) -> bool {
-        matches!(self.what, Awaiting::Command(Verb::Data | Verb::Auth | Verb::StartTls | Verb::Quit))
+        matches!(
+            self.what,
+            Awaiting::Command(Verb::Data | Verb::Auth | Verb::StartTls | Verb::Quit)
+        )
     }
 }
 
@@ -274,7 +277,12 @@ impl Session {
             return;
         }
         let tx_id = self.content_tx.or(self.up_tx);
-        self.anomaly(AnomalyKind::StreamGap, format!("{len} bytes lost ({dir:?})"), tx_id, sink);
+        self.anomaly(
+            AnomalyKind::StreamGap,
+            format!("{len} bytes lost ({dir:?})"),
+            tx_id,
+            sink,
+        );
         match dir {
             Direction::Down => {
                 self.reply = None;
@@ -310,10 +318,18 @@ impl Session {
     /// The connection closed (or the monitor stops): open transactions end as Aborted.
     pub fn finish(&mut self, sink: &mut impl EventSink) {
         if !self.hold.is_empty() {
-            let quit = self.pending.back().is_some_and(|p| p.what == Awaiting::Command(Verb::Quit));
+            let quit = self
+                .pending
+                .back()
+                .is_some_and(|p| p.what == Awaiting::Command(Verb::Quit));
             if quit && !self.quit_reported {
                 self.quit_reported = true;
-                self.anomaly(AnomalyKind::DataAfterQuit, format!("{} bytes after QUIT", self.hold.len()), None, sink);
+                self.anomaly(
+                    AnomalyKind::DataAfterQuit,
+                    format!("{} bytes after QUIT", self.hold.len()),
+                    None,
+                    sink,
+                );
             }
             self.unparsed[0] += self.hold.len() as u64;
             self.hold.clear();
@@ -400,7 +416,12 @@ impl Session {
         let auth = self.up_mode() == UpMode::AuthAnswer;
         match self.up_lines.split(input) {
             Split::NeedMore => input.len(),
-            Split::InInput { start, end, consumed, .. } => {
+            Split::InInput {
+                start,
+                end,
+                consumed,
+                ..
+            } => {
                 if auth {
                     self.apply(Direction::Up, Message::AuthAnswer, sink);
                 } else {
@@ -419,7 +440,10 @@ impl Session {
             }
             Split::TooLong { consumed, ended } => {
                 if !auth {
-                    let detail = format!("command line longer than {} bytes skipped", self.cfg.line_limit);
+                    let detail = format!(
+                        "command line longer than {} bytes skipped",
+                        self.cfg.line_limit
+                    );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
                 } else if ended {
                     self.apply(Direction::Up, Message::AuthAnswer, sink);
@@ -438,19 +462,32 @@ impl Session {
     fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
         if let Some(verb) = self.replay_after.take() {
             let detail = format!("command sent before the reply to {}", verb.as_str());
-            self.anomaly(AnomalyKind::InvalidPipelinedSequence, detail, self.up_tx, sink);
+            self.anomaly(
+                AnomalyKind::InvalidPipelinedSequence,
+                detail,
+                self.up_tx,
+                sink,
+            );
         }
-        let parsed = grammar::command_line(line)
-            .ok()
-            .filter(|(_, c)| !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_))));
+        let parsed = grammar::command_line(line).ok().filter(|(_, c)| {
+            !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_)))
+        });
         let Some((_, cmd)) = parsed else {
             let detail = if self.after_auth {
-                format!("not a command ({} bytes, content hidden after AUTH)", line.len())
+                format!(
+                    "not a command ({} bytes, content hidden after AUTH)",
+                    line.len()
+                )
             } else {
                 format!("not a command: {:?}", lossy(&line[..line.len().min(32)]))
             };
             self.anomaly(AnomalyKind::InvalidCommand, detail, self.up_tx, sink);
-            self.push_pending(Awaiting::Command(Verb::Unknown(String::new())), None, None, sink);
+            self.push_pending(
+                Awaiting::Command(Verb::Unknown(String::new())),
+                None,
+                None,
+                sink,
+            );
             self.apply(Direction::Up, Message::Command { bdat: false }, sink);
             return;
         };
@@ -460,18 +497,33 @@ impl Session {
             Verb::Auth => mask_auth(cmd.args),
             _ => lossy(cmd.args),
         };
-        sink.event(Event::Command(Command { verb: verb.clone(), args: args.clone() }));
+        sink.event(Event::Command(Command {
+            verb: verb.clone(),
+            args: args.clone(),
+        }));
         if let Verb::Unknown(v) = &verb {
             let detail = format!("unknown command {v:?}");
             self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
         }
         if let Some(prev) = self.pending.back() {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
-                let detail = format!("{} sent before the reply to {}", verb.as_str(), prev.verb().as_str());
-                self.anomaly(AnomalyKind::InvalidPipelinedSequence, detail, self.up_tx, sink);
+                let detail = format!(
+                    "{} sent before the reply to {}",
+                    verb.as_str(),
+                    prev.verb().as_str()
+                );
+                self.anomaly(
+                    AnomalyKind::InvalidPipelinedSequence,
+                    detail,
+                    self.up_tx,
+                    sink,
+                );
             }
         }
-        if matches!(verb, Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Bdat) && !self.helo_seen && self.greeted {
+        if matches!(verb, Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Bdat)
+            && !self.helo_seen
+            && self.greeted
+        {
             let detail = format!("{} before HELO/EHLO", verb.as_str());
             self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
         }
@@ -496,7 +548,11 @@ impl Session {
                             tx.declared_size = p
                                 .params
                                 .iter()
-                                .find_map(|p| p.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE=")).map(|_| &p[5..]))
+                                .find_map(|p| {
+                                    p.get(..5)
+                                        .filter(|k| k.eq_ignore_ascii_case(b"SIZE="))
+                                        .map(|_| &p[5..])
+                                })
                                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
                         }
                         Err(_) => tx.mail_from = Some(args.clone()),
@@ -514,7 +570,10 @@ impl Session {
                 let mut dropped = false;
                 if let Some(tx) = self.up_tx.and_then(|id| self.tx_mut(id)) {
                     if tx.rcpt_to.len() < MAX_RECIPIENTS {
-                        tx.rcpt_to.push(Recipient { path, reply_code: None });
+                        tx.rcpt_to.push(Recipient {
+                            path,
+                            reply_code: None,
+                        });
                         rcpt = Some(tx.rcpt_to.len() - 1);
                     } else {
                         dropped = true;
@@ -540,7 +599,10 @@ impl Session {
     fn on_bdat(&mut self, args: &[u8], sink: &mut impl EventSink) {
         let Some(b) = grammar::bdat_args(args) else {
             // Without a valid size the rest of the up stream cannot be framed.
-            let detail = format!("invalid BDAT arguments {:?}", lossy(&args[..args.len().min(32)]));
+            let detail = format!(
+                "invalid BDAT arguments {:?}",
+                lossy(&args[..args.len().min(32)])
+            );
             self.fatal(AnomalyKind::BdatInvalid, detail, sink);
             return;
         };
@@ -560,13 +622,19 @@ impl Session {
             }
         };
         if b.size > self.cfg.max_bdat_chunk {
-            let detail = format!("BDAT chunk of {} bytes (limit {})", b.size, self.cfg.max_bdat_chunk);
+            let detail = format!(
+                "BDAT chunk of {} bytes (limit {})",
+                b.size, self.cfg.max_bdat_chunk
+            );
             self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
         }
         self.bdat_total = self.bdat_total.saturating_add(b.size);
         let declared = self.tx_mut(id).and_then(|t| t.declared_size);
         if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
-            let detail = format!("BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}", self.bdat_total);
+            let detail = format!(
+                "BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}",
+                self.bdat_total
+            );
             self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
         }
         self.bdat_remaining = b.size;
@@ -587,7 +655,12 @@ impl Session {
                 Piece::Content(c) => self.content(c, sink),
                 Piece::Smuggling { pattern, content } => {
                     let detail = format!("bare LF dot line {pattern} in DATA (not end of data)");
-                    self.anomaly(AnomalyKind::SmugglingBareLfEndOfData, detail, self.content_tx, sink);
+                    self.anomaly(
+                        AnomalyKind::SmugglingBareLfEndOfData,
+                        detail,
+                        self.content_tx,
+                        sink,
+                    );
                     self.content(content, sink);
                 }
                 Piece::End => {
@@ -602,7 +675,9 @@ impl Session {
     }
 
     fn up_chunk(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
-        let take = usize::try_from(self.bdat_remaining).unwrap_or(usize::MAX).min(input.len());
+        let take = usize::try_from(self.bdat_remaining)
+            .unwrap_or(usize::MAX)
+            .min(input.len());
         self.content(&input[..take], sink);
         self.bdat_remaining -= take as u64;
         if self.bdat_remaining == 0 {
@@ -638,7 +713,11 @@ impl Session {
         if let Some(tx) = self.tx_mut(id) {
             tx.size += data.len() as u64;
         }
-        sink.event(Event::MailContent(MailContent { tx_id: id, part: ContentPart::Raw, data }));
+        sink.event(Event::MailContent(MailContent {
+            tx_id: id,
+            part: ContentPart::Raw,
+            data,
+        }));
         self.mime.feed(data, id, sink);
     }
 
@@ -654,7 +733,11 @@ impl Session {
             tx.email = Some(email);
             tx.email_status = Some(status(tx.incomplete, error, headers, body).to_string());
         }
-        sink.event(Event::MailContent(MailContent { tx_id: id, part: ContentPart::End, data: &[] }));
+        sink.event(Event::MailContent(MailContent {
+            tx_id: id,
+            part: ContentPart::End,
+            data: &[],
+        }));
         if self.up_tx == Some(id) {
             self.up_tx = None;
         }
@@ -663,7 +746,9 @@ impl Session {
 
     /// Content cut short (abort): keep what the headers said.
     fn cut_content(&mut self, sink: &mut impl EventSink) {
-        let Some(id) = self.content_tx.take() else { return };
+        let Some(id) = self.content_tx.take() else {
+            return;
+        };
         self.mime.finish(id, sink);
         let email = self.mime.take_email();
         let (headers, body) = (self.mime.headers_done, self.mime.body_started);
@@ -690,7 +775,12 @@ impl Session {
             }
             let used = match self.down_lines.split(input) {
                 Split::NeedMore => input.len(),
-                Split::InInput { start, end, consumed, .. } => {
+                Split::InInput {
+                    start,
+                    end,
+                    consumed,
+                    ..
+                } => {
                     self.on_reply_line(&input[start..end], sink);
                     consumed
                 }
@@ -700,7 +790,10 @@ impl Session {
                     consumed
                 }
                 Split::TooLong { consumed, .. } => {
-                    let detail = format!("reply line longer than {} bytes skipped", self.cfg.line_limit);
+                    let detail = format!(
+                        "reply line longer than {} bytes skipped",
+                        self.cfg.line_limit
+                    );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
                     consumed
                 }
@@ -713,11 +806,19 @@ impl Session {
     fn on_reply_line(&mut self, line: &[u8], sink: &mut impl EventSink) {
         let Ok((_, r)) = grammar::reply_line(line) else {
             let shown = lossy(&line[..line.len().min(32)]);
-            self.fatal(AnomalyKind::InvalidReply, format!("not a reply line: {shown:?}"), sink);
+            self.fatal(
+                AnomalyKind::InvalidReply,
+                format!("not a reply line: {shown:?}"),
+                sink,
+            );
             return;
         };
         let max_lines = self.cfg.max_reply_lines;
-        let builder = self.reply.get_or_insert_with(|| ReplyBuilder { code: r.code, lines: Vec::new(), mismatch: false });
+        let builder = self.reply.get_or_insert_with(|| ReplyBuilder {
+            code: r.code,
+            lines: Vec::new(),
+            mismatch: false,
+        });
         let mismatch = builder.code != r.code && !builder.mismatch;
         builder.mismatch |= mismatch;
         let overflow = builder.lines.len() == max_lines;
@@ -725,11 +826,19 @@ impl Session {
             builder.lines.push(lossy(r.text));
         }
         if mismatch {
-            let detail = format!("reply line with code {} inside a {} reply", r.code, builder.code);
+            let detail = format!(
+                "reply line with code {} inside a {} reply",
+                r.code, builder.code
+            );
             self.anomaly(AnomalyKind::ReplyCodeMismatch, detail, self.up_tx, sink);
         }
         if overflow {
-            self.anomaly(AnomalyKind::LimitExceeded, format!("reply longer than {max_lines} lines"), self.up_tx, sink);
+            self.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!("reply longer than {max_lines} lines"),
+                self.up_tx,
+                sink,
+            );
         }
         if !r.more {
             if let Some(reply) = self.reply.take() {
@@ -743,7 +852,12 @@ impl Session {
         let (entry, answers) = if !self.greeted {
             self.greeted = true;
             (None, Answers::Greeting)
-        } else if code == 334 && self.pending.front().is_some_and(|p| p.what == Awaiting::Command(Verb::Auth)) {
+        } else if code == 334
+            && self
+                .pending
+                .front()
+                .is_some_and(|p| p.what == Awaiting::Command(Verb::Auth))
+        {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
@@ -767,8 +881,13 @@ impl Session {
             _ => None,
         };
         self.after_auth = answers == Answers::Auth;
-        let refused = entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
-        sink.event(Event::Response(Response { code, lines, to: to.clone() }));
+        let refused =
+            entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
+        sink.event(Event::Response(Response {
+            code,
+            lines,
+            to: to.clone(),
+        }));
         if let Some(p) = entry {
             self.reply_effects(&p, code, class);
             if let Some(id) = p.tx {
@@ -779,8 +898,19 @@ impl Session {
             }
         }
         let more_pending = !self.pending.is_empty();
-        self.apply(Direction::Down, Message::Reply { to: answers, class, more_pending }, sink);
-        if refused && !self.hold.is_empty() && matches!(self.state, State::Command | State::Response) {
+        self.apply(
+            Direction::Down,
+            Message::Reply {
+                to: answers,
+                class,
+                more_pending,
+            },
+            sink,
+        );
+        if refused
+            && !self.hold.is_empty()
+            && matches!(self.state, State::Command | State::Response)
+        {
             self.replay_after = to;
         }
         self.replay_held(sink);
@@ -791,7 +921,9 @@ impl Session {
         let ok = matches!(class, Class::Positive | Class::Ready);
         let id = p.tx;
         match &p.what {
-            Awaiting::Command(Verb::Mail) if !ok => self.decide(id, TransactionState::Rejected, code),
+            Awaiting::Command(Verb::Mail) if !ok => {
+                self.decide(id, TransactionState::Rejected, code)
+            }
             Awaiting::Command(Verb::Rcpt) => {
                 if let (Some(tx), Some(i)) = (id.and_then(|id| self.tx_mut(id)), p.rcpt) {
                     if let Some(r) = tx.rcpt_to.get_mut(i) {
@@ -808,11 +940,19 @@ impl Session {
             }
             Awaiting::Command(Verb::Data) => self.decide(id, TransactionState::Rejected, code),
             Awaiting::EndOfData | Awaiting::Bdat { last: true } => {
-                let state = if ok { TransactionState::Delivered } else { TransactionState::Rejected };
+                let state = if ok {
+                    TransactionState::Delivered
+                } else {
+                    TransactionState::Rejected
+                };
                 self.decide(id, state, code);
             }
-            Awaiting::Bdat { last: false } if !ok => self.decide(id, TransactionState::Rejected, code),
-            Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo) => self.decide(id, TransactionState::Reset, code),
+            Awaiting::Bdat { last: false } if !ok => {
+                self.decide(id, TransactionState::Rejected, code)
+            }
+            Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo) => {
+                self.decide(id, TransactionState::Reset, code)
+            }
             _ => {}
         }
     }
@@ -829,11 +969,15 @@ impl Session {
                 AnomalyKind::CommandBeforeGreeting => Some(&mut self.early_reported),
                 _ => None,
             };
-            let repeated = once.map(|flag| std::mem::replace(flag, true)).unwrap_or(false);
+            let repeated = once
+                .map(|flag| std::mem::replace(flag, true))
+                .unwrap_or(false);
             if !repeated {
                 let detail = match kind {
                     AnomalyKind::UnexpectedServerGreeting => "greeting is not 220".to_string(),
-                    AnomalyKind::CommandBeforeGreeting => "client spoke before the greeting".to_string(),
+                    AnomalyKind::CommandBeforeGreeting => {
+                        "client spoke before the greeting".to_string()
+                    }
                     AnomalyKind::UnmatchedReply => "reply with no command awaiting it".to_string(),
                     AnomalyKind::TlsRejected => "STARTTLS refused".to_string(),
                     AnomalyKind::DataAfterQuit => "client sent bytes after QUIT".to_string(),
@@ -844,7 +988,11 @@ impl Session {
             }
         }
         if step.next != self.state {
-            tracing::trace!("state={}→{} ({dir:?} {msg:?})", self.state.name(), step.next.name());
+            tracing::trace!(
+                "state={}→{} ({dir:?} {msg:?})",
+                self.state.name(),
+                step.next.name()
+            );
             let from = self.state;
             self.state = step.next;
             self.enter(from, sink);
@@ -878,20 +1026,47 @@ impl Session {
     /// The `error` transition: a high-severity anomaly asking to drop the session.
     fn fatal(&mut self, kind: AnomalyKind, detail: String, sink: &mut impl EventSink) {
         let tx_id = self.content_tx.or(self.up_tx);
-        sink.event(Event::Anomaly(Anomaly { kind, severity: kind.default_severity(), detail, tx_id, drop_requested: true }));
+        sink.event(Event::Anomaly(Anomaly {
+            kind,
+            severity: kind.default_severity(),
+            detail,
+            tx_id,
+            drop_requested: true,
+        }));
         self.apply(Direction::Up, Message::Fatal, sink);
     }
 
-    fn anomaly(&mut self, kind: AnomalyKind, detail: String, tx_id: Option<u32>, sink: &mut impl EventSink) {
+    fn anomaly(
+        &mut self,
+        kind: AnomalyKind,
+        detail: String,
+        tx_id: Option<u32>,
+        sink: &mut impl EventSink,
+    ) {
         tracing::debug!(kind = kind.as_str(), %detail, "smtp anomaly");
-        sink.event(Event::Anomaly(Anomaly { kind, severity: kind.default_severity(), detail, tx_id, drop_requested: false }));
+        sink.event(Event::Anomaly(Anomaly {
+            kind,
+            severity: kind.default_severity(),
+            detail,
+            tx_id,
+            drop_requested: false,
+        }));
     }
 
     // ----- transactions -----
 
-    fn push_pending(&mut self, what: Awaiting, tx: Option<u32>, rcpt: Option<usize>, sink: &mut impl EventSink) {
+    fn push_pending(
+        &mut self,
+        what: Awaiting,
+        tx: Option<u32>,
+        rcpt: Option<usize>,
+        sink: &mut impl EventSink,
+    ) {
         if self.pending.len() >= self.cfg.max_pending {
-            let detail = format!("more than {} commands awaiting replies", self.cfg.max_pending);
+            let detail = format!(
+                "more than {} commands awaiting replies",
+                self.cfg.max_pending
+            );
             self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
             return;
         }
@@ -908,7 +1083,10 @@ impl Session {
     fn new_tx(&mut self, sink: &mut impl EventSink) -> u32 {
         if self.txs.len() >= self.cfg.max_open_transactions {
             if let Some(mut oldest) = self.txs.pop_front() {
-                let detail = format!("more than {} open transactions", self.cfg.max_open_transactions);
+                let detail = format!(
+                    "more than {} open transactions",
+                    self.cfg.max_open_transactions
+                );
                 self.anomaly(AnomalyKind::LimitExceeded, detail, Some(oldest.id), sink);
                 oldest.decide(TransactionState::Aborted, None);
                 sink.event(Event::Transaction(oldest.into_transaction(self.tls)));
@@ -935,8 +1113,13 @@ impl Session {
 
     /// Emits the transaction if it is decided and no pending command refers to it.
     fn try_emit(&mut self, id: u32, sink: &mut impl EventSink) {
-        let Some(pos) = self.txs.iter().position(|t| t.id == id) else { return };
-        let ready = self.txs.get(pos).is_some_and(|t| t.state.is_some() && t.refs == 0);
+        let Some(pos) = self.txs.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let ready = self
+            .txs
+            .get(pos)
+            .is_some_and(|t| t.state.is_some() && t.refs == 0);
         if ready && self.content_tx != Some(id) {
             if let Some(tx) = self.txs.remove(pos) {
                 sink.event(Event::Transaction(tx.into_transaction(self.tls)));

@@ -4,7 +4,8 @@
 pub mod pcap;
 
 use smtp_user::smtp::{
-    AnomalyKind, Command, ContentPart, OwnedEvent, OwnedMailContent, Response, Session, Transaction, Verb,
+    AnomalyKind, Command, ContentPart, OwnedEvent, OwnedMailContent, Response, Session,
+    Transaction, Verb,
 };
 use smtp_user::Direction;
 
@@ -48,18 +49,33 @@ pub fn coalesce(events: Vec<OwnedEvent>) -> Vec<OwnedEvent> {
             None => acc.push((tx, data.to_vec())),
         }
     }
-    let flush = |out: &mut Vec<OwnedEvent>, raw: &mut Vec<(u32, Vec<u8>)>, dec: &mut Vec<(u32, Vec<u8>)>, tx: u32| {
+    let flush = |out: &mut Vec<OwnedEvent>,
+                 raw: &mut Vec<(u32, Vec<u8>)>,
+                 dec: &mut Vec<(u32, Vec<u8>)>,
+                 tx: u32| {
         if let Some(data) = take(raw, tx) {
-            out.push(OwnedEvent::MailContent(OwnedMailContent { tx_id: tx, part: ContentPart::Raw, data }));
+            out.push(OwnedEvent::MailContent(OwnedMailContent {
+                tx_id: tx,
+                part: ContentPart::Raw,
+                data,
+            }));
         }
         if let Some(data) = take(dec, tx) {
-            out.push(OwnedEvent::MailContent(OwnedMailContent { tx_id: tx, part: ContentPart::DecodedBody, data }));
+            out.push(OwnedEvent::MailContent(OwnedMailContent {
+                tx_id: tx,
+                part: ContentPart::DecodedBody,
+                data,
+            }));
         }
     };
     for e in events {
         match &e {
-            OwnedEvent::MailContent(m) if m.part == ContentPart::Raw => add(&mut raw, m.tx_id, &m.data),
-            OwnedEvent::MailContent(m) if m.part == ContentPart::DecodedBody => add(&mut dec, m.tx_id, &m.data),
+            OwnedEvent::MailContent(m) if m.part == ContentPart::Raw => {
+                add(&mut raw, m.tx_id, &m.data)
+            }
+            OwnedEvent::MailContent(m) if m.part == ContentPart::DecodedBody => {
+                add(&mut dec, m.tx_id, &m.data)
+            }
             OwnedEvent::MailContent(m) => {
                 flush(&mut out, &mut raw, &mut dec, m.tx_id);
                 out.push(e);
@@ -123,9 +139,11 @@ pub fn transactions(ev: &[OwnedEvent]) -> Vec<Transaction> {
 pub fn content(ev: &[OwnedEvent], tx: u32, part: ContentPart) -> Vec<u8> {
     ev.iter()
         .filter_map(|e| match e {
-            OwnedEvent::MailContent(OwnedMailContent { tx_id, part: p, data }) if *tx_id == tx && *p == part => {
-                Some(data.clone())
-            }
+            OwnedEvent::MailContent(OwnedMailContent {
+                tx_id,
+                part: p,
+                data,
+            }) if *tx_id == tx && *p == part => Some(data.clone()),
             _ => None,
         })
         .flatten()
@@ -141,7 +159,9 @@ pub fn trace(ev: &[OwnedEvent]) -> Vec<String> {
             OwnedEvent::Response(r) => Some(format!("R:{}", r.code)),
             OwnedEvent::Transaction(t) => Some(format!("T:{}:{:?}", t.id, t.state)),
             OwnedEvent::Anomaly(a) => Some(format!("A:{}", a.kind.as_str())),
-            OwnedEvent::MailContent(m) if m.part == ContentPart::End => Some(format!("M:End:{}", m.tx_id)),
+            OwnedEvent::MailContent(m) if m.part == ContentPart::End => {
+                Some(format!("M:End:{}", m.tx_id))
+            }
             OwnedEvent::MailContent(_) => None,
         })
         .collect()

@@ -47,7 +47,12 @@ fn u16be(b: &[u8], i: usize) -> Option<u16> {
 }
 
 fn u32be(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([*b.get(i)?, *b.get(i + 1)?, *b.get(i + 2)?, *b.get(i + 3)?]))
+    Some(u32::from_be_bytes([
+        *b.get(i)?,
+        *b.get(i + 1)?,
+        *b.get(i + 2)?,
+        *b.get(i + 3)?,
+    ]))
 }
 
 fn parse_packet(linktype: u32, pkt: &[u8]) -> Option<Segment> {
@@ -73,14 +78,22 @@ fn parse_packet(linktype: u32, pkt: &[u8]) -> Option<Segment> {
                 return None;
             }
             let total = usize::from(u16be(ip, 2)?).min(ip.len());
-            (ip.get(12..16)?.to_vec(), ip.get(16..20)?.to_vec(), ip.get(ihl..total)?)
+            (
+                ip.get(12..16)?.to_vec(),
+                ip.get(16..20)?.to_vec(),
+                ip.get(ihl..total)?,
+            )
         }
         6 => {
             if *ip.get(6)? != 6 {
                 return None;
             }
             let len = usize::from(u16be(ip, 4)?);
-            (ip.get(8..24)?.to_vec(), ip.get(24..40)?.to_vec(), ip.get(40..(40 + len).min(ip.len()))?)
+            (
+                ip.get(8..24)?.to_vec(),
+                ip.get(24..40)?.to_vec(),
+                ip.get(40..(40 + len).min(ip.len()))?,
+            )
         }
         _ => return None,
     };
@@ -89,7 +102,13 @@ fn parse_packet(linktype: u32, pkt: &[u8]) -> Option<Segment> {
     let seq = u32be(tcp, 4)?;
     let doff = usize::from(tcp.get(12)? >> 4) * 4;
     let flags = *tcp.get(13)?;
-    Some(Segment { src: (src, sport), dst: (dst, dport), seq, syn: flags & 0x02 != 0, payload: tcp.get(doff..)?.to_vec() })
+    Some(Segment {
+        src: (src, sport),
+        dst: (dst, dport),
+        seq,
+        syn: flags & 0x02 != 0,
+        payload: tcp.get(doff..)?.to_vec(),
+    })
 }
 
 /// Per-direction reassembly state.
@@ -159,13 +178,18 @@ pub fn dissect_pcap(bytes: &[u8]) -> Vec<Vec<OwnedEvent>> {
     let linktype = rd(20);
     let mut off = 24;
     type Key = ((Vec<u8>, u16), (Vec<u8>, u16));
-    let mut sessions: HashMap<Key, (usize, Session, Stream, Stream, Vec<OwnedEvent>)> = HashMap::new();
+    let mut sessions: HashMap<Key, (usize, Session, Stream, Stream, Vec<OwnedEvent>)> =
+        HashMap::new();
     let mut order = 0;
     while off + 16 <= bytes.len() {
         let incl = rd(off + 8) as usize;
-        let Some(pkt) = bytes.get(off + 16..off + 16 + incl) else { break };
+        let Some(pkt) = bytes.get(off + 16..off + 16 + incl) else {
+            break;
+        };
         off += 16 + incl;
-        let Some(seg) = parse_packet(linktype, pkt) else { continue };
+        let Some(seg) = parse_packet(linktype, pkt) else {
+            continue;
+        };
         let (dir, key) = if SMTP_PORTS.contains(&seg.dst.1) {
             (Direction::Up, (seg.src.clone(), seg.dst.clone()))
         } else if SMTP_PORTS.contains(&seg.src.1) {
@@ -175,7 +199,13 @@ pub fn dissect_pcap(bytes: &[u8]) -> Vec<Vec<OwnedEvent>> {
         };
         let entry = sessions.entry(key).or_insert_with(|| {
             order += 1;
-            (order, Session::new(), Stream::default(), Stream::default(), Vec::new())
+            (
+                order,
+                Session::new(),
+                Stream::default(),
+                Stream::default(),
+                Vec::new(),
+            )
         });
         let (_, session, up, down, events) = entry;
         let data = match dir {
