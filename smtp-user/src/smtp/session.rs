@@ -143,6 +143,10 @@ pub struct Session {
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
     hold_lost: u64,
+    /// Offset in `hold` where the lost bytes belong (first gap or overflow).
+    hold_gap_at: Option<usize>,
+    /// `limit_exceeded` was reported for the current hold.
+    hold_overflowed: bool,
     /// Set when held bytes are replayed as commands after a refused blocking command.
     replay_after: Option<Verb>,
     /// Open transactions, oldest first; at most `cfg.max_open_transactions`.
@@ -210,6 +214,8 @@ impl Session {
             pending: VecDeque::new(),
             hold: Vec::new(),
             hold_lost: 0,
+            hold_gap_at: None,
+            hold_overflowed: false,
             replay_after: None,
             txs: VecDeque::new(),
             up_tx: None,
@@ -276,6 +282,12 @@ impl Session {
         if matches!(self.state, State::Tls | State::Error) {
             return;
         }
+        if dir == Direction::Up && self.up_mode() == UpMode::Hold {
+            // Reported when the held bytes are replayed, at the right place.
+            self.hold_gap_at.get_or_insert(self.hold.len());
+            self.hold_lost += len;
+            return;
+        }
         let tx_id = self.content_tx.or(self.up_tx);
         self.anomaly(
             AnomalyKind::StreamGap,
@@ -306,9 +318,7 @@ impl Session {
                         self.up_lines.resync();
                     }
                 }
-                UpMode::Hold => {
-                    self.hold_lost += len;
-                }
+                UpMode::Hold => {}
                 UpMode::Commands | UpMode::AuthAnswer => self.up_lines.resync(),
                 UpMode::AfterQuit | UpMode::Discard => {}
             },
@@ -369,7 +379,8 @@ impl Session {
                     let take = room.min(input.len());
                     self.hold.extend_from_slice(&input[..take]);
                     if take < input.len() {
-                        if self.hold_lost == 0 {
+                        self.hold_gap_at.get_or_insert(self.hold.len());
+                        if !std::mem::replace(&mut self.hold_overflowed, true) {
                             let verb = self.pending.back().map(Pending::verb).unwrap_or(Verb::Noop);
                             let detail = format!(
                                 "client sent more than {} bytes before the reply to {}",
@@ -391,19 +402,28 @@ impl Session {
         }
     }
 
-    /// Once the reply to a blocking command is known, replay what was held.
+    /// Once the reply to a blocking command is known, replay what was held
+    /// (and the bytes lost while holding, as a gap at the place they were lost).
     fn replay_held(&mut self, sink: &mut impl EventSink) {
-        while !self.hold.is_empty() && self.up_mode() != UpMode::Hold {
+        while (!self.hold.is_empty() || self.hold_lost > 0) && self.up_mode() != UpMode::Hold {
             let held = std::mem::take(&mut self.hold);
             let lost = std::mem::take(&mut self.hold_lost);
-            self.process_up(&held, sink);
-            self.replay_after = None;
+            let at = self
+                .hold_gap_at
+                .take()
+                .unwrap_or(held.len())
+                .min(held.len());
+            self.hold_overflowed = false;
+            let (before, after) = held.split_at(at);
+            self.process_up(before, sink);
             if lost > 0 {
-                // Bytes beyond the hold limit were dropped: a gap in the up stream.
+                // Already counted when lost: `gap` counts them again.
                 self.bytes[0] -= lost;
                 self.unparsed[0] -= lost;
                 self.gap(Direction::Up, lost, sink);
             }
+            self.process_up(after, sink);
+            self.replay_after = None;
             if self.hold.is_empty() {
                 // Keep the allocation for next time.
                 self.hold = held;
