@@ -667,5 +667,5 @@ fn gap_while_waiting_for_354_is_replayed_in_place() {
     );
     let t = &transactions(&ev)[0];
     assert_eq!(t.email_status.as_deref(), Some("HEADER_READY"));
-    assert_eq!((s.bytes(Up), s.unparsed_bytes(Up)), (8 + 47 + 50 + 9, 50));
+    assert_eq!((s.bytes(Up), s.unparsed_bytes(Up)), (8 + 50 + 50 + 9, 50));
 }
