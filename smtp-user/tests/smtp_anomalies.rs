@@ -349,3 +349,28 @@ fn limit_exceeded_when_client_floods_before_354() {
         )
     );
 }
+
+#[test]
+fn limit_exceeded_for_recipients() {
+    let mut rcpts = b"MAIL FROM:<a@b>\r\n".to_vec();
+    for i in 0..1001 {
+        rcpts.extend_from_slice(format!("RCPT TO:<r{i}@x>\r\n").as_bytes());
+    }
+    let replies = b"250 ok\r\n".repeat(1002);
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, &rcpts),
+            (Down, &replies),
+            (Up, b"QUIT\r\n"),
+            (Down, b"221 bye\r\n"),
+        ],
+        &[(A::LimitExceeded, Severity::Medium, false)],
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.rcpt_to.len(), 1000);
+    assert_eq!(t.rcpt_to[999].path, "<r999@x>");
+    assert!(t.rcpt_to.iter().all(|r| r.reply_code == Some(250)));
+}

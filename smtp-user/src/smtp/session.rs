@@ -12,6 +12,13 @@
 //!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
+//!
+//! Memory per session is bounded by [`SessionConfig`] and the module limits:
+//! two line buffers (4 KiB each), the hold buffer (64 KiB), at most 1024
+//! pending commands, 4 open transactions of at most 1000 recipients (paths
+//! kept up to 512 bytes), replies of at most 128 lines, and the MIME parser's
+//! header limits (see `mime.rs`): about 2.5 MiB in the very worst case, a few
+//! KiB for ordinary sessions. DATA content is never buffered.
 
 use std::collections::VecDeque;
 
@@ -26,7 +33,7 @@ use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
-use super::transaction::{TxBuilder, MAX_RECIPIENTS};
+use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
 /// Bounds of one session (memory per session is bounded by these).
 #[derive(Debug, Clone)]
@@ -50,9 +57,9 @@ impl Default for SessionConfig {
         SessionConfig {
             line_limit: 4096,
             hold_limit: 64 * 1024,
-            max_pending: 256,
-            max_open_transactions: 16,
-            max_reply_lines: 256,
+            max_pending: 1024,
+            max_open_transactions: 4,
+            max_reply_lines: 128,
             max_bdat_chunk: 128 * 1024 * 1024,
         }
     }
@@ -418,8 +425,8 @@ impl Session {
             self.process_up(before, sink);
             if lost > 0 {
                 // Already counted when lost: `gap` counts them again.
-                self.bytes[0] -= lost;
-                self.unparsed[0] -= lost;
+                self.bytes[0] = self.bytes[0].saturating_sub(lost);
+                self.unparsed[0] = self.unparsed[0].saturating_sub(lost);
                 self.gap(Direction::Up, lost, sink);
             }
             self.process_up(after, sink);
@@ -583,8 +590,8 @@ impl Session {
             }
             Verb::Rcpt => {
                 let path = match grammar::path_args(cmd.args, "TO:") {
-                    Ok((_, p)) => lossy(p.path),
-                    Err(_) => args.clone(),
+                    Ok((_, p)) => lossy(&p.path[..p.path.len().min(MAX_PATH)]),
+                    Err(_) => lossy(&cmd.args[..cmd.args.len().min(MAX_PATH)]),
                 };
                 let mut rcpt = None;
                 let mut dropped = false;
@@ -1013,15 +1020,23 @@ impl Session {
                 self.state.name(),
                 step.next.name()
             );
-            let from = self.state;
+            self.leave(self.state);
             self.state = step.next;
-            self.enter(from, sink);
+            self.enter(step.next, sink);
+        }
+    }
+
+    /// `leave` hooks.
+    fn leave(&mut self, state: State) {
+        if state == State::BdatTransmission {
+            // Whatever ended the chunk (its last octet, 421, an error), it is over.
+            self.bdat_remaining = 0;
         }
     }
 
     /// `enter` hooks.
-    fn enter(&mut self, from: State, sink: &mut impl EventSink) {
-        match self.state {
+    fn enter(&mut self, state: State, sink: &mut impl EventSink) {
+        match state {
             State::Tls => {
                 self.tls = true;
                 self.unparsed[0] += self.hold.len() as u64;
@@ -1037,9 +1052,6 @@ impl Session {
                 self.drop_requested = true;
             }
             _ => {}
-        }
-        if from == State::BdatTransmission && self.state != State::Response {
-            self.bdat_remaining = 0;
         }
     }
 
