@@ -3,7 +3,9 @@
 //!
 //! Sessions: DATA-heavy (10 MiB plain-text body, 1000-byte lines),
 //! command-heavy (1000 small pipelined transactions), BDAT (10 MiB in 1 MiB
-//! chunks). Streams are fed in 64 KiB segments, as reassembly would.
+//! chunks), MIME (10 MiB base64 attachment in a multipart). Streams are fed
+//! in 64 KiB segments, as reassembly would. The sink only counts events and
+//! content bytes (it does not read content).
 //! Run: `cargo bench -p smtp-user --bench dissector`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -91,6 +93,31 @@ fn data_heavy() -> Script {
     s
 }
 
+/// DATA with a multipart message carrying a ~10 MiB base64 attachment
+/// (76-character lines): measures boundary scanning and base64 decoding.
+fn mime_base64() -> Script {
+    let mut s = opening();
+    s.push((
+        Up,
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n".to_vec(),
+    ));
+    s.push((Down, b"250 ok\r\n250 ok\r\n354 go\r\n".to_vec()));
+    let mut msg = b"Subject: attachment\r\nContent-Type: multipart/mixed; boundary=\"XyZ\"\r\n\r\n--XyZ\r\n\
+Content-Type: text/plain\r\n\r\nsee attached\r\n--XyZ\r\nContent-Type: application/octet-stream; name=\"big.bin\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let line: Vec<u8> = (0..76).map(|i| alphabet[(i * 7) % 64]).collect();
+    while msg.len() < 10 << 20 {
+        msg.extend_from_slice(&line);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"--XyZ--\r\n.\r\n");
+    s.push((Up, msg));
+    s.push((Down, b"250 2.0.0 Ok: queued\r\n".to_vec()));
+    s
+}
+
 const SMALL_TXS: usize = 1000;
 
 fn command_heavy() -> Script {
@@ -156,6 +183,7 @@ fn report_allocations() {
         ("data_heavy", data_heavy()),
         ("command_heavy", command_heavy()),
         ("bdat", bdat()),
+        ("mime_base64", mime_base64()),
     ] {
         let before = ALLOCS.load(Ordering::Relaxed);
         let sink = run(&script);
@@ -177,6 +205,7 @@ fn benches(c: &mut Criterion) {
         ("data_heavy_10MiB", data_heavy()),
         ("command_heavy_1000tx", command_heavy()),
         ("bdat_10MiB", bdat()),
+        ("mime_base64_10MiB", mime_base64()),
     ] {
         g.throughput(Throughput::Bytes(total(&script)));
         g.bench_function(name, |b| b.iter(|| black_box(run(black_box(&script)))));
