@@ -555,13 +555,13 @@ impl Session {
             self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
         }
         match verb {
-            Verb::Helo | Verb::Ehlo => {
-                self.helo = Some(args);
-                self.helo_seen = true;
-                let tx = self.up_tx.take();
-                self.push_pending(Awaiting::Command(verb), tx, None, sink);
-            }
-            Verb::Rset => {
+            Verb::Helo | Verb::Ehlo | Verb::Rset => {
+                if verb != Verb::Rset {
+                    self.helo = Some(args);
+                    self.helo_seen = true;
+                }
+                // A BDAT message without its LAST chunk is abandoned.
+                self.cut_content(sink);
                 let tx = self.up_tx.take();
                 self.push_pending(Awaiting::Command(verb), tx, None, sink);
             }
