@@ -3,10 +3,13 @@
 //! Input format: a sequence of records `header, bytes…` where the header's
 //! bit 0 is the direction (0 = up, 1 = down), bit 1 marks a gap of
 //! `header >> 2` bytes, otherwise `(header >> 2) + 1` bytes follow.
+//! An input starting with `!` runs with tiny limits so that every bound
+//! (line length, hold buffer, pending queue, open transactions, reply lines)
+//! is reached by short inputs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtp_user::smtp::{Event, EventSink, Session};
+use smtp_user::smtp::{Event, EventSink, Session, SessionConfig};
 use smtp_user::Direction;
 
 /// Checks event invariants without keeping events (bounded memory).
@@ -24,9 +27,21 @@ impl EventSink for Check {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut s = Session::new();
+    let (mut s, mut rest) = match data.split_first() {
+        Some((b'!', tail)) => {
+            let tiny = SessionConfig {
+                line_limit: 48,
+                hold_limit: 64,
+                max_pending: 6,
+                max_open_transactions: 2,
+                max_reply_lines: 3,
+                max_bdat_chunk: 100,
+            };
+            (Session::with_config(tiny), tail)
+        }
+        _ => (Session::new(), data),
+    };
     let mut sink = Check { events: 0 };
-    let mut rest = data;
     while let Some((&h, tail)) = rest.split_first() {
         let dir = if h & 1 == 0 {
             Direction::Up

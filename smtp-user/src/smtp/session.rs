@@ -127,6 +127,8 @@ struct ReplyBuilder {
     lines: Vec<String>,
     /// A continuation line had another code (reported once).
     mismatch: bool,
+    /// Lines beyond the limit were dropped (reported once).
+    truncated: bool,
 }
 
 /// The SMTP dissector for one TCP session.
@@ -845,10 +847,12 @@ impl Session {
             code: r.code,
             lines: Vec::new(),
             mismatch: false,
+            truncated: false,
         });
         let mismatch = builder.code != r.code && !builder.mismatch;
         builder.mismatch |= mismatch;
-        let overflow = builder.lines.len() == max_lines;
+        let overflow = builder.lines.len() == max_lines && !builder.truncated;
+        builder.truncated |= overflow;
         if builder.lines.len() < max_lines {
             builder.lines.push(lossy(r.text));
         }
