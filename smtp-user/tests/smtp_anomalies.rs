@@ -349,3 +349,64 @@ fn limit_exceeded_when_client_floods_before_354() {
         )
     );
 }
+
+#[test]
+fn limit_exceeded_for_recipients() {
+    let mut rcpts = b"MAIL FROM:<a@b>\r\n".to_vec();
+    for i in 0..1001 {
+        rcpts.extend_from_slice(format!("RCPT TO:<r{i}@x>\r\n").as_bytes());
+    }
+    let replies = b"250 ok\r\n".repeat(1002);
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, &rcpts),
+            (Down, &replies),
+            (Up, b"QUIT\r\n"),
+            (Down, b"221 bye\r\n"),
+        ],
+        &[(A::LimitExceeded, Severity::Medium, false)],
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.rcpt_to.len(), 1000);
+    assert_eq!(t.rcpt_to[999].path, "<r999@x>");
+    assert!(t.rcpt_to.iter().all(|r| r.reply_code == Some(250)));
+}
+
+#[test]
+fn limit_exceeded_with_small_session_bounds() {
+    use smtp_user::smtp::{Session, SessionConfig};
+    let cfg = SessionConfig {
+        max_pending: 3,
+        max_open_transactions: 1,
+        max_reply_lines: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::with_config(cfg);
+    let mut ev = Vec::new();
+    s.feed(Down, b"220-a\r\n220-b\r\n220-c\r\n220 d\r\n", &mut ev);
+    s.feed(Up, b"HELO c\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\nNOOP\r\nNOOP\r\n",
+        &mut ev,
+    );
+    s.feed(Down, b"250 ok\r\n503 nested\r\n250 ok\r\n", &mut ev);
+    let kinds = anomaly_list(&ev)
+        .into_iter()
+        .map(|a| a.0)
+        .collect::<Vec<_>>();
+    // Reply lines beyond 2, the second open transaction, the fourth pending command.
+    assert_eq!(kinds, [A::LimitExceeded; 3]);
+    assert_eq!(responses(&ev)[0].lines, ["a", "b"]);
+    let t = transactions(&ev);
+    assert_eq!((t[0].id, t[0].state), (0, TransactionState::Aborted));
+    assert_eq!(
+        (t[1].id, t[1].state, t[1].reply_code),
+        (1, TransactionState::Rejected, Some(503))
+    );
+    assert_eq!(verbs(&ev).len(), 5);
+}

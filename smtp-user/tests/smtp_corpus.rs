@@ -12,8 +12,10 @@ fn sessions(name: &str) -> Option<Vec<Vec<OwnedEvent>>> {
     corpus_pcap(name).map(|b| dissect_pcap(&b))
 }
 
-/// (state, mail_from, rcpt count, size, subject, attachments) of each transaction.
-fn summary(ev: &[OwnedEvent]) -> Vec<(S, String, usize, u64, Option<String>, Vec<String>)> {
+/// (state, mail_from, rcpt count, size, subject, attachments) of a transaction.
+type Summary = (S, String, usize, u64, Option<String>, Vec<String>);
+
+fn summary(ev: &[OwnedEvent]) -> Vec<Summary> {
     transactions(ev)
         .into_iter()
         .map(|t| {

@@ -630,3 +630,81 @@ fn gaps_resynchronise() {
     // Everything fed was parsed; only the 108 lost bytes are unparsed.
     assert_eq!((s.bytes(up), s.unparsed_bytes(up)), (140 + 108, 108));
 }
+
+#[test]
+fn gap_while_waiting_for_354_is_replayed_in_place() {
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 ready\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: a\r\n",
+        &mut ev,
+    );
+    s.gap(Up, 50, &mut ev);
+    s.feed(Up, b"tail\r\n.\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n", &mut ev);
+    assert_eq!(
+        trace(&ev)[4..],
+        [
+            "C:RCPT",
+            "C:DATA",
+            "R:250",
+            "R:250",
+            "R:354",
+            "A:stream_gap",
+            "M:End:0",
+            "R:250",
+            "T:0:Delivered"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(
+        content(&ev, 0, ContentPart::Raw),
+        b"Subject: a\r\ntail\r\n".to_vec()
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.email_status.as_deref(), Some("HEADER_READY"));
+    assert_eq!((s.bytes(Up), s.unparsed_bytes(Up)), (8 + 50 + 50 + 9, 50));
+}
+
+#[test]
+fn rset_abandons_a_bdat_message_without_last() {
+    let ev = run(&[
+        (Down, b"220 ready\r\n"),
+        (Up, b"EHLO c\r\n"),
+        (Down, b"250 ok\r\n"),
+        (
+            Up,
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 12\r\nSubject: x\r\nRSET\r\n",
+        ),
+        (Down, b"250 ok\r\n250 ok\r\n250 12 octets\r\n250 reset\r\n"),
+        (Up, b"NOOP\r\n"),
+        (Down, b"250 ok\r\n"),
+    ]);
+    assert_eq!(
+        trace(&ev)[6..],
+        [
+            "C:RSET",
+            "R:250",
+            "R:250",
+            "R:250",
+            "R:250",
+            "T:0:Reset",
+            "C:NOOP",
+            "R:250"
+        ]
+        .map(String::from)
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.size, t.email_status.as_deref()),
+        (12, Some("HEADER_READY"))
+    );
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("x")
+    );
+}

@@ -21,7 +21,7 @@ impl EventSink for Vec<OwnedEvent> {
 
 /// One dissector event. `MailContent` borrows the dissector's buffer so that
 /// streaming content costs no allocation.
-// Transactions are rare next to commands and content; boxing them would cost an
+// `Transaction` is large but emitted once per mail; boxing it would cost an
 // allocation per transaction for no gain.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]

@@ -117,7 +117,8 @@ pub struct BdatArgs {
 
 /// Parses BDAT parameters; `None` when they are not `digits [LAST]` or the size overflows.
 pub fn bdat_args(args: &[u8]) -> Option<BdatArgs> {
-    let parsed: IResult<&[u8], (&[u8], Option<(&[u8], &[u8])>, &[u8], &[u8])> = (
+    type Parts<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>, &'a [u8], &'a [u8]);
+    let parsed: IResult<&[u8], Parts<'_>> = (
         take_while_m_n(1, 19, |c: u8| c.is_ascii_digit()),
         opt((take_while1(|c| c == b' '), tag_no_case("LAST"))),
         space0,

@@ -257,13 +257,14 @@ impl MimeParser {
 
     /// One header line (line ending removed).
     fn header_line<S: EventSink>(&mut self, line: &[u8], out: &mut Out<'_, S>) {
-        if line.is_empty() {
-            self.end_of_headers(out);
-        } else if line[0] == b' ' || line[0] == b'\t' {
-            self.append_header(line, out);
-        } else {
-            self.finish_header(out);
-            self.append_header(line, out);
+        match line.first() {
+            None => self.end_of_headers(out),
+            // Folded continuation: unfolded by dropping the line break.
+            Some(b' ' | b'\t') => self.append_header(line, out),
+            Some(_) => {
+                self.finish_header(out);
+                self.append_header(line, out);
+            }
         }
         if self.line_truncated && !self.header_truncated {
             self.report_long_header(out);
@@ -441,7 +442,9 @@ impl MimeParser {
         };
         let rest = rest.trim_ascii_end();
         for level in (0..self.boundaries.len()).rev() {
-            let b = &self.boundaries[level];
+            let Some(b) = self.boundaries.get(level) else {
+                continue;
+            };
             let Some(tail) = rest.strip_prefix(b.as_slice()) else {
                 continue;
             };

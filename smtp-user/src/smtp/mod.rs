@@ -1,7 +1,30 @@
 //! SMTP dissector: grammar, state machine and the events it produces.
 //!
 //! Entry point: [`Session`] takes the two byte streams of one SMTP session
-//! in chunks of any size and emits [`Event`]s to an [`EventSink`].
+//! (`Up` = client → server, `Down` = server → client) in chunks of any size
+//! and emits [`Event`]s to an [`EventSink`]:
+//!
+//! ```
+//! use smtp_user::smtp::{OwnedEvent, Session};
+//! use smtp_user::Direction::{Down, Up};
+//!
+//! let mut session = Session::new();
+//! let mut events: Vec<OwnedEvent> = Vec::new();
+//! session.feed(Down, b"220 mx ESMTP\r\n", &mut events);
+//! session.feed(Up, b"EHLO client\r\n", &mut events);
+//! session.feed(Down, b"250 mx\r\n", &mut events);
+//! session.finish(&mut events);
+//! assert_eq!(events.len(), 3); // Response, Command, Response
+//! ```
+//!
+//! Event order follows the protocol: a `Command` when its line is complete, a
+//! `Response` when its last line is complete, `MailContent` (Raw, then the
+//! DecodedBody bytes of the same piece) while content streams, an `End`
+//! piece at CRLF.CRLF / the last BDAT octet, and a `Transaction` once it is
+//! decided (reply to end of data, rejection, RSET/HELO reply, QUIT reply,
+//! 421, STARTTLS, [`Session::finish`]) and no pipelined command still refers
+//! to it. Events do not depend on how the input was chunked, except for the
+//! split of content into `MailContent` pieces.
 //!
 //! Modules, from bytes to events: [`lines`] (bounded line splitter),
 //! [`grammar`] (nom parsers for one line), [`data`] (dot-unstuffing, end of

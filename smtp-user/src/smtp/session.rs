@@ -12,6 +12,13 @@
 //!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
+//!
+//! Memory per session is bounded by [`SessionConfig`] and the module limits:
+//! two line buffers (4 KiB each), the hold buffer (64 KiB), at most 1024
+//! pending commands, 4 open transactions of at most 1000 recipients (paths
+//! kept up to 512 bytes), replies of at most 128 lines, and the MIME parser's
+//! header limits (see `mime.rs`): about 2.5 MiB in the very worst case, a few
+//! KiB for ordinary sessions. DATA content is never buffered.
 
 use std::collections::VecDeque;
 
@@ -26,7 +33,7 @@ use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
-use super::transaction::{TxBuilder, MAX_RECIPIENTS};
+use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
 /// Bounds of one session (memory per session is bounded by these).
 #[derive(Debug, Clone)]
@@ -50,9 +57,9 @@ impl Default for SessionConfig {
         SessionConfig {
             line_limit: 4096,
             hold_limit: 64 * 1024,
-            max_pending: 256,
-            max_open_transactions: 16,
-            max_reply_lines: 256,
+            max_pending: 1024,
+            max_open_transactions: 4,
+            max_reply_lines: 128,
             max_bdat_chunk: 128 * 1024 * 1024,
         }
     }
@@ -120,6 +127,8 @@ struct ReplyBuilder {
     lines: Vec<String>,
     /// A continuation line had another code (reported once).
     mismatch: bool,
+    /// Lines beyond the limit were dropped (reported once).
+    truncated: bool,
 }
 
 /// The SMTP dissector for one TCP session.
@@ -143,6 +152,10 @@ pub struct Session {
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
     hold_lost: u64,
+    /// Offset in `hold` where the lost bytes belong (first gap or overflow).
+    hold_gap_at: Option<usize>,
+    /// `limit_exceeded` was reported for the current hold.
+    hold_overflowed: bool,
     /// Set when held bytes are replayed as commands after a refused blocking command.
     replay_after: Option<Verb>,
     /// Open transactions, oldest first; at most `cfg.max_open_transactions`.
@@ -210,6 +223,8 @@ impl Session {
             pending: VecDeque::new(),
             hold: Vec::new(),
             hold_lost: 0,
+            hold_gap_at: None,
+            hold_overflowed: false,
             replay_after: None,
             txs: VecDeque::new(),
             up_tx: None,
@@ -276,6 +291,12 @@ impl Session {
         if matches!(self.state, State::Tls | State::Error) {
             return;
         }
+        if dir == Direction::Up && self.up_mode() == UpMode::Hold {
+            // Reported when the held bytes are replayed, at the right place.
+            self.hold_gap_at.get_or_insert(self.hold.len());
+            self.hold_lost += len;
+            return;
+        }
         let tx_id = self.content_tx.or(self.up_tx);
         self.anomaly(
             AnomalyKind::StreamGap,
@@ -306,9 +327,7 @@ impl Session {
                         self.up_lines.resync();
                     }
                 }
-                UpMode::Hold => {
-                    self.hold_lost += len;
-                }
+                UpMode::Hold => {}
                 UpMode::Commands | UpMode::AuthAnswer => self.up_lines.resync(),
                 UpMode::AfterQuit | UpMode::Discard => {}
             },
@@ -369,7 +388,8 @@ impl Session {
                     let take = room.min(input.len());
                     self.hold.extend_from_slice(&input[..take]);
                     if take < input.len() {
-                        if self.hold_lost == 0 {
+                        self.hold_gap_at.get_or_insert(self.hold.len());
+                        if !std::mem::replace(&mut self.hold_overflowed, true) {
                             let verb = self.pending.back().map(Pending::verb).unwrap_or(Verb::Noop);
                             let detail = format!(
                                 "client sent more than {} bytes before the reply to {}",
@@ -391,19 +411,28 @@ impl Session {
         }
     }
 
-    /// Once the reply to a blocking command is known, replay what was held.
+    /// Once the reply to a blocking command is known, replay what was held
+    /// (and the bytes lost while holding, as a gap at the place they were lost).
     fn replay_held(&mut self, sink: &mut impl EventSink) {
-        while !self.hold.is_empty() && self.up_mode() != UpMode::Hold {
+        while (!self.hold.is_empty() || self.hold_lost > 0) && self.up_mode() != UpMode::Hold {
             let held = std::mem::take(&mut self.hold);
             let lost = std::mem::take(&mut self.hold_lost);
-            self.process_up(&held, sink);
-            self.replay_after = None;
+            let at = self
+                .hold_gap_at
+                .take()
+                .unwrap_or(held.len())
+                .min(held.len());
+            self.hold_overflowed = false;
+            let (before, after) = held.split_at(at);
+            self.process_up(before, sink);
             if lost > 0 {
-                // Bytes beyond the hold limit were dropped: a gap in the up stream.
-                self.bytes[0] -= lost;
-                self.unparsed[0] -= lost;
+                // Already counted when lost: `gap` counts them again.
+                self.bytes[0] = self.bytes[0].saturating_sub(lost);
+                self.unparsed[0] = self.unparsed[0].saturating_sub(lost);
                 self.gap(Direction::Up, lost, sink);
             }
+            self.process_up(after, sink);
+            self.replay_after = None;
             if self.hold.is_empty() {
                 // Keep the allocation for next time.
                 self.hold = held;
@@ -528,13 +557,13 @@ impl Session {
             self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
         }
         match verb {
-            Verb::Helo | Verb::Ehlo => {
-                self.helo = Some(args);
-                self.helo_seen = true;
-                let tx = self.up_tx.take();
-                self.push_pending(Awaiting::Command(verb), tx, None, sink);
-            }
-            Verb::Rset => {
+            Verb::Helo | Verb::Ehlo | Verb::Rset => {
+                if verb != Verb::Rset {
+                    self.helo = Some(args);
+                    self.helo_seen = true;
+                }
+                // A BDAT message without its LAST chunk is abandoned.
+                self.cut_content(sink);
                 let tx = self.up_tx.take();
                 self.push_pending(Awaiting::Command(verb), tx, None, sink);
             }
@@ -563,8 +592,8 @@ impl Session {
             }
             Verb::Rcpt => {
                 let path = match grammar::path_args(cmd.args, "TO:") {
-                    Ok((_, p)) => lossy(p.path),
-                    Err(_) => args.clone(),
+                    Ok((_, p)) => lossy(&p.path[..p.path.len().min(MAX_PATH)]),
+                    Err(_) => lossy(&cmd.args[..cmd.args.len().min(MAX_PATH)]),
                 };
                 let mut rcpt = None;
                 let mut dropped = false;
@@ -818,10 +847,12 @@ impl Session {
             code: r.code,
             lines: Vec::new(),
             mismatch: false,
+            truncated: false,
         });
         let mismatch = builder.code != r.code && !builder.mismatch;
         builder.mismatch |= mismatch;
-        let overflow = builder.lines.len() == max_lines;
+        let overflow = builder.lines.len() == max_lines && !builder.truncated;
+        builder.truncated |= overflow;
         if builder.lines.len() < max_lines {
             builder.lines.push(lossy(r.text));
         }
@@ -993,15 +1024,23 @@ impl Session {
                 self.state.name(),
                 step.next.name()
             );
-            let from = self.state;
+            self.leave(self.state);
             self.state = step.next;
-            self.enter(from, sink);
+            self.enter(step.next, sink);
+        }
+    }
+
+    /// `leave` hooks.
+    fn leave(&mut self, state: State) {
+        if state == State::BdatTransmission {
+            // Whatever ended the chunk (its last octet, 421, an error), it is over.
+            self.bdat_remaining = 0;
         }
     }
 
     /// `enter` hooks.
-    fn enter(&mut self, from: State, sink: &mut impl EventSink) {
-        match self.state {
+    fn enter(&mut self, state: State, sink: &mut impl EventSink) {
+        match state {
             State::Tls => {
                 self.tls = true;
                 self.unparsed[0] += self.hold.len() as u64;
@@ -1017,9 +1056,6 @@ impl Session {
                 self.drop_requested = true;
             }
             _ => {}
-        }
-        if from == State::BdatTransmission && self.state != State::Response {
-            self.bdat_remaining = 0;
         }
     }
 

@@ -3,8 +3,12 @@
 
 use super::events::{Email, Recipient, Transaction, TransactionState};
 
-/// Most recipients recorded per transaction (the excess is counted).
-pub const MAX_RECIPIENTS: usize = 1024;
+/// Most recipients recorded per transaction (the excess is reported as
+/// `limit_exceeded`; RFC 5321 requires servers to accept 100).
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// Longest recipient path kept, in bytes (RFC 5321 allows 256); longer ones are cut.
+pub const MAX_PATH: usize = 512;
 
 /// A transaction being built.
 #[derive(Debug, Clone)]
