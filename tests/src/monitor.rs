@@ -3,7 +3,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -23,6 +26,8 @@ pub struct OwnedRecord {
 
 pub struct MonitorThread {
     records: Arc<Mutex<Vec<OwnedRecord>>>,
+    /// Records and payload bytes read (counted in both modes).
+    counts: Arc<(AtomicU64, AtomicU64)>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<UserStats>>,
     pub iface: String,
@@ -32,6 +37,20 @@ pub struct MonitorThread {
 impl MonitorThread {
     /// Starts a monitor on `iface` in namespace `ns`, monitoring `ports`.
     pub fn start(ns: &str, iface: &str, ports: &[u16], ingress: IngressMode) -> MonitorThread {
+        Self::start_with(ns, iface, ports, ingress, true)
+    }
+
+    /// Like [`MonitorThread::start`]; with `keep == false` records are only
+    /// counted (benchmarks), not stored.
+    pub fn start_with(
+        ns: &str,
+        iface: &str,
+        ports: &[u16],
+        ingress: IngressMode,
+        keep: bool,
+    ) -> MonitorThread {
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let cnt = counts.clone();
         let records = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -64,6 +83,11 @@ impl MonitorThread {
                 loop {
                     tokio::select! {
                         r = mon.next_batch(|rec| {
+                            cnt.0.fetch_add(1, Ordering::Relaxed);
+                            cnt.1.fetch_add(rec.payload.len() as u64, Ordering::Relaxed);
+                            if !keep {
+                                return;
+                            }
                             let (src, dst) = rec.endpoints();
                             recs.lock().expect("lock").push(OwnedRecord {
                                 header: rec.header,
@@ -87,11 +111,20 @@ impl MonitorThread {
         }
         MonitorThread {
             records,
+            counts,
             stop: Some(stop_tx),
             thread: Some(thread),
             iface: iface.to_string(),
             pin_root,
         }
+    }
+
+    /// (records, payload bytes) read so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Snapshot of the records read so far.
