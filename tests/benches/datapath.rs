@@ -31,7 +31,7 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { secs: 3, reps: 3 };
+    let mut o = Opts { secs: 2, reps: 5 };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
@@ -120,22 +120,30 @@ fn throughput(o: &Opts) {
             }
         }
     }
-    let base = [median(res[0][0].clone()), median(res[0][1].clone())];
+    // Ratio of each run to the no-program run of the same repetition (the
+    // machine is shared: adjacent runs see the same background load).
+    let ratio = |i: usize, d: usize| {
+        median(
+            res[i][d]
+                .iter()
+                .zip(res[0][d].iter())
+                .map(|(x, b)| x / b.max(1.0))
+                .collect(),
+        )
+    };
     println!(
-        "\n### Program cost on non-SMTP traffic (iperf3 TCP over veth, {} x {} s, median)\n",
+        "\n### Program cost on non-SMTP traffic (iperf3 TCP over veth, {} reps x {} s, medians)\n",
         o.reps, o.secs
     );
-    println!("| ingress hook | client→server Gbit/s | ratio | server→client Gbit/s | ratio |");
+    println!("| ingress hook | client→server Gbit/s | ratio to no program | server→client Gbit/s | ratio to no program |");
     println!("|---|---|---|---|---|");
     for (i, (name, _)) in hooks.iter().enumerate() {
-        let up = median(res[i][0].clone());
-        let down = median(res[i][1].clone());
         println!(
             "| {name} | {:.2} | {:.0} % | {:.2} | {:.0} % |",
-            up / 1e9,
-            100.0 * up / base[0].max(1.0),
-            down / 1e9,
-            100.0 * down / base[1].max(1.0)
+            median(res[i][0].clone()) / 1e9,
+            100.0 * ratio(i, 0),
+            median(res[i][1].clone()) / 1e9,
+            100.0 * ratio(i, 1),
         );
     }
 }
