@@ -238,6 +238,73 @@ fn ringbuf(o: &Opts) {
     }
 }
 
+/// Userspace drain capacity: the ring is filled while the reader is paused,
+/// then the reader is resumed and timed until it has read every record.
+fn drain(o: &Opts) {
+    let _ = o;
+    println!("\n### Ring buffer drain capacity (reader paused while ~10 MB of records queue, then timed)\n");
+    println!("| write size | records queued | drain time ms | records/s drained | payload MB/s | records lost |");
+    println!("|---|---|---|---|---|---|");
+    for size in [64usize, 1460] {
+        let pair = NetPair::new("bdr");
+        let mon = MonitorThread::start_with(
+            &pair.server_ns,
+            &pair.server_if,
+            &[25],
+            IngressMode::Tc,
+            false,
+        );
+        mon.pause(true);
+        let server = pair.server_addr(false, 25);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = in_netns(&pair.server_ns, move || {
+            let l = TcpListener::bind(server).expect("bind");
+            tx.send(()).expect("ready");
+            let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 65536];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        rx.recv_timeout(Duration::from_secs(5)).expect("sink ready");
+        let writes = 10_000_000 / (size + 96);
+        in_netns(&pair.client_ns, move || {
+            let mut s =
+                TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s.set_write_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let buf = vec![b'y'; size];
+            for _ in 0..writes {
+                if s.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+        })
+        .join()
+        .expect("client");
+        let _ = sink.join();
+        std::thread::sleep(Duration::from_millis(200));
+        let k = mon.kernel_stats();
+        let queued = k.get(Stat::RecordsSent);
+        let start = Instant::now();
+        mon.pause(false);
+        let end = start + Duration::from_secs(20);
+        while mon.counts().0 < queued && Instant::now() < end {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let t = start.elapsed().as_secs_f64();
+        let (recs, bytes) = mon.counts();
+        println!(
+            "| {size} B | {queued} | {:.1} | {:.0} | {:.0} | {} |",
+            t * 1e3,
+            recs as f64 / t,
+            bytes as f64 / t / 1e6,
+            k.get(Stat::RecordsLost)
+        );
+    }
+}
+
 fn main() {
     if !require_root("datapath bench") {
         return;
@@ -249,4 +316,5 @@ fn main() {
     let o = opts();
     throughput(&o);
     ringbuf(&o);
+    drain(&o);
 }

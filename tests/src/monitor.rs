@@ -4,7 +4,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
@@ -28,6 +28,8 @@ pub struct MonitorThread {
     records: Arc<Mutex<Vec<OwnedRecord>>>,
     /// Records and payload bytes read (counted in both modes).
     counts: Arc<(AtomicU64, AtomicU64)>,
+    /// While set, the thread does not read the ring buffer (benchmarks).
+    paused: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<UserStats>>,
     pub iface: String,
@@ -51,6 +53,8 @@ impl MonitorThread {
     ) -> MonitorThread {
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let cnt = counts.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let pause = paused.clone();
         let records = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -81,6 +85,12 @@ impl MonitorThread {
                     }
                 };
                 loop {
+                    if pause.load(Ordering::Relaxed) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(1)) => continue,
+                            _ = &mut stop_rx => break,
+                        }
+                    }
                     tokio::select! {
                         r = mon.next_batch(|rec| {
                             cnt.0.fetch_add(1, Ordering::Relaxed);
@@ -112,11 +122,17 @@ impl MonitorThread {
         MonitorThread {
             records,
             counts,
+            paused,
             stop: Some(stop_tx),
             thread: Some(thread),
             iface: iface.to_string(),
             pin_root,
         }
+    }
+
+    /// Stops (true) or resumes (false) reading the ring buffer.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
     }
 
     /// (records, payload bytes) read so far.

@@ -13,8 +13,13 @@ pub struct Daemon {
 }
 
 fn command(ns: &str, args: &[&str]) -> Command {
+    command_with(ns, &[], args)
+}
+
+fn command_with(ns: &str, prefix: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{ns}"))
+        .args(prefix)
         .arg(crate::smtp_user_bin())
         .args(args)
         .env_remove("RUST_LOG");
@@ -71,7 +76,13 @@ impl Drop for Daemon {
 
 /// Runs `smtp-user args` in `ns` to completion (killed after `timeout`).
 pub fn run_to_end(ns: &str, args: &[&str], timeout: Duration) -> Output {
-    let mut child = command(ns, args)
+    run_to_end_with(ns, &[], args, timeout)
+}
+
+/// Like [`run_to_end`], with `prefix` (e.g. a `setpriv` command) before the
+/// binary.
+pub fn run_to_end_with(ns: &str, prefix: &[&str], args: &[&str], timeout: Duration) -> Output {
+    let mut child = command_with(ns, prefix, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
