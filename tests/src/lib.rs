@@ -11,6 +11,7 @@
 //! Tests call [`require_root`] first and print "skipped: needs root" when
 //! not root. Every wait is bounded in time.
 
+pub mod frames;
 pub mod monitor;
 pub mod netns;
 pub mod process;

@@ -188,3 +188,31 @@ fn counters_match_traffic() {
     assert_eq!(u.decode_errors, 0);
     assert_eq!(u.records, recs.len() as u64);
 }
+
+#[test]
+fn ipv6_hop_by_hop_header_is_skipped() {
+    if !require_root("ipv6_hop_by_hop_header_is_skipped") {
+        return;
+    }
+    for (ingress, tag) in [(IngressMode::Tc, "hbt"), (IngressMode::Xdp, "hbx")] {
+        let pair = NetPair::new(tag);
+        let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], ingress);
+        let server = pair.server_addr(true, 25);
+        let srv = traffic::one_shot_server(&pair.server_ns, server, 1, GREETING.to_vec());
+        let data = b"EHLO hbh.test\r\n".to_vec();
+        let (client, got) =
+            traffic::client_with_hopopts(&pair.client_ns, server, data.clone(), GREETING.len())
+                .join()
+                .expect("client");
+        assert_eq!(got, GREETING);
+        assert_eq!(srv.join().expect("server").pop().expect("conn"), data);
+        assert!(
+            mon.wait_for(Duration::from_secs(5), |r| streams(r, client, server).fin),
+            "{ingress}: {:?}",
+            mon.records()
+        );
+        let up = streams(&mon.records(), client, server);
+        assert!(up.syn && up.fin);
+        assert_eq!(up.bytes, data);
+    }
+}
