@@ -24,7 +24,9 @@ const DSTOPTS: u8 = 60;
 const PSH_ACK: u8 = 0x18;
 
 /// (source port, frame, expected payload if a record must appear)
-fn cases() -> Vec<(u16, Vec<u8>, Option<&'static [u8]>)> {
+type Case = (u16, Vec<u8>, Option<&'static [u8]>);
+
+fn cases() -> Vec<Case> {
     let (c4, s4): (Ipv4Addr, Ipv4Addr) = (CLIENT_V4.parse().unwrap(), SERVER_V4.parse().unwrap());
     let (c6, s6): (Ipv6Addr, Ipv6Addr) = (CLIENT_V6.parse().unwrap(), SERVER_V6.parse().unwrap());
     let t = |sport: u16, p: &[u8]| frames::tcp(sport, 25, 1000, PSH_ACK, p);
