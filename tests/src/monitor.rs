@@ -51,6 +51,18 @@ impl MonitorThread {
         ingress: IngressMode,
         keep: bool,
     ) -> MonitorThread {
+        let opts = MonitorOptions {
+            iface: Some(iface.to_string()),
+            ports: ports.to_vec(),
+            ingress,
+            ..MonitorOptions::default()
+        };
+        Self::start_opts(ns, opts, keep)
+    }
+
+    /// Starts a monitor with full options (`opts.iface` must be set).
+    pub fn start_opts(ns: &str, opts: MonitorOptions, keep: bool) -> MonitorThread {
+        let iface = opts.iface.clone().expect("iface");
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let cnt = counts.clone();
         let paused = Arc::new(AtomicBool::new(false));
@@ -58,12 +70,6 @@ impl MonitorThread {
         let records = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let opts = MonitorOptions {
-            iface: Some(iface.to_string()),
-            ports: ports.to_vec(),
-            ingress,
-            ..MonitorOptions::default()
-        };
         let pin_root = opts.pin_root.clone();
         let recs = records.clone();
         let path = format!("/run/netns/{ns}");
@@ -125,7 +131,7 @@ impl MonitorThread {
             paused,
             stop: Some(stop_tx),
             thread: Some(thread),
-            iface: iface.to_string(),
+            iface,
             pin_root,
         }
     }
