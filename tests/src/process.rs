@@ -66,11 +66,21 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM (so the daemon detaches and unpins), SIGKILL after 5 s.
     fn drop(&mut self) {
+        if !self.running() {
+            return;
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.running() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.running() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
         }
+        let _ = self.child.wait();
     }
 }
 
