@@ -10,7 +10,7 @@
 //!   captured payload bytes follow it directly.
 //! * [`Config`]: the single entry of the config map (ports, enforcement).
 //! * [`Stats`]: the per-CPU counters, one slot per [`Stat`].
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 use bytemuck::{Pod, Zeroable};
 
@@ -167,6 +167,9 @@ pub struct RecordHeader {
 
 /// Size of [`RecordHeader`] in bytes.
 pub const RECORD_HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
+// 80 bytes: a multiple of 8, so payload bytes start 8-aligned in a record.
+const _: () = assert!(RECORD_HEADER_LEN == 80);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
 /// The single entry of the config map.
 #[repr(C)]
@@ -237,4 +240,47 @@ mod user {
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Stats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut x = [0u8; 16];
+        x[..4].copy_from_slice(&a);
+        x
+    }
+
+    #[test]
+    fn both_directions_give_one_key() {
+        let (c, s) = (v4([198, 18, 0, 1]), v4([198, 18, 0, 2]));
+        let (k1, lo1) = FlowKey::new(FAMILY_V4, c, 40000, s, 25);
+        let (k2, lo2) = FlowKey::new(FAMILY_V4, s, 25, c, 40000);
+        assert_eq!(k1, k2);
+        assert_ne!(lo1, lo2);
+        assert_eq!((k1.lo_port, k1.hi_port), (25, 40000));
+        assert_eq!(k1.lo_addr, s);
+    }
+
+    #[test]
+    fn equal_ports_ordered_by_address() {
+        let (a, b) = (v4([198, 18, 0, 1]), v4([198, 18, 0, 2]));
+        let (k1, lo1) = FlowKey::new(FAMILY_V4, b, 25, a, 25);
+        let (k2, _) = FlowKey::new(FAMILY_V4, a, 25, b, 25);
+        assert_eq!(k1, k2);
+        assert!(!lo1);
+        assert_eq!(k1.lo_addr, a);
+    }
+
+    #[test]
+    fn config_fills_every_slot() {
+        let c = Config::new(&[25, 587], true);
+        assert_eq!(c.ports, [25, 587, 25, 25, 25, 25, 25, 25]);
+        assert_eq!(c.enforce, 1);
+        let c = Config::new(&[], false);
+        assert_eq!(c.ports, [0; MAX_PORTS]);
+        let many: [u16; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(Config::new(&many, false).ports, [1, 2, 3, 4, 5, 6, 7, 8]);
+    }
 }

@@ -160,7 +160,7 @@ fn monitored<P: Packet>(
     };
     let (key, src_is_lo) = FlowKey::new(l4.family, src, tcp.sport, dst, tcp.dport);
     if enforce {
-        if let Some(v) = unsafe { VERDICTS.get(&key) } {
+        if let Some(v) = unsafe { VERDICTS.get(key) } {
             if *v == smtp_common::Verdict::Drop as u32 {
                 bump(st, Stat::DroppedByVerdict, 1);
                 return Action::Drop;

@@ -12,6 +12,7 @@
 //! Tests call [`require_root`] first and print "skipped: needs root" when
 //! not root. Every wait is bounded in time.
 
+pub mod frames;
 pub mod mail;
 pub mod monitor;
 pub mod netns;
@@ -33,19 +34,35 @@ pub fn require_root(test: &str) -> bool {
     true
 }
 
-/// Path of the `smtp-user` binary built next to the running test.
+/// Path of the `smtp-user` binary, built (once per test process, by a
+/// nested `cargo build`, which is a no-op when up to date) next to the
+/// running test: `cargo test` alone does not build other packages' binaries.
 pub fn smtp_user_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/smtp-user
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let bin = dir.join("smtp-user");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p smtp-user` (cargo xtask test does)",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target profile dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let manifest =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../smtp-user/Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", "smtp-user", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for smtp-user");
+        assert!(status.success(), "building smtp-user failed");
+        let bin = profile_dir.join("smtp-user");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
 }

@@ -3,7 +3,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -23,6 +26,10 @@ pub struct OwnedRecord {
 
 pub struct MonitorThread {
     records: Arc<Mutex<Vec<OwnedRecord>>>,
+    /// Records and payload bytes read (counted in both modes).
+    counts: Arc<(AtomicU64, AtomicU64)>,
+    /// While set, the thread does not read the ring buffer (benchmarks).
+    paused: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<UserStats>>,
     pub iface: String,
@@ -32,15 +39,37 @@ pub struct MonitorThread {
 impl MonitorThread {
     /// Starts a monitor on `iface` in namespace `ns`, monitoring `ports`.
     pub fn start(ns: &str, iface: &str, ports: &[u16], ingress: IngressMode) -> MonitorThread {
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        Self::start_with(ns, iface, ports, ingress, true)
+    }
+
+    /// Like [`MonitorThread::start`]; with `keep == false` records are only
+    /// counted (benchmarks), not stored.
+    pub fn start_with(
+        ns: &str,
+        iface: &str,
+        ports: &[u16],
+        ingress: IngressMode,
+        keep: bool,
+    ) -> MonitorThread {
         let opts = MonitorOptions {
             iface: Some(iface.to_string()),
             ports: ports.to_vec(),
             ingress,
             ..MonitorOptions::default()
         };
+        Self::start_opts(ns, opts, keep)
+    }
+
+    /// Starts a monitor with full options (`opts.iface` must be set).
+    pub fn start_opts(ns: &str, opts: MonitorOptions, keep: bool) -> MonitorThread {
+        let iface = opts.iface.clone().expect("iface");
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let cnt = counts.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let pause = paused.clone();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let pin_root = opts.pin_root.clone();
         let recs = records.clone();
         let path = format!("/run/netns/{ns}");
@@ -62,8 +91,19 @@ impl MonitorThread {
                     }
                 };
                 loop {
+                    if pause.load(Ordering::Relaxed) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(1)) => continue,
+                            _ = &mut stop_rx => break,
+                        }
+                    }
                     tokio::select! {
                         r = mon.next_batch(|rec| {
+                            cnt.0.fetch_add(1, Ordering::Relaxed);
+                            cnt.1.fetch_add(rec.payload.len() as u64, Ordering::Relaxed);
+                            if !keep {
+                                return;
+                            }
                             let (src, dst) = rec.endpoints();
                             recs.lock().expect("lock").push(OwnedRecord {
                                 header: rec.header,
@@ -87,11 +127,26 @@ impl MonitorThread {
         }
         MonitorThread {
             records,
+            counts,
+            paused,
             stop: Some(stop_tx),
             thread: Some(thread),
-            iface: iface.to_string(),
+            iface,
             pin_root,
         }
+    }
+
+    /// Stops (true) or resumes (false) reading the ring buffer.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
+    }
+
+    /// (records, payload bytes) read so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Snapshot of the records read so far.

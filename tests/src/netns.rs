@@ -129,6 +129,18 @@ impl Drop for NetPair {
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // Pins a killed monitor left behind (they would keep their maps,
+        // ring buffer included, alive). Tests that check cleanup look
+        // before this runs.
+        let pins =
+            std::path::Path::new(smtp_user::datapath::DEFAULT_PIN_ROOT).join(&self.server_if);
+        if pins.exists() {
+            let _ = std::fs::remove_dir_all(&pins);
+            let _ = std::fs::remove_dir(smtp_user::datapath::DEFAULT_PIN_ROOT);
+        }
+        let lock = std::path::Path::new(smtp_user::datapath::pins::LOCK_DIR)
+            .join(format!("{}.lock", self.server_if));
+        let _ = std::fs::remove_file(lock);
     }
 }
 

@@ -13,8 +13,13 @@ pub struct Daemon {
 }
 
 fn command(ns: &str, args: &[&str]) -> Command {
+    command_with(ns, &[], args)
+}
+
+fn command_with(ns: &str, prefix: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{ns}"))
+        .args(prefix)
         .arg(crate::smtp_user_bin())
         .args(args)
         .env_remove("RUST_LOG");
@@ -61,17 +66,33 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM (so the daemon detaches and unpins), SIGKILL after 5 s.
     fn drop(&mut self) {
+        if !self.running() {
+            return;
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.running() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.running() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
         }
+        let _ = self.child.wait();
     }
 }
 
 /// Runs `smtp-user args` in `ns` to completion (killed after `timeout`).
 pub fn run_to_end(ns: &str, args: &[&str], timeout: Duration) -> Output {
-    let mut child = command(ns, args)
+    run_to_end_with(ns, &[], args, timeout)
+}
+
+/// Like [`run_to_end`], with `prefix` (e.g. a `setpriv` command) before the
+/// binary.
+pub fn run_to_end_with(ns: &str, prefix: &[&str], args: &[&str], timeout: Duration) -> Output {
+    let mut child = command_with(ns, prefix, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use aya::programs::{SchedClassifier, TcAttachType};
 use smtp_e2e::{
     in_netns,
-    process::{run_to_end, wait_path, Daemon},
+    process::{run_to_end, run_to_end_with, wait_path, Daemon},
     require_root, NetPair,
 };
 use smtp_user::datapath::DEFAULT_PIN_ROOT;
@@ -156,4 +156,35 @@ fn bad_input_fails_with_one_line_and_attaches_nothing() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_clean(&pair);
     }
+}
+
+#[test]
+fn unprivileged_run_fails_with_one_line() {
+    if !require_root("unprivileged_run_fails_with_one_line") {
+        return;
+    }
+    let pair = NetPair::new("priv");
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ];
+    let out = run_to_end_with(
+        &pair.server_ns,
+        &nobody,
+        &["run", "--iface", &pair.server_if],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("insufficient privileges"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    assert_clean(&pair);
 }

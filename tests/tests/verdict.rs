@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -13,95 +13,117 @@ use smtp_user::datapath::IngressMode;
 
 fn key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     let bytes = |s: SocketAddr| match s.ip() {
-        std::net::IpAddr::V4(v4) => {
+        IpAddr::V4(v4) => {
             let mut x = [0u8; 16];
             x[..4].copy_from_slice(&v4.octets());
             x
         }
-        std::net::IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V6(v6) => v6.octets(),
     };
     let fam = if a.is_ipv4() { 4 } else { 6 };
     FlowKey::new(fam, bytes(a), a.port(), bytes(b), b.port()).0
 }
 
-/// Sends one byte, expects it echoed within `wait`.
-fn ping(s: &mut TcpStream, b: u8, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).expect("timeout");
-    if s.write_all(&[b]).is_err() {
+/// Writes one byte on `from`; true when `to` reads it within `wait`.
+fn delivers(from: &mut TcpStream, to: &mut TcpStream, b: u8, wait: Duration) -> bool {
+    if from.write_all(&[b]).is_err() {
         return false;
     }
+    arrives(to, b, wait)
+}
+
+/// True when `b` is the next byte `to` reads within `wait`.
+fn arrives(to: &mut TcpStream, b: u8, wait: Duration) -> bool {
+    to.set_read_timeout(Some(wait)).expect("timeout");
     let mut got = [0u8; 1];
-    matches!(s.read(&mut got), Ok(1) if got[0] == b)
+    matches!(to.read(&mut got), Ok(1) if got[0] == b)
+}
+
+/// Two connections: (client end, server end) for each.
+fn two_flows(pair: &NetPair, server: SocketAddr) -> [(TcpStream, TcpStream); 2] {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = in_netns(&pair.server_ns, move || {
+        let l = TcpListener::bind(server).expect("bind");
+        tx.send(()).expect("ready");
+        let a = l.accept().expect("accept").0;
+        let b = l.accept().expect("accept").0;
+        (a, b)
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    let (ca, cb) = in_netns(&pair.client_ns, move || {
+        let ca = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+        // Accept order = connect order: connect the second after the first.
+        let cb = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+        (ca, cb)
+    })
+    .join()
+    .expect("clients");
+    let (sa, sb) = srv.join().expect("server");
+    assert_eq!(sa.peer_addr().unwrap(), ca.local_addr().unwrap());
+    [(ca, sa), (cb, sb)]
 }
 
 fn check(ingress: IngressMode, tag: &str) {
     let pair = NetPair::new(tag);
     let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], ingress);
     let server = pair.server_addr(false, 25);
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Echo server: two connections, one thread each, bounded by timeouts.
-    let srv = in_netns(&pair.server_ns, move || {
-        let l = TcpListener::bind(server).expect("bind");
-        tx.send(()).expect("ready");
-        let mut hs = Vec::new();
-        for _ in 0..2 {
-            let (mut s, _) = l.accept().expect("accept");
-            s.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            hs.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
-        for h in hs {
-            let _ = h.join();
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("server ready");
-    let clients = in_netns(&pair.client_ns, move || {
-        let c = |_| TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
-        (c(0), c(1))
-    });
-    let (mut a, mut b) = clients.join().expect("clients");
+    let [(mut ca, mut sa), (mut cb, mut sb)] = two_flows(&pair, server);
     let short = Duration::from_millis(1500);
-    assert!(
-        ping(&mut a, b'1', short) && ping(&mut b, b'1', short),
-        "echo before verdict"
-    );
+    assert!(delivers(&mut ca, &mut sa, b'1', short) && delivers(&mut sa, &mut ca, b'1', short));
+    assert!(delivers(&mut cb, &mut sb, b'1', short) && delivers(&mut sb, &mut cb, b'1', short));
 
     let mut ctl = mon.control();
-    let ka = key(a.local_addr().unwrap(), server);
+    let ka = key(ca.local_addr().unwrap(), server);
     ctl.set_verdict(&ka, Verdict::Drop).expect("verdict");
     assert_eq!(ctl.verdict(&ka), Verdict::Drop);
-    assert!(!ping(&mut a, b'2', short), "dropped flow still echoes");
-    assert!(ping(&mut b, b'2', short), "other flow blocked");
-    let dropped = mon.kernel_stats().get(Stat::DroppedByVerdict);
-    assert!(dropped > 0);
-    // No record of the dropped flow's new data reached userspace.
+    // Both directions of flow A stop (ingress and egress hooks)...
+    assert!(
+        !delivers(&mut ca, &mut sa, b'2', short),
+        "client→server still passes"
+    );
+    assert!(
+        !delivers(&mut sa, &mut ca, b'x', short),
+        "server→client still passes"
+    );
+    // ...while flow B keeps working both ways.
+    assert!(
+        delivers(&mut cb, &mut sb, b'2', short),
+        "other flow blocked (c→s)"
+    );
+    assert!(
+        delivers(&mut sb, &mut cb, b'2', short),
+        "other flow blocked (s→c)"
+    );
+    assert!(mon.kernel_stats().get(Stat::DroppedByVerdict) >= 2);
+    // Dropped packets are not sent to userspace.
+    let a_addr = ca.local_addr().unwrap();
     assert!(!mon
         .records()
         .iter()
-        .any(|r| r.src == a.local_addr().unwrap() && r.payload == b"2"));
+        .any(|r| (r.src == a_addr || r.dst == a_addr) && (r.payload == b"2" || r.payload == b"x")));
 
-    // Monitor mode: the same flow passes again (retransmission delivers '2').
+    // Monitor mode: the same flow passes again (retransmissions deliver).
     ctl.set_enforce(false).expect("enforce off");
-    a.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut got = [0u8; 1];
+    let long = Duration::from_secs(10);
     assert!(
-        matches!(a.read(&mut got), Ok(1) if got[0] == b'2'),
-        "flow still blocked in monitor mode"
+        arrives(&mut sa, b'2', long),
+        "c→s still blocked in monitor mode"
     );
-    assert!(ping(&mut a, b'3', short));
-    assert!(ping(&mut b, b'3', short));
-    drop(a);
-    drop(b);
-    let _ = srv.join();
+    assert!(
+        arrives(&mut ca, b'x', long),
+        "s→c still blocked in monitor mode"
+    );
+    assert!(delivers(&mut ca, &mut sa, b'3', short) && delivers(&mut sa, &mut ca, b'3', short));
+    assert_eq!(
+        ctl.verdict(&ka),
+        Verdict::Drop,
+        "verdict kept in monitor mode"
+    );
+    // Clearing the verdict and re-enabling enforcement keeps the flow alive.
+    ctl.set_verdict(&ka, Verdict::Pass).expect("clear");
+    ctl.set_enforce(true).expect("enforce on");
+    assert!(delivers(&mut ca, &mut sa, b'4', short) && delivers(&mut sa, &mut ca, b'4', short));
 }
 
 #[test]
@@ -118,4 +140,5 @@ fn drop_verdict_stops_one_flow_xdp() {
         return;
     }
     check(IngressMode::Xdp, "vxdp");
+    check(IngressMode::XdpGeneric, "vxg");
 }

@@ -1,2 +1,103 @@
-//! `cargo xtask`: build, prerequisite checks, run and test.
-fn main() {}
+//! `cargo xtask`: prerequisites, build, run, test and datapath benchmark.
+//!
+//! * `cargo xtask prereqs`: check and install what the build and the tests
+//!   need (nightly rust-src, bpf-linker, Debian packages).
+//! * `cargo xtask run [-- ARGS]`: build, then `smtp-user run ARGS` as root
+//!   (default interface: the one carrying the default route).
+//! * `cargo xtask test [-- ARGS]`: build, then `cargo test --workspace`
+//!   (unit, corpus and real-kernel tests) with the privileges they need.
+//! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
+
+mod prereqs;
+mod sh;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check and install prerequisites only.
+    Prereqs,
+    /// Build and run `smtp-user run` (arguments after `--`).
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build and run every test of the workspace (arguments after `--` go to `cargo test`).
+    Test {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Measure the cost of the programs and the ring buffer delivery rate.
+    BenchDatapath {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = sh::workspace_root()?;
+    match cli.cmd {
+        Cmd::Prereqs => prereqs::ensure(),
+        Cmd::Run { args } => {
+            prereqs::ensure()?;
+            sh::cargo(&root, &["build", "-p", "smtp-user", "--bin", "smtp-user"])?;
+            let bin = root.join("target/debug/smtp-user");
+            let mut cmd = vec![bin.to_string_lossy().into_owned(), "run".into()];
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+        Cmd::Test { args } => {
+            prereqs::ensure()?;
+            // The lifecycle tests run the smtp-user binary: build it first.
+            sh::cargo(&root, &["build", "--workspace", "--bins"])?;
+            let mut cmd: Vec<String> = ["cargo", "test", "--workspace"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+        Cmd::BenchDatapath { args } => {
+            prereqs::ensure()?;
+            sh::cargo(
+                &root,
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "smtp-user",
+                    "--bin",
+                    "smtp-user",
+                ],
+            )?;
+            let mut cmd: Vec<String> = [
+                "cargo", "bench", "-p", "smtp-e2e", "--bench", "datapath", "--",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+    }
+}
