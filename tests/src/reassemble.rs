@@ -13,8 +13,11 @@ pub struct Stream {
     pub bytes: Vec<u8>,
     /// Bytes the kernel reported as not captured.
     pub uncaptured: u64,
-    /// True when pieces were missing (a hole before the last byte).
+    /// True when pieces were missing: a hole before the last captured byte,
+    /// or before the FIN.
     pub hole: bool,
+    /// Stream offset of the FIN (relative to the first payload byte).
+    pub fin_at: Option<usize>,
     /// Largest `payload_len` of any segment.
     pub max_segment: u32,
 }
@@ -49,6 +52,15 @@ pub fn streams(records: &[OwnedRecord], src: SocketAddr, dst: SocketAddr) -> Str
             .wrapping_sub(isn.wrapping_add(1));
         pieces.insert(rel, &r.payload);
     }
+    s.fin_at = mine
+        .iter()
+        .find(|r| r.header.tcp_flags & 0x01 != 0)
+        .map(|r| {
+            r.header
+                .seq
+                .wrapping_add(r.header.payload_len)
+                .wrapping_sub(isn.wrapping_add(1)) as usize
+        });
     for (rel, p) in pieces {
         let rel = rel as usize;
         if rel > s.bytes.len() {
@@ -59,6 +71,9 @@ pub fn streams(records: &[OwnedRecord], src: SocketAddr, dst: SocketAddr) -> Str
         if end > s.bytes.len() {
             s.bytes.extend_from_slice(&p[s.bytes.len() - rel..]);
         }
+    }
+    if s.fin_at.is_some_and(|f| f > s.bytes.len()) {
+        s.hole = true;
     }
     s
 }
