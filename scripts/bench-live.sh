@@ -58,12 +58,12 @@ for n in "${LEVELS[@]}"; do
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"; wait "$pid" || true
-  secs=$(echo "$s1 - $s0" | bc -l)
+  secs=$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')
   tx=$(grep -o 'transactions=[0-9]*' "$log" | tail -1 | cut -d= -f2)
   lost=$(grep -o 'records_lost=[0-9]*' "$log" | tail -1 | cut -d= -f2)
   gaps=$(grep -o 'gap_bytes=[0-9]*' "$log" | tail -1 | cut -d= -f2)
-  cpu=$(echo "($t1 - $t0) / $clk / $secs * 100" | bc -l)
-  printf "%-8s %-7s %-9.2f %-9.0f %-8.1f %-10s %-9s %-9s %-8.1f %-9.1f\n" \
-    "$n" "$MSGS" "$secs" "$(echo "$MSGS / $secs" | bc -l)" "$(echo "$MSGS * $SIZE / $secs / 1000000" | bc -l)" \
-    "${tx:-?}" "${lost:-?}" "${gaps:-?}" "$cpu" "$(echo "$rss / 1024" | bc -l)"
+  awk -v n="$n" -v m="$MSGS" -v sz="$SIZE" -v s="$secs" -v tx="${tx:-?}" -v lost="${lost:-?}" \
+      -v gaps="${gaps:-?}" -v c0="$t0" -v c1="$t1" -v clk="$clk" -v rss="$rss" 'BEGIN {
+    printf "%-8s %-7s %-9.2f %-9.0f %-8.1f %-10s %-9s %-9s %-8.1f %-9.1f\n",
+      n, m, s, m / s, m * sz / s / 1e6, tx, lost, gaps, (c1 - c0) / clk / s * 100, rss / 1024 }'
 done
