@@ -23,6 +23,8 @@ enum Cmd {
     Run(cli::run::RunArgs),
     /// Read pcap/pcapng files through the same pipeline; EVE JSON lines out.
     Replay(cli::replay::ReplayArgs),
+    /// Change or inspect a running monitor through its pinned maps.
+    Ctl(cli::ctl::CtlArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +37,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Cmd::Ctl(args) = cli.cmd {
+        return match cli::ctl::ctl(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smtp-user: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Replay(args) = cli.cmd {
         return match cli::replay::replay(args) {
             Ok(code) => std::process::ExitCode::from(code),
@@ -57,7 +68,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Run(args) => cli::run::run(args).await,
-            Cmd::Replay(_) => Ok(()),
+            Cmd::Replay(_) | Cmd::Ctl(_) => Ok(()),
         }
     });
     match result {

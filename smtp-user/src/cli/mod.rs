@@ -1,4 +1,5 @@
 //! Command line: one module per subcommand.
 
+pub mod ctl;
 pub mod replay;
 pub mod run;

@@ -1,0 +1,70 @@
+//! `smtp-user ctl` changes a running monitor through its pinned maps.
+
+use std::{path::PathBuf, time::Duration};
+
+use smtp_common::Verdict;
+use smtp_e2e::{
+    process::{run_to_end, wait_path, Daemon},
+    require_root, NetPair,
+};
+use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
+use smtp_user::pipeline::kernel_flow_key;
+
+fn ctl(pair: &NetPair, args: &[&str]) -> (bool, String, String) {
+    let mut full = vec!["ctl", "--iface", &pair.server_if];
+    full.extend_from_slice(args);
+    let out = run_to_end(&pair.server_ns, &full, Duration::from_secs(20));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_enforce_verdicts_and_stats() {
+    if !require_root("ctl_enforce_verdicts_and_stats") {
+        return;
+    }
+    let pair = NetPair::new("ctl");
+    let (ok, _, err) = ctl(&pair, &["stats"]);
+    assert!(!ok, "ctl without a monitor must fail");
+    assert!(err.contains("no monitor running on"), "{err}");
+
+    let d = Daemon::spawn(&pair.server_ns, &["run", "--iface", &pair.server_if]);
+    let pins = PathBuf::from(DEFAULT_PIN_ROOT).join(&pair.server_if);
+    assert!(wait_path(&pins.join("VERDICTS"), Duration::from_secs(20)));
+
+    let (ok, out, err) = ctl(&pair, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("enforce=true") && out.contains("records_lost="),
+        "{out}"
+    );
+
+    let (ok, _, err) = ctl(&pair, &["enforce", "off"]);
+    assert!(ok, "{err}");
+    let control = Control::open_pinned(DEFAULT_PIN_ROOT.as_ref(), &pair.server_if).expect("pins");
+    assert_eq!(control.config().expect("config").enforce, 0);
+    let (_, out, _) = ctl(&pair, &["stats"]);
+    assert!(out.contains("enforce=false"), "{out}");
+
+    let c = "198.18.0.1:40000".parse().expect("addr");
+    let s = "198.18.0.2:25".parse().expect("addr");
+    let (ok, _, err) = ctl(&pair, &["drop", "198.18.0.1:40000", "198.18.0.2:25"]);
+    assert!(ok, "{err}");
+    assert_eq!(control.verdict(&kernel_flow_key(c, s)), Verdict::Drop);
+    // The key is normalised: the reverse order names the same flow.
+    let (ok, _, err) = ctl(&pair, &["pass", "198.18.0.2:25", "198.18.0.1:40000"]);
+    assert!(ok, "{err}");
+    assert_eq!(control.verdict(&kernel_flow_key(c, s)), Verdict::Pass);
+
+    let (ok, _, err) = ctl(&pair, &["drop", "198.18.0.1:1", "[2001:2::2]:25"]);
+    assert!(!ok);
+    assert!(err.contains("same address family"), "{err}");
+    let (ok, _, _) = ctl(&pair, &["enforce", "maybe"]);
+    assert!(!ok, "bad value refused");
+    drop(control);
+    let (st, err) = d.terminate(Duration::from_secs(20));
+    assert!(st.success(), "{err}");
+}
