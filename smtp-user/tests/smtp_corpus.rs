@@ -251,3 +251,25 @@ fn long_lines_capture() {
     assert_eq!(transactions(&s[0])[0].state, S::Delivered);
     assert_eq!(anomalies(&s[0]), []);
 }
+
+#[test]
+fn zeek_bdat_invalid_pcapng() {
+    let Some(s) = sessions("zeek-smtp-bdat-cmd-invalid.pcapng") else {
+        return;
+    };
+    let mut args = Vec::new();
+    for ev in &s {
+        // The server would answer, but the dissector cannot frame what follows.
+        assert_eq!(
+            trace(ev)[7..],
+            ["C:BDAT", "A:bdat_invalid", "T:0:Aborted"].map(String::from)
+        );
+        args.extend(
+            commands(ev)
+                .into_iter()
+                .filter(|c| c.verb == Verb::Bdat)
+                .map(|c| c.args),
+        );
+    }
+    assert_eq!(args, ["", "1234 SCRAMBLE", "SCRAMBLE"]);
+}

@@ -479,6 +479,8 @@ fn service_closing_421_aborts_the_transaction() {
         (Down, b"250 ok\r\n250 ok\r\n"),
         (Up, b"RCPT TO:<x@y>\r\n"),
         (Down, b"421 4.4.2 mx timeout exceeded, closing\r\n"),
+        // The client had no QUIT to send: not data after QUIT.
+        (Up, b"DATA\r\n"),
     ]);
     assert_eq!(s.state(), State::Finish);
     let t = transactions(&ev);

@@ -13,24 +13,26 @@ pub struct Base64 {
     pub invalid: u64,
 }
 
-fn sextet(c: u8) -> Option<u32> {
-    match c {
-        b'A'..=b'Z' => Some(u32::from(c - b'A')),
-        b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-        b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
+/// Base64 alphabet value of each byte; `INVALID` outside the alphabet.
+const INVALID: u8 = 0xff;
+static SEXTETS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
 
 impl Base64 {
     /// Decodes `input`, appending bytes to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for &c in input {
-            match sextet(c) {
-                Some(v) => {
-                    self.acc = (self.acc << 6) | v;
+            match SEXTETS[usize::from(c)] {
+                v if v != INVALID => {
+                    self.acc = (self.acc << 6) | u32::from(v);
                     self.sextets += 1;
                     if self.sextets == 4 {
                         out.extend_from_slice(&[
@@ -42,9 +44,9 @@ impl Base64 {
                         self.sextets = 0;
                     }
                 }
-                None if c == b'=' => self.flush_padding(out),
-                None if c.is_ascii_whitespace() => {}
-                None => self.invalid += 1,
+                _ if c == b'=' => self.flush_padding(out),
+                _ if c.is_ascii_whitespace() => {}
+                _ => self.invalid += 1,
             }
         }
     }

@@ -31,6 +31,10 @@ pub const MAX_LIST: usize = 64;
 /// Longest line buffered when looking for a boundary.
 pub const MAX_BOUNDARY_LINE: usize = 1024;
 
+/// Finds the start of a line beginning with `-` (a boundary candidate).
+static DASH_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n-"));
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading a header block (top-level or a part's).
@@ -421,7 +425,8 @@ impl MimeParser {
             self.candidate = true;
             return 0;
         }
-        match memchr::memchr(b'\n', data) {
+        // Only lines starting with `-` can be boundaries: decode up to the next one.
+        match DASH_LINE.find(data) {
             Some(i) => {
                 self.decode(&data[..=i], out);
                 self.at_line_start = true;
@@ -429,7 +434,7 @@ impl MimeParser {
             }
             None => {
                 self.decode(data, out);
-                self.at_line_start = false;
+                self.at_line_start = data.last() == Some(&b'\n');
                 data.len()
             }
         }

@@ -180,6 +180,8 @@ pub struct Session {
     quit_reported: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
+    /// The client sent QUIT.
+    quit_sent: bool,
     /// The last reply ended an AUTH exchange and no valid command followed yet:
     /// an unparsable client line may be a credential, its content is not shown.
     after_auth: bool,
@@ -239,6 +241,7 @@ impl Session {
             drop_requested: false,
             quit_reported: false,
             early_reported: false,
+            quit_sent: false,
             after_auth: false,
             bytes: [0; 2],
             unparsed: [0; 2],
@@ -522,6 +525,7 @@ impl Session {
         };
         let verb = grammar::verb(cmd.verb);
         self.after_auth = false;
+        self.quit_sent |= verb == Verb::Quit;
         let args = match verb {
             Verb::Auth => mask_auth(cmd.args),
             _ => lossy(cmd.args),
@@ -1003,7 +1007,9 @@ impl Session {
             let repeated = once
                 .map(|flag| std::mem::replace(flag, true))
                 .unwrap_or(false);
-            if !repeated {
+            // After a 421 (no QUIT) the client may legitimately still talk.
+            let excused = kind == AnomalyKind::DataAfterQuit && !self.quit_sent;
+            if !repeated && !excused {
                 let detail = match kind {
                     AnomalyKind::UnexpectedServerGreeting => "greeting is not 220".to_string(),
                     AnomalyKind::CommandBeforeGreeting => {

@@ -158,14 +158,42 @@ impl Stream {
 
 const SMTP_PORTS: [u16; 4] = [25, 587, 2525, 465];
 
-/// Runs every SMTP session of a classic pcap through the dissector; returns
-/// one event list per session (in order of first packet).
-pub fn dissect_pcap(bytes: &[u8]) -> Vec<Vec<OwnedEvent>> {
-    let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let le = match magic {
-        0xa1b2c3d4 | 0xa1b23c4d => true,
-        0xd4c3b2a1 | 0x4d3cb2a1 => false,
-        _ => panic!("not a classic pcap"),
+/// (linktype, packet) records of a classic pcap or a pcapng file.
+fn packets(bytes: &[u8]) -> Vec<(u32, &[u8])> {
+    let u32le = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut out = Vec::new();
+    if u32le(0) == Some(0x0a0d0d0a) {
+        // pcapng (little-endian sections only): IDB gives link types, EPB packets.
+        let mut links = Vec::new();
+        let mut off = 0;
+        while let (Some(kind), Some(len)) = (u32le(off), u32le(off + 4)) {
+            let len = len as usize;
+            if len < 12 {
+                break;
+            }
+            match kind {
+                1 => links.push(u32::from(bytes[off + 8]) | (u32::from(bytes[off + 9]) << 8)),
+                6 => {
+                    let iface = u32le(off + 8).unwrap_or(0) as usize;
+                    let caplen = u32le(off + 20).unwrap_or(0) as usize;
+                    if let Some(pkt) = bytes.get(off + 28..off + 28 + caplen) {
+                        out.push((links.get(iface).copied().unwrap_or(1), pkt));
+                    }
+                }
+                _ => {}
+            }
+            off += len;
+        }
+        return out;
+    }
+    let le = match u32le(0) {
+        Some(0xa1b2c3d4 | 0xa1b23c4d) => true,
+        Some(0xd4c3b2a1 | 0x4d3cb2a1) => false,
+        _ => panic!("not a pcap file"),
     };
     let rd = |i: usize| -> u32 {
         let b = [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
@@ -177,16 +205,25 @@ pub fn dissect_pcap(bytes: &[u8]) -> Vec<Vec<OwnedEvent>> {
     };
     let linktype = rd(20);
     let mut off = 24;
-    type Key = ((Vec<u8>, u16), (Vec<u8>, u16));
-    let mut sessions: HashMap<Key, (usize, Session, Stream, Stream, Vec<OwnedEvent>)> =
-        HashMap::new();
-    let mut order = 0;
     while off + 16 <= bytes.len() {
         let incl = rd(off + 8) as usize;
         let Some(pkt) = bytes.get(off + 16..off + 16 + incl) else {
             break;
         };
+        out.push((linktype, pkt));
         off += 16 + incl;
+    }
+    out
+}
+
+/// Runs every SMTP session of a pcap/pcapng file through the dissector;
+/// returns one event list per session (in order of first packet).
+pub fn dissect_pcap(bytes: &[u8]) -> Vec<Vec<OwnedEvent>> {
+    type Key = ((Vec<u8>, u16), (Vec<u8>, u16));
+    let mut sessions: HashMap<Key, (usize, Session, Stream, Stream, Vec<OwnedEvent>)> =
+        HashMap::new();
+    let mut order = 0;
+    for (linktype, pkt) in packets(bytes) {
         let Some(seg) = parse_packet(linktype, pkt) else {
             continue;
         };
