@@ -42,11 +42,22 @@ pub struct ReplayProgress<'a> {
 
 /// A file that could not be read to its end.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
+#[error("{source}")]
 pub struct ReplayError {
     pub path: PathBuf,
+    /// Names the file and the byte offset.
     #[source]
     pub source: CaptureError,
+}
+
+impl ReplayError {
+    fn new(path: &Path, mut source: CaptureError) -> ReplayError {
+        source.path.get_or_insert_with(|| path.to_path_buf());
+        ReplayError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// What a replay did, for the summary line.
@@ -122,10 +133,7 @@ pub fn replay_files<W: Write>(
         let mut reader = match CaptureReader::open(path) {
             Ok(r) => r,
             Err(source) => {
-                summary.errors.push(ReplayError {
-                    path: path.clone(),
-                    source,
-                });
+                summary.errors.push(ReplayError::new(path, source));
                 continue;
             }
         };
@@ -135,10 +143,7 @@ pub fn replay_files<W: Write>(
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(source) => {
-                    summary.errors.push(ReplayError {
-                        path: path.clone(),
-                        source,
-                    });
+                    summary.errors.push(ReplayError::new(path, source));
                     break;
                 }
             };
