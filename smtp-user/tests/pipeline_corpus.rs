@@ -539,7 +539,7 @@ const EXPECTED: &[Expect] = &[
 fn replay_events(path: PathBuf) -> Vec<Value> {
     let mut buf = Vec::new();
     let (summary, out) = replay_files(
-        &[path.clone()],
+        std::slice::from_ref(&path),
         &ReplayOptions {
             flow: FlowConfig {
                 monitored_ports: vec![25, 587, 2525],

@@ -113,7 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }) => { r?; }
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % stats_every == 0 {
+                if ticks.is_multiple_of(stats_every) {
                     summary(&mon);
                 }
                 if !pipeline.tick(now_micros()).await {
