@@ -37,45 +37,25 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Cmd::Ctl(args) = cli.cmd {
-        return match cli::ctl::ctl(args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("smtp-user: error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    if let Cmd::Replay(args) = cli.cmd {
-        return match cli::replay::replay(args) {
-            Ok(code) => std::process::ExitCode::from(code),
-            Err(e) => {
-                eprintln!("smtp-user: error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("smtp-user: error: tokio runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let result = match cli.cmd {
+        Cmd::Run(args) => run_async(args),
+        Cmd::Replay(args) => cli::replay::replay(args),
+        Cmd::Ctl(args) => cli::ctl::ctl(args).map(|()| 0),
     };
-    let result = rt.block_on(async {
-        match cli.cmd {
-            Cmd::Run(args) => cli::run::run(args).await,
-            Cmd::Replay(_) | Cmd::Ctl(_) => Ok(()),
-        }
-    });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("smtp-user: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `run` is the only asynchronous command (ring buffer, signals).
+fn run_async(args: cli::run::RunArgs) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("tokio runtime: {e}"))?;
+    rt.block_on(cli::run::run(args)).map(|()| 0)
 }
