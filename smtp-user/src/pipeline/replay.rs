@@ -153,7 +153,7 @@ pub fn replay_files<W: Write>(
                 table.expire(frame.ts_micros);
                 last_expire = frame.ts_micros;
             }
-            if summary.frames % PROGRESS_EVERY_FRAMES == 0 {
+            if summary.frames.is_multiple_of(PROGRESS_EVERY_FRAMES) {
                 progress(ReplayProgress {
                     path,
                     offset,
