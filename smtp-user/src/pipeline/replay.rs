@@ -40,13 +40,22 @@ pub struct ReplayProgress<'a> {
     pub elapsed: Duration,
 }
 
-/// A file that could not be read to its end.
+/// A file that could not be read to its end. Displayed as
+/// `PATH: offset N: reason`, the path written once.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
+#[error("{}{source}", path_prefix(.path, .source))]
 pub struct ReplayError {
     pub path: PathBuf,
     #[source]
     pub source: CaptureError,
+}
+
+/// `PATH: ` unless the capture error already names the file.
+fn path_prefix(path: &Path, source: &CaptureError) -> String {
+    match source.path {
+        Some(_) => String::new(),
+        None => format!("{}: ", path.display()),
+    }
 }
 
 /// What a replay did, for the summary line.
