@@ -13,7 +13,8 @@
 # MB/s (10^6 bytes of file per second), transactions/s, and the ratio.
 #
 # Environment: SIZE_MIB (1024), RUNS (3), TSHARK_RUNS (= RUNS), CORE (1),
-# FILE (/tmp/smtp-bench-${SIZE_MIB}m.pcap), SEED (1).
+# MIX (mixed, or small: ~1 KiB messages only), SEED (1),
+# FILE (/tmp/smtp-bench-${SIZE_MIB}m[-small].pcap).
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -21,12 +22,14 @@ RUNS=${RUNS:-3}
 TSHARK_RUNS=${TSHARK_RUNS:-$RUNS}
 CORE=${CORE:-1}
 SEED=${SEED:-1}
-FILE=${FILE:-/tmp/smtp-bench-${SIZE_MIB}m.pcap}
+MIX=${MIX:-mixed}
+if [ "$MIX" = mixed ]; then SUFFIX=""; else SUFFIX="-$MIX"; fi
+FILE=${FILE:-/tmp/smtp-bench-${SIZE_MIB}m${SUFFIX}.pcap}
 
 cd "$(dirname "$0")/.."
 cargo build --release -q -p smtp-user --bin smtp-user --example gen_capture 2>/dev/null
 BIN=target/release/smtp-user
-[ -f "$FILE" ] || target/release/examples/gen_capture "$FILE" "$SIZE_MIB" "$SEED"
+[ -f "$FILE" ] || target/release/examples/gen_capture "$FILE" "$SIZE_MIB" "$SEED" "$MIX"
 BYTES=$(stat -c %s "$FILE")
 cat "$FILE" > /dev/null # page cache
 
@@ -66,7 +69,7 @@ row() { # name wall cpu
 }
 
 echo
-echo "File: $FILE ($BYTES bytes, $TX transactions); $(nproc) CPUs, pinned to core $CORE;"
+echo "File: $FILE ($MIX mix, $BYTES bytes, $TX transactions); $(nproc) CPUs, pinned to core $CORE;"
 echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "Medians of $RUNS runs (ours) / ${TSHARK_RUNS} runs (tshark). Our last summary line:"
 echo "\`$SUMMARY\`"

@@ -2,7 +2,7 @@
 //! benchmark (`scripts/bench-replay.sh`).
 //!
 //! ```text
-//! cargo run --release --example gen_capture -- OUT.pcap [SIZE_MIB] [SEED]
+//! cargo run --release --example gen_capture -- OUT.pcap [SIZE_MIB] [SEED] [MIX]
 //! ```
 //!
 //! Sessions (ports 25 and 587, MSS 1460) are interleaved 16 at a time like
@@ -11,8 +11,9 @@
 //! pipelines MAIL FROM (with SIZE/BODY), 1–5 RCPT TO (one in eight
 //! rejected with 550) and DATA; the message is MIME with the usual headers.
 //! Message sizes are a mix by count: 40 % ~1 KiB plain text, 35 % ~20 KiB,
-//! 20 % ~200 KiB and 5 % ~2 MiB with a base64 attachment. The same SEED
-//! and SIZE give the same file.
+//! 20 % ~200 KiB and 5 % ~2 MiB with a base64 attachment; MIX `small`
+//! makes every message ~1 KiB (a transactions/s workload). The same
+//! arguments give the same file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -98,8 +99,15 @@ impl Bodies {
 }
 
 /// One message as sent after the 354 (dot-terminated).
-fn message(rng: &mut Rng, bodies: &Bodies, session: usize, tx: usize, rcpts: &[String]) -> Vec<u8> {
-    let class = rng.below(100);
+fn message(
+    rng: &mut Rng,
+    bodies: &Bodies,
+    small: bool,
+    session: usize,
+    tx: usize,
+    rcpts: &[String],
+) -> Vec<u8> {
+    let class = if small { 0 } else { rng.below(100) };
     let mut m = Vec::with_capacity(4096);
     let to = rcpts.join(", ");
     let _ = write!(
@@ -142,7 +150,7 @@ Content-Disposition: attachment; filename=\"file{session}.bin\"\r\n\r\n"
 }
 
 /// The scripted steps of session `i`.
-fn script(rng: &mut Rng, bodies: &Bodies, i: usize) -> Vec<(Direction, Vec<u8>)> {
+fn script(rng: &mut Rng, bodies: &Bodies, small: bool, i: usize) -> Vec<(Direction, Vec<u8>)> {
     let s = |d, t: String| (d, t.into_bytes());
     let mut steps = vec![
         s(Down, "220 mx.example.net ESMTP\r\n".into()),
@@ -159,7 +167,7 @@ fn script(rng: &mut Rng, bodies: &Bodies, i: usize) -> Vec<(Direction, Vec<u8>)>
             .map(|r| format!("<rcpt{}@example.net>", (i * 7 + r) % 10_000))
             .collect();
         let rejected: Vec<bool> = (0..n).map(|_| rng.below(8) == 0).collect();
-        let msg = message(rng, bodies, i, tx, &rcpts);
+        let msg = message(rng, bodies, small, i, tx, &rcpts);
         let mut cmds = format!(
             "MAIL FROM:<user{i}@client.example.org> SIZE={} BODY=8BITMIME\r\n",
             msg.len()
@@ -193,7 +201,7 @@ fn script(rng: &mut Rng, bodies: &Bodies, i: usize) -> Vec<(Direction, Vec<u8>)>
     steps
 }
 
-fn run(path: &str, size_mib: u64, seed: u64) -> std::io::Result<(u64, usize, u64)> {
+fn run(path: &str, size_mib: u64, seed: u64, small: bool) -> std::io::Result<(u64, usize, u64)> {
     let target = size_mib << 20;
     let mut rng = Rng(seed | 1);
     let bodies = Bodies::new(&mut rng);
@@ -206,7 +214,7 @@ fn run(path: &str, size_mib: u64, seed: u64) -> std::io::Result<(u64, usize, u64
     while written < target {
         let batch: Vec<Vec<TimedFrame>> = (sessions..sessions + CONCURRENT)
             .map(|i| {
-                let mut c = Conversation::new(script(&mut rng, &bodies, i));
+                let mut c = Conversation::new(script(&mut rng, &bodies, small, i));
                 c.client = SocketAddr::from((
                     [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
                     1024 + (i % 60_000) as u16,
@@ -238,12 +246,20 @@ fn run(path: &str, size_mib: u64, seed: u64) -> std::io::Result<(u64, usize, u64
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = args.get(1) else {
-        eprintln!("usage: gen_capture OUT.pcap [SIZE_MIB=1024] [SEED=1]");
+        eprintln!("usage: gen_capture OUT.pcap [SIZE_MIB=1024] [SEED=1] [MIX=mixed|small]");
         return ExitCode::from(2);
     };
     let size = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let seed = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
-    match run(path, size, seed) {
+    let small = match args.get(4).map(String::as_str) {
+        None | Some("mixed") => false,
+        Some("small") => true,
+        Some(other) => {
+            eprintln!("gen_capture: unknown MIX {other:?} (mixed or small)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(path, size, seed, small) {
         Ok((bytes, sessions, frames)) => {
             eprintln!("gen_capture: {path}: {bytes} bytes, {sessions} sessions, {frames} frames");
             ExitCode::SUCCESS
