@@ -429,3 +429,42 @@ fn one_byte_segments() {
     swap_pairs(&mut p);
     assert_clean("mss1-swapped", &conv, &p);
 }
+
+#[test]
+fn concurrent_sessions_are_kept_apart() {
+    use smtp_user::capture::synth::{smtp_script, write_interleaved};
+    // 60 sessions, 12 at a time with their packets interleaved round-robin.
+    let mut pcap = Vec::new();
+    let frames = write_interleaved(&mut pcap, 60, 12, 3000, 536).expect("write to Vec");
+    let (summary, lines) = replay_pcap("interleaved", &pcap);
+    assert!(summary.errors.is_empty());
+    assert_eq!(summary.frames, frames);
+    assert_eq!(summary.pipeline.flows, 60);
+    assert_eq!(summary.pipeline.anomalies, 0);
+    let txs = of_type(&lines, "smtp");
+    assert_eq!(txs.len(), 60);
+    let body: usize = smtp_script(3000)
+        .iter()
+        .find(|(_, b)| b.starts_with(b"From:"))
+        .map(|(_, b)| b.len() - 3)
+        .unwrap_or(0);
+    let mut ports: Vec<u64> = txs
+        .iter()
+        .map(|l| {
+            assert_eq!(l["smtp"]["mail_from"], "<a@example.org>");
+            assert_eq!(l["smtp"]["rcpt_to"], json!(["<b@example.net>"]));
+            assert_eq!(l["transaction"]["state"], "delivered");
+            assert_eq!(l["transaction"]["size"], body as u64);
+            assert_eq!(l["email"]["subject"], "synthetic");
+            l["src_port"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (1024..1084).collect::<Vec<u64>>());
+    // One flow line per session, every byte accounted for.
+    for f in of_type(&lines, "flow") {
+        assert_eq!(f["flow"]["gaps"], 0);
+        assert_eq!(f["flow"]["transactions"], 1);
+        assert_eq!(f["flow"]["state"], "closed");
+    }
+}
