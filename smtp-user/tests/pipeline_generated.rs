@@ -192,6 +192,19 @@ fn reordered_segments() {
 }
 
 #[test]
+#[ignore = "bug: the flow table delivers each direction in arrival order, so a server \
+            reply captured before the client segments it answers (capture-side \
+            reordering across directions: multi-queue timestamps, merged taps) is paired \
+            with the wrong command (transactions aborted, replies missing); Suricata \
+            inspects a direction only up to what the peer has ACKed"]
+fn reordered_across_directions() {
+    let conv = realistic_conversation(1460);
+    let mut p = conv.packets();
+    smtp_user::capture::synth::shuffle_data(&mut p, 1);
+    assert_clean("shuffle-across", &conv, &p);
+}
+
+#[test]
 fn duplicated_segments() {
     let conv = realistic_conversation(1460);
     let mut p = conv.packets();
