@@ -13,25 +13,66 @@ pub struct Base64 {
     pub invalid: u64,
 }
 
-/// Base64 alphabet value of each byte; `INVALID` outside the alphabet.
+/// Marks in [`SEXTET`] for bytes outside the alphabet (all ≥ 64).
+const PAD: u8 = 0x40;
+const SPACE: u8 = 0x80;
 const INVALID: u8 = 0xff;
-static SEXTETS: [u8; 256] = {
+
+/// Value of every byte: 0..=63 for the alphabet, else `PAD`, `SPACE` or `INVALID`.
+static SEXTET: [u8; 256] = {
     let mut t = [INVALID; 256];
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut i = 0;
-    while i < 64 {
-        t[alphabet[i] as usize] = i as u8;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        if i < 10 {
+            t[b'0' as usize + i] = 52 + i as u8;
+        }
         i += 1;
     }
+    t[b'+' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t[b'=' as usize] = PAD;
+    // `u8::is_ascii_whitespace`: space, \t, \n, \x0c, \r.
+    t[b' ' as usize] = SPACE;
+    t[b'\t' as usize] = SPACE;
+    t[b'\n' as usize] = SPACE;
+    t[0x0c] = SPACE;
+    t[b'\r' as usize] = SPACE;
     t
 };
 
 impl Base64 {
     /// Decodes `input`, appending bytes to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &c in input {
-            match SEXTETS[usize::from(c)] {
-                v if v != INVALID => {
+        out.reserve(input.len() / 4 * 3 + 3);
+        let mut rest = input;
+        loop {
+            // Fast path at a quantum boundary: whole groups of four
+            // alphabet bytes (a base64 line is made of them).
+            if self.sextets == 0 {
+                while let Some((&[a, b, c, d], tail)) = rest.split_first_chunk::<4>() {
+                    let (a, b, c, d) = (
+                        SEXTET[usize::from(a)],
+                        SEXTET[usize::from(b)],
+                        SEXTET[usize::from(c)],
+                        SEXTET[usize::from(d)],
+                    );
+                    if (a | b | c | d) >= 64 {
+                        break;
+                    }
+                    let n =
+                        u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
+                    out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+                    rest = tail;
+                }
+            }
+            let Some((&c, tail)) = rest.split_first() else {
+                return;
+            };
+            rest = tail;
+            match SEXTET[usize::from(c)] {
+                v if v < 64 => {
                     self.acc = (self.acc << 6) | u32::from(v);
                     self.sextets += 1;
                     if self.sextets == 4 {
@@ -44,8 +85,8 @@ impl Base64 {
                         self.sextets = 0;
                     }
                 }
-                _ if c == b'=' => self.flush_padding(out),
-                _ if c.is_ascii_whitespace() => {}
+                PAD => self.flush_padding(out),
+                SPACE => {}
                 _ => self.invalid += 1,
             }
         }
@@ -170,6 +211,70 @@ mod tests {
             (b"hello!!".to_vec(), 0)
         );
         assert_eq!(b64(&[b"aG!V*sbG8="]), (b"hello".to_vec(), 2));
+    }
+
+    /// Byte-at-a-time decoder (the specification): alphabet bytes
+    /// accumulate, `=` flushes the quantum, whitespace is skipped, the rest
+    /// is counted invalid.
+    fn reference(input: &[u8]) -> (Vec<u8>, u64) {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut out, mut invalid, mut acc, mut n) = (Vec::new(), 0, 0u32, 0);
+        for &c in input {
+            if let Some(v) = alphabet.iter().position(|&a| a == c) {
+                acc = acc << 6 | v as u32;
+                n += 1;
+                if n == 4 {
+                    out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
+                    (acc, n) = (0, 0);
+                }
+            } else if c == b'=' {
+                match n {
+                    2 => out.push((acc >> 4) as u8),
+                    3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+                    _ => {}
+                }
+                (acc, n) = (0, 0);
+            } else if !c.is_ascii_whitespace() {
+                invalid += 1;
+            }
+        }
+        (out, invalid)
+    }
+
+    #[test]
+    fn base64_fast_path_matches_reference() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pool = b"ABCxyz019+/AAAAwxyzQUJD=\r\n \t\x0c*-\xff";
+        for round in 0..300 {
+            // Mostly well-formed lines, with the odd stray byte.
+            let len = (next() % 400) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if round % 3 == 0 || r % 16 == 0 {
+                        pool[(r >> 8) as usize % pool.len()]
+                    } else {
+                        pool[(r >> 8) as usize % 11]
+                    }
+                })
+                .collect();
+            let mut cuts: Vec<usize> = (0..4).map(|_| (next() as usize) % (len + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                chunks.push(&input[from..c]);
+                from = c;
+            }
+            chunks.push(&input[from..]);
+            assert_eq!(b64(&chunks), reference(&input), "input {input:?}");
+        }
     }
 
     fn qp(chunks: &[&[u8]]) -> Vec<u8> {

@@ -115,10 +115,13 @@ pub struct BdatArgs {
     pub last: bool,
 }
 
+/// What the BDAT parameter parser yields: digits, optional (spaces, "LAST"),
+/// trailing spaces, end.
+type BdatParts<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>, &'a [u8], &'a [u8]);
+
 /// Parses BDAT parameters; `None` when they are not `digits [LAST]` or the size overflows.
 pub fn bdat_args(args: &[u8]) -> Option<BdatArgs> {
-    type Parts<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>, &'a [u8], &'a [u8]);
-    let parsed: IResult<&[u8], Parts<'_>> = (
+    let parsed: IResult<&[u8], BdatParts<'_>> = (
         take_while_m_n(1, 19, |c: u8| c.is_ascii_digit()),
         opt((take_while1(|c| c == b' '), tag_no_case("LAST"))),
         space0,
