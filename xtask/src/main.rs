@@ -42,6 +42,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// `replay` throughput against tshark on a generated ~1 GiB capture
+    /// (environment: SIZE_MIB, RUNS, MIX=mixed|small; see the script).
+    BenchReplay,
     /// Live benchmark: smtp-source → smtp-sink across a veth with the daemon
     /// attached (arguments after `--`: MESSAGES BYTES LEVELS...).
     BenchLive {
@@ -116,6 +119,16 @@ fn run(cli: Cli) -> Result<()> {
             .collect();
             cmd.extend(args);
             sh::privileged(&root, &cmd)
+        }
+        Cmd::BenchReplay => {
+            prereqs::ensure()?;
+            sh::privileged(
+                &root,
+                &[root
+                    .join("scripts/bench-replay.sh")
+                    .to_string_lossy()
+                    .into_owned()],
+            )
         }
         Cmd::BenchLive { args } => {
             prereqs::ensure()?;
