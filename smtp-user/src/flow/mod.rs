@@ -65,6 +65,10 @@ pub struct FlowInfo {
     /// Capture time of the first and of the latest segment, microseconds.
     pub first_ts: u64,
     pub last_ts: u64,
+    /// The flow was first seen without its SYN: the capture (or the
+    /// monitor) started mid-session, so the application protocol may be
+    /// joined in the middle of an exchange.
+    pub midstream: bool,
 }
 
 /// Consumer of reassembled flows.

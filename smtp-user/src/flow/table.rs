@@ -292,6 +292,7 @@ impl<H: FlowHandler> FlowTable<H> {
             server,
             first_ts: seg.ts_micros,
             last_ts: seg.ts_micros,
+            midstream: !syn,
         };
         debug!(flow_id = info.flow_id, %client, %server, midstream = !syn, "flow opened");
         let session = self.handler.open(&info);
