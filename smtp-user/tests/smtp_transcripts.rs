@@ -710,3 +710,36 @@ fn rset_abandons_a_bdat_message_without_last() {
         Some("x")
     );
 }
+
+#[test]
+fn over_long_command_line_keeps_replies_aligned() {
+    // A MAIL line beyond the 4096-byte limit is skipped, but the server
+    // answers it: the replies must still meet the commands they answer.
+    let mut up = b"MAIL FROM:<".to_vec();
+    up.extend(std::iter::repeat_n(b'x', 5000));
+    up.extend_from_slice(b"@example.com>\r\nRSET\r\nNOOP\r\n");
+    let ev = run(&[
+        (Direction::Down, b"220 mx ESMTP\r\n"),
+        (Direction::Up, b"EHLO c\r\n"),
+        (Direction::Down, b"250 mx\r\n"),
+        (Direction::Up, &up[..3000]),
+        (Direction::Up, &up[3000..]),
+        (
+            Direction::Down,
+            b"500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n",
+        ),
+    ]);
+    let to: Vec<Option<Verb>> = responses(&ev).into_iter().map(|r| r.to).collect();
+    assert_eq!(
+        to,
+        [
+            None,
+            Some(Verb::Ehlo),
+            Some(Verb::Unknown("MAIL".into())),
+            Some(Verb::Rset),
+            Some(Verb::Noop)
+        ]
+    );
+    assert_eq!(anomalies(&ev), [AnomalyKind::LineTooLong]);
+    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Rset, Verb::Noop]);
+}

@@ -477,6 +477,10 @@ impl Session {
                         self.cfg.line_limit
                     );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    // The server answers the skipped line too: keep replies aligned.
+                    let verb = head_verb(self.up_lines.too_long_head());
+                    self.push_pending(Awaiting::Command(Verb::Unknown(verb)), None, None, sink);
+                    self.apply(Direction::Up, Message::Command { bdat: false }, sink);
                 } else if ended {
                     self.apply(Direction::Up, Message::AuthAnswer, sink);
                 }
@@ -1194,6 +1198,22 @@ fn status(incomplete: bool, error: bool, headers_done: bool, body_started: bool)
         "PARSE_ERROR"
     } else {
         "PARSE_DONE"
+    }
+}
+
+/// The verb of an over-long command line from its first bytes (upper-cased
+/// letters up to the first space or end), or "" when they are not a verb.
+fn head_verb(head: &[u8]) -> String {
+    let word = head.split(|&c| c == b' ').next().unwrap_or(&[]);
+    if (1..=10).contains(&word.len())
+        && word.iter().all(u8::is_ascii_alphabetic)
+        && word.len() < head.len()
+    {
+        word.iter()
+            .map(|&c| char::from(c.to_ascii_uppercase()))
+            .collect()
+    } else {
+        String::new()
     }
 }
 
