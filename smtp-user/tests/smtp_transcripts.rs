@@ -743,3 +743,46 @@ fn over_long_command_line_keeps_replies_aligned() {
     assert_eq!(anomalies(&ev), [AnomalyKind::LineTooLong]);
     assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Rset, Verb::Noop]);
 }
+
+#[test]
+fn capture_started_after_the_greeting() {
+    // sv-smtp-rset-starttls: the greeting is missing; the first reply (250)
+    // answers the EHLO the client already sent, then STARTTLS succeeds.
+    let (s, ev) = run_open(&[
+        (Direction::Up, b"EHLO\r\n"),
+        (Direction::Down, b"250\r\n"),
+        (Direction::Up, b"rset\r\nstaRttLs\r\n"),
+        (Direction::Down, b"250\r\n"),
+        (Direction::Down, b"220\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Rset)),
+            (220, Some(Verb::StartTls))
+        ]
+    );
+    assert!(s.is_tls());
+    assert_eq!(s.state(), State::Tls);
+    assert_eq!(transactions(&ev), []);
+}
+
+#[test]
+fn greeting_after_early_commands_is_still_the_greeting() {
+    // The client spoke first, then the 220 greeting: the next reply answers EHLO.
+    let ev = run(&[
+        (Direction::Up, b"EHLO c\r\nNOOP\r\n"),
+        (Direction::Down, b"220 mx ESMTP\r\n250 mx\r\n250 ok\r\n"),
+    ]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Noop))
+        ]
+    );
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+}

@@ -154,23 +154,28 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         // 421 closes the service whatever was going on
         (_, Down, M::Reply { class: Class::Closing, .. })                              => to(Finish),
 
-        // session_initiation: waiting for the 220 greeting
-        (SessionInitiation, Down, M::Reply { class: Class::Ready, .. })                => to(ClientInitiation),
-        (SessionInitiation, Down, M::Reply { .. })                                     => weird(ClientInitiation, A::UnexpectedServerGreeting),
-        (SessionInitiation, Up,   M::Command { .. })                                   => weird(SessionInitiation, A::CommandBeforeGreeting),
+        // session_initiation: waiting for the 220 greeting; commands sent
+        // before it are queued (the client spoke first, or the capture
+        // started after the greeting)
+        (SessionInitiation, Down, M::Reply { to: Answers::Greeting, class: Class::Ready, .. }) => to(ClientInitiation),
+        (SessionInitiation, Down, M::Reply { to: Answers::Greeting, .. })             => weird(ClientInitiation, A::UnexpectedServerGreeting),
+        (SessionInitiation, Up,   M::Command { bdat: true })                           => weird(BdatTransmission, A::CommandBeforeGreeting),
+        (SessionInitiation, Up,   M::Command { bdat: false })                          => weird(SessionInitiation, A::CommandBeforeGreeting),
+        // a non-220 reply while commands are queued answers the first of them
+        // (the greeting was missed): handled like any reply below
 
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, class: Class::Ready, .. })  => to(Tls),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: false, .. })  => weird(Command, A::TlsRejected),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: true, .. })   => weird(Response, A::TlsRejected),
-        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Quit, class: Class::Positive | Class::Ready, .. }) => to(Finish),
-        (ClientInitiation | Command | Response, Down, M::Reply { more_pending: true, .. })  => to(Response),
-        (ClientInitiation | Command | Response, Down, M::Reply { more_pending: false, .. }) => to(Command),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, class: Class::Ready, .. })  => to(Tls),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: false, .. })  => weird(Command, A::TlsRejected),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: true, .. })   => weird(Response, A::TlsRejected),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Quit, class: Class::Positive | Class::Ready, .. }) => to(Finish),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { more_pending: true, .. })  => to(Response),
+        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { more_pending: false, .. }) => to(Command),
 
         // data_transmission: content up to CRLF.CRLF, then its reply
         (DataTransmission, Up,   M::EndOfData)                                         => to(Response),
@@ -244,6 +249,35 @@ mod tests {
         assert_eq!(s, to(State::Finish));
         let s = transition(State::Finish, Up, Message::Command { bdat: false });
         assert_eq!(s, weird(State::Finish, AnomalyKind::DataAfterQuit));
+    }
+
+    #[test]
+    fn missed_greeting_reply_answers_the_first_command() {
+        // The capture started after the greeting: a 250 answers the queued EHLO.
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Down,
+                reply(Answers::Other, 250, false)
+            ),
+            to(State::Command)
+        );
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Down,
+                reply(Answers::Other, 250, true)
+            ),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Up,
+                Message::Command { bdat: true }
+            ),
+            weird(State::BdatTransmission, AnomalyKind::CommandBeforeGreeting)
+        );
     }
 
     #[test]

@@ -888,8 +888,12 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
-        let (entry, answers) = if !self.greeted {
-            self.greeted = true;
+        // The first reply is the greeting, unless the client already sent
+        // commands and it is not a 220: then the capture started after the
+        // greeting and the reply answers the first queued command.
+        let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
+        self.greeted = true;
+        let (entry, answers) = if greeting {
             (None, Answers::Greeting)
         } else if code == 334
             && self
