@@ -101,6 +101,9 @@ impl Class {
 pub enum Message {
     /// up: a command line (`Bdat`: a BDAT command whose chunk follows).
     Command { bdat: bool },
+    /// up: DATA while the server has never been heard (one-sided capture):
+    /// content follows at once, as if the server had answered 354.
+    DataUnheard,
     /// up: the CRLF.CRLF that ends DATA content.
     EndOfData,
     /// up: the last octet of a BDAT chunk.
@@ -161,12 +164,15 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         (SessionInitiation, Down, M::Reply { to: Answers::Greeting, .. })             => weird(ClientInitiation, A::UnexpectedServerGreeting),
         (SessionInitiation, Up,   M::Command { bdat: true })                           => weird(BdatTransmission, A::CommandBeforeGreeting),
         (SessionInitiation, Up,   M::Command { bdat: false })                          => weird(SessionInitiation, A::CommandBeforeGreeting),
+        (SessionInitiation, Up,   M::DataUnheard)                                      => weird(DataTransmission, A::CommandBeforeGreeting),
         // a non-220 reply while commands are queued answers the first of them
         // (the greeting was missed): handled like any reply below
 
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
+        // server never heard (one-sided capture): DATA starts the content at once
+        (ClientInitiation | Command | Response, Up, M::DataUnheard)                    => to(DataTransmission),
         (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
         (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
         (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
@@ -277,6 +283,18 @@ mod tests {
                 Message::Command { bdat: true }
             ),
             weird(State::BdatTransmission, AnomalyKind::CommandBeforeGreeting)
+        );
+    }
+
+    #[test]
+    fn data_without_a_server_starts_content_at_once() {
+        assert_eq!(
+            transition(State::Response, Up, Message::DataUnheard),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
+            transition(State::SessionInitiation, Up, Message::DataUnheard),
+            weird(State::DataTransmission, AnomalyKind::CommandBeforeGreeting)
         );
     }
 

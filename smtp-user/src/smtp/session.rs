@@ -10,6 +10,20 @@
 //! once the reply is known: 354 → content, 334 → AUTH answer, 220 to
 //! STARTTLS → TLS, anything else → commands again.
 //!
+//! **Server unheard.** While the server direction has not produced a single
+//! byte, client commands cannot have been answered: the capture holds only
+//! the client side, or started on the client side only (in a two-sided
+//! capture the greeting always precedes client commands). In that mode client
+//! bytes are never held: DATA enters data mode at once (as if answered 354),
+//! AUTH and QUIT do not wait for their reply (after AUTH an unknown line is
+//! taken for a credential and not shown), and the pipelining order checks
+//! (`invalid_pipelined_sequence`) are not judged since the server's answers
+//! are unknown. STARTTLS still holds (bounded): what follows is most likely
+//! TLS. Commands are still queued, so if server bytes appear later replies
+//! are matched normally. Transactions of this mode get no reply, so they end
+//! `aborted` with no reply code (we cannot claim `delivered`) when the next
+//! MAIL/RSET/HELO/EHLO starts or when the session ends.
+//!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
 //!
@@ -361,6 +375,11 @@ impl Session {
 
     // ----- up stream -----
 
+    /// The server direction has not produced a byte yet (see the module doc).
+    fn server_unheard(&self) -> bool {
+        self.bytes[idx(Direction::Down)] == 0
+    }
+
     fn up_mode(&self) -> UpMode {
         match self.state {
             State::Error | State::Tls => UpMode::Discard,
@@ -368,7 +387,13 @@ impl Session {
             State::DataTransmission => UpMode::Data,
             State::BdatTransmission => UpMode::Chunk,
             State::AuthExchange => UpMode::AuthAnswer,
-            _ if self.pending.back().is_some_and(Pending::blocks_client) => UpMode::Hold,
+            _ if self.pending.back().is_some_and(|p| {
+                p.blocks_client()
+                    && (!self.server_unheard() || p.what == Awaiting::Command(Verb::StartTls))
+            }) =>
+            {
+                UpMode::Hold
+            }
             _ => UpMode::Commands,
         }
     }
@@ -542,7 +567,8 @@ impl Session {
             let detail = format!("unknown command {v:?}");
             self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
         }
-        if let Some(prev) = self.pending.back() {
+        let unheard = self.server_unheard();
+        if let Some(prev) = self.pending.back().filter(|_| !unheard) {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
                 let detail = format!(
                     "{} sent before the reply to {}",
@@ -564,6 +590,11 @@ impl Session {
             let detail = format!("{} before HELO/EHLO", verb.as_str());
             self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
         }
+        if unheard && matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
+            // No reply will tell how the previous transactions ended.
+            self.abort_all(sink);
+        }
+        let auth_unheard = unheard && verb == Verb::Auth;
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
                 if verb != Verb::Rset {
@@ -623,12 +654,30 @@ impl Session {
                 let tx = self.up_tx;
                 self.push_pending(Awaiting::Command(verb), tx, rcpt, sink);
             }
+            Verb::Data if unheard => {
+                // As if the server had answered 354: no reply will come to wait for.
+                let id = match self.up_tx {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_tx(sink);
+                        self.up_tx = Some(id);
+                        id
+                    }
+                };
+                self.start_content(id);
+                self.apply(Direction::Up, Message::DataUnheard, sink);
+                return;
+            }
             Verb::Data => {
                 let tx = self.up_tx;
                 self.push_pending(Awaiting::Command(verb), tx, None, sink);
             }
             Verb::Bdat => return self.on_bdat(cmd.args, sink),
             _ => self.push_pending(Awaiting::Command(verb), None, None, sink),
+        }
+        if auth_unheard {
+            // The AUTH answers that may follow are not shown as commands.
+            self.after_auth = true;
         }
         self.apply(Direction::Up, Message::Command { bdat: false }, sink);
     }
