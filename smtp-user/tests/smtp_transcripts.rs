@@ -911,3 +911,41 @@ fn auth_without_a_server_hides_the_credentials() {
         "{shown}"
     );
 }
+
+#[test]
+fn server_heard_during_data_taken_at_once() {
+    // DATA went out while the server was unheard: content starts at once.
+    // The server's replies then appear (the capture's server side started
+    // late): they answer the queued commands, the 354 included, without
+    // disturbing the content, and the end of data is answered normally.
+    let ev = run(&[
+        (
+            Direction::Up,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+        ),
+        (Direction::Down, b"250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        (Direction::Up, b"Subject: s\r\n\r\nx\r\n.\r\n"),
+        (Direction::Down, b"250 queued\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Mail)),
+            (250, Some(Verb::Rcpt)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data))
+        ]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.rcpt_to[0].reply_code),
+        (TransactionState::Delivered, Some(250), Some(250))
+    );
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("s")
+    );
+    assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"x\r\n");
+}

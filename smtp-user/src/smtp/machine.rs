@@ -185,7 +185,9 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
 
         // data_transmission: content up to CRLF.CRLF, then its reply
         (DataTransmission, Up,   M::EndOfData)                                         => to(Response),
-        (DataTransmission, Down, M::Reply { .. })                                      => weird(DataTransmission, A::UnmatchedReply),
+        (DataTransmission, Down, M::Reply { to: Answers::Nothing, .. })                => weird(DataTransmission, A::UnmatchedReply),
+        // a late reply to commands queued while the server was unheard (DATA included)
+        (DataTransmission, Down, M::Reply { .. })                                      => to(DataTransmission),
 
         // bdat_transmission: `n` octets, then back to commands; earlier replies may arrive meanwhile
         (BdatTransmission, Up,   M::ChunkDone)                                         => to(Response),
@@ -288,6 +290,22 @@ mod tests {
 
     #[test]
     fn data_without_a_server_starts_content_at_once() {
+        assert_eq!(
+            transition(
+                State::DataTransmission,
+                Down,
+                reply(Answers::Other, 354, false)
+            ),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
+            transition(
+                State::DataTransmission,
+                Down,
+                reply(Answers::Nothing, 250, false)
+            ),
+            weird(State::DataTransmission, AnomalyKind::UnmatchedReply)
+        );
         assert_eq!(
             transition(State::Response, Up, Message::DataUnheard),
             to(State::DataTransmission)

@@ -19,8 +19,9 @@
 //! taken for a credential and not shown), and the pipelining order checks
 //! (`invalid_pipelined_sequence`) are not judged since the server's answers
 //! are unknown. STARTTLS still holds (bounded): what follows is most likely
-//! TLS. Commands are still queued, so if server bytes appear later replies
-//! are matched normally. Transactions of this mode get no reply, so they end
+//! TLS. Commands are still queued (DATA too), so if server bytes appear
+//! later their replies are matched normally, even while content taken at
+//! once streams; client bytes are then held again after DATA/AUTH/QUIT. Transactions of this mode get no reply, so they end
 //! `aborted` with no reply code (we cannot claim `delivered`) when the next
 //! MAIL/RSET/HELO/EHLO starts or when the session ends.
 //!
@@ -86,6 +87,8 @@ enum Awaiting {
     Command(Verb),
     /// The end of DATA content.
     EndOfData,
+    /// A DATA sent while the server was unheard: its content started at once.
+    DataStarted,
     /// A BDAT chunk (`last`: BDAT … LAST).
     Bdat { last: bool },
 }
@@ -104,7 +107,7 @@ impl Pending {
     fn verb(&self) -> Verb {
         match &self.what {
             Awaiting::Command(v) => v.clone(),
-            Awaiting::EndOfData => Verb::Data,
+            Awaiting::EndOfData | Awaiting::DataStarted => Verb::Data,
             Awaiting::Bdat { .. } => Verb::Bdat,
         }
     }
@@ -665,6 +668,8 @@ impl Session {
                     }
                 };
                 self.start_content(id);
+                // Queued all the same: the server may be heard later.
+                self.push_pending(Awaiting::DataStarted, Some(id), None, sink);
                 self.apply(Direction::Up, Message::DataUnheard, sink);
                 return;
             }
@@ -1038,6 +1043,10 @@ impl Session {
                     TransactionState::Rejected
                 };
                 self.decide(id, state, code);
+            }
+            // The content was taken at once; the server refused it after all.
+            Awaiting::DataStarted if class != Class::Intermediate => {
+                self.decide(id, TransactionState::Rejected, code)
             }
             Awaiting::Bdat { last: false } if !ok => {
                 self.decide(id, TransactionState::Rejected, code)
