@@ -412,3 +412,22 @@ fn limit_exceeded_with_small_session_bounds() {
     );
     assert_eq!(verbs(&ev).len(), 5);
 }
+
+#[test]
+fn long_one_sided_session_reports_the_full_queue_once() {
+    // 1100 commands, no server byte: the pending queue (1024) is full, the
+    // oldest entries are forgotten with one limit_exceeded, not one per command.
+    let mut up = b"EHLO c\r\n".to_vec();
+    for _ in 0..1100 {
+        up.extend_from_slice(b"NOOP\r\n");
+    }
+    let ev = run(&[(Up, &up)]);
+    assert_eq!(
+        anomaly_list(&ev),
+        [
+            (A::CommandBeforeGreeting, Severity::Low, false),
+            (A::LimitExceeded, Severity::Medium, false)
+        ]
+    );
+    assert_eq!(commands(&ev).len(), 1101);
+}

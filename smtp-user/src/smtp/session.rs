@@ -21,7 +21,9 @@
 //! are unknown. STARTTLS still holds (bounded): what follows is most likely
 //! TLS. Commands are still queued (DATA too), so if server bytes appear
 //! later their replies are matched normally, even while content taken at
-//! once streams; client bytes are then held again after DATA/AUTH/QUIT. Transactions of this mode get no reply, so they end
+//! once streams; client bytes are then held again after DATA/AUTH/QUIT.
+//! When the queue is full while the server is unheard, the oldest command is
+//! forgotten (one `limit_exceeded` per session) instead of refusing new ones. Transactions of this mode get no reply, so they end
 //! `aborted` with no reply code (we cannot claim `delivered`) when the next
 //! MAIL/RSET/HELO/EHLO starts or when the session ends.
 //!
@@ -197,6 +199,9 @@ pub struct Session {
     quit_reported: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
+    /// Pending commands forgotten because the queue was full while the
+    /// server was unheard (`limit_exceeded` reported for the first).
+    unheard_forgotten: u64,
     /// The client sent QUIT.
     quit_sent: bool,
     /// The last reply ended an AUTH exchange and no valid command followed yet:
@@ -258,6 +263,7 @@ impl Session {
             drop_requested: false,
             quit_reported: false,
             early_reported: false,
+            unheard_forgotten: 0,
             quit_sent: false,
             after_auth: false,
             bytes: [0; 2],
@@ -1170,6 +1176,23 @@ impl Session {
         rcpt: Option<usize>,
         sink: &mut impl EventSink,
     ) {
+        if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
+            // Nothing answers a one-sided capture: forget the oldest command
+            // rather than refuse every new one (reported once per session).
+            if let Some(old) = self.pending.pop_front() {
+                if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
+                    t.refs = t.refs.saturating_sub(1);
+                }
+            }
+            self.unheard_forgotten += 1;
+            if self.unheard_forgotten == 1 {
+                let detail = format!(
+                    "more than {} commands and no server reply: oldest forgotten",
+                    self.cfg.max_pending
+                );
+                self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
+            }
+        }
         if self.pending.len() >= self.cfg.max_pending {
             let detail = format!(
                 "more than {} commands awaiting replies",
