@@ -166,22 +166,23 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         (SessionInitiation, Up,   M::Command { bdat: false })                          => weird(SessionInitiation, A::CommandBeforeGreeting),
         (SessionInitiation, Up,   M::DataUnheard)                                      => weird(DataTransmission, A::CommandBeforeGreeting),
         // a non-220 reply while commands are queued answers the first of them
-        // (the greeting was missed): handled like any reply below
+        // (the greeting was missed: the capture started late): as in `command`
+        (SessionInitiation, Down, M::Reply { .. })                                     => transition(Command, Down, msg),
 
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
         // server never heard (one-sided capture): DATA starts the content at once
         (ClientInitiation | Command | Response, Up, M::DataUnheard)                    => to(DataTransmission),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, class: Class::Ready, .. })  => to(Tls),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: false, .. })  => weird(Command, A::TlsRejected),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: true, .. })   => weird(Response, A::TlsRejected),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Quit, class: Class::Positive | Class::Ready, .. }) => to(Finish),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { more_pending: true, .. })  => to(Response),
-        (SessionInitiation | ClientInitiation | Command | Response, Down, M::Reply { more_pending: false, .. }) => to(Command),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, class: Class::Ready, .. })  => to(Tls),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: false, .. })  => weird(Command, A::TlsRejected),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::StartTls, more_pending: true, .. })   => weird(Response, A::TlsRejected),
+        (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Quit, class: Class::Positive | Class::Ready, .. }) => to(Finish),
+        (ClientInitiation | Command | Response, Down, M::Reply { more_pending: true, .. })  => to(Response),
+        (ClientInitiation | Command | Response, Down, M::Reply { more_pending: false, .. }) => to(Command),
 
         // data_transmission: content up to CRLF.CRLF, then its reply
         (DataTransmission, Up,   M::EndOfData)                                         => to(Response),
