@@ -472,21 +472,35 @@ const EXPECTED: &[Expect] = &[
         tls_flows: 0,
     },
     Expect {
-        // Client side only, two mails in one session.
+        // Client side only, two mails in one session: no reply is ever seen,
+        // so both end `aborted`. Their content is parsed (DATA enters data
+        // mode at once); From/Subject read from the capture bytes
+        // (`tshark -qz follow,tcp,ascii,0`: "From: robin@icir.org",
+        // "Subject: Hello1!" / "Subject: Hello2!", no MIME parts).
         file: "zeek-smtp-one-side-only.pcap",
         flows: 1,
         txs: &[
-            tx(
-                "enzo.icir.org",
-                "<robin@icir.org>",
-                &["<robin@icir.org>"],
-                "aborted",
+            mail(
+                tx(
+                    "enzo.icir.org",
+                    "<robin@icir.org>",
+                    &["<robin@icir.org>"],
+                    "aborted",
+                ),
+                "robin@icir.org",
+                "Hello1!",
+                &[],
             ),
-            tx(
-                "enzo.icir.org",
-                "<robin@icir.org>",
-                &["<rsommer@lbl.gov>"],
-                "aborted",
+            mail(
+                tx(
+                    "enzo.icir.org",
+                    "<robin@icir.org>",
+                    &["<rsommer@lbl.gov>"],
+                    "aborted",
+                ),
+                "robin@icir.org",
+                "Hello2!",
+                &[],
             ),
         ],
         anomalies: &["command_before_greeting"],

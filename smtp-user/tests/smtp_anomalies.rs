@@ -128,9 +128,11 @@ fn line_too_long_both_directions() {
         ],
     );
     assert_eq!(responses(&ev)[1].lines, ["ok"]);
+    // The reply answers the skipped over-long NOOP line (queued as an
+    // `Unknown` entry named after its first word), not the NOOP after it.
     assert_eq!(
         reply_codes(&ev)[2],
-        (250, Some(smtp_user::smtp::Verb::Noop))
+        (250, Some(smtp_user::smtp::Verb::Unknown("NOOP".into())))
     );
 }
 
@@ -409,4 +411,23 @@ fn limit_exceeded_with_small_session_bounds() {
         (1, TransactionState::Rejected, Some(503))
     );
     assert_eq!(verbs(&ev).len(), 5);
+}
+
+#[test]
+fn long_one_sided_session_reports_the_full_queue_once() {
+    // 1100 commands, no server byte: the pending queue (1024) is full, the
+    // oldest entries are forgotten with one limit_exceeded, not one per command.
+    let mut up = b"EHLO c\r\n".to_vec();
+    for _ in 0..1100 {
+        up.extend_from_slice(b"NOOP\r\n");
+    }
+    let ev = run(&[(Up, &up)]);
+    assert_eq!(
+        anomaly_list(&ev),
+        [
+            (A::CommandBeforeGreeting, Severity::Low, false),
+            (A::LimitExceeded, Severity::Medium, false)
+        ]
+    );
+    assert_eq!(commands(&ev).len(), 1101);
 }

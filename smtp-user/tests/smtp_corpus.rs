@@ -219,15 +219,29 @@ fn zeek_one_sided_and_multi_addr() {
     let Some(s) = sessions("zeek-smtp-one-side-only.pcap") else {
         return;
     };
+    // The server was never heard: client bytes after DATA are content at
+    // once (they used to be held for a 354 that never came, hiding the
+    // second mail), and pipelining order is not judged (it used to report
+    // invalid_pipelined_sequence for MAIL before the EHLO reply).
     assert_eq!(
         verbs(&s[0]),
-        [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data]
+        [
+            Verb::Ehlo,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Data,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Data,
+            Verb::Quit
+        ]
     );
-    assert_eq!(
-        anomalies(&s[0]),
-        [A::CommandBeforeGreeting, A::InvalidPipelinedSequence]
-    );
-    assert_eq!(transactions(&s[0])[0].state, S::Aborted);
+    assert_eq!(anomalies(&s[0]), [A::CommandBeforeGreeting]);
+    let t = transactions(&s[0]);
+    assert_eq!(t.len(), 2);
+    assert!(t
+        .iter()
+        .all(|t| t.state == S::Aborted && t.reply_code.is_none()));
 
     let Some(s) = sessions("zeek-smtp-multi-addr.pcap") else {
         return;

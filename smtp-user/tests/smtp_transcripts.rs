@@ -710,3 +710,242 @@ fn rset_abandons_a_bdat_message_without_last() {
         Some("x")
     );
 }
+
+#[test]
+fn over_long_command_line_keeps_replies_aligned() {
+    // A MAIL line beyond the 4096-byte limit is skipped, but the server
+    // answers it: the replies must still meet the commands they answer.
+    let mut up = b"MAIL FROM:<".to_vec();
+    up.extend(std::iter::repeat_n(b'x', 5000));
+    up.extend_from_slice(b"@example.com>\r\nRSET\r\nNOOP\r\n");
+    let ev = run(&[
+        (Direction::Down, b"220 mx ESMTP\r\n"),
+        (Direction::Up, b"EHLO c\r\n"),
+        (Direction::Down, b"250 mx\r\n"),
+        (Direction::Up, &up[..3000]),
+        (Direction::Up, &up[3000..]),
+        (
+            Direction::Down,
+            b"500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n",
+        ),
+    ]);
+    let to: Vec<Option<Verb>> = responses(&ev).into_iter().map(|r| r.to).collect();
+    assert_eq!(
+        to,
+        [
+            None,
+            Some(Verb::Ehlo),
+            Some(Verb::Unknown("MAIL".into())),
+            Some(Verb::Rset),
+            Some(Verb::Noop)
+        ]
+    );
+    assert_eq!(anomalies(&ev), [AnomalyKind::LineTooLong]);
+    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Rset, Verb::Noop]);
+}
+
+#[test]
+fn capture_started_after_the_greeting() {
+    // sv-smtp-rset-starttls: the greeting is missing; the first reply (250)
+    // answers the EHLO the client already sent, then STARTTLS succeeds.
+    let (s, ev) = run_open(&[
+        (Direction::Up, b"EHLO\r\n"),
+        (Direction::Down, b"250\r\n"),
+        (Direction::Up, b"rset\r\nstaRttLs\r\n"),
+        (Direction::Down, b"250\r\n"),
+        (Direction::Down, b"220\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Rset)),
+            (220, Some(Verb::StartTls))
+        ]
+    );
+    assert!(s.is_tls());
+    assert_eq!(s.state(), State::Tls);
+    assert_eq!(transactions(&ev), []);
+}
+
+#[test]
+fn greeting_after_early_commands_is_still_the_greeting() {
+    // The client spoke first, then the 220 greeting: the next reply answers EHLO.
+    let ev = run(&[
+        (Direction::Up, b"EHLO c\r\nNOOP\r\n"),
+        (Direction::Down, b"220 mx ESMTP\r\n250 mx\r\n250 ok\r\n"),
+    ]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Noop))
+        ]
+    );
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+}
+
+/// Client side of a session whose server side was not captured.
+const CLIENT_ONLY: &[(Direction, &[u8])] = &[
+    (Direction::Up, b"ehlo c.example.org\r\n"),
+    (Direction::Up, b"mail FROM:<a@example.org> size=9\r\n"),
+    (Direction::Up, b"rcpt TO:<b@example.org>\r\n"),
+    (Direction::Up, b"data\r\n"),
+    (
+        Direction::Up,
+        b"From: a@example.org\r\nSubject: Hello1!\r\n\r\nbody one\r\n.\r\n",
+    ),
+    (Direction::Up, b"mail FROM:<a@example.org>\r\n"),
+    (Direction::Up, b"rcpt TO:<c@example.org>\r\n"),
+    (Direction::Up, b"data\r\n"),
+    (
+        Direction::Up,
+        b"From: a@example.org\r\nSubject: Hello2!\r\n\r\nbody two\r\n.\r\n",
+    ),
+    (Direction::Up, b"quit\r\n"),
+];
+
+#[test]
+fn one_sided_capture_parses_every_message() {
+    let ev = run(CLIENT_ONLY);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    // The first transaction ends (aborted: no reply seen) when the next MAIL starts.
+    assert_eq!(
+        trace(&ev),
+        [
+            "C:EHLO",
+            "A:command_before_greeting",
+            "C:MAIL",
+            "C:RCPT",
+            "C:DATA",
+            "M:End:0",
+            "C:MAIL",
+            "T:0:Aborted",
+            "C:RCPT",
+            "C:DATA",
+            "M:End:1",
+            "C:QUIT",
+            "T:1:Aborted"
+        ]
+        .map(String::from)
+    );
+    let t = transactions(&ev);
+    let summary: Vec<_> = t
+        .iter()
+        .map(|t| {
+            (
+                t.helo.as_deref(),
+                t.rcpt_to[0].path.as_str(),
+                t.reply_code,
+                t.email.as_ref().and_then(|e| e.subject.as_deref()),
+                t.email_status.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                Some("c.example.org"),
+                "<b@example.org>",
+                None,
+                Some("Hello1!"),
+                Some("PARSE_DONE")
+            ),
+            (
+                Some("c.example.org"),
+                "<c@example.org>",
+                None,
+                Some("Hello2!"),
+                Some("PARSE_DONE")
+            )
+        ]
+    );
+    assert_eq!(content(&ev, 1, ContentPart::DecodedBody), b"body two\r\n");
+}
+
+#[test]
+fn server_heard_late_returns_to_reply_matching() {
+    // Nothing from the server while EHLO and MAIL go out (no pipelining
+    // verdict), then its replies appear: they answer the queued commands and
+    // DATA waits for its 354 again.
+    let ev = run(&[
+        (Direction::Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\n"),
+        (Direction::Down, b"250 mx\r\n250 ok\r\n"),
+        (
+            Direction::Up,
+            b"RCPT TO:<c@d>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\n",
+        ),
+        (Direction::Down, b"250 ok\r\n354 go\r\n250 queued\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Mail)),
+            (250, Some(Verb::Rcpt)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data))
+        ]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code),
+        (TransactionState::Delivered, Some(250))
+    );
+}
+
+#[test]
+fn auth_without_a_server_hides_the_credentials() {
+    let ev = run(&[(
+        Direction::Up,
+        b"EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\nMAIL FROM:<a@b>\r\n",
+    )]);
+    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Auth, Verb::Mail]);
+    let shown = format!("{ev:?}");
+    assert!(
+        !shown.contains("dXNlcg") && !shown.contains("cGFzcw"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn server_heard_during_data_taken_at_once() {
+    // DATA went out while the server was unheard: content starts at once.
+    // The server's replies then appear (the capture's server side started
+    // late): they answer the queued commands, the 354 included, without
+    // disturbing the content, and the end of data is answered normally.
+    let ev = run(&[
+        (
+            Direction::Up,
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+        ),
+        (Direction::Down, b"250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        (Direction::Up, b"Subject: s\r\n\r\nx\r\n.\r\n"),
+        (Direction::Down, b"250 queued\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, Some(Verb::Ehlo)),
+            (250, Some(Verb::Mail)),
+            (250, Some(Verb::Rcpt)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data))
+        ]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.rcpt_to[0].reply_code),
+        (TransactionState::Delivered, Some(250), Some(250))
+    );
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("s")
+    );
+    assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"x\r\n");
+}

@@ -40,7 +40,15 @@ pub struct LineBuffer {
     skipping: bool,
     /// True when `buf` holds a complete line returned by the last `split`.
     complete: bool,
+    /// First bytes of the last over-long line (`head[..head_len]`), so the
+    /// caller can tell which command it was.
+    head: [u8; HEAD],
+    /// Valid bytes in `head`; at most `HEAD`.
+    head_len: usize,
 }
+
+/// Bytes of an over-long line kept by [`LineBuffer::too_long_head`].
+const HEAD: usize = 16;
 
 impl LineBuffer {
     pub fn new(limit: usize) -> LineBuffer {
@@ -49,7 +57,23 @@ impl LineBuffer {
             limit,
             skipping: false,
             complete: false,
+            head: [0; HEAD],
+            head_len: 0,
         }
+    }
+
+    /// The first bytes (at most 16) of the line last reported as [`Split::TooLong`].
+    pub fn too_long_head(&self) -> &[u8] {
+        self.head.get(..self.head_len).unwrap_or(&[])
+    }
+
+    /// Remembers the first bytes of `buf ++ input` as the over-long line's head.
+    fn keep_head(&mut self, input: &[u8]) {
+        let from_buf = self.buf.len().min(HEAD);
+        let from_input = (HEAD - from_buf).min(input.len());
+        self.head[..from_buf].copy_from_slice(&self.buf[..from_buf]);
+        self.head[from_buf..from_buf + from_input].copy_from_slice(&input[..from_input]);
+        self.head_len = from_buf + from_input;
     }
 
     /// The line returned by the last [`Split::Buffered`] (without line ending).
@@ -109,6 +133,7 @@ impl LineBuffer {
                     || (total == self.limit + 1 && !ends_cr(&self.buf, &input[..i]))
                 {
                     // Over-long line completed in this chunk: report and drop it.
+                    self.keep_head(&input[..i]);
                     self.buf.clear();
                     return Split::TooLong {
                         consumed: i + 1,
@@ -140,6 +165,7 @@ impl LineBuffer {
             None => {
                 if self.buf.len() + input.len() > self.limit + 1 {
                     // Do not keep the line: skip to its LF.
+                    self.keep_head(input);
                     self.buf.clear();
                     self.skipping = true;
                     return Split::TooLong {
@@ -218,5 +244,23 @@ mod tests {
         assert_eq!(got, vec![Err("too long"), Ok(b"ok".to_vec())]);
         let got = lines(4, &[b"abcd\r\nabcde\r\n"]);
         assert_eq!(got, vec![Ok(b"abcd".to_vec()), Err("too long")]);
+    }
+
+    #[test]
+    fn over_long_line_keeps_its_first_bytes() {
+        let mut lb = LineBuffer::new(20);
+        assert_eq!(lb.split(b"MAIL FROM:<"), Split::NeedMore);
+        let long = [b'x'; 30];
+        assert!(matches!(
+            lb.split(&long),
+            Split::TooLong { ended: false, .. }
+        ));
+        assert_eq!(lb.too_long_head(), b"MAIL FROM:<xxxxx");
+        let mut lb = LineBuffer::new(4);
+        assert!(matches!(
+            lb.split(b"RCPT TO:<a>\r\n"),
+            Split::TooLong { ended: true, .. }
+        ));
+        assert_eq!(lb.too_long_head(), b"RCPT TO:<a>\r");
     }
 }

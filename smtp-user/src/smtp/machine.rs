@@ -101,6 +101,9 @@ impl Class {
 pub enum Message {
     /// up: a command line (`Bdat`: a BDAT command whose chunk follows).
     Command { bdat: bool },
+    /// up: DATA while the server has never been heard (one-sided capture):
+    /// content follows at once, as if the server had answered 354.
+    DataUnheard,
     /// up: the CRLF.CRLF that ends DATA content.
     EndOfData,
     /// up: the last octet of a BDAT chunk.
@@ -154,14 +157,23 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         // 421 closes the service whatever was going on
         (_, Down, M::Reply { class: Class::Closing, .. })                              => to(Finish),
 
-        // session_initiation: waiting for the 220 greeting
-        (SessionInitiation, Down, M::Reply { class: Class::Ready, .. })                => to(ClientInitiation),
-        (SessionInitiation, Down, M::Reply { .. })                                     => weird(ClientInitiation, A::UnexpectedServerGreeting),
-        (SessionInitiation, Up,   M::Command { .. })                                   => weird(SessionInitiation, A::CommandBeforeGreeting),
+        // session_initiation: waiting for the 220 greeting; commands sent
+        // before it are queued (the client spoke first, or the capture
+        // started after the greeting)
+        (SessionInitiation, Down, M::Reply { to: Answers::Greeting, class: Class::Ready, .. }) => to(ClientInitiation),
+        (SessionInitiation, Down, M::Reply { to: Answers::Greeting, .. })             => weird(ClientInitiation, A::UnexpectedServerGreeting),
+        (SessionInitiation, Up,   M::Command { bdat: true })                           => weird(BdatTransmission, A::CommandBeforeGreeting),
+        (SessionInitiation, Up,   M::Command { bdat: false })                          => weird(SessionInitiation, A::CommandBeforeGreeting),
+        (SessionInitiation, Up,   M::DataUnheard)                                      => weird(DataTransmission, A::CommandBeforeGreeting),
+        // a non-220 reply while commands are queued answers the first of them
+        // (the greeting was missed: the capture started late): as in `command`
+        (SessionInitiation, Down, M::Reply { .. })                                     => transition(Command, Down, msg),
 
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
+        // server never heard (one-sided capture): DATA starts the content at once
+        (ClientInitiation | Command | Response, Up, M::DataUnheard)                    => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
@@ -174,7 +186,9 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
 
         // data_transmission: content up to CRLF.CRLF, then its reply
         (DataTransmission, Up,   M::EndOfData)                                         => to(Response),
-        (DataTransmission, Down, M::Reply { .. })                                      => weird(DataTransmission, A::UnmatchedReply),
+        (DataTransmission, Down, M::Reply { to: Answers::Nothing, .. })                => weird(DataTransmission, A::UnmatchedReply),
+        // a late reply to commands queued while the server was unheard (DATA included)
+        (DataTransmission, Down, M::Reply { .. })                                      => to(DataTransmission),
 
         // bdat_transmission: `n` octets, then back to commands; earlier replies may arrive meanwhile
         (BdatTransmission, Up,   M::ChunkDone)                                         => to(Response),
@@ -244,6 +258,63 @@ mod tests {
         assert_eq!(s, to(State::Finish));
         let s = transition(State::Finish, Up, Message::Command { bdat: false });
         assert_eq!(s, weird(State::Finish, AnomalyKind::DataAfterQuit));
+    }
+
+    #[test]
+    fn missed_greeting_reply_answers_the_first_command() {
+        // The capture started after the greeting: a 250 answers the queued EHLO.
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Down,
+                reply(Answers::Other, 250, false)
+            ),
+            to(State::Command)
+        );
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Down,
+                reply(Answers::Other, 250, true)
+            ),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(
+                State::SessionInitiation,
+                Up,
+                Message::Command { bdat: true }
+            ),
+            weird(State::BdatTransmission, AnomalyKind::CommandBeforeGreeting)
+        );
+    }
+
+    #[test]
+    fn data_without_a_server_starts_content_at_once() {
+        assert_eq!(
+            transition(
+                State::DataTransmission,
+                Down,
+                reply(Answers::Other, 354, false)
+            ),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
+            transition(
+                State::DataTransmission,
+                Down,
+                reply(Answers::Nothing, 250, false)
+            ),
+            weird(State::DataTransmission, AnomalyKind::UnmatchedReply)
+        );
+        assert_eq!(
+            transition(State::Response, Up, Message::DataUnheard),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
+            transition(State::SessionInitiation, Up, Message::DataUnheard),
+            weird(State::DataTransmission, AnomalyKind::CommandBeforeGreeting)
+        );
     }
 
     #[test]

@@ -10,6 +10,23 @@
 //! once the reply is known: 354 → content, 334 → AUTH answer, 220 to
 //! STARTTLS → TLS, anything else → commands again.
 //!
+//! **Server unheard.** While the server direction has not produced a single
+//! byte, client commands cannot have been answered: the capture holds only
+//! the client side, or started on the client side only (in a two-sided
+//! capture the greeting always precedes client commands). In that mode client
+//! bytes are never held: DATA enters data mode at once (as if answered 354),
+//! AUTH and QUIT do not wait for their reply (after AUTH an unknown line is
+//! taken for a credential and not shown), and the pipelining order checks
+//! (`invalid_pipelined_sequence`) are not judged since the server's answers
+//! are unknown. STARTTLS still holds (bounded): what follows is most likely
+//! TLS. Commands are still queued (DATA too), so if server bytes appear
+//! later their replies are matched normally, even while content taken at
+//! once streams; client bytes are then held again after DATA/AUTH/QUIT.
+//! When the queue is full while the server is unheard, the oldest command is
+//! forgotten (one `limit_exceeded` per session) instead of refusing new ones. Transactions of this mode get no reply, so they end
+//! `aborted` with no reply code (we cannot claim `delivered`) when the next
+//! MAIL/RSET/HELO/EHLO starts or when the session ends.
+//!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
 //!
@@ -72,6 +89,8 @@ enum Awaiting {
     Command(Verb),
     /// The end of DATA content.
     EndOfData,
+    /// A DATA sent while the server was unheard: its content started at once.
+    DataStarted,
     /// A BDAT chunk (`last`: BDAT … LAST).
     Bdat { last: bool },
 }
@@ -90,7 +109,7 @@ impl Pending {
     fn verb(&self) -> Verb {
         match &self.what {
             Awaiting::Command(v) => v.clone(),
-            Awaiting::EndOfData => Verb::Data,
+            Awaiting::EndOfData | Awaiting::DataStarted => Verb::Data,
             Awaiting::Bdat { .. } => Verb::Bdat,
         }
     }
@@ -180,6 +199,9 @@ pub struct Session {
     quit_reported: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
+    /// Pending commands forgotten because the queue was full while the
+    /// server was unheard (`limit_exceeded` reported for the first).
+    unheard_forgotten: u64,
     /// The client sent QUIT.
     quit_sent: bool,
     /// The last reply ended an AUTH exchange and no valid command followed yet:
@@ -241,6 +263,7 @@ impl Session {
             drop_requested: false,
             quit_reported: false,
             early_reported: false,
+            unheard_forgotten: 0,
             quit_sent: false,
             after_auth: false,
             bytes: [0; 2],
@@ -361,6 +384,11 @@ impl Session {
 
     // ----- up stream -----
 
+    /// The server direction has not produced a byte yet (see the module doc).
+    fn server_unheard(&self) -> bool {
+        self.bytes[idx(Direction::Down)] == 0
+    }
+
     fn up_mode(&self) -> UpMode {
         match self.state {
             State::Error | State::Tls => UpMode::Discard,
@@ -368,7 +396,13 @@ impl Session {
             State::DataTransmission => UpMode::Data,
             State::BdatTransmission => UpMode::Chunk,
             State::AuthExchange => UpMode::AuthAnswer,
-            _ if self.pending.back().is_some_and(Pending::blocks_client) => UpMode::Hold,
+            _ if self.pending.back().is_some_and(|p| {
+                p.blocks_client()
+                    && (!self.server_unheard() || p.what == Awaiting::Command(Verb::StartTls))
+            }) =>
+            {
+                UpMode::Hold
+            }
             _ => UpMode::Commands,
         }
     }
@@ -477,6 +511,10 @@ impl Session {
                         self.cfg.line_limit
                     );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    // The server answers the skipped line too: keep replies aligned.
+                    let verb = head_verb(self.up_lines.too_long_head());
+                    self.push_pending(Awaiting::Command(Verb::Unknown(verb)), None, None, sink);
+                    self.apply(Direction::Up, Message::Command { bdat: false }, sink);
                 } else if ended {
                     self.apply(Direction::Up, Message::AuthAnswer, sink);
                 }
@@ -538,7 +576,8 @@ impl Session {
             let detail = format!("unknown command {v:?}");
             self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
         }
-        if let Some(prev) = self.pending.back() {
+        let unheard = self.server_unheard();
+        if let Some(prev) = self.pending.back().filter(|_| !unheard) {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
                 let detail = format!(
                     "{} sent before the reply to {}",
@@ -560,6 +599,11 @@ impl Session {
             let detail = format!("{} before HELO/EHLO", verb.as_str());
             self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
         }
+        if unheard && matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
+            // No reply will tell how the previous transactions ended.
+            self.abort_all(sink);
+        }
+        let auth_unheard = unheard && verb == Verb::Auth;
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
                 if verb != Verb::Rset {
@@ -619,12 +663,32 @@ impl Session {
                 let tx = self.up_tx;
                 self.push_pending(Awaiting::Command(verb), tx, rcpt, sink);
             }
+            Verb::Data if unheard => {
+                // As if the server had answered 354: no reply will come to wait for.
+                let id = match self.up_tx {
+                    Some(id) => id,
+                    None => {
+                        let id = self.new_tx(sink);
+                        self.up_tx = Some(id);
+                        id
+                    }
+                };
+                self.start_content(id);
+                // Queued all the same: the server may be heard later.
+                self.push_pending(Awaiting::DataStarted, Some(id), None, sink);
+                self.apply(Direction::Up, Message::DataUnheard, sink);
+                return;
+            }
             Verb::Data => {
                 let tx = self.up_tx;
                 self.push_pending(Awaiting::Command(verb), tx, None, sink);
             }
             Verb::Bdat => return self.on_bdat(cmd.args, sink),
             _ => self.push_pending(Awaiting::Command(verb), None, None, sink),
+        }
+        if auth_unheard {
+            // The AUTH answers that may follow are not shown as commands.
+            self.after_auth = true;
         }
         self.apply(Direction::Up, Message::Command { bdat: false }, sink);
     }
@@ -884,8 +948,12 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
-        let (entry, answers) = if !self.greeted {
-            self.greeted = true;
+        // The first reply is the greeting, unless the client already sent
+        // commands and it is not a 220: then the capture started after the
+        // greeting and the reply answers the first queued command.
+        let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
+        self.greeted = true;
+        let (entry, answers) = if greeting {
             (None, Answers::Greeting)
         } else if code == 334
             && self
@@ -981,6 +1049,10 @@ impl Session {
                     TransactionState::Rejected
                 };
                 self.decide(id, state, code);
+            }
+            // The content was taken at once; the server refused it after all.
+            Awaiting::DataStarted if class != Class::Intermediate => {
+                self.decide(id, TransactionState::Rejected, code)
             }
             Awaiting::Bdat { last: false } if !ok => {
                 self.decide(id, TransactionState::Rejected, code)
@@ -1104,6 +1176,23 @@ impl Session {
         rcpt: Option<usize>,
         sink: &mut impl EventSink,
     ) {
+        if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
+            // Nothing answers a one-sided capture: forget the oldest command
+            // rather than refuse every new one (reported once per session).
+            if let Some(old) = self.pending.pop_front() {
+                if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
+                    t.refs = t.refs.saturating_sub(1);
+                }
+            }
+            self.unheard_forgotten += 1;
+            if self.unheard_forgotten == 1 {
+                let detail = format!(
+                    "more than {} commands and no server reply: oldest forgotten",
+                    self.cfg.max_pending
+                );
+                self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
+            }
+        }
         if self.pending.len() >= self.cfg.max_pending {
             let detail = format!(
                 "more than {} commands awaiting replies",
@@ -1194,6 +1283,22 @@ fn status(incomplete: bool, error: bool, headers_done: bool, body_started: bool)
         "PARSE_ERROR"
     } else {
         "PARSE_DONE"
+    }
+}
+
+/// The verb of an over-long command line from its first bytes (upper-cased
+/// letters up to the first space or end), or "" when they are not a verb.
+fn head_verb(head: &[u8]) -> String {
+    let word = head.split(|&c| c == b' ').next().unwrap_or(&[]);
+    if (1..=10).contains(&word.len())
+        && word.iter().all(u8::is_ascii_alphabetic)
+        && word.len() < head.len()
+    {
+        word.iter()
+            .map(|&c| char::from(c.to_ascii_uppercase()))
+            .collect()
+    } else {
+        String::new()
     }
 }
 
