@@ -120,19 +120,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
+            Some(key) = pipeline.next_drop_request() => {
+                if args.drop_on_error {
+                    match mon.set_verdict(&key, Verdict::Drop) {
+                        Ok(()) => tracing::warn!("protocol error: session dropped (verdict written)"),
+                        Err(e) => tracing::error!(error = %e, "cannot write drop verdict"),
+                    }
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
         if !batch.is_empty() && !pipeline.send(batch).await {
             break;
-        }
-        while let Some(key) = pipeline.try_drop_request() {
-            if args.drop_on_error {
-                match mon.set_verdict(&key, Verdict::Drop) {
-                    Ok(()) => tracing::warn!("protocol error: session dropped (verdict written)"),
-                    Err(e) => tracing::error!(error = %e, "cannot write drop verdict"),
-                }
-            }
         }
     }
     let report = pipeline.finish();

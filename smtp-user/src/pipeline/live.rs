@@ -169,9 +169,10 @@ impl LivePipeline {
         self.tx.send(Msg::Tick(now_micros)).await.is_ok()
     }
 
-    /// Flows whose session asked to be dropped, not yet taken.
-    pub fn try_drop_request(&mut self) -> Option<FlowKey> {
-        self.drops.try_recv().ok()
+    /// Waits for the next flow whose session asked to be dropped (the
+    /// dissector's `error` transition). Cancel-safe.
+    pub async fn next_drop_request(&mut self) -> Option<FlowKey> {
+        self.drops.recv().await
     }
 
     /// Closes every flow (open transactions flushed as `aborted`), flushes

@@ -1,0 +1,143 @@
+//! The tutorial's `error` transition enforced live: with `--drop-on-error`,
+//! a session that breaks the protocol fatally (an invalid BDAT command) is
+//! dropped by the kernel in both directions, while another session on the
+//! same server keeps working; without the flag the same session only alerts.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpStream,
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde_json::Value;
+use smtp_e2e::{
+    in_netns,
+    mail::{require_tools, SmtpSink},
+    process::{wait_path, Daemon},
+    require_root, NetPair,
+};
+use smtp_user::datapath::DEFAULT_PIN_ROOT;
+
+/// Reads one complete SMTP reply (up to the `CODE SP` line); `None` on timeout/EOF.
+fn reply(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut all = String::new();
+    for _ in 0..64 {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Some(all);
+        }
+    }
+    None
+}
+
+fn session(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(5))
+        .expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let r = BufReader::new(s.try_clone().expect("clone"));
+    (s, r)
+}
+
+fn cmd(s: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str) -> Option<String> {
+    s.write_all(line.as_bytes()).ok()?;
+    reply(r)
+}
+
+/// Runs the scenario; returns (did the bad session still get a reply after
+/// its violation, did the good session, EVE events).
+fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
+    let pair = NetPair::new(tag);
+    let out = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let _sink = SmtpSink::start(&pair.server_ns, "198.18.0.2:25", &["-c"]);
+    let mut args = vec!["run", "--iface", &pair.server_if, "--output"];
+    let out_s = out.to_string_lossy().into_owned();
+    args.push(&out_s);
+    if drop_on_error {
+        args.push("--drop-on-error");
+    }
+    let daemon = Daemon::spawn(&pair.server_ns, &args);
+    assert!(wait_path(
+        &PathBuf::from(DEFAULT_PIN_ROOT)
+            .join(&pair.server_if)
+            .join("VERDICTS"),
+        Duration::from_secs(20)
+    ));
+    let (bad_alive, good_alive) = in_netns(&pair.client_ns, || {
+        let (mut good, mut good_r) = session("198.18.0.2:25");
+        assert!(reply(&mut good_r).is_some_and(|g| g.starts_with("220")));
+        assert!(cmd(&mut good, &mut good_r, "EHLO good.example\r\n").is_some());
+
+        let (mut bad, mut bad_r) = session("198.18.0.2:25");
+        assert!(reply(&mut bad_r).is_some_and(|g| g.starts_with("220")));
+        assert!(cmd(&mut bad, &mut bad_r, "EHLO bad.example\r\n").is_some());
+        assert!(cmd(&mut bad, &mut bad_r, "MAIL FROM:<a@example.org>\r\n").is_some());
+        assert!(cmd(&mut bad, &mut bad_r, "RCPT TO:<b@example.net>\r\n").is_some());
+        // Fatal for the dissector: BDAT needs an octet count.
+        let _ = bad.write_all(b"BDAT SCRAMBLE\r\n");
+        let _ = reply(&mut bad_r);
+        std::thread::sleep(Duration::from_millis(500));
+        let bad_alive = cmd(&mut bad, &mut bad_r, "NOOP\r\n").is_some();
+        let good_alive = cmd(&mut good, &mut good_r, "NOOP\r\n").is_some();
+        (bad_alive, good_alive)
+    })
+    .join()
+    .expect("client thread");
+    let (st, err) = daemon.terminate(Duration::from_secs(20));
+    assert!(st.success(), "{err}");
+    let events = std::fs::read_to_string(&out)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let _ = std::fs::remove_file(&out);
+    (bad_alive, good_alive, events)
+}
+
+fn bdat_anomaly(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["event_type"] == "anomaly" && e["anomaly"]["event"] == "bdat_invalid")
+        .expect("bdat_invalid anomaly")
+}
+
+#[test]
+fn drop_on_error_drops_the_violating_session_only() {
+    if !require_root("drop_on_error_drops_the_violating_session_only")
+        || !require_tools(
+            "drop_on_error_drops_the_violating_session_only",
+            &["smtp-sink"],
+        )
+    {
+        return;
+    }
+    let (bad_alive, good_alive, events) = scenario(true, "drop");
+    assert!(!bad_alive, "the violating session must be dropped");
+    assert!(good_alive, "the other session must keep working");
+    let a = bdat_anomaly(&events);
+    assert_eq!(a["anomaly"]["severity"], "high");
+    assert_eq!(a["anomaly"]["drop_requested"], true);
+}
+
+#[test]
+fn without_drop_on_error_the_session_only_alerts() {
+    if !require_root("without_drop_on_error_the_session_only_alerts")
+        || !require_tools(
+            "without_drop_on_error_the_session_only_alerts",
+            &["smtp-sink"],
+        )
+    {
+        return;
+    }
+    let (bad_alive, good_alive, events) = scenario(false, "alrt");
+    assert!(bad_alive, "monitor mode: the session goes on");
+    assert!(good_alive);
+    assert_eq!(bdat_anomaly(&events)["anomaly"]["drop_requested"], true);
+}
