@@ -88,6 +88,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             prereqs::ensure()?;
+            // Test output is captured by cargo test: say here, once, whether
+            // the corpus tests will run or print their skip lines.
+            let corpus = root.join("../shared/corpus/pcap");
+            if corpus.is_dir() {
+                println!("xtask: real-capture tests use {}", corpus.display());
+            } else {
+                println!(
+                    "xtask: {} not found: the real-capture tests will be skipped \
+                     (the shared corpus is not part of the repository)",
+                    corpus.display()
+                );
+            }
             // The lifecycle tests run the smtp-user binary: build it first.
             sh::cargo(&root, &["build", "--workspace", "--bins"])?;
             // --no-fail-fast: one failing test binary must not hide the others.
