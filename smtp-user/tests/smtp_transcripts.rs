@@ -949,3 +949,126 @@ fn server_heard_during_data_taken_at_once() {
     );
     assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"x\r\n");
 }
+
+#[test]
+fn midstream_joined_inside_data_skips_to_the_next_transaction() {
+    // The flow had no SYN: we joined inside a message. Its lines (one looks
+    // like a command but is not well-formed) are skipped silently, the lone
+    // "." ends it and "250 queued" answers that end, not the MAIL after it.
+    let body: &[u8] = b"Data is attached below.\r\nQuit it\r\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYX\r\n";
+    let mut s = Session::midstream();
+    let mut ev = Vec::new();
+    assert_eq!(s.state(), State::Midstream);
+    s.feed(Up, body, &mut ev);
+    assert_eq!(s.state(), State::Midstream);
+    assert_eq!(s.unparsed_bytes(Up), body.len() as u64);
+    s.feed(Up, b".\r\n", &mut ev);
+    s.feed(Down, b"250 2.0.0 Ok: queued as 1\r\n", &mut ev);
+    assert_eq!(s.state(), State::Command);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        &mut ev,
+    );
+    s.feed(Down, b"250 ok\r\n250 ok\r\n354 go\r\n", &mut ev);
+    s.feed(Up, b"Subject: next\r\n\r\nhi\r\n.\r\nQUIT\r\n", &mut ev);
+    s.feed(Down, b"250 queued as 2\r\n221 bye\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), []);
+    assert_eq!(
+        trace(&ev),
+        [
+            "R:250",
+            "C:MAIL",
+            "C:RCPT",
+            "C:DATA",
+            "R:250",
+            "R:250",
+            "R:354",
+            "M:End:0",
+            "C:QUIT",
+            "R:250",
+            "T:0:Delivered",
+            "R:221"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(
+        reply_codes(&ev)[..2],
+        [(250, Some(Verb::Data)), (250, Some(Verb::Mail))]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.id, 0);
+    assert_eq!(t.helo, None);
+    assert_eq!(t.mail_from.as_deref(), Some("<a@example.org>"));
+    assert_eq!(t.rcpt_to[0].reply_code, Some(250));
+    assert_eq!(t.reply_code, Some(250));
+    assert_eq!(t.size, 21);
+    // Only the skipped message lines are unparsed.
+    assert_eq!(s.unparsed_bytes(Up), body.len() as u64);
+    // The same bytes in a session that expects a greeting: "Data is…" is
+    // taken for a DATA sent before the greeting.
+    let mut fresh = Session::new();
+    let mut ev = Vec::new();
+    fresh.feed(Up, body, &mut ev);
+    fresh.feed(Up, b".\r\n", &mut ev);
+    fresh.feed(Down, b"250 2.0.0 Ok: queued as 1\r\n", &mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(verbs(&ev), [Verb::Data]);
+}
+
+#[test]
+fn midstream_joined_in_the_envelope_reports_only_complete_transactions() {
+    // Joined after MAIL FROM: its 250 answers nothing we saw (ignored), the
+    // RCPT synchronises, the message is parsed but its transaction (MAIL
+    // FROM unseen) is not reported; the next one is, as tx 0.
+    let ev = {
+        let mut s = Session::midstream();
+        let mut ev = Vec::new();
+        for (dir, bytes) in [
+            (Down, &b"250 2.1.0 Ok\r\n"[..]),
+            (Up, b"RCPT TO:<x@example.net>\r\n"),
+            (Down, b"250 2.1.5 Ok\r\n"),
+            (Up, b"DATA\r\n"),
+            (Down, b"354 go\r\n"),
+            (Up, b"Subject: joined\r\n\r\nbody\r\n.\r\n"),
+            (Down, b"250 queued\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, b"RCPT TO:<c@d>\r\n"),
+            (Down, b"550 no\r\n"),
+            (Up, b"RSET\r\n"),
+            (Down, b"250 ok\r\n"),
+        ] {
+            s.feed(dir, bytes, &mut ev);
+        }
+        s.finish(&mut ev);
+        assert_eq!(s.unparsed_bytes(Up), 0);
+        ev
+    };
+    assert_eq!(anomalies(&ev), []);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, None),
+            (250, Some(Verb::Rcpt)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data)),
+            (250, Some(Verb::Mail)),
+            (550, Some(Verb::Rcpt)),
+            (250, Some(Verb::Rset))
+        ]
+    );
+    let t = transactions(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].id, t[0].state), (0, TransactionState::Reset));
+    assert_eq!(
+        t[0].rcpt_to,
+        [Recipient {
+            path: "<c@d>".into(),
+            reply_code: Some(550)
+        }]
+    );
+    // The joined message's content was not attributed to any transaction.
+    assert!(!ev.iter().any(|e| matches!(e, OwnedEvent::MailContent(_))));
+}

@@ -27,6 +27,20 @@
 //! `aborted` with no reply code (we cannot claim `delivered`) when the next
 //! MAIL/RSET/HELO/EHLO starts or when the session ends.
 //!
+//! **Midstream.** A session joined midstream ([`SessionConfig::midstream`]:
+//! the flow table saw no SYN) starts in [`State::Midstream`]: no greeting is
+//! expected (no `unexpected_server_greeting`, `command_before_greeting` or
+//! `no_helo`: they happened before we looked). Until the session is
+//! synchronised, client lines that are not well-formed commands
+//! ([`grammar::well_formed`]) are skipped silently and counted in
+//! [`Session::unparsed_bytes`] (we may have joined inside DATA), and server
+//! replies to nothing we saw are ignored (no `unmatched_reply`). A lone `.`
+//! line ends the message we joined: the next reply answers it, not a later
+//! command. The first command, or the reply to that `.`, synchronises the
+//! session. The transaction we joined is not reported (its MAIL FROM was
+//! not seen): a DATA/BDAT before the next MAIL/RSET/HELO/EHLO is parsed but
+//! opens no transaction, and the first complete transaction gets `tx_id` 0.
+//!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
 //!
@@ -67,6 +81,9 @@ pub struct SessionConfig {
     pub max_reply_lines: usize,
     /// BDAT chunks larger than this are reported (`bdat_chunk_overflow`).
     pub max_bdat_chunk: u64,
+    /// The session was joined midstream (no SYN seen): start in
+    /// [`State::Midstream`] instead of waiting for the greeting.
+    pub midstream: bool,
 }
 
 impl Default for SessionConfig {
@@ -78,6 +95,7 @@ impl Default for SessionConfig {
             max_open_transactions: 4,
             max_reply_lines: 128,
             max_bdat_chunk: 128 * 1024 * 1024,
+            midstream: false,
         }
     }
 }
@@ -163,8 +181,13 @@ pub struct Session {
     greeted: bool,
     /// Argument of the last HELO/EHLO.
     helo: Option<String>,
-    /// A HELO/EHLO command was seen.
+    /// A HELO/EHLO command was seen (or the session was joined midstream:
+    /// it may have been sent before).
     helo_seen: bool,
+    /// Joined midstream and no transaction boundary (MAIL, RSET, HELO/EHLO,
+    /// end of content) seen yet: a DATA/BDAT belongs to a transaction whose
+    /// start we missed; its content is parsed but opens no transaction.
+    joined: bool,
     /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
     pending: VecDeque<Pending>,
     /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
@@ -234,16 +257,30 @@ impl Session {
         Session::with_config(SessionConfig::default())
     }
 
+    /// A session joined midstream (see the module doc).
+    pub fn midstream() -> Session {
+        Session::with_config(SessionConfig {
+            midstream: true,
+            ..SessionConfig::default()
+        })
+    }
+
     pub fn with_config(cfg: SessionConfig) -> Session {
+        let midstream = cfg.midstream;
         Session {
             up_lines: LineBuffer::new(cfg.line_limit),
             down_lines: LineBuffer::new(cfg.line_limit),
             cfg,
-            state: State::SessionInitiation,
+            state: if midstream {
+                State::Midstream
+            } else {
+                State::SessionInitiation
+            },
             reply: None,
-            greeted: false,
+            greeted: midstream,
             helo: None,
-            helo_seen: false,
+            helo_seen: midstream,
+            joined: midstream,
             pending: VecDeque::new(),
             hold: Vec::new(),
             hold_lost: 0,
@@ -480,7 +517,12 @@ impl Session {
 
     fn up_line(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
         let auth = self.up_mode() == UpMode::AuthAnswer;
-        match self.up_lines.split(input) {
+        let buffered = self.up_lines.pending_len();
+        let split = self.up_lines.split(input);
+        if self.state == State::Midstream {
+            return self.up_line_unsynced(split, buffered, input, sink);
+        }
+        match split {
             Split::NeedMore => input.len(),
             Split::InInput {
                 start,
@@ -527,6 +569,49 @@ impl Session {
                 consumed
             }
         }
+    }
+
+    /// A client line while joined midstream and not synchronised: a
+    /// well-formed command synchronises, a lone `.` ends the message we
+    /// joined, anything else is skipped (counted as unparsed, not reported).
+    fn up_line_unsynced(
+        &mut self,
+        split: Split,
+        buffered: usize,
+        input: &[u8],
+        sink: &mut impl EventSink,
+    ) -> usize {
+        let (line, consumed) = match split {
+            Split::NeedMore => return input.len(),
+            Split::InInput {
+                start,
+                end,
+                consumed,
+                ..
+            } => (input.get(start..end).unwrap_or(&[]).to_vec(), consumed),
+            Split::Buffered { consumed, .. } => (self.up_lines.line().to_vec(), consumed),
+            Split::TooLong { consumed, .. } | Split::Skipped { consumed, .. } => {
+                self.unparsed[0] += (buffered + consumed) as u64;
+                self.apply(Direction::Up, Message::NotACommand, sink);
+                return consumed;
+            }
+        };
+        let command = grammar::command_line(&line)
+            .ok()
+            .is_some_and(|(_, c)| grammar::well_formed(&c));
+        if command {
+            self.on_command(&line, sink);
+        } else if line == b"." && self.pending.is_empty() {
+            // The end of the message we joined: its reply must not be
+            // matched to a later command.
+            self.joined = false;
+            self.push_pending(Awaiting::EndOfData, None, None, sink);
+            self.apply(Direction::Up, Message::EndOfData, sink);
+        } else {
+            self.unparsed[0] += (buffered + consumed) as u64;
+            self.apply(Direction::Up, Message::NotACommand, sink);
+        }
+        consumed
     }
 
     fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
@@ -604,6 +689,9 @@ impl Session {
             self.abort_all(sink);
         }
         let auth_unheard = unheard && verb == Verb::Auth;
+        if matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
+            self.joined = false;
+        }
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
                 if verb != Verb::Rset {
@@ -665,17 +753,10 @@ impl Session {
             }
             Verb::Data if unheard => {
                 // As if the server had answered 354: no reply will come to wait for.
-                let id = match self.up_tx {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_tx(sink);
-                        self.up_tx = Some(id);
-                        id
-                    }
-                };
+                let id = self.data_tx(sink);
                 self.start_content(id);
                 // Queued all the same: the server may be heard later.
-                self.push_pending(Awaiting::DataStarted, Some(id), None, sink);
+                self.push_pending(Awaiting::DataStarted, id, None, sink);
                 self.apply(Direction::Up, Message::DataUnheard, sink);
                 return;
             }
@@ -704,16 +785,9 @@ impl Session {
             return;
         };
         let id = match self.content_tx {
-            Some(id) => id,
+            Some(id) => Some(id),
             None => {
-                let id = match self.up_tx {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_tx(sink);
-                        self.up_tx = Some(id);
-                        id
-                    }
-                };
+                let id = self.data_tx(sink);
                 self.start_content(id);
                 id
             }
@@ -723,20 +797,22 @@ impl Session {
                 "BDAT chunk of {} bytes (limit {})",
                 b.size, self.cfg.max_bdat_chunk
             );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
         self.bdat_total = self.bdat_total.saturating_add(b.size);
-        let declared = self.tx_mut(id).and_then(|t| t.declared_size);
+        let declared = id
+            .and_then(|id| self.tx_mut(id))
+            .and_then(|t| t.declared_size);
         if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
             let detail = format!(
                 "BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}",
                 self.bdat_total
             );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
         self.bdat_remaining = b.size;
         self.bdat_last = b.last;
-        self.push_pending(Awaiting::Bdat { last: b.last }, Some(id), None, sink);
+        self.push_pending(Awaiting::Bdat { last: b.last }, id, None, sink);
         self.apply(Direction::Up, Message::Command { bdat: true }, sink);
         if b.size == 0 {
             self.chunk_done(sink);
@@ -792,12 +868,25 @@ impl Session {
 
     // ----- content -----
 
-    fn start_content(&mut self, id: u32) {
-        self.content_tx = Some(id);
+    /// The transaction a DATA/BDAT adds to: the current one; none when it
+    /// belongs to the transaction we joined midstream; else a new one (DATA
+    /// or BDAT without MAIL FROM).
+    fn data_tx(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        if self.up_tx.is_none() && !self.joined {
+            let id = self.new_tx(sink);
+            self.up_tx = Some(id);
+        }
+        self.up_tx
+    }
+
+    /// Content starts; `None`: content of the transaction we joined
+    /// midstream (parsed for framing only, not reported).
+    fn start_content(&mut self, id: Option<u32>) {
+        self.content_tx = id;
         self.dots.reset();
         self.mime.reset();
         self.bdat_total = 0;
-        if let Some(tx) = self.tx_mut(id) {
+        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
             tx.email = Some(Default::default());
         }
     }
@@ -820,6 +909,8 @@ impl Session {
 
     /// End of message: record what MIME parsing found; returns the transaction.
     fn end_content(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        // The message we joined midstream (if any) is over.
+        self.joined = false;
         let id = self.content_tx.take()?;
         self.mime.finish(id, sink);
         self.mime.end_body(id, sink);
@@ -1036,8 +1127,9 @@ impl Session {
             }
             Awaiting::Command(Verb::Data) if class == Class::Intermediate => {
                 let id = match id {
-                    Some(id) => id,
-                    None => self.new_tx_quiet(),
+                    Some(id) => Some(id),
+                    None if self.joined => None,
+                    None => Some(self.new_tx_quiet()),
                 };
                 self.start_content(id);
             }
