@@ -1072,3 +1072,145 @@ fn midstream_joined_in_the_envelope_reports_only_complete_transactions() {
     // The joined message's content was not attributed to any transaction.
     assert!(!ev.iter().any(|e| matches!(e, OwnedEvent::MailContent(_))));
 }
+
+/// Greeting, EHLO and a pipelined envelope whose replies will be lost.
+fn pipelined_envelope(s: &mut Session, ev: &mut Vec<OwnedEvent>) {
+    s.feed(Down, b"220 mx\r\n", ev);
+    s.feed(Up, b"EHLO c\r\n", ev);
+    s.feed(Down, b"250-mx\r\n250 PIPELINING\r\n", ev);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n",
+        ev,
+    );
+}
+
+#[test]
+fn lost_replies_then_the_message_is_content_and_250_ends_it() {
+    // The server segment "250/250/250/354" is lost. The client sent its
+    // message: it got the 354. Whether the gap is known before or after the
+    // message arrives, the message is content and "250 queued" answers it.
+    let message: &[u8] = b"Subject: s\r\n\r\nRSET is a word here\r\n.\r\n";
+    for gap_first in [false, true] {
+        let mut s = Session::new();
+        let mut ev = Vec::new();
+        pipelined_envelope(&mut s, &mut ev);
+        if gap_first {
+            s.gap(Down, 40, &mut ev);
+            s.feed(Up, message, &mut ev);
+        } else {
+            s.feed(Up, message, &mut ev);
+            s.gap(Down, 40, &mut ev);
+        }
+        s.feed(Down, b"250 queued\r\n", &mut ev);
+        s.feed(Up, b"QUIT\r\n", &mut ev);
+        s.feed(Down, b"221 bye\r\n", &mut ev);
+        s.finish(&mut ev);
+        assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap], "{gap_first}");
+        assert_eq!(
+            reply_codes(&ev)[2..],
+            [(250, Some(Verb::Data)), (221, Some(Verb::Quit))],
+            "{gap_first}"
+        );
+        let t = transactions(&ev);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (t[0].state, t[0].reply_code, t[0].size),
+            (TransactionState::Delivered, Some(250), 35)
+        );
+        assert_eq!(
+            t[0].rcpt_to
+                .iter()
+                .map(|r| r.reply_code)
+                .collect::<Vec<_>>(),
+            [None, None]
+        );
+        assert_eq!(
+            content(&ev, 0, ContentPart::DecodedBody),
+            b"RSET is a word here\r\n"
+        );
+        assert_eq!(s.unparsed_bytes(Down), 40);
+    }
+}
+
+#[test]
+fn after_a_down_gap_354_answers_data_by_meaning() {
+    // Only "250 ok" to MAIL and the first RCPT's reply survive... then the
+    // 354: the second RCPT lost its reply, the 354 still answers DATA.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    pipelined_envelope(&mut s, &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    s.gap(Down, 10, &mut ev);
+    s.feed(Down, b"354 go\r\n", &mut ev);
+    s.feed(Up, b"Subject: s\r\n\r\nx\r\n.\r\n", &mut ev);
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev)[2..],
+        [
+            (250, Some(Verb::Mail)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data))
+        ]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.size),
+        (TransactionState::Delivered, Some(250), 17)
+    );
+    assert_eq!(
+        t.rcpt_to.iter().map(|r| r.reply_code).collect::<Vec<_>>(),
+        [None, None]
+    );
+}
+
+#[test]
+fn after_a_down_gap_221_answers_quit_and_cut_lines_are_skipped() {
+    // The gap cuts a reply line: its tail is skipped silently, the replies
+    // to RSET/NOOP are lost and the 221 answers the QUIT.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.feed(Up, b"RSET\r\nNOOP\r\nQUIT\r\n", &mut ev);
+    s.feed(Down, b"250 r", &mut ev);
+    s.gap(Down, 20, &mut ev);
+    s.feed(Down, b"x ok\r\n221 bye\r\n", &mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (221, Some(Verb::Quit))
+        ]
+    );
+    assert_eq!(s.state(), State::Finish);
+    // "250 r" before the gap, the gap, "x ok\r\n" after it.
+    assert_eq!(s.unparsed_bytes(Down), 5 + 20 + 6);
+}
+
+#[test]
+fn lost_reply_to_data_then_a_command_means_data_was_refused() {
+    // After the lost replies the client sends RSET, not a message: the
+    // DATA was refused. RSET is a command, its 250 resets the transaction.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    pipelined_envelope(&mut s, &mut ev);
+    s.gap(Down, 40, &mut ev);
+    s.feed(Up, b"RSET\r\n", &mut ev);
+    s.feed(Down, b"250 reset\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(verbs(&ev)[4..], [Verb::Data, Verb::Rset]);
+    assert_eq!(reply_codes(&ev)[2..], [(250, Some(Verb::Rset))]);
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code),
+        (TransactionState::Reset, Some(250))
+    );
+    assert_eq!(t.email, None);
+}

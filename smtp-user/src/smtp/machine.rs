@@ -112,6 +112,10 @@ pub enum Message {
     /// up: DATA while the server has never been heard (one-sided capture):
     /// content follows at once, as if the server had answered 354.
     DataUnheard,
+    /// up: client bytes after a DATA whose reply was lost in a server-side
+    /// gap: the client would not send them before a 354, so content
+    /// follows at once.
+    DataReplyLost,
     /// up: the CRLF.CRLF that ends DATA content (midstream: a lone `.` line).
     EndOfData,
     /// up: midstream, a line that is not a well-formed command (skipped).
@@ -195,6 +199,8 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
         // server never heard (one-sided capture): DATA starts the content at once
         (ClientInitiation | Command | Response, Up, M::DataUnheard)                    => to(DataTransmission),
+        // the reply to DATA was lost in a gap and the client went on: it got a 354
+        (Command | Response, Up, M::DataReplyLost)                                     => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
@@ -330,6 +336,10 @@ mod tests {
         );
         assert_eq!(
             transition(State::Response, Up, Message::DataUnheard),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
+            transition(State::Response, Up, Message::DataReplyLost),
             to(State::DataTransmission)
         );
         assert_eq!(

@@ -27,6 +27,19 @@
 //! `aborted` with no reply code (we cannot claim `delivered`) when the next
 //! MAIL/RSET/HELO/EHLO starts or when the session ends.
 //!
+//! **Lost server replies.** After a gap in the down stream, the replies
+//! to the commands queued at that time may have been lost, so replies are
+//! matched to them by meaning, not only by position: a 354 answers the
+//! queued DATA, 221 QUIT, 334 AUTH, 220 STARTTLS, and the commands queued
+//! before it lost their replies (recipients keep no reply code, nothing is
+//! decided for them). Other replies still answer the oldest command. If the
+//! client sends bytes after such a DATA before any reply, the 354 was lost:
+//! with PIPELINING, DATA ends a command group (RFC 2920) and the client
+//! waits for its reply, so bytes after it mean the server said 354 — unless
+//! their first line is a well-formed command (the DATA was refused, e.g.
+//! RSET/QUIT follow). The content is then taken at once as in the
+//! server-unheard mode, and the reply that follows answers its end of data.
+//!
 //! **Midstream.** A session joined midstream ([`SessionConfig::midstream`]:
 //! the flow table saw no SYN) starts in [`State::Midstream`]: no greeting is
 //! expected (no `unexpected_server_greeting`, `command_before_greeting` or
@@ -177,6 +190,11 @@ pub struct Session {
     down_lines: LineBuffer,
     /// Reply whose final line has not arrived yet.
     reply: Option<ReplyBuilder>,
+    /// A down gap ended at an unknown place: lines that are not reply lines
+    /// (the rest of a line cut by the gap) are skipped, not fatal, until a
+    /// reply line is seen. The gap may well end at a line boundary, so the
+    /// first line after it is not thrown away blindly.
+    down_resync: bool,
     /// The greeting (first reply) was seen.
     greeted: bool,
     /// Argument of the last HELO/EHLO.
@@ -190,6 +208,10 @@ pub struct Session {
     joined: bool,
     /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
     pending: VecDeque<Pending>,
+    /// The first `lost_replies` entries of `pending` were queued when server
+    /// bytes were lost: their replies may be gone, so replies are matched to
+    /// them by meaning (see the module doc). At most `pending.len()`.
+    lost_replies: usize,
     /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
@@ -277,11 +299,13 @@ impl Session {
                 State::SessionInitiation
             },
             reply: None,
+            down_resync: false,
             greeted: midstream,
             helo: None,
             helo_seen: midstream,
             joined: midstream,
             pending: VecDeque::new(),
+            lost_replies: 0,
             hold: Vec::new(),
             hold_lost: 0,
             hold_gap_at: None,
@@ -358,6 +382,7 @@ impl Session {
             // Reported when the held bytes are replayed, at the right place.
             self.hold_gap_at.get_or_insert(self.hold.len());
             self.hold_lost += len;
+            self.take_lost_data(sink);
             return;
         }
         let tx_id = self.content_tx.or(self.up_tx);
@@ -370,7 +395,13 @@ impl Session {
         match dir {
             Direction::Down => {
                 self.reply = None;
-                self.down_lines.resync();
+                // The partial line before the gap is dropped unparsed.
+                self.unparsed[1] += self.down_lines.pending_len() as u64;
+                self.down_lines.reset();
+                self.down_resync = true;
+                // Every queued command may have lost its reply.
+                self.lost_replies = self.pending.len();
+                self.take_lost_data(sink);
             }
             Direction::Up => match self.up_mode() {
                 UpMode::Data => {
@@ -475,6 +506,7 @@ impl Session {
                         self.hold_lost += (input.len() - take) as u64;
                         self.unparsed[0] += (input.len() - take) as u64;
                     }
+                    self.take_lost_data(sink);
                     input.len()
                 }
                 UpMode::Data => self.up_data(input, sink),
@@ -482,6 +514,84 @@ impl Session {
                 UpMode::Commands | UpMode::AuthAnswer => self.up_line(input, sink),
             };
             input = input.get(used..).unwrap_or(&[]);
+        }
+    }
+
+    /// Client bytes arrived after a DATA whose reply may have been lost in a
+    /// down gap (see the module doc): the client got a 354 (content at once)
+    /// or, if the first line is a command, a refusal. Waits for that first
+    /// line (bounded by the hold limit).
+    fn take_lost_data(&mut self, sink: &mut impl EventSink) {
+        let lost_data = self.lost_replies > 0
+            && self.lost_replies == self.pending.len()
+            && self
+                .pending
+                .back()
+                .is_some_and(|p| p.what == Awaiting::Command(Verb::Data))
+            && self.up_mode() == UpMode::Hold
+            && (!self.hold.is_empty() || self.hold_lost > 0);
+        if !lost_data {
+            return;
+        }
+        let first_line = match memchr::memchr(b'\n', &self.hold) {
+            Some(i) => self.hold.get(..i).unwrap_or(&[]),
+            None if self.hold_lost > 0 || self.hold.len() >= self.cfg.hold_limit => &[][..],
+            None => return,
+        };
+        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+        let refused = grammar::command_line(first_line)
+            .ok()
+            .is_some_and(|(_, c)| grammar::well_formed(&c));
+        // Every queued command lost its reply, DATA included.
+        let mut data = None;
+        while let Some(p) = self.pop_pending() {
+            if let Some(id) = p.tx {
+                if let Some(tx) = self.tx_mut(id) {
+                    tx.refs = tx.refs.saturating_sub(1);
+                }
+            }
+            if self.pending.is_empty() {
+                data = Some(p);
+            } else if let Some(id) = p.tx {
+                self.try_emit(id, sink);
+            }
+        }
+        if let Some(p) = data.filter(|_| !refused) {
+            tracing::debug!("reply to DATA lost: content taken at once");
+            self.reply_effects(&p, 354, Class::Intermediate);
+            self.apply(Direction::Up, Message::DataReplyLost, sink);
+        }
+        self.replay_held(sink);
+    }
+
+    /// Takes the oldest pending command (keeps `lost_replies` in step).
+    fn pop_pending(&mut self) -> Option<Pending> {
+        let p = self.pending.pop_front()?;
+        self.lost_replies = self.lost_replies.saturating_sub(1);
+        Some(p)
+    }
+
+    /// A reply after a down gap: the commands queued before the one it
+    /// answers by meaning lost their replies; drop them.
+    fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
+        let what = match code {
+            354 => Awaiting::Command(Verb::Data),
+            221 => Awaiting::Command(Verb::Quit),
+            334 => Awaiting::Command(Verb::Auth),
+            220 => Awaiting::Command(Verb::StartTls),
+            _ => return,
+        };
+        let lost = self.lost_replies.min(self.pending.len());
+        let Some(pos) = self.pending.iter().take(lost).position(|p| p.what == what) else {
+            return;
+        };
+        for _ in 0..pos {
+            if let Some(id) = self.pop_pending().and_then(|p| p.tx) {
+                if let Some(tx) = self.tx_mut(id) {
+                    tx.refs = tx.refs.saturating_sub(1);
+                }
+                self.try_emit(id, sink);
+            }
         }
     }
 
@@ -961,6 +1071,7 @@ impl Session {
                 self.unparsed[1] += input.len() as u64;
                 return;
             }
+            let buffered = self.down_lines.pending_len();
             let used = match self.down_lines.split(input) {
                 Split::NeedMore => input.len(),
                 Split::InInput {
@@ -969,12 +1080,12 @@ impl Session {
                     consumed,
                     ..
                 } => {
-                    self.on_reply_line(&input[start..end], sink);
+                    self.on_reply_line(&input[start..end], consumed, sink);
                     consumed
                 }
                 Split::Buffered { consumed, .. } => {
                     let line = self.down_lines.line().to_vec();
-                    self.on_reply_line(&line, sink);
+                    self.on_reply_line(&line, buffered + consumed, sink);
                     consumed
                 }
                 Split::TooLong { consumed, .. } => {
@@ -991,8 +1102,18 @@ impl Session {
         }
     }
 
-    fn on_reply_line(&mut self, line: &[u8], sink: &mut impl EventSink) {
-        let Ok((_, r)) = grammar::reply_line(line) else {
+    /// One server line; `wire_len`: its length with the line ending.
+    fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
+        let parsed = grammar::reply_line(line);
+        if self.down_resync {
+            if parsed.is_err() {
+                // The rest of a line cut by the gap (already reported).
+                self.unparsed[1] += wire_len as u64;
+                return;
+            }
+            self.down_resync = false;
+        }
+        let Ok((_, r)) = parsed else {
             let shown = lossy(&line[..line.len().min(32)]);
             self.fatal(
                 AnomalyKind::InvalidReply,
@@ -1039,6 +1160,9 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
+        if self.lost_replies > 0 {
+            self.drop_lost_replies(code, sink);
+        }
         // The first reply is the greeting, unless the client already sent
         // commands and it is not a 220: then the capture started after the
         // greeting and the reply answers the first queued command.
@@ -1055,7 +1179,7 @@ impl Session {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
-            match self.pending.pop_front() {
+            match self.pop_pending() {
                 Some(p) => {
                     let answers = match p.what {
                         Awaiting::Command(Verb::Data) => Answers::Data,
@@ -1216,10 +1340,12 @@ impl Session {
                 self.unparsed[0] += self.hold.len() as u64;
                 self.hold.clear();
                 self.pending.clear();
+                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Finish => {
                 self.pending.clear();
+                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Error => {
@@ -1271,7 +1397,7 @@ impl Session {
         if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
             // Nothing answers a one-sided capture: forget the oldest command
             // rather than refuse every new one (reported once per session).
-            if let Some(old) = self.pending.pop_front() {
+            if let Some(old) = self.pop_pending() {
                 if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
                     t.refs = t.refs.saturating_sub(1);
                 }
