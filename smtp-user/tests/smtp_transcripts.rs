@@ -1214,3 +1214,23 @@ fn lost_reply_to_data_then_a_command_means_data_was_refused() {
     );
     assert_eq!(t.email, None);
 }
+
+#[test]
+fn midstream_joined_inside_tls_is_only_counted() {
+    // Joined after STARTTLS: neither side is SMTP. Nothing is reported, no
+    // error transition (no drop request), every byte is counted unparsed.
+    let client: &[u8] = b"\x16\x03\x01\x00\x05hello\x17\x03\x03\x00\x02\n\x01";
+    let server: &[u8] = b"\x16\x03\x03\x00\x02\r\n\x17\x03\x03\x00\x10abcdefghijklmnop\n";
+    let mut s = Session::midstream();
+    let mut ev = Vec::new();
+    s.feed(Up, client, &mut ev);
+    s.feed(Down, server, &mut ev);
+    s.feed(Down, &[b'z'; 5000], &mut ev);
+    s.feed(Down, b"\n", &mut ev);
+    assert_eq!(ev, []);
+    assert!(!s.drop_requested());
+    assert_eq!(s.state(), State::Midstream);
+    assert_eq!(s.unparsed_bytes(Down), server.len() as u64 + 5001);
+    // The client's last line is incomplete ("\x01"): not counted yet.
+    assert_eq!(s.unparsed_bytes(Up), client.len() as u64 - 1);
+}

@@ -46,13 +46,15 @@
 //! `no_helo`: they happened before we looked). Until the session is
 //! synchronised, client lines that are not well-formed commands
 //! ([`grammar::well_formed`]) are skipped silently and counted in
-//! [`Session::unparsed_bytes`] (we may have joined inside DATA), and server
-//! replies to nothing we saw are ignored (no `unmatched_reply`). A lone `.`
-//! line ends the message we joined: the next reply answers it, not a later
-//! command. The first command, or the reply to that `.`, synchronises the
-//! session. The transaction we joined is not reported (its MAIL FROM was
-//! not seen): a DATA/BDAT before the next MAIL/RSET/HELO/EHLO is parsed but
-//! opens no transaction, and the first complete transaction gets `tx_id` 0.
+//! [`Session::unparsed_bytes`] (we may have joined inside DATA); server
+//! replies to nothing we saw are ignored (no `unmatched_reply`), and so are
+//! server lines that are not replies (the rest of a line, or TLS: no
+//! `invalid_reply`, no error transition). A lone `.` line ends the message
+//! we joined: the next reply answers it, not a later command. The first
+//! command, or the reply to that `.`, synchronises the session. The
+//! transaction we joined is not reported (its MAIL FROM was not seen): a
+//! DATA/BDAT before the next MAIL/RSET/HELO/EHLO is parsed but opens no
+//! transaction, and the first complete transaction gets `tx_id` 0.
 //!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
@@ -1088,12 +1090,20 @@ impl Session {
                     self.on_reply_line(&line, buffered + consumed, sink);
                     consumed
                 }
+                Split::TooLong { consumed, .. } if self.state == State::Midstream => {
+                    self.unparsed[1] += (buffered + consumed) as u64;
+                    consumed
+                }
                 Split::TooLong { consumed, .. } => {
                     let detail = format!(
                         "reply line longer than {} bytes skipped",
                         self.cfg.line_limit
                     );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    consumed
+                }
+                Split::Skipped { consumed, .. } if self.state == State::Midstream => {
+                    self.unparsed[1] += consumed as u64;
                     consumed
                 }
                 Split::Skipped { consumed, .. } => consumed,
@@ -1105,9 +1115,10 @@ impl Session {
     /// One server line; `wire_len`: its length with the line ending.
     fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
         let parsed = grammar::reply_line(line);
-        if self.down_resync {
+        if self.down_resync || self.state == State::Midstream {
             if parsed.is_err() {
-                // The rest of a line cut by the gap (already reported).
+                // The rest of a line cut by the gap (already reported), or
+                // joined midstream: the rest of a line, or TLS.
                 self.unparsed[1] += wire_len as u64;
                 return;
             }
