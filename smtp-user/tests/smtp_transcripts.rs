@@ -1234,3 +1234,31 @@ fn midstream_joined_inside_tls_is_only_counted() {
     // The client's last line is incomplete ("\x01"): not counted yet.
     assert_eq!(s.unparsed_bytes(Up), client.len() as u64 - 1);
 }
+
+#[test]
+fn after_a_down_gap_354_answers_a_data_sent_after_it() {
+    // The replies to MAIL and RCPT are lost; DATA goes out after the gap;
+    // the 354 answers it, not the MAIL.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.feed(Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", &mut ev);
+    s.gap(Down, 20, &mut ev);
+    s.feed(Up, b"DATA\r\n", &mut ev);
+    s.feed(Down, b"354 go\r\n", &mut ev);
+    s.feed(Up, b"x\r\n.\r\n", &mut ev);
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev)[2..],
+        [(354, Some(Verb::Data)), (250, Some(Verb::Data))]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.size, t.rcpt_to[0].reply_code),
+        (TransactionState::Delivered, Some(250), 3, None)
+    );
+}

@@ -583,8 +583,13 @@ impl Session {
             220 => Awaiting::Command(Verb::StartTls),
             _ => return,
         };
-        let lost = self.lost_replies.min(self.pending.len());
-        let Some(pos) = self.pending.iter().take(lost).position(|p| p.what == what) else {
+        // The command answered may be the first one queued after the gap.
+        let Some(pos) = self
+            .pending
+            .iter()
+            .take(self.lost_replies.saturating_add(1))
+            .position(|p| p.what == what)
+        else {
             return;
         };
         for _ in 0..pos {
