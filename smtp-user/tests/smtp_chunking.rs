@@ -62,8 +62,45 @@ fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
     ]
 }
 
+/// Sessions joined midstream (no SYN): inside DATA (a body line longer than
+/// the line limit, lines that look like commands), and in the envelope.
+fn midstream_transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
+    let mut body = b"Data follows\r\nQuit it\r\n".to_vec();
+    body.extend_from_slice(&[b'x'; 5000]);
+    body.extend_from_slice(b"\r\n..\r\n.\r\n");
+    vec![
+        vec![
+            (Up, body),
+            (Down, b"250 queued\r\n".to_vec()),
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec()),
+            (Down, b"250 ok\r\n250 ok\r\n354 go\r\n".to_vec()),
+            (Up, b"Subject: s\r\n\r\nx\r\n.\r\nQUIT\r\n".to_vec()),
+            (Down, b"250 ok\r\n221 bye\r\n".to_vec()),
+        ],
+        vec![
+            (Down, b"250-more\r\n250 ok\r\n".to_vec()),
+            (Up, b"RCPT TO:<x@y>\r\nDATA\r\n".to_vec()),
+            (Down, b"250 ok\r\n354 go\r\n".to_vec()),
+            (
+                Up,
+                b"Subject: joined\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@b>\r\n".to_vec(),
+            ),
+            (Down, b"250 queued\r\n250 ok\r\n".to_vec()),
+            (Up, b"RCPT TO:<c@d>\r\nBDAT 4 LAST\r\nabcd".to_vec()),
+            (Down, b"250 ok\r\n250 ok\r\n".to_vec()),
+        ],
+    ]
+}
+
 fn feed_split(script: &[(Direction, Vec<u8>)], sizes: &[usize]) -> Vec<OwnedEvent> {
-    let mut s = Session::new();
+    feed_split_in(Session::new(), script, sizes)
+}
+
+fn feed_split_in(
+    mut s: Session,
+    script: &[(Direction, Vec<u8>)],
+    sizes: &[usize],
+) -> Vec<OwnedEvent> {
     let mut ev = Vec::new();
     let mut k = 0;
     for (dir, bytes) in script {
@@ -89,6 +126,22 @@ fn byte_by_byte_equals_whole_segments() {
         let whole = feed_split(&script, &[usize::MAX]);
         assert!(whole.len() > 10);
         assert_eq!(feed_split(&script, &[1]), whole);
+    }
+}
+
+#[test]
+fn midstream_byte_by_byte_equals_whole_segments() {
+    use smtp_user::smtp::TransactionState::Delivered;
+    for (script, size) in midstream_transcripts().into_iter().zip([17, 4]) {
+        let whole = feed_split_in(Session::midstream(), &script, &[usize::MAX]);
+        assert_eq!(anomalies(&whole), []);
+        // Only the complete transaction after the one we joined, as tx 0.
+        let txs: Vec<_> = transactions(&whole)
+            .iter()
+            .map(|t| (t.id, t.state, t.size))
+            .collect();
+        assert_eq!(txs, [(0, Delivered, size)]);
+        assert_eq!(feed_split_in(Session::midstream(), &script, &[1]), whole);
     }
 }
 
@@ -132,5 +185,12 @@ proptest! {
         let script = &transcripts()[which];
         let whole = feed_split(script, &[usize::MAX]);
         prop_assert_eq!(feed_split(script, &sizes), whole);
+    }
+
+    #[test]
+    fn midstream_any_chunking_gives_the_same_events(which in 0usize..2, sizes in proptest::collection::vec(1usize..40, 1..16)) {
+        let script = &midstream_transcripts()[which];
+        let whole = feed_split_in(Session::midstream(), script, &[usize::MAX]);
+        prop_assert_eq!(feed_split_in(Session::midstream(), script, &sizes), whole);
     }
 }

@@ -949,3 +949,316 @@ fn server_heard_during_data_taken_at_once() {
     );
     assert_eq!(content(&ev, 0, ContentPart::DecodedBody), b"x\r\n");
 }
+
+#[test]
+fn midstream_joined_inside_data_skips_to_the_next_transaction() {
+    // The flow had no SYN: we joined inside a message. Its lines (one looks
+    // like a command but is not well-formed) are skipped silently, the lone
+    // "." ends it and "250 queued" answers that end, not the MAIL after it.
+    let body: &[u8] = b"Data is attached below.\r\nQuit it\r\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYX\r\n";
+    let mut s = Session::midstream();
+    let mut ev = Vec::new();
+    assert_eq!(s.state(), State::Midstream);
+    s.feed(Up, body, &mut ev);
+    assert_eq!(s.state(), State::Midstream);
+    assert_eq!(s.unparsed_bytes(Up), body.len() as u64);
+    s.feed(Up, b".\r\n", &mut ev);
+    s.feed(Down, b"250 2.0.0 Ok: queued as 1\r\n", &mut ev);
+    assert_eq!(s.state(), State::Command);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        &mut ev,
+    );
+    s.feed(Down, b"250 ok\r\n250 ok\r\n354 go\r\n", &mut ev);
+    s.feed(Up, b"Subject: next\r\n\r\nhi\r\n.\r\nQUIT\r\n", &mut ev);
+    s.feed(Down, b"250 queued as 2\r\n221 bye\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), []);
+    assert_eq!(
+        trace(&ev),
+        [
+            "R:250",
+            "C:MAIL",
+            "C:RCPT",
+            "C:DATA",
+            "R:250",
+            "R:250",
+            "R:354",
+            "M:End:0",
+            "C:QUIT",
+            "R:250",
+            "T:0:Delivered",
+            "R:221"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(
+        reply_codes(&ev)[..2],
+        [(250, Some(Verb::Data)), (250, Some(Verb::Mail))]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.id, 0);
+    assert_eq!(t.helo, None);
+    assert_eq!(t.mail_from.as_deref(), Some("<a@example.org>"));
+    assert_eq!(t.rcpt_to[0].reply_code, Some(250));
+    assert_eq!(t.reply_code, Some(250));
+    assert_eq!(t.size, 21);
+    // Only the skipped message lines are unparsed.
+    assert_eq!(s.unparsed_bytes(Up), body.len() as u64);
+    // The same bytes in a session that expects a greeting: "Data is…" is
+    // taken for a DATA sent before the greeting.
+    let mut fresh = Session::new();
+    let mut ev = Vec::new();
+    fresh.feed(Up, body, &mut ev);
+    fresh.feed(Up, b".\r\n", &mut ev);
+    fresh.feed(Down, b"250 2.0.0 Ok: queued as 1\r\n", &mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(verbs(&ev), [Verb::Data]);
+}
+
+#[test]
+fn midstream_joined_in_the_envelope_reports_only_complete_transactions() {
+    // Joined after MAIL FROM: its 250 answers nothing we saw (ignored), the
+    // RCPT synchronises, the message is parsed but its transaction (MAIL
+    // FROM unseen) is not reported; the next one is, as tx 0.
+    let ev = {
+        let mut s = Session::midstream();
+        let mut ev = Vec::new();
+        for (dir, bytes) in [
+            (Down, &b"250 2.1.0 Ok\r\n"[..]),
+            (Up, b"RCPT TO:<x@example.net>\r\n"),
+            (Down, b"250 2.1.5 Ok\r\n"),
+            (Up, b"DATA\r\n"),
+            (Down, b"354 go\r\n"),
+            (Up, b"Subject: joined\r\n\r\nbody\r\n.\r\n"),
+            (Down, b"250 queued\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, b"RCPT TO:<c@d>\r\n"),
+            (Down, b"550 no\r\n"),
+            (Up, b"RSET\r\n"),
+            (Down, b"250 ok\r\n"),
+        ] {
+            s.feed(dir, bytes, &mut ev);
+        }
+        s.finish(&mut ev);
+        assert_eq!(s.unparsed_bytes(Up), 0);
+        ev
+    };
+    assert_eq!(anomalies(&ev), []);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (250, None),
+            (250, Some(Verb::Rcpt)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data)),
+            (250, Some(Verb::Mail)),
+            (550, Some(Verb::Rcpt)),
+            (250, Some(Verb::Rset))
+        ]
+    );
+    let t = transactions(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].id, t[0].state), (0, TransactionState::Reset));
+    assert_eq!(
+        t[0].rcpt_to,
+        [Recipient {
+            path: "<c@d>".into(),
+            reply_code: Some(550)
+        }]
+    );
+    // The joined message's content was not attributed to any transaction.
+    assert!(!ev.iter().any(|e| matches!(e, OwnedEvent::MailContent(_))));
+}
+
+/// Greeting, EHLO and a pipelined envelope whose replies will be lost.
+fn pipelined_envelope(s: &mut Session, ev: &mut Vec<OwnedEvent>) {
+    s.feed(Down, b"220 mx\r\n", ev);
+    s.feed(Up, b"EHLO c\r\n", ev);
+    s.feed(Down, b"250-mx\r\n250 PIPELINING\r\n", ev);
+    s.feed(
+        Up,
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n",
+        ev,
+    );
+}
+
+#[test]
+fn lost_replies_then_the_message_is_content_and_250_ends_it() {
+    // The server segment "250/250/250/354" is lost. The client sent its
+    // message: it got the 354. Whether the gap is known before or after the
+    // message arrives, the message is content and "250 queued" answers it.
+    let message: &[u8] = b"Subject: s\r\n\r\nRSET is a word here\r\n.\r\n";
+    for gap_first in [false, true] {
+        let mut s = Session::new();
+        let mut ev = Vec::new();
+        pipelined_envelope(&mut s, &mut ev);
+        if gap_first {
+            s.gap(Down, 40, &mut ev);
+            s.feed(Up, message, &mut ev);
+        } else {
+            s.feed(Up, message, &mut ev);
+            s.gap(Down, 40, &mut ev);
+        }
+        s.feed(Down, b"250 queued\r\n", &mut ev);
+        s.feed(Up, b"QUIT\r\n", &mut ev);
+        s.feed(Down, b"221 bye\r\n", &mut ev);
+        s.finish(&mut ev);
+        assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap], "{gap_first}");
+        assert_eq!(
+            reply_codes(&ev)[2..],
+            [(250, Some(Verb::Data)), (221, Some(Verb::Quit))],
+            "{gap_first}"
+        );
+        let t = transactions(&ev);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (t[0].state, t[0].reply_code, t[0].size),
+            (TransactionState::Delivered, Some(250), 35)
+        );
+        assert_eq!(
+            t[0].rcpt_to
+                .iter()
+                .map(|r| r.reply_code)
+                .collect::<Vec<_>>(),
+            [None, None]
+        );
+        assert_eq!(
+            content(&ev, 0, ContentPart::DecodedBody),
+            b"RSET is a word here\r\n"
+        );
+        assert_eq!(s.unparsed_bytes(Down), 40);
+    }
+}
+
+#[test]
+fn after_a_down_gap_354_answers_data_by_meaning() {
+    // Only "250 ok" to MAIL and the first RCPT's reply survive... then the
+    // 354: the second RCPT lost its reply, the 354 still answers DATA.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    pipelined_envelope(&mut s, &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    s.gap(Down, 10, &mut ev);
+    s.feed(Down, b"354 go\r\n", &mut ev);
+    s.feed(Up, b"Subject: s\r\n\r\nx\r\n.\r\n", &mut ev);
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev)[2..],
+        [
+            (250, Some(Verb::Mail)),
+            (354, Some(Verb::Data)),
+            (250, Some(Verb::Data))
+        ]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.size),
+        (TransactionState::Delivered, Some(250), 17)
+    );
+    assert_eq!(
+        t.rcpt_to.iter().map(|r| r.reply_code).collect::<Vec<_>>(),
+        [None, None]
+    );
+}
+
+#[test]
+fn after_a_down_gap_221_answers_quit_and_cut_lines_are_skipped() {
+    // The gap cuts a reply line: its tail is skipped silently, the replies
+    // to RSET/NOOP are lost and the 221 answers the QUIT.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.feed(Up, b"RSET\r\nNOOP\r\nQUIT\r\n", &mut ev);
+    s.feed(Down, b"250 r", &mut ev);
+    s.gap(Down, 20, &mut ev);
+    s.feed(Down, b"x ok\r\n221 bye\r\n", &mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev),
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (221, Some(Verb::Quit))
+        ]
+    );
+    assert_eq!(s.state(), State::Finish);
+    // "250 r" before the gap, the gap, "x ok\r\n" after it.
+    assert_eq!(s.unparsed_bytes(Down), 5 + 20 + 6);
+}
+
+#[test]
+fn lost_reply_to_data_then_a_command_means_data_was_refused() {
+    // After the lost replies the client sends RSET, not a message: the
+    // DATA was refused. RSET is a command, its 250 resets the transaction.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    pipelined_envelope(&mut s, &mut ev);
+    s.gap(Down, 40, &mut ev);
+    s.feed(Up, b"RSET\r\n", &mut ev);
+    s.feed(Down, b"250 reset\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(verbs(&ev)[4..], [Verb::Data, Verb::Rset]);
+    assert_eq!(reply_codes(&ev)[2..], [(250, Some(Verb::Rset))]);
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code),
+        (TransactionState::Reset, Some(250))
+    );
+    assert_eq!(t.email, None);
+}
+
+#[test]
+fn midstream_joined_inside_tls_is_only_counted() {
+    // Joined after STARTTLS: neither side is SMTP. Nothing is reported, no
+    // error transition (no drop request), every byte is counted unparsed.
+    let client: &[u8] = b"\x16\x03\x01\x00\x05hello\x17\x03\x03\x00\x02\n\x01";
+    let server: &[u8] = b"\x16\x03\x03\x00\x02\r\n\x17\x03\x03\x00\x10abcdefghijklmnop\n";
+    let mut s = Session::midstream();
+    let mut ev = Vec::new();
+    s.feed(Up, client, &mut ev);
+    s.feed(Down, server, &mut ev);
+    s.feed(Down, &[b'z'; 5000], &mut ev);
+    s.feed(Down, b"\n", &mut ev);
+    assert_eq!(ev, []);
+    assert!(!s.drop_requested());
+    assert_eq!(s.state(), State::Midstream);
+    assert_eq!(s.unparsed_bytes(Down), server.len() as u64 + 5001);
+    // The client's last line is incomplete ("\x01"): not counted yet.
+    assert_eq!(s.unparsed_bytes(Up), client.len() as u64 - 1);
+}
+
+#[test]
+fn after_a_down_gap_354_answers_a_data_sent_after_it() {
+    // The replies to MAIL and RCPT are lost; DATA goes out after the gap;
+    // the 354 answers it, not the MAIL.
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.feed(Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", &mut ev);
+    s.gap(Down, 20, &mut ev);
+    s.feed(Up, b"DATA\r\n", &mut ev);
+    s.feed(Down, b"354 go\r\n", &mut ev);
+    s.feed(Up, b"x\r\n.\r\n", &mut ev);
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    assert_eq!(
+        reply_codes(&ev)[2..],
+        [(354, Some(Verb::Data)), (250, Some(Verb::Data))]
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(
+        (t.state, t.reply_code, t.size, t.rcpt_to[0].reply_code),
+        (TransactionState::Delivered, Some(250), 3, None)
+    );
+}

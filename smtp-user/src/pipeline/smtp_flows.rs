@@ -129,8 +129,14 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
 
     fn open(&mut self, flow: &FlowInfo) -> FlowSession {
         self.counters.flows += 1;
+        // No SYN seen: the session started before the capture / the monitor.
+        let smtp = if flow.midstream {
+            Session::midstream()
+        } else {
+            Session::new()
+        };
         FlowSession {
-            smtp: Session::new(),
+            smtp,
             ctx: FlowContext {
                 flow_id: flow.flow_id,
                 client: flow.client,

@@ -70,6 +70,41 @@ pub fn verb(word: &[u8]) -> Verb {
     }
 }
 
+/// Whether a command line is a known command with arguments of the right
+/// shape for its verb: how a session joined midstream tells commands from
+/// message content. Argument-less verbs (DATA, RSET, QUIT, STARTTLS, TURN)
+/// have none, MAIL/RCPT have a `FROM:`/`TO:` path, HELO/EHLO one word, BDAT
+/// a size, AUTH an upper-case mechanism; verbs taking free text (NOOP, HELP,
+/// VRFY, …) must be written in upper case, as clients send them, so that a
+/// body line like "Help is coming" is not taken for a command.
+pub fn well_formed(cmd: &CommandLine<'_>) -> bool {
+    let args = cmd.args.trim_ascii();
+    let words = args.split(|&c| c == b' ').filter(|w| !w.is_empty()).count();
+    match verb(cmd.verb) {
+        Verb::Unknown(_) => false,
+        Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls | Verb::Turn => args.is_empty(),
+        Verb::Mail => path_args(args, "FROM:").is_ok(),
+        Verb::Rcpt => path_args(args, "TO:").is_ok(),
+        Verb::Helo | Verb::Ehlo => words == 1,
+        Verb::Bdat => bdat_args(cmd.args).is_some(),
+        Verb::Auth => {
+            let mech = args.split(|&c| c == b' ').next().unwrap_or(&[]);
+            (1..=2).contains(&words)
+                && mech
+                    .iter()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || b"-_".contains(c))
+        }
+        Verb::Vrfy
+        | Verb::Expn
+        | Verb::Help
+        | Verb::Noop
+        | Verb::Etrn
+        | Verb::Atrn
+        | Verb::Xclient
+        | Verb::Xforward => cmd.verb.iter().all(|c| !c.is_ascii_lowercase()),
+    }
+}
+
 /// A MAIL FROM / RCPT TO argument: the path as written and its ESMTP parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathArgs<'a> {
@@ -183,6 +218,39 @@ mod tests {
         assert!(command_line(b"\x16\x03\x01").is_err());
         assert!(command_line(b"MAIL:FROM").is_err());
         assert_eq!(verb(b"xyzzy"), Verb::Unknown("XYZZY".into()));
+    }
+
+    #[test]
+    fn well_formed_commands_versus_body_lines() {
+        let ok = |l: &[u8]| command_line(l).is_ok_and(|(_, c)| well_formed(&c));
+        for line in [
+            &b"MAIL FROM:<a@b> SIZE=10"[..],
+            b"rcpt to:<x@y>",
+            b"DATA",
+            b"rset",
+            b"QUIT ",
+            b"EHLO client.example.org",
+            b"BDAT 12 LAST",
+            b"AUTH PLAIN dGVzdA==",
+            b"NOOP",
+            b"HELP DATA",
+        ] {
+            assert!(ok(line), "{:?}", String::from_utf8_lossy(line));
+        }
+        for line in [
+            &b"Data is attached"[..],
+            b"Mail me back",
+            b"Quit it",
+            b"Help is coming",
+            b"helo there friend",
+            b"Auth failed for me",
+            b"From: Alice <a@b>",
+            b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v",
+            b".",
+            b"",
+        ] {
+            assert!(!ok(line), "{:?}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

@@ -17,6 +17,13 @@ use super::events::AnomalyKind;
 pub enum State {
     /// Waiting for the server greeting (tutorial `session_initiation`).
     SessionInitiation,
+    /// Joined midstream (the capture or the monitor started during the
+    /// session) and not synchronised yet: no greeting is expected, client
+    /// lines that are not well-formed commands are skipped (we may be inside
+    /// DATA), replies to nothing we saw are ignored. Left at the first
+    /// command, or at the reply to a lone `.` line (the end of the message
+    /// we joined).
+    Midstream,
     /// Greeting seen, no command yet (tutorial `client_initiation`).
     ClientInitiation,
     /// No command awaits a reply (tutorial `command`).
@@ -41,6 +48,7 @@ impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::SessionInitiation => "session_initiation",
+            State::Midstream => "midstream",
             State::ClientInitiation => "client_initiation",
             State::Command => "command",
             State::Response => "response",
@@ -104,8 +112,14 @@ pub enum Message {
     /// up: DATA while the server has never been heard (one-sided capture):
     /// content follows at once, as if the server had answered 354.
     DataUnheard,
-    /// up: the CRLF.CRLF that ends DATA content.
+    /// up: client bytes after a DATA whose reply was lost in a server-side
+    /// gap: the client would not send them before a 354, so content
+    /// follows at once.
+    DataReplyLost,
+    /// up: the CRLF.CRLF that ends DATA content (midstream: a lone `.` line).
     EndOfData,
+    /// up: midstream, a line that is not a well-formed command (skipped).
+    NotACommand,
     /// up: the last octet of a BDAT chunk.
     ChunkDone,
     /// up: a client line answering a 334 challenge.
@@ -169,11 +183,24 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         // (the greeting was missed: the capture started late): as in `command`
         (SessionInitiation, Down, M::Reply { .. })                                     => transition(Command, Down, msg),
 
+        // midstream: joined during the session, perhaps inside DATA; the
+        // first command synchronises, a lone `.` ended the message we joined
+        // and its reply synchronises
+        (Midstream, Up,   M::NotACommand)                                              => to(Midstream),
+        (Midstream, Up,   M::EndOfData)                                                => to(Midstream),
+        (Midstream, Up,   M::Command { bdat: true })                                   => to(BdatTransmission),
+        (Midstream, Up,   M::Command { bdat: false })                                  => to(Response),
+        (Midstream, Up,   M::DataUnheard)                                              => to(DataTransmission),
+        (Midstream, Down, M::Reply { to: Answers::Nothing, .. })                       => to(Midstream),
+        (Midstream, Down, M::Reply { .. })                                             => transition(Command, Down, msg),
+
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
         (ClientInitiation | Command | Response, Up, M::Command { bdat: false })        => to(Response),
         // server never heard (one-sided capture): DATA starts the content at once
         (ClientInitiation | Command | Response, Up, M::DataUnheard)                    => to(DataTransmission),
+        // the reply to DATA was lost in a gap and the client went on: it got a 354
+        (Command | Response, Up, M::DataReplyLost)                                     => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Nothing, .. }) => weird(state, A::UnmatchedReply),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Data, class: Class::Intermediate, .. }) => to(DataTransmission),
         (ClientInitiation | Command | Response, Down, M::Reply { to: Answers::Auth, class: Class::Intermediate, .. }) => to(AuthExchange),
@@ -312,8 +339,47 @@ mod tests {
             to(State::DataTransmission)
         );
         assert_eq!(
+            transition(State::Response, Up, Message::DataReplyLost),
+            to(State::DataTransmission)
+        );
+        assert_eq!(
             transition(State::SessionInitiation, Up, Message::DataUnheard),
             weird(State::DataTransmission, AnomalyKind::CommandBeforeGreeting)
+        );
+    }
+
+    #[test]
+    fn midstream_skips_until_a_command_or_the_reply_to_a_dot() {
+        use State::Midstream;
+        assert_eq!(
+            transition(Midstream, Up, Message::NotACommand),
+            to(Midstream)
+        );
+        assert_eq!(
+            transition(Midstream, Down, reply(Answers::Nothing, 250, false)),
+            to(Midstream)
+        );
+        assert_eq!(transition(Midstream, Up, Message::EndOfData), to(Midstream));
+        assert_eq!(
+            transition(Midstream, Down, reply(Answers::Other, 250, false)),
+            to(State::Command)
+        );
+        assert_eq!(
+            transition(Midstream, Down, reply(Answers::Other, 250, true)),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(Midstream, Up, Message::Command { bdat: false }),
+            to(State::Response)
+        );
+        assert_eq!(
+            transition(Midstream, Down, reply(Answers::Nothing, 421, false)),
+            to(State::Finish)
+        );
+        // Once synchronised, a line that is not a command is an error again.
+        assert_eq!(
+            transition(State::Command, Up, Message::NotACommand),
+            weird(State::Command, AnomalyKind::InvalidPipelinedSequence)
         );
     }
 

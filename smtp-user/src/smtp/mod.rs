@@ -17,6 +17,10 @@
 //! assert_eq!(events.len(), 3); // Response, Command, Response
 //! ```
 //!
+//! A flow whose start was not seen (no SYN) uses [`Session::midstream`]:
+//! no greeting expected, message lines skipped until the session is
+//! synchronised (see [`session`]).
+//!
 //! Event order follows the protocol: a `Command` when its line is complete, a
 //! `Response` when its last line is complete, `MailContent` (Raw, then the
 //! DecodedBody bytes of the same piece) while content streams, an `End`

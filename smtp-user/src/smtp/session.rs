@@ -27,6 +27,35 @@
 //! `aborted` with no reply code (we cannot claim `delivered`) when the next
 //! MAIL/RSET/HELO/EHLO starts or when the session ends.
 //!
+//! **Lost server replies.** After a gap in the down stream, the replies
+//! to the commands queued at that time may have been lost, so replies are
+//! matched to them by meaning, not only by position: a 354 answers the
+//! queued DATA, 221 QUIT, 334 AUTH, 220 STARTTLS, and the commands queued
+//! before it lost their replies (recipients keep no reply code, nothing is
+//! decided for them). Other replies still answer the oldest command. If the
+//! client sends bytes after such a DATA before any reply, the 354 was lost:
+//! with PIPELINING, DATA ends a command group (RFC 2920) and the client
+//! waits for its reply, so bytes after it mean the server said 354 — unless
+//! their first line is a well-formed command (the DATA was refused, e.g.
+//! RSET/QUIT follow). The content is then taken at once as in the
+//! server-unheard mode, and the reply that follows answers its end of data.
+//!
+//! **Midstream.** A session joined midstream ([`SessionConfig::midstream`]:
+//! the flow table saw no SYN) starts in [`State::Midstream`]: no greeting is
+//! expected (no `unexpected_server_greeting`, `command_before_greeting` or
+//! `no_helo`: they happened before we looked). Until the session is
+//! synchronised, client lines that are not well-formed commands
+//! ([`grammar::well_formed`]) are skipped silently and counted in
+//! [`Session::unparsed_bytes`] (we may have joined inside DATA); server
+//! replies to nothing we saw are ignored (no `unmatched_reply`), and so are
+//! server lines that are not replies (the rest of a line, or TLS: no
+//! `invalid_reply`, no error transition). A lone `.` line ends the message
+//! we joined: the next reply answers it, not a later command. The first
+//! command, or the reply to that `.`, synchronises the session. The
+//! transaction we joined is not reported (its MAIL FROM was not seen): a
+//! DATA/BDAT before the next MAIL/RSET/HELO/EHLO is parsed but opens no
+//! transaction, and the first complete transaction gets `tx_id` 0.
+//!
 //! Results do not depend on how the streams are chunked, except for the
 //! boundaries between successive `MailContent` pieces.
 //!
@@ -67,6 +96,9 @@ pub struct SessionConfig {
     pub max_reply_lines: usize,
     /// BDAT chunks larger than this are reported (`bdat_chunk_overflow`).
     pub max_bdat_chunk: u64,
+    /// The session was joined midstream (no SYN seen): start in
+    /// [`State::Midstream`] instead of waiting for the greeting.
+    pub midstream: bool,
 }
 
 impl Default for SessionConfig {
@@ -78,6 +110,7 @@ impl Default for SessionConfig {
             max_open_transactions: 4,
             max_reply_lines: 128,
             max_bdat_chunk: 128 * 1024 * 1024,
+            midstream: false,
         }
     }
 }
@@ -159,14 +192,28 @@ pub struct Session {
     down_lines: LineBuffer,
     /// Reply whose final line has not arrived yet.
     reply: Option<ReplyBuilder>,
+    /// A down gap ended at an unknown place: lines that are not reply lines
+    /// (the rest of a line cut by the gap) are skipped, not fatal, until a
+    /// reply line is seen. The gap may well end at a line boundary, so the
+    /// first line after it is not thrown away blindly.
+    down_resync: bool,
     /// The greeting (first reply) was seen.
     greeted: bool,
     /// Argument of the last HELO/EHLO.
     helo: Option<String>,
-    /// A HELO/EHLO command was seen.
+    /// A HELO/EHLO command was seen (or the session was joined midstream:
+    /// it may have been sent before).
     helo_seen: bool,
+    /// Joined midstream and no transaction boundary (MAIL, RSET, HELO/EHLO,
+    /// end of content) seen yet: a DATA/BDAT belongs to a transaction whose
+    /// start we missed; its content is parsed but opens no transaction.
+    joined: bool,
     /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
     pending: VecDeque<Pending>,
+    /// The first `lost_replies` entries of `pending` were queued when server
+    /// bytes were lost: their replies may be gone, so replies are matched to
+    /// them by meaning (see the module doc). At most `pending.len()`.
+    lost_replies: usize,
     /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
@@ -234,17 +281,33 @@ impl Session {
         Session::with_config(SessionConfig::default())
     }
 
+    /// A session joined midstream (see the module doc).
+    pub fn midstream() -> Session {
+        Session::with_config(SessionConfig {
+            midstream: true,
+            ..SessionConfig::default()
+        })
+    }
+
     pub fn with_config(cfg: SessionConfig) -> Session {
+        let midstream = cfg.midstream;
         Session {
             up_lines: LineBuffer::new(cfg.line_limit),
             down_lines: LineBuffer::new(cfg.line_limit),
             cfg,
-            state: State::SessionInitiation,
+            state: if midstream {
+                State::Midstream
+            } else {
+                State::SessionInitiation
+            },
             reply: None,
-            greeted: false,
+            down_resync: false,
+            greeted: midstream,
             helo: None,
-            helo_seen: false,
+            helo_seen: midstream,
+            joined: midstream,
             pending: VecDeque::new(),
+            lost_replies: 0,
             hold: Vec::new(),
             hold_lost: 0,
             hold_gap_at: None,
@@ -321,6 +384,7 @@ impl Session {
             // Reported when the held bytes are replayed, at the right place.
             self.hold_gap_at.get_or_insert(self.hold.len());
             self.hold_lost += len;
+            self.take_lost_data(sink);
             return;
         }
         let tx_id = self.content_tx.or(self.up_tx);
@@ -333,7 +397,13 @@ impl Session {
         match dir {
             Direction::Down => {
                 self.reply = None;
-                self.down_lines.resync();
+                // The partial line before the gap is dropped unparsed.
+                self.unparsed[1] += self.down_lines.pending_len() as u64;
+                self.down_lines.reset();
+                self.down_resync = true;
+                // Every queued command may have lost its reply.
+                self.lost_replies = self.pending.len();
+                self.take_lost_data(sink);
             }
             Direction::Up => match self.up_mode() {
                 UpMode::Data => {
@@ -438,6 +508,7 @@ impl Session {
                         self.hold_lost += (input.len() - take) as u64;
                         self.unparsed[0] += (input.len() - take) as u64;
                     }
+                    self.take_lost_data(sink);
                     input.len()
                 }
                 UpMode::Data => self.up_data(input, sink),
@@ -445,6 +516,89 @@ impl Session {
                 UpMode::Commands | UpMode::AuthAnswer => self.up_line(input, sink),
             };
             input = input.get(used..).unwrap_or(&[]);
+        }
+    }
+
+    /// Client bytes arrived after a DATA whose reply may have been lost in a
+    /// down gap (see the module doc): the client got a 354 (content at once)
+    /// or, if the first line is a command, a refusal. Waits for that first
+    /// line (bounded by the hold limit).
+    fn take_lost_data(&mut self, sink: &mut impl EventSink) {
+        let lost_data = self.lost_replies > 0
+            && self.lost_replies == self.pending.len()
+            && self
+                .pending
+                .back()
+                .is_some_and(|p| p.what == Awaiting::Command(Verb::Data))
+            && self.up_mode() == UpMode::Hold
+            && (!self.hold.is_empty() || self.hold_lost > 0);
+        if !lost_data {
+            return;
+        }
+        let first_line = match memchr::memchr(b'\n', &self.hold) {
+            Some(i) => self.hold.get(..i).unwrap_or(&[]),
+            None if self.hold_lost > 0 || self.hold.len() >= self.cfg.hold_limit => &[][..],
+            None => return,
+        };
+        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+        let refused = grammar::command_line(first_line)
+            .ok()
+            .is_some_and(|(_, c)| grammar::well_formed(&c));
+        // Every queued command lost its reply, DATA included.
+        let mut data = None;
+        while let Some(p) = self.pop_pending() {
+            if let Some(id) = p.tx {
+                if let Some(tx) = self.tx_mut(id) {
+                    tx.refs = tx.refs.saturating_sub(1);
+                }
+            }
+            if self.pending.is_empty() {
+                data = Some(p);
+            } else if let Some(id) = p.tx {
+                self.try_emit(id, sink);
+            }
+        }
+        if let Some(p) = data.filter(|_| !refused) {
+            tracing::debug!("reply to DATA lost: content taken at once");
+            self.reply_effects(&p, 354, Class::Intermediate);
+            self.apply(Direction::Up, Message::DataReplyLost, sink);
+        }
+        self.replay_held(sink);
+    }
+
+    /// Takes the oldest pending command (keeps `lost_replies` in step).
+    fn pop_pending(&mut self) -> Option<Pending> {
+        let p = self.pending.pop_front()?;
+        self.lost_replies = self.lost_replies.saturating_sub(1);
+        Some(p)
+    }
+
+    /// A reply after a down gap: the commands queued before the one it
+    /// answers by meaning lost their replies; drop them.
+    fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
+        let what = match code {
+            354 => Awaiting::Command(Verb::Data),
+            221 => Awaiting::Command(Verb::Quit),
+            334 => Awaiting::Command(Verb::Auth),
+            220 => Awaiting::Command(Verb::StartTls),
+            _ => return,
+        };
+        // The command answered may be the first one queued after the gap.
+        let Some(pos) = self
+            .pending
+            .iter()
+            .take(self.lost_replies.saturating_add(1))
+            .position(|p| p.what == what)
+        else {
+            return;
+        };
+        for _ in 0..pos {
+            if let Some(id) = self.pop_pending().and_then(|p| p.tx) {
+                if let Some(tx) = self.tx_mut(id) {
+                    tx.refs = tx.refs.saturating_sub(1);
+                }
+                self.try_emit(id, sink);
+            }
         }
     }
 
@@ -480,7 +634,12 @@ impl Session {
 
     fn up_line(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
         let auth = self.up_mode() == UpMode::AuthAnswer;
-        match self.up_lines.split(input) {
+        let buffered = self.up_lines.pending_len();
+        let split = self.up_lines.split(input);
+        if self.state == State::Midstream {
+            return self.up_line_unsynced(split, buffered, input, sink);
+        }
+        match split {
             Split::NeedMore => input.len(),
             Split::InInput {
                 start,
@@ -527,6 +686,49 @@ impl Session {
                 consumed
             }
         }
+    }
+
+    /// A client line while joined midstream and not synchronised: a
+    /// well-formed command synchronises, a lone `.` ends the message we
+    /// joined, anything else is skipped (counted as unparsed, not reported).
+    fn up_line_unsynced(
+        &mut self,
+        split: Split,
+        buffered: usize,
+        input: &[u8],
+        sink: &mut impl EventSink,
+    ) -> usize {
+        let (line, consumed) = match split {
+            Split::NeedMore => return input.len(),
+            Split::InInput {
+                start,
+                end,
+                consumed,
+                ..
+            } => (input.get(start..end).unwrap_or(&[]).to_vec(), consumed),
+            Split::Buffered { consumed, .. } => (self.up_lines.line().to_vec(), consumed),
+            Split::TooLong { consumed, .. } | Split::Skipped { consumed, .. } => {
+                self.unparsed[0] += (buffered + consumed) as u64;
+                self.apply(Direction::Up, Message::NotACommand, sink);
+                return consumed;
+            }
+        };
+        let command = grammar::command_line(&line)
+            .ok()
+            .is_some_and(|(_, c)| grammar::well_formed(&c));
+        if command {
+            self.on_command(&line, sink);
+        } else if line == b"." && self.pending.is_empty() {
+            // The end of the message we joined: its reply must not be
+            // matched to a later command.
+            self.joined = false;
+            self.push_pending(Awaiting::EndOfData, None, None, sink);
+            self.apply(Direction::Up, Message::EndOfData, sink);
+        } else {
+            self.unparsed[0] += (buffered + consumed) as u64;
+            self.apply(Direction::Up, Message::NotACommand, sink);
+        }
+        consumed
     }
 
     fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
@@ -604,6 +806,9 @@ impl Session {
             self.abort_all(sink);
         }
         let auth_unheard = unheard && verb == Verb::Auth;
+        if matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
+            self.joined = false;
+        }
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
                 if verb != Verb::Rset {
@@ -665,17 +870,10 @@ impl Session {
             }
             Verb::Data if unheard => {
                 // As if the server had answered 354: no reply will come to wait for.
-                let id = match self.up_tx {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_tx(sink);
-                        self.up_tx = Some(id);
-                        id
-                    }
-                };
+                let id = self.data_tx(sink);
                 self.start_content(id);
                 // Queued all the same: the server may be heard later.
-                self.push_pending(Awaiting::DataStarted, Some(id), None, sink);
+                self.push_pending(Awaiting::DataStarted, id, None, sink);
                 self.apply(Direction::Up, Message::DataUnheard, sink);
                 return;
             }
@@ -704,16 +902,9 @@ impl Session {
             return;
         };
         let id = match self.content_tx {
-            Some(id) => id,
+            Some(id) => Some(id),
             None => {
-                let id = match self.up_tx {
-                    Some(id) => id,
-                    None => {
-                        let id = self.new_tx(sink);
-                        self.up_tx = Some(id);
-                        id
-                    }
-                };
+                let id = self.data_tx(sink);
                 self.start_content(id);
                 id
             }
@@ -723,20 +914,22 @@ impl Session {
                 "BDAT chunk of {} bytes (limit {})",
                 b.size, self.cfg.max_bdat_chunk
             );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
         self.bdat_total = self.bdat_total.saturating_add(b.size);
-        let declared = self.tx_mut(id).and_then(|t| t.declared_size);
+        let declared = id
+            .and_then(|id| self.tx_mut(id))
+            .and_then(|t| t.declared_size);
         if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
             let detail = format!(
                 "BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}",
                 self.bdat_total
             );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, Some(id), sink);
+            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
         self.bdat_remaining = b.size;
         self.bdat_last = b.last;
-        self.push_pending(Awaiting::Bdat { last: b.last }, Some(id), None, sink);
+        self.push_pending(Awaiting::Bdat { last: b.last }, id, None, sink);
         self.apply(Direction::Up, Message::Command { bdat: true }, sink);
         if b.size == 0 {
             self.chunk_done(sink);
@@ -792,12 +985,25 @@ impl Session {
 
     // ----- content -----
 
-    fn start_content(&mut self, id: u32) {
-        self.content_tx = Some(id);
+    /// The transaction a DATA/BDAT adds to: the current one; none when it
+    /// belongs to the transaction we joined midstream; else a new one (DATA
+    /// or BDAT without MAIL FROM).
+    fn data_tx(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        if self.up_tx.is_none() && !self.joined {
+            let id = self.new_tx(sink);
+            self.up_tx = Some(id);
+        }
+        self.up_tx
+    }
+
+    /// Content starts; `None`: content of the transaction we joined
+    /// midstream (parsed for framing only, not reported).
+    fn start_content(&mut self, id: Option<u32>) {
+        self.content_tx = id;
         self.dots.reset();
         self.mime.reset();
         self.bdat_total = 0;
-        if let Some(tx) = self.tx_mut(id) {
+        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
             tx.email = Some(Default::default());
         }
     }
@@ -820,6 +1026,8 @@ impl Session {
 
     /// End of message: record what MIME parsing found; returns the transaction.
     fn end_content(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        // The message we joined midstream (if any) is over.
+        self.joined = false;
         let id = self.content_tx.take()?;
         self.mime.finish(id, sink);
         self.mime.end_body(id, sink);
@@ -870,6 +1078,7 @@ impl Session {
                 self.unparsed[1] += input.len() as u64;
                 return;
             }
+            let buffered = self.down_lines.pending_len();
             let used = match self.down_lines.split(input) {
                 Split::NeedMore => input.len(),
                 Split::InInput {
@@ -878,12 +1087,16 @@ impl Session {
                     consumed,
                     ..
                 } => {
-                    self.on_reply_line(&input[start..end], sink);
+                    self.on_reply_line(&input[start..end], consumed, sink);
                     consumed
                 }
                 Split::Buffered { consumed, .. } => {
                     let line = self.down_lines.line().to_vec();
-                    self.on_reply_line(&line, sink);
+                    self.on_reply_line(&line, buffered + consumed, sink);
+                    consumed
+                }
+                Split::TooLong { consumed, .. } if self.state == State::Midstream => {
+                    self.unparsed[1] += (buffered + consumed) as u64;
                     consumed
                 }
                 Split::TooLong { consumed, .. } => {
@@ -894,14 +1107,29 @@ impl Session {
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
                     consumed
                 }
+                Split::Skipped { consumed, .. } if self.state == State::Midstream => {
+                    self.unparsed[1] += consumed as u64;
+                    consumed
+                }
                 Split::Skipped { consumed, .. } => consumed,
             };
             input = input.get(used..).unwrap_or(&[]);
         }
     }
 
-    fn on_reply_line(&mut self, line: &[u8], sink: &mut impl EventSink) {
-        let Ok((_, r)) = grammar::reply_line(line) else {
+    /// One server line; `wire_len`: its length with the line ending.
+    fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
+        let parsed = grammar::reply_line(line);
+        if self.down_resync || self.state == State::Midstream {
+            if parsed.is_err() {
+                // The rest of a line cut by the gap (already reported), or
+                // joined midstream: the rest of a line, or TLS.
+                self.unparsed[1] += wire_len as u64;
+                return;
+            }
+            self.down_resync = false;
+        }
+        let Ok((_, r)) = parsed else {
             let shown = lossy(&line[..line.len().min(32)]);
             self.fatal(
                 AnomalyKind::InvalidReply,
@@ -948,6 +1176,9 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
+        if self.lost_replies > 0 {
+            self.drop_lost_replies(code, sink);
+        }
         // The first reply is the greeting, unless the client already sent
         // commands and it is not a 220: then the capture started after the
         // greeting and the reply answers the first queued command.
@@ -964,7 +1195,7 @@ impl Session {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
-            match self.pending.pop_front() {
+            match self.pop_pending() {
                 Some(p) => {
                     let answers = match p.what {
                         Awaiting::Command(Verb::Data) => Answers::Data,
@@ -1036,8 +1267,9 @@ impl Session {
             }
             Awaiting::Command(Verb::Data) if class == Class::Intermediate => {
                 let id = match id {
-                    Some(id) => id,
-                    None => self.new_tx_quiet(),
+                    Some(id) => Some(id),
+                    None if self.joined => None,
+                    None => Some(self.new_tx_quiet()),
                 };
                 self.start_content(id);
             }
@@ -1124,10 +1356,12 @@ impl Session {
                 self.unparsed[0] += self.hold.len() as u64;
                 self.hold.clear();
                 self.pending.clear();
+                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Finish => {
                 self.pending.clear();
+                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Error => {
@@ -1179,7 +1413,7 @@ impl Session {
         if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
             // Nothing answers a one-sided capture: forget the oldest command
             // rather than refuse every new one (reported once per session).
-            if let Some(old) = self.pending.pop_front() {
+            if let Some(old) = self.pop_pending() {
                 if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
                     t.refs = t.refs.saturating_sub(1);
                 }
