@@ -725,3 +725,61 @@ proptest! {
         }
     }
 }
+
+/// Logs what a flow's handler is given, in order, across both directions.
+#[derive(Default)]
+struct OrderLog(Vec<(Direction, String)>);
+
+impl smtp_user::flow::FlowHandler for OrderLog {
+    type Session = ();
+    fn open(&mut self, _: &smtp_user::flow::FlowInfo) {}
+    fn data(&mut self, _: &mut (), _: &smtp_user::flow::FlowInfo, d: Direction, _: u64, b: &[u8]) {
+        self.0.push((d, String::from_utf8_lossy(b).into_owned()));
+    }
+    fn gap(&mut self, _: &mut (), _: &smtp_user::flow::FlowInfo, d: Direction, _: u64, n: u64) {
+        self.0.push((d, format!("<gap {n}>")));
+    }
+    fn close(
+        &mut self,
+        _: (),
+        _: &smtp_user::flow::FlowInfo,
+        _: &smtp_user::flow::FlowStats,
+        _: CloseReason,
+    ) {
+    }
+}
+
+#[test]
+fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |src, dst, seq, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: 1,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), OrderLog::default());
+    t.segment(&seg(c, s, 100, 0, syn, b""));
+    t.segment(&seg(s, c, 500, 101, syn | ack, b""));
+    t.segment(&seg(c, s, 101, 501, ack, b""));
+    // The greeting's first segment ("220 mx") is not captured, its second is.
+    t.segment(&seg(s, c, 507, 101, psh, b" ESMTP\r\n"));
+    // The client acknowledges both and sends EHLO in the same segment.
+    t.segment(&seg(c, s, 101, 515, psh, b"EHLO c\r\n"));
+    let log = &t.handler().0;
+    assert_eq!(
+        log,
+        &vec![
+            (Down, "<gap 6>".to_string()),
+            (Down, " ESMTP\r\n".to_string()),
+            (Up, "EHLO c\r\n".to_string()),
+        ]
+    );
+}

@@ -1262,3 +1262,25 @@ fn after_a_down_gap_354_answers_a_data_sent_after_it() {
         (TransactionState::Delivered, Some(250), 3, None)
     );
 }
+
+#[test]
+fn command_after_a_lost_ehlo_reply_is_not_a_pipelining_violation() {
+    // The EHLO reply was in a server-side gap: MAIL after it is what the
+    // client does after a 250 we did not see, not "MAIL before the reply".
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.gap(Down, 83, &mut ev);
+    s.feed(Up, b"MAIL FROM:<a@example.org>\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n", &mut ev);
+    assert_eq!(anomalies(&ev), [AnomalyKind::StreamGap]);
+    // Without the gap the same order is reported.
+    let ev = run(&[
+        (Down, b"220 mx\r\n"),
+        (Up, b"EHLO c\r\n"),
+        (Up, b"MAIL FROM:<a@example.org>\r\n"),
+        (Down, b"250 mx\r\n250 ok\r\n"),
+    ]);
+    assert_eq!(anomalies(&ev), [AnomalyKind::InvalidPipelinedSequence]);
+}

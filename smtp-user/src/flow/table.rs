@@ -212,6 +212,12 @@ impl<H: FlowHandler> FlowTable<H> {
                 handler.gap(session, info, d, ts, n)
             }
         };
+        // The ACK first: the sender had received the peer's bytes up to it
+        // before it sent this payload, so a hole the ACK proves lost is a gap
+        // that comes before this segment's data in the session's order.
+        if seg.flags.ack() {
+            theirs.peer_ack(seg.ack, &mut |c| deliver(dir.reverse(), c));
+        }
         let mut seq = seg.seq;
         if seg.flags.syn() {
             *syn_seen = true;
@@ -227,9 +233,6 @@ impl<H: FlowHandler> FlowTable<H> {
                 &mut budget,
                 &mut |c| deliver(dir, c),
             );
-        }
-        if seg.flags.ack() {
-            theirs.peer_ack(seg.ack, &mut |c| deliver(dir.reverse(), c));
         }
         for d in [dir, dir.reverse()] {
             let s = &mut streams[di(d)];

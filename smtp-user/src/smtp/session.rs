@@ -778,8 +778,11 @@ impl Session {
             let detail = format!("unknown command {v:?}");
             self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
         }
+        // Not judged while the server is unheard, nor when the previous
+        // command's reply may have been in a server-side gap.
         let unheard = self.server_unheard();
-        if let Some(prev) = self.pending.back().filter(|_| !unheard) {
+        let judged = !unheard && self.lost_replies < self.pending.len();
+        if let Some(prev) = self.pending.back().filter(|_| judged) {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
                 let detail = format!(
                     "{} sent before the reply to {}",
