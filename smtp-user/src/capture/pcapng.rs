@@ -171,21 +171,7 @@ impl<R: Read> PcapngReader<R> {
                             CaptureErrorKind::BadBlockLength(total),
                         ));
                     }
-                    let body = u64::from(total) - 12;
-                    let skipped = self
-                        .input
-                        .skip(body)
-                        .map_err(|e| CaptureError::at(offset, e))?;
-                    if skipped < body {
-                        return Err(CaptureError::at(
-                            offset,
-                            CaptureErrorKind::Truncated {
-                                what: "pcapng block",
-                                needed: u64::from(total),
-                                got: 8 + skipped,
-                            },
-                        ));
-                    }
+                    self.skip_body(offset, total, 8, "pcapng block")?;
                     self.trailer(offset, total)?;
                 }
             }
@@ -207,6 +193,33 @@ impl<R: Read> PcapngReader<R> {
         let body = self.buf.get_mut(..body_len).unwrap_or_default();
         self.input.exact(body, offset, "pcapng block", 8)?;
         self.trailer(offset, total)
+    }
+
+    /// Skips the rest of a block of `total` bytes whose first `read` bytes
+    /// were read, up to its 4-byte trailer; a short file is `Truncated`.
+    fn skip_body(
+        &mut self,
+        offset: u64,
+        total: u32,
+        read: u64,
+        what: &'static str,
+    ) -> Result<(), CaptureError> {
+        let rest = u64::from(total).saturating_sub(read + 4);
+        let skipped = self
+            .input
+            .skip(rest)
+            .map_err(|e| CaptureError::at(offset, e))?;
+        if skipped < rest {
+            return Err(CaptureError::at(
+                offset,
+                CaptureErrorKind::Truncated {
+                    what,
+                    needed: u64::from(total),
+                    got: read + skipped,
+                },
+            ));
+        }
+        Ok(())
     }
 
     fn trailer(&mut self, offset: u64, total: u32) -> Result<(), CaptureError> {
@@ -250,21 +263,7 @@ impl<R: Read> PcapngReader<R> {
             ));
         }
         // Rest of the body after the BOM: versions, section length, options.
-        let rest = u64::from(total) - 16;
-        let skipped = self
-            .input
-            .skip(rest)
-            .map_err(|e| CaptureError::at(offset, e))?;
-        if skipped < rest {
-            return Err(CaptureError::at(
-                offset,
-                CaptureErrorKind::Truncated {
-                    what: "pcapng section header",
-                    needed: u64::from(total),
-                    got: 12 + skipped,
-                },
-            ));
-        }
+        self.skip_body(offset, total, 12, "pcapng section header")?;
         self.trailer(offset, total)?;
         self.interfaces.clear();
         Ok(())
