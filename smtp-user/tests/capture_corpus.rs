@@ -3,20 +3,12 @@
 //! `tshark -r F -Y 'tcp && !icmp' | wc -l` and `-Y 'tcp.port==25 && !icmp'`;
 //! tshark also counts TCP headers quoted inside ICMP errors, we do not).
 
-use std::path::PathBuf;
+mod corpus;
 
 use smtp_user::capture::{parse_frame, CaptureReader, Skip};
 use smtp_user::flow::{FlowConfig, FlowTable, Recorder};
 
 /// `shared/corpus/pcap` beside the workspace, if present.
-fn corpus_dir() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("../shared/corpus/pcap"))
-        .find(|p| p.is_dir())
-}
-
 /// (file, frames, TCP segments, TCP segments on port 25).
 const EXPECTED: &[(&str, u64, u64, u64)] = &[
     ("haka-workshop-smtp.pcap", 48, 42, 32),
@@ -48,7 +40,7 @@ const EXPECTED: &[(&str, u64, u64, u64)] = &[
 
 #[test]
 fn corpus_reads_completely_with_expected_segments() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::pcap_dir() else {
         println!("skipped: shared/corpus/pcap not found");
         return;
     };
@@ -116,7 +108,7 @@ fn corpus_reads_completely_with_expected_segments() {
 
 #[test]
 fn wireshark_sample_session_streams() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::pcap_dir() else {
         println!("skipped: shared/corpus/pcap not found");
         return;
     };

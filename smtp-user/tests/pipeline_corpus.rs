@@ -5,18 +5,13 @@
 //!
 //! Skipped (with a printed line) when `../shared/corpus` is absent.
 
+mod corpus;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
 use smtp_user::flow::FlowConfig;
 use smtp_user::pipeline::{replay_files, ReplayOptions};
-
-fn corpus_dir() -> Option<PathBuf> {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("../shared/corpus/pcap"))
-        .find(|p| p.is_dir())
-}
 
 /// One expected `smtp` event.
 struct Tx {
@@ -662,7 +657,7 @@ fn check(e: &Expect, events: &[Value]) -> Vec<String> {
 
 #[test]
 fn every_corpus_capture_gives_the_expected_transactions_and_anomalies() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::pcap_dir() else {
         println!("skipped: ../shared/corpus/pcap not found (the shared test corpus is not part of the repo)");
         return;
     };
@@ -678,7 +673,7 @@ fn every_corpus_capture_gives_the_expected_transactions_and_anomalies() {
 
 #[test]
 fn the_table_covers_every_capture_in_the_corpus() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::pcap_dir() else {
         println!("skipped: ../shared/corpus/pcap not found");
         return;
     };

@@ -11,6 +11,8 @@
 //!
 //! Skipped (with a message) when the corpus or `tshark` is absent.
 
+mod corpus;
+
 mod pipeline_common;
 
 use std::collections::BTreeMap;
@@ -68,14 +70,6 @@ const EXCEPTIONS: &[Exception] = &[
         )],
     },
 ];
-
-fn corpus_dir() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("../shared/corpus/pcap"))
-        .find(|p| p.is_dir())
-}
 
 fn tshark_available() -> bool {
     Command::new("tshark")
@@ -191,7 +185,7 @@ fn path_normalisation() {
 
 #[test]
 fn envelopes_match_tshark_on_the_corpus() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::pcap_dir() else {
         println!("skipped: shared/corpus/pcap not found");
         return;
     };

@@ -1,6 +1,8 @@
 //! Helpers shared by the SMTP dissector tests: run transcripts, pick events.
 #![allow(dead_code)]
 
+#[path = "../corpus/mod.rs"]
+pub mod corpus;
 pub mod pcap;
 
 use smtp_user::smtp::{
