@@ -63,6 +63,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Builds the release `smtp-user` binary and returns its path.
+fn build_release(root: &std::path::Path) -> Result<std::path::PathBuf> {
+    sh::cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "smtp-user",
+            "--bin",
+            "smtp-user",
+        ],
+    )?;
+    Ok(root.join("target/release/smtp-user"))
+}
+
 fn run(cli: Cli) -> Result<()> {
     let root = sh::workspace_root()?;
     match cli.cmd {
@@ -70,18 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { args } => {
             prereqs::ensure()?;
             // Release: the dissector and reassembly are ~10x faster than in debug.
-            sh::cargo(
-                &root,
-                &[
-                    "build",
-                    "--release",
-                    "-p",
-                    "smtp-user",
-                    "--bin",
-                    "smtp-user",
-                ],
-            )?;
-            let bin = root.join("target/release/smtp-user");
+            let bin = build_release(&root)?;
             let mut cmd = vec![bin.to_string_lossy().into_owned(), "run".into()];
             cmd.extend(args);
             sh::privileged(&root, &cmd)
@@ -112,17 +117,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::BenchDatapath { args } => {
             prereqs::ensure()?;
-            sh::cargo(
-                &root,
-                &[
-                    "build",
-                    "--release",
-                    "-p",
-                    "smtp-user",
-                    "--bin",
-                    "smtp-user",
-                ],
-            )?;
+            build_release(&root)?;
             let mut cmd: Vec<String> = [
                 "cargo", "bench", "-p", "smtp-e2e", "--bench", "datapath", "--",
             ]
