@@ -10,6 +10,7 @@ pub mod datapath;
 pub mod flow;
 pub mod output;
 pub mod pipeline;
+pub mod policy;
 pub mod smtp;
 
 /// Which way bytes travel in a TCP session, in the tutorial's words.
