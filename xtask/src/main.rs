@@ -7,7 +7,11 @@
 //! * `cargo xtask test [-- ARGS]`: build, then `cargo test --workspace`
 //!   (unit, corpus and real-kernel tests) with the privileges they need.
 //! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
+//! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
+//!   `examples/rules.toml` in two namespaces: what gets delivered, what
+//!   gets blocked and why.
 
+mod demo;
 mod prereqs;
 mod sh;
 
@@ -50,6 +54,14 @@ enum Cmd {
     BenchLive {
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Send a clean, a forbidden-sender and a forbidden-keyword mail through
+    /// the monitor (examples/rules.toml, --gate) to smtp-sink and show what
+    /// happened to each; namespaces only, everything removed afterwards.
+    Demo {
+        /// Use the existing release binary (the re-run under sudo).
+        #[arg(long, hide = true)]
+        no_build: bool,
     },
 }
 
@@ -136,6 +148,20 @@ fn run(cli: Cli) -> Result<()> {
                     .to_string_lossy()
                     .into_owned()],
             )
+        }
+        Cmd::Demo { no_build } => {
+            let bin = if no_build {
+                root.join("target/release/smtp-user")
+            } else {
+                prereqs::ensure()?;
+                build_release(&root)?
+            };
+            if sh::is_root() {
+                demo::run(&root, &bin)
+            } else {
+                let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+                sh::privileged(&root, &[exe, "demo".into(), "--no-build".into()])
+            }
         }
         Cmd::BenchLive { args } => {
             prereqs::ensure()?;
