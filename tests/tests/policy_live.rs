@@ -801,13 +801,14 @@ action = "drop"
 mail_from_domain = ["c.example"]
 "#;
 
-/// The `status` output line(s) naming the rules digest.
-fn digest_line(status: &str) -> String {
+/// The rules digest in `ctl status` output (the 64-hex-digit sha256,
+/// whatever the output format around it).
+fn digest(status: &str) -> String {
     status
-        .lines()
-        .filter(|l| l.contains("digest"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -818,7 +819,7 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
     let mut live = Live::start("rld", Some(RULES_A), &[]);
     let (ok, status_a, err) = live.ctl(&["status"]);
     assert!(ok, "status: {err}");
-    let digest_a = digest_line(&status_a);
+    let digest_a = digest(&status_a);
     assert!(
         !digest_a.is_empty(),
         "status shows the rules digest: {status_a}"
@@ -835,7 +836,7 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         "error names file:line:column ({loc}): {msg}"
     );
     let (_, status, _) = live.ctl(&["status"]);
-    assert_eq!(digest_line(&status), digest_a, "old rules still in force");
+    assert_eq!(digest(&status), digest_a, "old rules still in force");
     let a = live.send_data("x@a.example", &clean_message("a, old rules"));
     assert!(!a.success(), "a.example still dropped");
 
@@ -844,7 +845,7 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
     let (ok, out, err) = live.ctl(&["reload"]);
     assert!(ok, "reload: {out} {err}");
     let (_, status_b, _) = live.ctl(&["status"]);
-    assert_ne!(digest_line(&status_b), digest_a, "new digest: {status_b}");
+    assert_ne!(digest(&status_b), digest_a, "new digest: {status_b}");
     let a_msg = clean_message("a, new rules");
     let a = live.send_data("x@a.example", &a_msg);
     assert!(a.success(), "a.example allowed now: {}", a.stdout);
@@ -858,11 +859,11 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         unsafe { libc::kill(d.pid(), libc::SIGHUP) };
     }
     let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end && digest_line(&live.ctl(&["status"]).1) != digest_a {
+    while Instant::now() < end && digest(&live.ctl(&["status"]).1) != digest_a {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        digest_line(&live.ctl(&["status"]).1),
+        digest(&live.ctl(&["status"]).1),
         digest_a,
         "SIGHUP reloaded A"
     );
@@ -985,5 +986,31 @@ fn replay_with_rules_reports_blocked_and_sends_nothing() {
         assert_alert(&alerts[0], 1001, "forbidden-sender-domain", action);
         assert_eq!(alerts[0]["src_port"], 40000);
     }
+    // The shipped example (the demo relies on it) blocks this sender too.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules.toml");
+    let out_path = dir.0.join("example.json");
+    let out = run_to_end(
+        &ns.0,
+        &[
+            "replay",
+            "-q",
+            "--rules",
+            example.to_str().expect("utf-8"),
+            "-o",
+            out_path.to_str().expect("utf-8"),
+            pcap.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "replay with examples/rules.toml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = of_type(&events(&out_path), "alert");
+    assert!(
+        alerts.iter().any(|a| a["alert"]["action"] == "blocked"),
+        "examples/rules.toml blocks MAIL FROM forbidden.example: {alerts:#?}"
+    );
     assert_eq!(ns.tx_packets(), 0, "replay sent packets");
 }
