@@ -584,6 +584,20 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     });
     let (mut s, r) = sess.join().expect("client");
     assert_eq!(r, None, "dropped flow answered");
+    let (ok, out, err) = live.ctl(&["--json", "flows"]);
+    assert!(ok, "flows: {err}");
+    let rows: Value = serde_json::from_str(out.trim()).expect("flows JSON");
+    let row = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter().find(|f| {
+                f["mail_from"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("forbidden.example"))
+            })
+        })
+        .unwrap_or_else(|| panic!("the dropped flow in ctl flows: {rows:#}"));
+    assert_eq!(row["verdict"], "drop", "{row}");
     // ... until enforcement is switched off: TCP retransmits the RCPT and
     // the reply arrives.
     let (ok, _, err) = live.ctl(&["enforce", "off"]);
@@ -623,8 +637,9 @@ fn ctl_block_and_unblock_an_ip() {
     let m3 = clean_message("after unblock");
     let r = live.send_data("alice@example.org", &m3);
     assert!(r.success(), "after unblock: {}", r.stdout);
-    let (ok, _, _) = live.ctl(&["unblock", CLIENT_IP]);
-    assert!(!ok, "unblocking an address that is not blocked fails");
+    let (ok, out, err) = live.ctl(&["unblock", CLIENT_IP]);
+    assert!(ok, "{err}");
+    assert!(out.contains("was not blocked"), "{out}");
 
     // With an expiry: blocked at once, free again after it.
     let (ok, out, err) = live.ctl(&["block", CLIENT_IP, "--for", "3s"]);
@@ -801,14 +816,11 @@ action = "drop"
 mail_from_domain = ["c.example"]
 "#;
 
-/// The rules digest in `ctl status` output (the 64-hex-digit sha256,
-/// whatever the output format around it).
-fn digest(status: &str) -> String {
-    status
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .find(|w| w.len() == 64)
-        .unwrap_or_default()
-        .to_string()
+/// `ctl --json status` as JSON.
+fn status(live: &Live) -> Value {
+    let (ok, out, err) = live.ctl(&["--json", "status"]);
+    assert!(ok, "status: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON ({e}): {out}"))
 }
 
 #[test]
@@ -817,13 +829,16 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         return;
     }
     let mut live = Live::start("rld", Some(RULES_A), &[]);
-    let (ok, status_a, err) = live.ctl(&["status"]);
-    assert!(ok, "status: {err}");
-    let digest_a = digest(&status_a);
-    assert!(
-        !digest_a.is_empty(),
-        "status shows the rules digest: {status_a}"
+    let st_a = status(&live);
+    let digest_a = st_a["rules_digest"].clone();
+    assert_eq!(
+        digest_a.as_str().map(str::len),
+        Some(64),
+        "sha256 hex: {st_a}"
     );
+    assert_eq!(st_a["rules"], 2, "one rule + protocol-error: {st_a}");
+    assert_eq!(st_a["mode"], "enforce", "{st_a}");
+    assert_eq!(st_a["rules_file"].as_str(), live.rules.to_str(), "{st_a}");
 
     // Broken: line 5, `action` has an unknown value.
     std::fs::write(&live.rules, RULES_A.replace("\"drop\"", "\"explode\"")).expect("write");
@@ -835,17 +850,23 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         msg.contains(&loc),
         "error names file:line:column ({loc}): {msg}"
     );
-    let (_, status, _) = live.ctl(&["status"]);
-    assert_eq!(digest(&status), digest_a, "old rules still in force");
+    assert_eq!(
+        status(&live)["rules_digest"],
+        digest_a,
+        "old rules still in force"
+    );
     let a = live.send_data("x@a.example", &clean_message("a, old rules"));
     assert!(!a.success(), "a.example still dropped");
 
     // Good file: applies to new sessions.
     std::fs::write(&live.rules, RULES_B).expect("write");
-    let (ok, out, err) = live.ctl(&["reload"]);
+    let (ok, out, err) = live.ctl(&["--json", "reload"]);
     assert!(ok, "reload: {out} {err}");
-    let (_, status_b, _) = live.ctl(&["status"]);
-    assert_ne!(digest(&status_b), digest_a, "new digest: {status_b}");
+    let reply: Value = serde_json::from_str(out.trim()).expect("reload JSON");
+    assert_eq!(reply["rules"], 3, "{reply}");
+    let st_b = status(&live);
+    assert_ne!(st_b["rules_digest"], digest_a, "new digest: {st_b}");
+    assert_eq!(st_b["rules_digest"], reply["rules_digest"], "{st_b}");
     let a_msg = clean_message("a, new rules");
     let a = live.send_data("x@a.example", &a_msg);
     assert!(a.success(), "a.example allowed now: {}", a.stdout);
@@ -859,14 +880,10 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         unsafe { libc::kill(d.pid(), libc::SIGHUP) };
     }
     let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end && digest(&live.ctl(&["status"]).1) != digest_a {
+    while Instant::now() < end && status(&live)["rules_digest"] != digest_a {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        digest(&live.ctl(&["status"]).1),
-        digest_a,
-        "SIGHUP reloaded A"
-    );
+    assert_eq!(status(&live)["rules_digest"], digest_a, "SIGHUP reloaded A");
 
     assert_eq!(live.sink.messages(), vec![as_stored(&a_msg)]);
     live.stop();
