@@ -282,6 +282,11 @@ pub enum AnomalyKind {
     /// lines, open transactions, client bytes held before a reply) was
     /// reached; the excess was counted and dropped.
     LimitExceeded,
+    /// With the end-of-data gate on, the segment that ended a message
+    /// reached the server before its content was inspected (it carried more
+    /// than the end of the message, e.g. a pipelined command, or the end was
+    /// split oddly): a content verdict can no longer stop that message.
+    GateMissed,
 }
 
 impl AnomalyKind {
@@ -306,6 +311,7 @@ impl AnomalyKind {
             AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
             AnomalyKind::StreamGap => "stream_gap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
+            AnomalyKind::GateMissed => "gate_missed",
         }
     }
 
@@ -324,7 +330,8 @@ impl AnomalyKind {
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
             | A::StreamGap
-            | A::LimitExceeded => Severity::Medium,
+            | A::LimitExceeded
+            | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting
             | A::CommandBeforeGreeting
             | A::NoHelo
