@@ -292,7 +292,11 @@ impl<W: Write> EveWriter<W> {
                     smtp_reply: r,
                 })
             }
-            Event::Command(_) | Event::Response(_) | Event::MailContent(_) => Ok(()),
+            Event::Command(_)
+            | Event::Response(_)
+            | Event::MailContent(_)
+            | Event::Header(_)
+            | Event::MimePart(_) => Ok(()),
         }
     }
 

@@ -31,6 +31,8 @@ pub enum Event<'a> {
     MailContent(MailContent<'a>),
     Transaction(Transaction),
     Anomaly(Anomaly),
+    Header(Header),
+    MimePart(MimePart),
 }
 
 /// [`Event`] with owned content.
@@ -42,6 +44,8 @@ pub enum OwnedEvent {
     MailContent(OwnedMailContent),
     Transaction(Transaction),
     Anomaly(Anomaly),
+    Header(Header),
+    MimePart(MimePart),
 }
 
 impl Event<'_> {
@@ -56,8 +60,36 @@ impl Event<'_> {
             }),
             Event::Transaction(t) => OwnedEvent::Transaction(t.clone()),
             Event::Anomaly(a) => OwnedEvent::Anomaly(a.clone()),
+            Event::Header(h) => OwnedEvent::Header(h.clone()),
+            Event::MimePart(m) => OwnedEvent::MimePart(m.clone()),
         }
     }
+}
+
+/// One complete header field of the message or of a MIME part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Header {
+    pub tx_id: u32,
+    /// 0 = the message's own header block, n = the n-th MIME part header
+    /// block in order of appearance (nested multiparts included).
+    pub part: u32,
+    /// Field name as written (lossy UTF-8, surrounding whitespace removed).
+    pub name: String,
+    /// Value unfolded, RFC 2047 encoded-words decoded; at most
+    /// [`super::mime::MAX_HEADER`] bytes of the raw field.
+    pub value: String,
+}
+
+/// Emitted at the end of every header block (message and MIME parts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MimePart {
+    pub tx_id: u32,
+    /// Same numbering as [`Header::part`].
+    pub part: u32,
+    /// Lower-cased `type/subtype` of Content-Type; `text/plain` when absent.
+    pub content_type: String,
+    /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
+    pub filename: Option<String>,
 }
 
 /// A client command (tutorial event `command`).
