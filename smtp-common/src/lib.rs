@@ -10,6 +10,10 @@
 //!   captured payload bytes follow it directly.
 //! * [`Config`]: the single entry of the config map (ports, enforcement).
 //! * [`Stats`]: the per-CPU counters, one slot per [`Stat`].
+//! * [`IpKey`]: key of the IP blocklist (client addresses whose packets are
+//!   dropped while enforcing, with an expiry).
+//! * [`Gate`]: the end-of-data gate of one flow (holds back the client
+//!   segment that ends a message until userspace releases it).
 #![cfg_attr(not(test), no_std)]
 
 use bytemuck::{Pod, Zeroable};
@@ -22,6 +26,11 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 /// Name of the per-CPU statistics map (per-CPU array, one [`Stats`]).
 pub const MAP_STATS: &str = "STATS";
+/// Name of the IP blocklist (LRU hash, [`IpKey`] → `u64` expiry in
+/// `bpf_ktime_get_ns` time, i.e. CLOCK_MONOTONIC ns; 0 = no expiry).
+pub const MAP_BLOCKLIST: &str = "BLOCKLIST";
+/// Name of the gate map (LRU hash, [`FlowKey`] → [`Gate`]).
+pub const MAP_GATES: &str = "GATES";
 /// Names of the programs in the object.
 pub const PROG_XDP_INGRESS: &str = "smtp_xdp_ingress";
 pub const PROG_TC_INGRESS: &str = "smtp_tc_ingress";
@@ -39,6 +48,11 @@ pub const MAX_CHUNKS: usize = 16;
 /// Capacity of the verdict map (LRU: the least recently used verdicts are
 /// evicted when full).
 pub const VERDICT_CAPACITY: u32 = 65536;
+/// Capacity of the IP blocklist (LRU: the least recently used entries are
+/// evicted when full).
+pub const BLOCKLIST_CAPACITY: u32 = 65536;
+/// Capacity of the gate map (LRU). One entry per flow with content rules.
+pub const GATE_CAPACITY: u32 = 16384;
 /// Default ring buffer size in bytes (must be a power of two, multiple of the
 /// page size).
 pub const DEFAULT_RINGBUF_SIZE: u32 = 16 * 1024 * 1024;
@@ -110,6 +124,69 @@ impl FlowKey {
     }
 }
 
+/// Key of the IP blocklist: one address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct IpKey {
+    /// Address in network byte order; IPv4 in the first 4 bytes, the other
+    /// 12 zero (as in [`FlowKey`]).
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Always zero (part of the hash key).
+    pub _pad: [u8; 7],
+}
+
+impl IpKey {
+    #[inline(always)]
+    pub fn new(family: u8, addr: [u8; 16]) -> IpKey {
+        IpKey {
+            addr,
+            family,
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// [`Gate::flags`]: [`Gate::release_end`] is valid.
+pub const GATE_RELEASED: u32 = 1;
+/// [`Gate::flags`]: [`Gate::bdat_end`] is valid.
+pub const GATE_BDAT: u32 = 2;
+
+/// The end-of-data gate of one flow (value of the gate map).
+///
+/// While enforcement is on and a flow has an entry, a client→server segment
+/// with payload "ends a message" when its payload ends with `\r\n.\r\n`,
+/// is exactly `.\r\n`, or (with [`GATE_BDAT`]) its end `seq + len` reaches
+/// `bdat_end`. Such a segment is copied to userspace with [`REC_HELD`] and
+/// dropped, unless [`GATE_RELEASED`] is set and `seq + len <= release_end`
+/// (sequence compares wrap): then it passes and TCP's retransmission of the
+/// held segment gets through.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Gate {
+    /// Sequence number one past the last byte allowed through (valid with
+    /// [`GATE_RELEASED`]).
+    pub release_end: u32,
+    /// Sequence number one past the last byte of the BDAT LAST chunk (valid
+    /// with [`GATE_BDAT`]).
+    pub bdat_end: u32,
+    /// [`GATE_RELEASED`] | [`GATE_BDAT`].
+    pub flags: u32,
+    /// Segments held (dropped) by this gate so far, retransmissions included.
+    pub held: u32,
+}
+
+/// True when sequence number `a` is at or after `b` (RFC 1982 style, wraps).
+#[inline(always)]
+pub fn seq_ge(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
+/// [`RecordHeader::rec_flags`]: the segment was held by a gate (dropped
+/// after this copy; its retransmission comes again).
+pub const REC_HELD: u32 = 1;
+
 /// Value of the verdict map.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,12 +240,18 @@ pub struct RecordHeader {
     pub src_is_lo: u8,
     /// Which program saw the packet ([`HOOK_XDP`], ...).
     pub hook: u8,
+    /// [`REC_HELD`] or 0.
+    pub rec_flags: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// Size of [`RecordHeader`] in bytes.
 pub const RECORD_HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
-// 80 bytes: a multiple of 8, so payload bytes start 8-aligned in a record.
-const _: () = assert!(RECORD_HEADER_LEN == 80);
+// 88 bytes: a multiple of 8, so payload bytes start 8-aligned in a record.
+const _: () = assert!(RECORD_HEADER_LEN == 88);
+const _: () = assert!(core::mem::size_of::<IpKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
 /// The single entry of the config map.
@@ -179,7 +262,8 @@ pub struct Config {
     /// filled; unused slots repeat a used port, so a packet never matches an
     /// empty slot. All zero = nothing monitored (program not configured).
     pub ports: [u16; MAX_PORTS],
-    /// Non-zero: drop packets of flows whose verdict is [`Verdict::Drop`].
+    /// Non-zero: drop packets of flows whose verdict is [`Verdict::Drop`],
+    /// of blocked client addresses, and segments held by gates.
     pub enforce: u32,
 }
 
@@ -220,10 +304,16 @@ pub enum Stat {
     DroppedByVerdict = 6,
     /// Monitored-port packets whose headers could not be read (pass).
     Unparsed = 7,
+    /// Packets dropped because the client address is in the blocklist.
+    DroppedByBlocklist = 8,
+    /// Message-ending segments held (dropped) by a gate.
+    GateHeld = 9,
+    /// Message-ending segments a released gate let through.
+    GatePassed = 10,
 }
 
 /// Number of counters.
-pub const STAT_COUNT: usize = 8;
+pub const STAT_COUNT: usize = 11;
 
 /// Per-CPU counters (the single entry of the per-CPU stats map).
 #[repr(C)]
@@ -240,6 +330,8 @@ mod user {
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::IpKey {}
+    unsafe impl aya::Pod for super::Gate {}
 }
 
 #[cfg(test)]
@@ -271,6 +363,15 @@ mod tests {
         assert_eq!(k1, k2);
         assert!(!lo1);
         assert_eq!(k1.lo_addr, a);
+    }
+
+    #[test]
+    fn seq_compare_wraps() {
+        assert!(seq_ge(10, 10));
+        assert!(seq_ge(11, 10));
+        assert!(!seq_ge(9, 10));
+        assert!(seq_ge(5, u32::MAX - 5));
+        assert!(!seq_ge(u32::MAX - 5, 5));
     }
 
     #[test]

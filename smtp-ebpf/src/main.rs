@@ -3,9 +3,12 @@
 //! Three entry points share one body ([`packet::handle`]): XDP ingress, TC
 //! ingress and TC egress. Each parses Ethernet (one optional 802.1Q/802.1ad
 //! tag), IPv4/IPv6 (common extension headers skipped) and TCP; packets whose
-//! ports are not monitored return PASS right there. Monitored segments are
-//! dropped when their flow has a drop verdict and enforcement is on, else
-//! copied to the ring buffer (header + payload, split in records of at most
+//! ports are not monitored return PASS right there. While enforcement is on,
+//! monitored segments are dropped when their client address is in the
+//! blocklist or their flow has a drop verdict (payload-less RSTs excepted),
+//! and a client segment ending a message on a gated flow is held (copied to
+//! userspace flagged `REC_HELD`, then dropped). The rest is copied to the
+//! ring buffer (header + payload, split in records of at most
 //! [`smtp_common::CHUNK`] bytes).
 #![no_std]
 #![no_main]

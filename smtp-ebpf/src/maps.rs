@@ -5,7 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use smtp_common::{Config, FlowKey, RecordHeader, Stats, CHUNK, VERDICT_CAPACITY};
+use smtp_common::{
+    Config, FlowKey, Gate, IpKey, RecordHeader, Stats, BLOCKLIST_CAPACITY, CHUNK, GATE_CAPACITY,
+    VERDICT_CAPACITY,
+};
 
 /// Records to userspace. Size is overridden by userspace at load time.
 #[map]
@@ -18,6 +21,14 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// Flow verdicts ([`smtp_common::Verdict`] as u32).
 #[map]
 pub static VERDICTS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(VERDICT_CAPACITY, 0);
+
+/// Blocked client addresses → expiry (ktime ns, 0 = none).
+#[map]
+pub static BLOCKLIST: LruHashMap<IpKey, u64> = LruHashMap::with_max_entries(BLOCKLIST_CAPACITY, 0);
+
+/// End-of-data gates of flows with content rules.
+#[map]
+pub static GATES: LruHashMap<FlowKey, Gate> = LruHashMap::with_max_entries(GATE_CAPACITY, 0);
 
 /// Counters.
 #[map]

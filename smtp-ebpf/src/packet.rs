@@ -1,5 +1,5 @@
-//! The per-packet decision shared by all hooks: monitored or not, verdict,
-//! copy to the ring buffer, counters.
+//! The per-packet decision shared by all hooks: monitored or not, blocklist,
+//! verdict, gate, copy to the ring buffer, counters.
 
 use aya_ebpf::{
     helpers::{
@@ -11,14 +11,18 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use smtp_common::{
-    FlowKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT,
-    MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
+    seq_ge, FlowKey, IpKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER,
+    DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
+    REC_HELD,
 };
 
 use crate::{
-    maps::{CONFIG, RECORDS, SCRATCH, STATS, VERDICTS},
+    maps::{BLOCKLIST, CONFIG, GATES, RECORDS, SCRATCH, STATS, VERDICTS},
     parse,
 };
+
+/// TCP flag bits.
+const TCP_RST: u8 = 0x04;
 
 pub enum Action {
     Pass,
@@ -159,14 +163,6 @@ fn monitored<P: Packet>(
         return Action::Pass;
     };
     let (key, src_is_lo) = FlowKey::new(l4.family, src, tcp.sport, dst, tcp.dport);
-    if enforce {
-        if let Some(v) = unsafe { VERDICTS.get(key) } {
-            if *v == smtp_common::Verdict::Drop as u32 {
-                bump(st, Stat::DroppedByVerdict, 1);
-                return Action::Drop;
-            }
-        }
-    }
     let pkt_len = p.len();
     let payload_off = l4.l4_off + tcp.doff;
     let ip_end = if l4.ip_end == 0 || l4.ip_end > pkt_len {
@@ -175,6 +171,35 @@ fn monitored<P: Packet>(
         l4.ip_end
     };
     let payload_len = ip_end.saturating_sub(payload_off) as u32;
+    let mut rec_flags = 0;
+    if enforce {
+        // A payload-less RST always passes: resets sent by the monitor (or
+        // by the peers) must reach both ends of a stopped connection.
+        let bare_rst = payload_len == 0 && tcp.flags & TCP_RST != 0;
+        let client = if dst_mon { src } else { dst };
+        if !bare_rst && blocked(l4.family, client) {
+            bump(st, Stat::DroppedByBlocklist, 1);
+            return Action::Drop;
+        }
+        if !bare_rst {
+            if let Some(v) = unsafe { VERDICTS.get(key) } {
+                if *v == smtp_common::Verdict::Drop as u32 {
+                    bump(st, Stat::DroppedByVerdict, 1);
+                    return Action::Drop;
+                }
+            }
+        }
+        if dst_mon && payload_len > 0 {
+            match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {
+                GateAction::None => {}
+                GateAction::Passed => bump(st, Stat::GatePassed, 1),
+                GateAction::Hold => {
+                    bump(st, Stat::GateHeld, 1);
+                    rec_flags = REC_HELD;
+                }
+            }
+        }
+    }
     bump(st, Stat::MonitoredBytes, payload_len as u64);
     if payload_len == 0 && tcp.flags & 0x07 == 0 {
         return Action::Pass; // pure ACK: nothing for userspace
@@ -197,9 +222,71 @@ fn monitored<P: Packet>(
         },
         src_is_lo: src_is_lo as u8,
         hook,
+        rec_flags,
+        _pad: 0,
     };
     emit(p, hdr, payload_off as u32, st);
-    Action::Pass
+    if rec_flags & REC_HELD != 0 {
+        Action::Drop
+    } else {
+        Action::Pass
+    }
+}
+
+/// True when `addr` is in the blocklist and not expired; an expired entry is
+/// deleted (and passes).
+#[inline(always)]
+fn blocked(family: u8, addr: [u8; 16]) -> bool {
+    let k = IpKey::new(family, addr);
+    let Some(expiry) = (unsafe { BLOCKLIST.get(&k) }) else {
+        return false;
+    };
+    let expiry = *expiry;
+    if expiry != 0 && unsafe { bpf_ktime_get_ns() } >= expiry {
+        let _ = BLOCKLIST.remove(&k);
+        return false;
+    }
+    true
+}
+
+enum GateAction {
+    /// No gate, or the segment does not end a message.
+    None,
+    /// Ends a message; the gate is released up to (at least) its end.
+    Passed,
+    /// Ends a message the gate holds back.
+    Hold,
+}
+
+/// The end-of-data gate of a client→server segment with payload.
+#[inline(always)]
+fn gate<P: Packet>(p: &P, key: &FlowKey, seq: u32, payload_off: u32, len: u32) -> GateAction {
+    let Some(g) = GATES.get_ptr_mut(key) else {
+        return GateAction::None;
+    };
+    let g = unsafe { &mut *g };
+    let end = seq.wrapping_add(len);
+    let mut ends = (g.flags & GATE_BDAT != 0) && seq_ge(end, g.bdat_end);
+    if !ends {
+        let mut tail = [0u8; 5];
+        if len >= 5 {
+            ends = p.load(payload_off + len - 5, tail.as_mut_ptr() as *mut c_void, 5) == 0
+                && tail == *b"\r\n.\r\n";
+        } else if len == 3 {
+            ends = p.load(payload_off, tail.as_mut_ptr() as *mut c_void, 3) == 0
+                && tail[0] == b'.'
+                && tail[1] == b'\r'
+                && tail[2] == b'\n';
+        }
+    }
+    if !ends {
+        return GateAction::None;
+    }
+    if g.flags & GATE_RELEASED != 0 && seq_ge(g.release_end, end) {
+        return GateAction::Passed;
+    }
+    g.held = g.held.wrapping_add(1);
+    GateAction::Hold
 }
 
 /// Sends the segment as records of at most `CHUNK` payload bytes.

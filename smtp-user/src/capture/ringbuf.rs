@@ -87,6 +87,12 @@ impl<'a> Record<'a> {
         self.header.dir == smtp_common::DIR_CLIENT_TO_SERVER
     }
 
+    /// True when a gate held (dropped) this segment after copying it: the
+    /// receiver did not get it; TCP will retransmit it.
+    pub fn held(&self) -> bool {
+        self.header.rec_flags & smtp_common::REC_HELD != 0
+    }
+
     /// The record as a [`Segment`] (timestamps converted with `clock`).
     pub fn segment(&self, clock: &Clock) -> Segment<'a> {
         let (src, dst) = self.endpoints();
@@ -180,6 +186,8 @@ mod tests {
             dir: smtp_common::DIR_CLIENT_TO_SERVER,
             src_is_lo: src_is_lo as u8,
             hook: smtp_common::HOOK_TC_INGRESS,
+            rec_flags: 0,
+            _pad: 0,
         }
     }
 
@@ -195,6 +203,17 @@ mod tests {
         assert_eq!(seg.ts_micros, 1_005);
         assert_eq!(seg.uncaptured, 0);
         assert!(rec.client_to_server());
+        assert!(!rec.held());
+    }
+
+    #[test]
+    fn held_flag_is_surfaced() {
+        let mut h = hdr(5, 0, 5, 0);
+        h.rec_flags = smtp_common::REC_HELD;
+        let bytes = raw(h, b".\r\n\r\n");
+        let rec = Record::parse(&bytes).unwrap();
+        assert!(rec.held());
+        assert_eq!(rec.payload.len(), 5);
     }
 
     #[test]

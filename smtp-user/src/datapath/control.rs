@@ -1,21 +1,39 @@
 //! Control of a running datapath through its maps: verdicts, enforcement,
-//! ports, counters. Works on the maps of a [`super::Monitor`] in this process
+//! ports, IP blocklist, end-of-data gates, counters. Works on the maps of a [`super::Monitor`] in this process
 //! or on the pinned maps of one running elsewhere ([`Control::open_pinned`]).
 
-use std::{fmt, path::Path};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use smtp_common::{
-    Config, FlowKey, Stat, Stats, Verdict, MAP_CONFIG, MAP_STATS, MAP_VERDICTS, STAT_COUNT,
+    Config, FlowKey, Gate, IpKey, Stat, Stats, Verdict, FAMILY_V4, FAMILY_V6, GATE_BDAT,
+    GATE_RELEASED, MAP_BLOCKLIST, MAP_CONFIG, MAP_GATES, MAP_STATS, MAP_VERDICTS, STAT_COUNT,
 };
 
 use super::{pins, DatapathError};
 
-/// Handles on the config, verdict and stats maps.
+/// Handles on the datapath's maps (all but the ring buffer).
 pub struct Control {
     verdicts: HashMap<MapData, FlowKey, u32>,
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, Stats>,
+    /// Client address → expiry in CLOCK_MONOTONIC ns (0 = none).
+    blocklist: HashMap<MapData, IpKey, u64>,
+    gates: HashMap<MapData, FlowKey, Gate>,
+}
+
+/// The maps a [`Control`] is made of, as taken from the loaded object.
+pub(crate) struct ControlMaps {
+    pub verdicts: Map,
+    pub config: Map,
+    pub stats: Map,
+    pub blocklist: Map,
+    pub gates: Map,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
@@ -23,15 +41,13 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError 
 }
 
 impl Control {
-    pub(crate) fn from_maps(
-        verdicts: Map,
-        config: Map,
-        stats: Map,
-    ) -> Result<Control, DatapathError> {
+    pub(crate) fn from_maps(m: ControlMaps) -> Result<Control, DatapathError> {
         Ok(Control {
-            verdicts: HashMap::try_from(verdicts).map_err(map_err(MAP_VERDICTS))?,
-            config: Array::try_from(config).map_err(map_err(MAP_CONFIG))?,
-            stats: PerCpuArray::try_from(stats).map_err(map_err(MAP_STATS))?,
+            verdicts: HashMap::try_from(m.verdicts).map_err(map_err(MAP_VERDICTS))?,
+            config: Array::try_from(m.config).map_err(map_err(MAP_CONFIG))?,
+            stats: PerCpuArray::try_from(m.stats).map_err(map_err(MAP_STATS))?,
+            blocklist: HashMap::try_from(m.blocklist).map_err(map_err(MAP_BLOCKLIST))?,
+            gates: HashMap::try_from(m.gates).map_err(map_err(MAP_GATES))?,
         })
     }
 
@@ -43,7 +59,13 @@ impl Control {
             let md = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
             Map::from_map_data(md).map_err(map_err(name))
         };
-        Control::from_maps(open(MAP_VERDICTS)?, open(MAP_CONFIG)?, open(MAP_STATS)?)
+        Control::from_maps(ControlMaps {
+            verdicts: open(MAP_VERDICTS)?,
+            config: open(MAP_CONFIG)?,
+            stats: open(MAP_STATS)?,
+            blocklist: open(MAP_BLOCKLIST)?,
+            gates: open(MAP_GATES)?,
+        })
     }
 
     /// Sets the verdict of a flow. `Pass` removes its entry.
@@ -53,11 +75,20 @@ impl Control {
                 .verdicts
                 .insert(key, Verdict::Drop as u32, 0)
                 .map_err(map_err(MAP_VERDICTS)),
-            Verdict::Pass => match self.verdicts.remove(key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(map_err(MAP_VERDICTS)(e)),
-            },
+            Verdict::Pass => remove(&mut self.verdicts, key, MAP_VERDICTS).map(|_| ()),
         }
+    }
+
+    /// Flows with a drop verdict.
+    pub fn drop_verdicts(&self) -> Result<Vec<FlowKey>, DatapathError> {
+        let mut out = Vec::new();
+        for item in self.verdicts.iter() {
+            let (k, v) = item.map_err(map_err(MAP_VERDICTS))?;
+            if v == Verdict::Drop as u32 {
+                out.push(k);
+            }
+        }
+        Ok(out)
     }
 
     /// The verdict stored for a flow (`Pass` when none).
@@ -84,6 +115,87 @@ impl Control {
         self.set_config(&c)
     }
 
+    /// Blocks `ip` as a client: while enforcing, the kernel drops every
+    /// packet of monitored flows whose client is `ip` (payload-less RSTs
+    /// excepted), for `for_` or until [`Control::unblock_ip`]. Replaces an
+    /// existing entry of the address.
+    pub fn block_ip(&mut self, ip: IpAddr, for_: Option<Duration>) -> Result<(), DatapathError> {
+        let expiry = match for_ {
+            None => 0,
+            // Never 0 (that means "no expiry").
+            Some(d) => monotonic_ns()
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .max(1),
+        };
+        self.blocklist
+            .insert(ip_key(ip), expiry, 0)
+            .map_err(map_err(MAP_BLOCKLIST))
+    }
+
+    /// Removes `ip` from the blocklist; true if it was there (expired or not).
+    pub fn unblock_ip(&mut self, ip: IpAddr) -> Result<bool, DatapathError> {
+        remove(&mut self.blocklist, &ip_key(ip), MAP_BLOCKLIST)
+    }
+
+    /// Blocked addresses with their remaining time (`None`: no expiry).
+    /// Expired entries (the kernel deletes them lazily) are omitted.
+    pub fn blocked_ips(&self) -> Result<Vec<(IpAddr, Option<Duration>)>, DatapathError> {
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for item in self.blocklist.iter() {
+            let (k, expiry) = item.map_err(map_err(MAP_BLOCKLIST))?;
+            let Some(ip) = key_ip(&k) else {
+                continue;
+            };
+            if expiry == 0 {
+                out.push((ip, None));
+            } else if expiry > now {
+                out.push((ip, Some(Duration::from_nanos(expiry - now))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Arms the end-of-data gate of a flow: from now on the client segment
+    /// ending a message is held until released. Resets an existing gate.
+    pub fn arm_gate(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        self.gates
+            .insert(key, Gate::default(), 0)
+            .map_err(map_err(MAP_GATES))
+    }
+
+    /// Lets message ends up to sequence number `end_seq` (exclusive end of
+    /// the released bytes) through: TCP's retransmission of the held segment
+    /// then reaches the server. A later message end is held again. No-op
+    /// when the flow has no gate.
+    pub fn release_gate(&mut self, key: &FlowKey, end_seq: u32) -> Result<(), DatapathError> {
+        let Some(mut g) = self.gate(key) else {
+            return Ok(());
+        };
+        g.flags |= GATE_RELEASED;
+        g.release_end = end_seq;
+        self.gates.insert(key, g, 0).map_err(map_err(MAP_GATES))
+    }
+
+    /// Declares the end (`end_seq`, exclusive) of a BDAT LAST chunk: the
+    /// segment reaching it ends the message. Arms the gate if needed.
+    pub fn gate_bdat(&mut self, key: &FlowKey, end_seq: u32) -> Result<(), DatapathError> {
+        let mut g = self.gate(key).unwrap_or_default();
+        g.flags |= GATE_BDAT;
+        g.bdat_end = end_seq;
+        self.gates.insert(key, g, 0).map_err(map_err(MAP_GATES))
+    }
+
+    /// Removes the gate of a flow (its message ends pass again).
+    pub fn disarm_gate(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        remove(&mut self.gates, key, MAP_GATES).map(|_| ())
+    }
+
+    /// The gate of a flow, if armed.
+    pub fn gate(&self, key: &FlowKey) -> Option<Gate> {
+        self.gates.get(key, 0).ok()
+    }
+
     /// Kernel counters summed over all CPUs.
     pub fn stats(&self) -> Result<KernelStats, DatapathError> {
         let per_cpu = self.stats.get(&0, 0).map_err(map_err(MAP_STATS))?;
@@ -95,6 +207,55 @@ impl Control {
         }
         Ok(KernelStats(sum))
     }
+}
+
+/// Removes `key`; true if it was there.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<bool, DatapathError> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+fn ip_key(ip: IpAddr) -> IpKey {
+    let mut addr = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            addr[..4].copy_from_slice(&v4.octets());
+            IpKey::new(FAMILY_V4, addr)
+        }
+        IpAddr::V6(v6) => IpKey::new(FAMILY_V6, v6.octets()),
+    }
+}
+
+fn key_ip(k: &IpKey) -> Option<IpAddr> {
+    match k.family {
+        FAMILY_V4 => {
+            let [a, b, c, d, ..] = k.addr;
+            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+        }
+        FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(k.addr))),
+        _ => None,
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 /// Kernel counters summed over CPUs, indexed by [`Stat`].
@@ -112,7 +273,8 @@ impl fmt::Display for KernelStats {
         write!(
             f,
             "packets={} monitored_packets={} monitored_bytes={} records_sent={} records_lost={} \
-             bytes_uncaptured={} dropped_by_verdict={} unparsed={}",
+             bytes_uncaptured={} dropped_by_verdict={} unparsed={} dropped_by_blocklist={} \
+             gate_held={} gate_passed={}",
             self.get(Stat::Packets),
             self.get(Stat::MonitoredPackets),
             self.get(Stat::MonitoredBytes),
@@ -121,6 +283,44 @@ impl fmt::Display for KernelStats {
             self.get(Stat::BytesUncaptured),
             self.get(Stat::DroppedByVerdict),
             self.get(Stat::Unparsed),
+            self.get(Stat::DroppedByBlocklist),
+            self.get(Stat::GateHeld),
+            self.get(Stat::GatePassed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_keys_round_trip() {
+        for ip in ["198.18.0.1", "2001:2::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(key_ip(&ip_key(ip)), Some(ip));
+        }
+        let k = ip_key("198.18.0.1".parse().unwrap());
+        assert_eq!(k.family, FAMILY_V4);
+        assert_eq!(&k.addr[4..], &[0u8; 12]);
+        assert_eq!(key_ip(&IpKey::new(9, [0; 16])), None);
+    }
+
+    #[test]
+    fn stats_display_names_every_counter() {
+        let mut s = KernelStats::default();
+        s.0[Stat::DroppedByBlocklist as usize] = 3;
+        s.0[Stat::GateHeld as usize] = 4;
+        s.0[Stat::GatePassed as usize] = 5;
+        let text = s.to_string();
+        assert!(text.ends_with("dropped_by_blocklist=3 gate_held=4 gate_passed=5"));
+        assert_eq!(text.matches('=').count(), STAT_COUNT);
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
     }
 }

@@ -18,6 +18,22 @@
 //! removes the pins. [`Control::open_pinned`] reaches the maps of a monitor
 //! running in another process.
 //!
+//! # Maps
+//! Pinned under `<pin_root>/<iface>/` (names in `smtp_common::MAP_*`):
+//!
+//! | map | kind | key → value | semantics |
+//! |---|---|---|---|
+//! | `RECORDS` | ring buffer | — | [`smtp_common::RecordHeader`] + payload of every monitored segment with payload or SYN/FIN/RST; `rec_flags & REC_HELD`: a gate dropped the segment after copying it ([`Record::held`]). |
+//! | `CONFIG` | array[1] | 0 → [`Config`] | monitored ports; `enforce != 0` turns on everything below (off = monitor mode: nothing is dropped). |
+//! | `VERDICTS` | LRU hash (65536) | [`FlowKey`] → `u32` [`Verdict`] | `Drop`: every packet of the flow is dropped in all hooks, except payload-less RSTs (so resets reach both ends). |
+//! | `BLOCKLIST` | LRU hash (65536) | [`smtp_common::IpKey`] → `u64` expiry | packets of monitored flows whose client (sender of client→server packets) is listed are dropped (payload-less RSTs excepted); expiry in CLOCK_MONOTONIC ns (`bpf_ktime_get_ns`), 0 = never; the kernel deletes an expired entry when it meets it. |
+//! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\r\n.\r\n` at its end, exactly `.\r\n`, or reaching `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to its end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. |
+//! | `STATS` | per-CPU array[1] | 0 → [`smtp_common::Stats`] | counters ([`smtp_common::Stat`]), see [`KernelStats`]. |
+//!
+//! Order of the checks on a monitored packet while enforcing: blocklist,
+//! verdict, gate. [`Control`] reads and writes all of them, in this process
+//! ([`Monitor::control_mut`]) or through the pins.
+//!
 //! # Minimum kernel version
 //! 5.15 (ring buffer, BTF); TC programs use tcx from 6.6 and clsact before;
 //! the XDP ingress program needs 5.18 (`bpf_xdp_load_bytes`).
@@ -40,8 +56,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use smtp_common::{
-    Config, FlowKey, Verdict, DEFAULT_RINGBUF_SIZE, MAP_CONFIG, MAP_RECORDS, MAP_STATS,
-    MAP_VERDICTS, MAX_PORTS,
+    Config, FlowKey, Verdict, DEFAULT_RINGBUF_SIZE, MAP_BLOCKLIST, MAP_CONFIG, MAP_GATES,
+    MAP_RECORDS, MAP_STATS, MAP_VERDICTS, MAX_PORTS,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -216,6 +232,8 @@ impl Monitor {
         let mut config = take_map(&mut ebpf, MAP_CONFIG)?;
         let verdicts = take_map(&mut ebpf, MAP_VERDICTS)?;
         let stats = take_map(&mut ebpf, MAP_STATS)?;
+        let blocklist = take_map(&mut ebpf, MAP_BLOCKLIST)?;
+        let gates = take_map(&mut ebpf, MAP_GATES)?;
         {
             let mut cfg: aya::maps::Array<&mut MapData, Config> = (&mut config)
                 .try_into()
@@ -236,12 +254,20 @@ impl Monitor {
             (MAP_CONFIG, &config),
             (MAP_STATS, &stats),
             (MAP_VERDICTS, &verdicts),
+            (MAP_BLOCKLIST, &blocklist),
+            (MAP_GATES, &gates),
         ] {
             let path = pins.path().join(name);
             map.pin(&path)
                 .map_err(|source| DatapathError::Pin { path, source })?;
         }
-        let control = Control::from_maps(verdicts, config, stats)?;
+        let control = Control::from_maps(control::ControlMaps {
+            verdicts,
+            config,
+            stats,
+            blocklist,
+            gates,
+        })?;
         let ring = RingBuf::try_from(ring).map_err(|source| DatapathError::Map {
             name: MAP_RECORDS,
             source,
@@ -339,7 +365,12 @@ impl Monitor {
         self.user
     }
 
-    pub fn control(&mut self) -> &mut Control {
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The maps, for verdicts, blocklist and gates.
+    pub fn control_mut(&mut self) -> &mut Control {
         &mut self.control
     }
 

@@ -102,6 +102,18 @@ pub trait FlowHandler {
     /// The flow is gone; everything seen was delivered before this call.
     fn close(&mut self, s: Self::Session, flow: &FlowInfo, stats: &FlowStats, reason: CloseReason);
 
+    /// Called once the segment's bytes and gaps were delivered, with the
+    /// sequence number of the next byte to deliver in each direction
+    /// (`[Up, Down]`; `None` while unknown). Live enforcement uses it to
+    /// open the end-of-data gate and to aim resets.
+    fn after_segment(
+        &mut self,
+        _s: &mut Self::Session,
+        _flow: &FlowInfo,
+        _next_seq: [Option<u32>; 2],
+    ) {
+    }
+
     /// Asked after each segment: `false` stops reassembly of `dir` for
     /// good (e.g. after STARTTLS): its buffer is freed and its segments
     /// are only counted.

@@ -98,6 +98,14 @@ impl Stream {
         self.started
     }
 
+    /// Sequence number of the next byte to deliver (the next one the sender
+    /// will send once everything before it arrived); `None` before the
+    /// sequence base is known.
+    pub fn next_seq(&self) -> Option<u32> {
+        self.started
+            .then(|| self.base.wrapping_add(self.next as u32))
+    }
+
     /// Stops reassembly: frees the buffer, later segments are only counted.
     pub fn bypass(&mut self) {
         self.bypass = true;

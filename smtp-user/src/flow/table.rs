@@ -234,6 +234,8 @@ impl<H: FlowHandler> FlowTable<H> {
                 &mut |c| deliver(dir, c),
             );
         }
+        let next_seq = [streams[0].next_seq(), streams[1].next_seq()];
+        self.handler.after_segment(session, info, next_seq);
         for d in [dir, dir.reverse()] {
             let s = &mut streams[di(d)];
             if s.started() && !self.handler.wants_data(session, d) {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::timestamp::rfc3339_micros;
+use crate::policy::Alert;
 use crate::smtp::{Anomaly, Command, Email, Event, Response, Transaction};
 
 /// The flow an event belongs to, oriented client → server.
@@ -52,6 +53,7 @@ pub struct OutputCounters {
     pub smtp_command: u64,
     pub smtp_reply: u64,
     pub flow: u64,
+    pub alert: u64,
 }
 
 /// Writes EVE JSON lines to any `Write` (stdout, a file, a `Vec<u8>` in tests).
@@ -187,6 +189,35 @@ struct FlowObject<'a> {
     transactions: u32,
 }
 
+#[derive(Serialize)]
+struct AlertLine<'a> {
+    #[serde(flatten)]
+    header: Header<'a>,
+    alert: AlertObject<'a>,
+    smtp: SmtpObject<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<AlertEmail<'a>>,
+}
+
+#[derive(Serialize)]
+struct AlertObject<'a> {
+    action: &'static str,
+    signature_id: u32,
+    signature: &'a str,
+    category: &'a str,
+    severity: u8,
+    rule: &'a str,
+    enforcement: &'static str,
+    matched: &'a str,
+}
+
+#[derive(Serialize)]
+struct AlertEmail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    attachment: &'a [String],
+}
+
 impl<W: Write> EveWriter<W> {
     /// `log_commands` enables the `smtp_command` / `smtp_reply` events.
     pub fn new(out: W, log_commands: bool) -> Self {
@@ -261,7 +292,11 @@ impl<W: Write> EveWriter<W> {
                     smtp_reply: r,
                 })
             }
-            Event::Command(_) | Event::Response(_) | Event::MailContent(_) => Ok(()),
+            Event::Command(_)
+            | Event::Response(_)
+            | Event::MailContent(_)
+            | Event::Header(_)
+            | Event::MimePart(_) => Ok(()),
         }
     }
 
@@ -346,6 +381,43 @@ impl<W: Write> EveWriter<W> {
                 tls: summary.tls,
                 transactions: summary.transactions,
             },
+        };
+        self.line(&line)
+    }
+
+    /// Writes an `alert` event. `blocked`: the alert's action was enforced
+    /// (Suricata's `"action": "blocked"`), else `"allowed"`.
+    pub fn alert(
+        &mut self,
+        ts_micros: u64,
+        flow: &FlowContext,
+        alert: &Alert,
+        blocked: bool,
+    ) -> io::Result<()> {
+        self.counters.alert += 1;
+        let c = &alert.context;
+        let email = (c.subject.is_some() || !c.attachments.is_empty()).then(|| AlertEmail {
+            subject: c.subject.as_deref(),
+            attachment: &c.attachments,
+        });
+        let line = AlertLine {
+            header: Self::header(ts_micros, flow, alert.tx_id, "alert"),
+            alert: AlertObject {
+                action: if blocked { "blocked" } else { "allowed" },
+                signature_id: alert.signature_id,
+                signature: &alert.signature,
+                category: &alert.category,
+                severity: alert.severity,
+                rule: &alert.rule,
+                enforcement: alert.action.as_str(),
+                matched: &alert.matched,
+            },
+            smtp: SmtpObject {
+                helo: c.helo.as_deref(),
+                mail_from: c.mail_from.as_deref(),
+                rcpt_to: c.rcpt_to.iter().map(String::as_str).collect(),
+            },
+            email,
         };
         self.line(&line)
     }

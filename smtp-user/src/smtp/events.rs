@@ -31,6 +31,8 @@ pub enum Event<'a> {
     MailContent(MailContent<'a>),
     Transaction(Transaction),
     Anomaly(Anomaly),
+    Header(Header),
+    MimePart(MimePart),
 }
 
 /// [`Event`] with owned content.
@@ -42,6 +44,8 @@ pub enum OwnedEvent {
     MailContent(OwnedMailContent),
     Transaction(Transaction),
     Anomaly(Anomaly),
+    Header(Header),
+    MimePart(MimePart),
 }
 
 impl Event<'_> {
@@ -56,8 +60,36 @@ impl Event<'_> {
             }),
             Event::Transaction(t) => OwnedEvent::Transaction(t.clone()),
             Event::Anomaly(a) => OwnedEvent::Anomaly(a.clone()),
+            Event::Header(h) => OwnedEvent::Header(h.clone()),
+            Event::MimePart(m) => OwnedEvent::MimePart(m.clone()),
         }
     }
+}
+
+/// One complete header field of the message or of a MIME part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Header {
+    pub tx_id: u32,
+    /// 0 = the message's own header block, n = the n-th MIME part header
+    /// block in order of appearance (nested multiparts included).
+    pub part: u32,
+    /// Field name as written (lossy UTF-8, surrounding whitespace removed).
+    pub name: String,
+    /// Value unfolded, RFC 2047 encoded-words decoded; at most
+    /// [`super::mime::MAX_HEADER`] bytes of the raw field.
+    pub value: String,
+}
+
+/// Emitted at the end of every header block (message and MIME parts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MimePart {
+    pub tx_id: u32,
+    /// Same numbering as [`Header::part`].
+    pub part: u32,
+    /// Lower-cased `type/subtype` of Content-Type; `text/plain` when absent.
+    pub content_type: String,
+    /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
+    pub filename: Option<String>,
 }
 
 /// A client command (tutorial event `command`).
@@ -282,6 +314,11 @@ pub enum AnomalyKind {
     /// lines, open transactions, client bytes held before a reply) was
     /// reached; the excess was counted and dropped.
     LimitExceeded,
+    /// With the end-of-data gate on, the segment that ended a message
+    /// reached the server before its content was inspected (it carried more
+    /// than the end of the message, e.g. a pipelined command, or the end was
+    /// split oddly): a content verdict can no longer stop that message.
+    GateMissed,
 }
 
 impl AnomalyKind {
@@ -306,6 +343,7 @@ impl AnomalyKind {
             AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
             AnomalyKind::StreamGap => "stream_gap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
+            AnomalyKind::GateMissed => "gate_missed",
         }
     }
 
@@ -324,7 +362,8 @@ impl AnomalyKind {
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
             | A::StreamGap
-            | A::LimitExceeded => Severity::Medium,
+            | A::LimitExceeded
+            | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting
             | A::CommandBeforeGreeting
             | A::NoHelo

@@ -18,7 +18,9 @@
 //! multipart (boundary candidates), up to [`MAX_BOUNDARY_LINE`] bytes.
 
 use super::decode::{Base64, QuotedPrintable};
-use super::events::{Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, MailContent};
+use super::events::{
+    Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart,
+};
 
 /// Longest header (unfolded) kept, in bytes.
 pub const MAX_HEADER: usize = 4096;
@@ -62,6 +64,8 @@ struct PartInfo {
     /// Content-Disposition filename, else Content-Type name.
     filename: Option<String>,
     name: Option<String>,
+    /// Lower-cased `type/subtype` of Content-Type, if the header was seen.
+    content_type: Option<String>,
 }
 
 /// Streaming MIME parser for one message.
@@ -92,6 +96,11 @@ pub struct MimeParser {
     /// Scratch buffer for decoded bytes (reused).
     out: Vec<u8>,
     email: Email,
+    /// Number of the header block being read or the body being decoded
+    /// (0 = message, n = n-th MIME part in order of appearance).
+    part_no: u32,
+    /// Parts opened so far (the next part gets `parts_seen + 1`).
+    parts_seen: u32,
     /// A MIME error was seen (email_status PARSE_ERROR).
     pub error: bool,
     /// The top-level header block ended.
@@ -123,6 +132,24 @@ impl<S: EventSink> Out<'_, S> {
         }
     }
 
+    fn header(&mut self, part: u32, name: String, value: String) {
+        self.sink.event(Event::Header(Header {
+            tx_id: self.tx_id,
+            part,
+            name,
+            value,
+        }));
+    }
+
+    fn mime_part(&mut self, part: u32, content_type: String, filename: Option<String>) {
+        self.sink.event(Event::MimePart(MimePart {
+            tx_id: self.tx_id,
+            part,
+            content_type,
+            filename,
+        }));
+    }
+
     fn anomaly(&mut self, kind: AnomalyKind, detail: String) {
         self.sink.event(Event::Anomaly(Anomaly {
             kind,
@@ -152,6 +179,8 @@ impl MimeParser {
             qp: QuotedPrintable::default(),
             out: Vec::new(),
             email: Email::default(),
+            part_no: 0,
+            parts_seen: 0,
             error: false,
             headers_done: false,
             body_started: false,
@@ -296,7 +325,7 @@ impl MimeParser {
     }
 
     /// Interprets the header collected in `self.header`.
-    fn finish_header<S: EventSink>(&mut self, _out: &mut Out<'_, S>) {
+    fn finish_header<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         if self.header.is_empty() {
             return;
         }
@@ -305,6 +334,11 @@ impl MimeParser {
             let name = header[..colon].trim_ascii();
             let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
             self.header_field(name, &value);
+            out.header(
+                self.part_no,
+                String::from_utf8_lossy(name).into_owned(),
+                decode_words(&value),
+            );
         }
         self.header = header;
         self.header.clear();
@@ -333,6 +367,7 @@ impl MimeParser {
         }
         if is("content-type") {
             let (kind, params) = split_params(value);
+            self.part.content_type = Some(kind.to_ascii_lowercase());
             for (k, v) in params {
                 if k.eq_ignore_ascii_case("boundary")
                     && kind.to_ascii_lowercase().starts_with("multipart/")
@@ -364,11 +399,17 @@ impl MimeParser {
     fn end_of_headers<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         self.finish_header(out);
         let part = std::mem::take(&mut self.part);
-        if let Some(name) = part.filename.or(part.name) {
+        let filename = part.filename.or(part.name);
+        if let Some(name) = &filename {
             if self.email.attachment.len() < MAX_LIST {
-                self.email.attachment.push(name);
+                self.email.attachment.push(name.clone());
             }
         }
+        let content_type = part
+            .content_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "text/plain".to_string());
+        out.mime_part(self.part_no, content_type, filename);
         self.top_level = false;
         self.headers_done = true;
         self.phase = Phase::Body;
@@ -463,6 +504,8 @@ impl MimeParser {
             if tail.is_empty() {
                 self.boundaries.truncate(level + 1);
                 self.flush_decoder(out);
+                self.parts_seen = self.parts_seen.saturating_add(1);
+                self.part_no = self.parts_seen;
                 self.phase = Phase::Headers;
                 self.part = PartInfo::default();
                 self.block_len = 0;
@@ -630,9 +673,15 @@ fn encoded_word(s: &str) -> Option<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::events::OwnedEvent;
+    use crate::smtp::events::{Header, MimePart, OwnedEvent};
 
     fn parse(chunks: &[&[u8]]) -> (Email, Vec<u8>, Vec<OwnedEvent>) {
+        let (email, body, others, _) = parse_all(chunks);
+        (email, body, others)
+    }
+
+    /// Like `parse`, also returning the Header / MimePart events in order.
+    fn parse_all(chunks: &[&[u8]]) -> (Email, Vec<u8>, Vec<OwnedEvent>, Vec<OwnedEvent>) {
         let mut p = MimeParser::new();
         let mut ev: Vec<OwnedEvent> = Vec::new();
         for c in chunks {
@@ -642,15 +691,81 @@ mod tests {
         p.end_body(0, &mut ev);
         let mut body = Vec::new();
         let mut others = Vec::new();
+        let mut structure = Vec::new();
         for e in ev {
             match e {
                 OwnedEvent::MailContent(m) if m.part == ContentPart::DecodedBody => {
                     body.extend(m.data)
                 }
+                e @ (OwnedEvent::Header(_) | OwnedEvent::MimePart(_)) => structure.push(e),
                 other => others.push(other),
             }
         }
-        (p.take_email(), body, others)
+        (p.take_email(), body, others, structure)
+    }
+
+    fn part(part: u32, content_type: &str, filename: Option<&str>) -> OwnedEvent {
+        OwnedEvent::MimePart(MimePart {
+            tx_id: 0,
+            part,
+            content_type: content_type.to_string(),
+            filename: filename.map(str::to_string),
+        })
+    }
+
+    fn header(part: u32, name: &str, value: &str) -> OwnedEvent {
+        OwnedEvent::Header(Header {
+            tx_id: 0,
+            part,
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+    }
+
+    #[test]
+    fn header_and_part_events_number_nested_parts() {
+        let msg = b"Subject: =?UTF-8?B?Y2Fmw6k=?=\r\n =?UTF-8?Q?_ok?=\r\nContent-Type: Multipart/Mixed; boundary=a\r\n\r\n\
+--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+--b\r\n\r\nplain\r\n--b\r\nContent-Type: TEXT/HTML\r\n\r\n<p>x</p>\r\n--b--\r\n\
+--a\r\nContent-Type: application/zip; name=\"by-name.zip\"\r\nContent-Disposition: attachment; filename=\"=?UTF-8?Q?r=C3=A9sum=C3=A9.zip?=\"\r\n\r\nPK\r\n\
+--a\r\nContent-Type: application/octet-stream; name=only-name.bin\r\n\r\nzz\r\n--a--\r\n";
+        let expected = vec![
+            header(0, "Subject", "café ok"),
+            header(0, "Content-Type", "Multipart/Mixed; boundary=a"),
+            part(0, "multipart/mixed", None),
+            header(1, "Content-Type", "multipart/alternative; boundary=b"),
+            part(1, "multipart/alternative", None),
+            part(2, "text/plain", None),
+            header(3, "Content-Type", "TEXT/HTML"),
+            part(3, "text/html", None),
+            header(4, "Content-Type", "application/zip; name=\"by-name.zip\""),
+            header(
+                4,
+                "Content-Disposition",
+                "attachment; filename=\"résumé.zip\"",
+            ),
+            part(4, "application/zip", Some("résumé.zip")),
+            header(
+                5,
+                "Content-Type",
+                "application/octet-stream; name=only-name.bin",
+            ),
+            part(5, "application/octet-stream", Some("only-name.bin")),
+        ];
+        for split in [1usize, 2, 5, 13, msg.len()] {
+            let chunks: Vec<&[u8]> = msg.chunks(split).collect();
+            let (_, body, others, structure) = parse_all(&chunks);
+            assert_eq!(structure, expected, "split {split}");
+            assert_eq!(body, b"plain\r\n<p>x</p>\r\nPK\r\nzz\r\n".to_vec());
+            assert!(others.is_empty());
+        }
+    }
+
+    #[test]
+    fn message_without_headers_is_text_plain_part_zero() {
+        let (_, body, _, structure) = parse_all(&[b"\r\nbody only\r\n"]);
+        assert_eq!(structure, vec![part(0, "text/plain", None)]);
+        assert_eq!(body, b"body only\r\n".to_vec());
     }
 
     const MSG: &[u8] = b"From: Alice <a@x.org>\r\nTo: b@y.org, \"Last, First\" <c@z.org>\r\nSubject: =?UTF-8?B?Y2Fmw6k=?= =?UTF-8?Q?_ok?=\r\n\

@@ -353,6 +353,14 @@ impl Session {
         self.next_tx
     }
 
+    /// While the chunk of a `BDAT … LAST` command is being read: the chunk
+    /// bytes still to come (the end-of-data gate holds the segment that
+    /// completes it).
+    pub fn bdat_last_remaining(&self) -> Option<u64> {
+        (self.state == State::BdatTransmission && self.bdat_last && self.bdat_remaining > 0)
+            .then_some(self.bdat_remaining)
+    }
+
     /// Bytes seen in a direction (including gaps).
     pub fn bytes(&self, dir: Direction) -> u64 {
         self.bytes[idx(dir)]
