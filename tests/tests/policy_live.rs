@@ -641,8 +641,10 @@ fn ctl_block_and_unblock_an_ip() {
     assert!(ok, "{err}");
     assert!(out.contains("was not blocked"), "{out}");
 
-    // With an expiry: blocked at once, free again after it.
-    let (ok, out, err) = live.ctl(&["block", CLIENT_IP, "--for", "3s"]);
+    // With an expiry: blocked at once (the connect times out: SYNs at 0, 1
+    // and 3 s all fall inside the 6 s), free again after it.
+    let (ok, out, err) = live.ctl(&["block", CLIENT_IP, "--for", "6s"]);
+    let blocked_at = Instant::now();
     assert!(ok, "block --for: {out} {err}");
     let early = live.swaks(&[
         "--from",
@@ -652,8 +654,9 @@ fn ctl_block_and_unblock_an_ip() {
         "--quit-after",
         "EHLO",
     ]);
-    assert!(!early.success(), "blocked for 3 s");
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(!early.success(), "blocked for 6 s: {}", early.stdout);
+    let free = blocked_at + Duration::from_millis(6500);
+    std::thread::sleep(free.saturating_duration_since(Instant::now()));
     let m5 = clean_message("after expiry");
     let r = live.send_data("alice@example.org", &m5);
     assert!(r.success(), "after expiry: {}", r.stdout);
