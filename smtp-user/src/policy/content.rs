@@ -172,7 +172,10 @@ impl Matchers {
     pub fn pattern(&self, src: Source, id: usize) -> Option<(Owner, &str)> {
         let (owners, texts) = match src {
             Source::Keyword => self.keywords.as_ref().map(|k| (&k.owners, &k.texts))?,
-            Source::KeywordNocase => self.keywords_nocase.as_ref().map(|k| (&k.owners, &k.texts))?,
+            Source::KeywordNocase => self
+                .keywords_nocase
+                .as_ref()
+                .map(|k| (&k.owners, &k.texts))?,
             Source::Regex => self.regexes.as_ref().map(|r| (&r.owners, &r.texts))?,
         };
         Some((*owners.get(id)?, texts.get(id)?.as_str()))

@@ -350,8 +350,12 @@ impl Compiler<'_> {
     fn list_file(&mut self, f: &Spanned<String>, set: &mut DomainSet) -> Result<(), RulesError> {
         let base = self.origin.parent().unwrap_or(Path::new("."));
         let path = base.join(f.get_ref());
-        let bytes = std::fs::read(&path)
-            .map_err(|e| self.err(f.span(), format!("cannot read list file {}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            self.err(
+                f.span(),
+                format!("cannot read list file {}: {e}", path.display()),
+            )
+        })?;
         self.hasher.update(&bytes);
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines() {
@@ -401,7 +405,10 @@ impl Compiler<'_> {
         Ok(Rule {
             sid: *r.sid.get_ref(),
             name: r.name.get_ref().clone(),
-            message: r.message.clone().unwrap_or_else(|| r.name.get_ref().clone()),
+            message: r
+                .message
+                .clone()
+                .unwrap_or_else(|| r.name.get_ref().clone()),
             category: r.category.clone().unwrap_or_else(|| "policy".to_string()),
             severity,
             action,
@@ -425,11 +432,15 @@ impl Compiler<'_> {
         }
         if let Some(l) = &w.helo {
             let l = self.nonempty("helo", l)?;
-            conds.push(Cond::Helo(l.iter().map(|v| Glob::new(v.get_ref())).collect()));
+            conds.push(Cond::Helo(
+                l.iter().map(|v| Glob::new(v.get_ref())).collect(),
+            ));
         }
         if let Some(l) = &w.mail_from {
             let l = self.nonempty("mail_from", l)?;
-            conds.push(Cond::MailFrom(l.iter().map(|v| bare_address(v.get_ref())).collect()));
+            conds.push(Cond::MailFrom(
+                l.iter().map(|v| bare_address(v.get_ref())).collect(),
+            ));
         }
         if w.mail_from_domain.is_some() || w.mail_from_domain_file.is_some() {
             let mut set = DomainSet::default();
@@ -445,7 +456,9 @@ impl Compiler<'_> {
         }
         if let Some(l) = &w.rcpt_to {
             let l = self.nonempty("rcpt_to", l)?;
-            conds.push(Cond::RcptTo(l.iter().map(|v| bare_address(v.get_ref())).collect()));
+            conds.push(Cond::RcptTo(
+                l.iter().map(|v| bare_address(v.get_ref())).collect(),
+            ));
         }
         if w.rcpt_domain.is_some() || w.rcpt_domain_file.is_some() {
             let mut set = DomainSet::default();
@@ -520,19 +533,28 @@ impl Compiler<'_> {
         }
         if let Some(l) = &w.attachment_name {
             let l = self.nonempty("attachment_name", l)?;
-            conds.push(Cond::AttachmentName(l.iter().map(|v| Glob::new(v.get_ref())).collect()));
+            conds.push(Cond::AttachmentName(
+                l.iter().map(|v| Glob::new(v.get_ref())).collect(),
+            ));
         }
         if let Some(l) = &w.attachment_ext {
             let l = self.nonempty("attachment_ext", l)?;
             conds.push(Cond::AttachmentExt(
                 l.iter()
-                    .map(|v| v.get_ref().trim().trim_start_matches('.').to_ascii_lowercase())
+                    .map(|v| {
+                        v.get_ref()
+                            .trim()
+                            .trim_start_matches('.')
+                            .to_ascii_lowercase()
+                    })
                     .collect(),
             ));
         }
         if let Some(l) = &w.content_type {
             let l = self.nonempty("content_type", l)?;
-            conds.push(Cond::ContentType(l.iter().map(|v| Glob::new(v.get_ref())).collect()));
+            conds.push(Cond::ContentType(
+                l.iter().map(|v| Glob::new(v.get_ref())).collect(),
+            ));
         }
         if w.anomaly.is_some() || w.anomaly_severity.is_some() {
             let kinds = match &w.anomaly {
@@ -544,7 +566,10 @@ impl Compiler<'_> {
                             .iter()
                             .find(|k| k.as_str() == v.get_ref().as_str())
                             .ok_or_else(|| {
-                                self.err(v.span(), format!("unknown anomaly kind {:?}", v.get_ref()))
+                                self.err(
+                                    v.span(),
+                                    format!("unknown anomaly kind {:?}", v.get_ref()),
+                                )
                             })?;
                         kinds.push(*k);
                     }
@@ -552,20 +577,19 @@ impl Compiler<'_> {
                 }
                 None => None,
             };
-            let min_severity = match &w.anomaly_severity {
-                Some(s) => Some(match s.get_ref().as_str() {
-                    "high" => Severity::High,
-                    "medium" => Severity::Medium,
-                    "low" => Severity::Low,
-                    _ => {
-                        return Err(self.err(
+            let min_severity =
+                match &w.anomaly_severity {
+                    Some(s) => Some(match s.get_ref().as_str() {
+                        "high" => Severity::High,
+                        "medium" => Severity::Medium,
+                        "low" => Severity::Low,
+                        _ => return Err(self.err(
                             s.span(),
                             "invalid anomaly_severity: expected \"high\", \"medium\" or \"low\"",
-                        ))
-                    }
-                }),
-                None => None,
-            };
+                        )),
+                    }),
+                    None => None,
+                };
             conds.push(Cond::Anomaly {
                 kinds,
                 min_severity,

@@ -96,8 +96,7 @@ impl PolicySession {
         let scan_body = !rules.matchers.is_empty()
             && rules.rules.iter().any(|r| {
                 r.admits(ip)
-                    && r
-                        .conds
+                    && r.conds
                         .iter()
                         .any(|c| matches!(c, Cond::BodyKeyword | Cond::BodyRegex))
             });
@@ -146,7 +145,9 @@ impl PolicySession {
                         if self.scan_body {
                             let rules = Arc::clone(&self.rules);
                             let hits = &mut self.hits;
-                            rules.matchers.finish(&mut self.scan, |s, p| hits.push((s, p)));
+                            rules
+                                .matchers
+                                .finish(&mut self.scan, |s, p| hits.push((s, p)));
                             self.apply_hits(out);
                         }
                     }
@@ -207,7 +208,8 @@ impl PolicySession {
                     for ci in 0..self.rules.rules[ri].conds.len() {
                         if let Cond::Helo(globs) = &self.rules.rules[ri].conds[ci] {
                             let hit = globs.iter().find(|g| g.matches(&helo));
-                            let why = hit.map(|g| format!("helo {helo:?} matches {:?}", g.as_str()));
+                            let why =
+                                hit.map(|g| format!("helo {helo:?} matches {:?}", g.as_str()));
                             self.set(ri, ci, why, false);
                         }
                     }
@@ -417,7 +419,9 @@ impl PolicySession {
     fn body(&mut self, data: &[u8], out: &mut Vec<Alert>) {
         let rules = Arc::clone(&self.rules);
         let hits = &mut self.hits;
-        rules.matchers.scan(&mut self.scan, data, |s, p| hits.push((s, p)));
+        rules
+            .matchers
+            .scan(&mut self.scan, data, |s, p| hits.push((s, p)));
         if !self.hits.is_empty() {
             self.apply_hits(out);
         }
