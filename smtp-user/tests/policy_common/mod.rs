@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use smtp_user::policy::{Alert, PolicySession, RuleSet};
 use smtp_user::smtp::{Event, EventSink, Session};
-use smtp_user::Direction;
+pub use smtp_user::Direction;
 
 pub use Direction::{Down, Up};
 
