@@ -87,23 +87,64 @@ impl Routed {
             run(
                 "ip",
                 &[
-                    "link", "add", end_if, "netns", end_ns, "type", "veth", "peer", "name",
-                    router_if, "netns", &t.router_ns,
+                    "link",
+                    "add",
+                    end_if,
+                    "netns",
+                    end_ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    router_if,
+                    "netns",
+                    &t.router_ns,
                 ],
             );
         }
         for (ns, dev, v4, v6, gw4, gw6) in [
-            (&t.client_ns, &client_if, "198.18.1.2/24", "2001:2:0:1::2/64", Some("198.18.1.1"), Some("2001:2:0:1::1")),
-            (&t.router_ns, &t.router_client_if, "198.18.1.1/24", "2001:2:0:1::1/64", None, None),
-            (&t.router_ns, &t.router_server_if, "198.18.2.1/24", "2001:2:0:2::1/64", None, None),
-            (&t.server_ns, &server_if, "198.18.2.2/24", "2001:2:0:2::2/64", Some("198.18.2.1"), Some("2001:2:0:2::1")),
+            (
+                &t.client_ns,
+                &client_if,
+                "198.18.1.2/24",
+                "2001:2:0:1::2/64",
+                Some("198.18.1.1"),
+                Some("2001:2:0:1::1"),
+            ),
+            (
+                &t.router_ns,
+                &t.router_client_if,
+                "198.18.1.1/24",
+                "2001:2:0:1::1/64",
+                None,
+                None,
+            ),
+            (
+                &t.router_ns,
+                &t.router_server_if,
+                "198.18.2.1/24",
+                "2001:2:0:2::1/64",
+                None,
+                None,
+            ),
+            (
+                &t.server_ns,
+                &server_if,
+                "198.18.2.2/24",
+                "2001:2:0:2::2/64",
+                Some("198.18.2.1"),
+                Some("2001:2:0:2::1"),
+            ),
         ] {
             run("ip", &["-n", ns, "addr", "add", v4, "dev", dev]);
             run("ip", &["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             run("ip", &["-n", ns, "link", "set", dev, "up"]);
             if let (Some(gw4), Some(gw6)) = (gw4, gw6) {
                 run("ip", &["-n", ns, "route", "add", "default", "via", gw4]);
-                run("ip", &["-n", ns, "-6", "route", "add", "default", "via", gw6]);
+                run(
+                    "ip",
+                    &["-n", ns, "-6", "route", "add", "default", "via", gw6],
+                );
             }
         }
         for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
@@ -113,11 +154,15 @@ impl Routed {
     }
 
     pub fn client_ip(&self, v6: bool) -> IpAddr {
-        if v6 { CLIENT_V6 } else { CLIENT_V4 }.parse().expect("addr")
+        if v6 { CLIENT_V6 } else { CLIENT_V4 }
+            .parse()
+            .expect("addr")
     }
 
     pub fn server_addr(&self, v6: bool, port: u16) -> SocketAddr {
-        let a: IpAddr = if v6 { SERVER_V6 } else { SERVER_V4 }.parse().expect("addr");
+        let a: IpAddr = if v6 { SERVER_V6 } else { SERVER_V4 }
+            .parse()
+            .expect("addr");
         SocketAddr::new(a, port)
     }
 }
@@ -229,8 +274,18 @@ impl Drop for SeqTracker {
 fn packet_socket(iface: &str) -> OwnedFd {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket(2); checked.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto)) };
-    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let name = std::ffi::CString::new(iface).expect("ifname");
@@ -251,7 +306,10 @@ fn packet_socket(iface: &str) -> OwnedFd {
         )
     };
     assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
     // SAFETY: valid fd, timeval of the given size.
     let rc = unsafe {
         libc::setsockopt(

@@ -106,18 +106,31 @@ fn local_reset(pair: &NetPair, listen: SocketAddr, connect_to: SocketAddr, from_
     };
     let (rc, rs) = (blocked_read(&c), blocked_read(&s));
     std::thread::sleep(Duration::from_millis(50)); // readers are blocked
-    let ns = if from_client { &pair.client_ns } else { &pair.server_ns };
+    let ns = if from_client {
+        &pair.client_ns
+    } else {
+        &pair.server_ns
+    };
     let t0 = Instant::now();
     let method = in_netns(ns, move || reset_connection(&ep))
         .join()
         .expect("reset thread");
     assert_eq!(method.expect("reset"), ResetMethod::SocketDestroyed);
-    let (local_kind, peer_kind) = (io::ErrorKind::ConnectionAborted, io::ErrorKind::ConnectionReset);
-    let (ck, sk) = if from_client { (local_kind, peer_kind) } else { (peer_kind, local_kind) };
+    let (local_kind, peer_kind) = (
+        io::ErrorKind::ConnectionAborted,
+        io::ErrorKind::ConnectionReset,
+    );
+    let (ck, sk) = if from_client {
+        (local_kind, peer_kind)
+    } else {
+        (peer_kind, local_kind)
+    };
     let tc = ended_with("client", rc, t0, ck);
     let ts = ended_with("server", rs, t0, sk);
-    println!("local reset {connect_to} (from {}): client read failed after {tc:?}, server after {ts:?}",
-        if from_client { "client" } else { "server" });
+    println!(
+        "local reset {connect_to} (from {}): client read failed after {tc:?}, server after {ts:?}",
+        if from_client { "client" } else { "server" }
+    );
 }
 
 #[test]
@@ -194,7 +207,12 @@ fn gateway_reset(v6: bool, tag: &str) {
     let (greeting, ehlo) = (GREETING.len() as u32, EHLO.len() as u32);
     let settle = |extra: u32| {
         tracker
-            .settled(client, server, (1 + ehlo + extra, 1 + greeting + extra), IO_TIMEOUT)
+            .settled(
+                client,
+                server,
+                (1 + ehlo + extra, 1 + greeting + extra),
+                IO_TIMEOUT,
+            )
             .expect("the router saw the whole connection")
     };
 
@@ -220,7 +238,9 @@ fn gateway_reset(v6: bool, tag: &str) {
     assert_eq!(method.expect("reset"), ResetMethod::RstInjected);
     let tc = ended_with("client", rc, t0, io::ErrorKind::ConnectionReset);
     let ts = ended_with("server", rs, t0, io::ErrorKind::ConnectionReset);
-    println!("gateway reset {client} <-> {server}: client read failed after {tc:?}, server after {ts:?}");
+    println!(
+        "gateway reset {client} <-> {server}: client read failed after {tc:?}, server after {ts:?}"
+    );
     drop(tracker);
 }
 
@@ -283,7 +303,10 @@ fn no_such_connection() {
         .collect();
     assert_eq!(missing, ["client and server", "server", "client"]);
     let msg = results[0].as_ref().expect_err("error").to_string();
-    assert!(msg.contains("no socket 198.18.0.1:40000 <-> 198.18.0.2:25"), "{msg}");
+    assert!(
+        msg.contains("no socket 198.18.0.1:40000 <-> 198.18.0.2:25"),
+        "{msg}"
+    );
 }
 
 /// The server closed first and the client followed: the server's socket

@@ -329,7 +329,14 @@ impl SockDiag {
             }
             let mut rest = buf.get(..n).unwrap_or_default();
             while !rest.is_empty() {
-                let (kind, msg_seq, body, next) = split_message(rest, op)?;
+                let (
+                    NlMessage {
+                        kind,
+                        seq: msg_seq,
+                        body,
+                    },
+                    next,
+                ) = split_message(rest, op)?;
                 rest = next;
                 if msg_seq != seq {
                     continue; // answer to an earlier request
@@ -368,11 +375,21 @@ enum Answer {
     Socket(Vec<u8>),
 }
 
-/// First netlink message of `buf`: (type, seq, body, rest of `buf`).
+/// One netlink message of a datagram.
+struct NlMessage<'a> {
+    /// `nlmsg_type`.
+    kind: u16,
+    /// `nlmsg_seq`: the request this answers.
+    seq: u32,
+    /// The payload after the header, `nlmsg_len` bounded.
+    body: &'a [u8],
+}
+
+/// First netlink message of `buf`, and the rest of `buf` after it.
 fn split_message<'a>(
     buf: &'a [u8],
     op: &'static str,
-) -> Result<(u16, u32, &'a [u8], &'a [u8]), ResetError> {
+) -> Result<(NlMessage<'a>, &'a [u8]), ResetError> {
     let bad = |reason| ResetError::BadReply { op, reason };
     let len = read_u32(buf, 0).ok_or(bad("truncated message header"))? as usize;
     let kind = read_u16(buf, 4).ok_or(bad("truncated message header"))?;
@@ -385,7 +402,8 @@ fn split_message<'a>(
         .ok_or(bad("message length beyond the datagram"))?;
     // Messages are 4-byte aligned; the last one may lack its padding.
     let next = len.saturating_add(3) & !3;
-    Ok((kind, seq, body, buf.get(next..).unwrap_or_default()))
+    let msg = NlMessage { kind, seq, body };
+    Ok((msg, buf.get(next..).unwrap_or_default()))
 }
 
 /// An `inet_diag_req_v2` for the exact 4-tuple (`local` is the socket's
@@ -548,10 +566,10 @@ mod tests {
                 two.push(0);
             }
         }
-        let (k, s, b, rest) = split_message(&two, "t").unwrap();
-        assert_eq!((k, s, b), (NLMSG_ERROR, 7, &[1u8, 2, 3][..]));
-        let (_, s, b, rest) = split_message(rest, "t").unwrap();
-        assert_eq!((s, b, rest.len()), (8, &[4u8; 4][..], 0));
+        let (m, rest) = split_message(&two, "t").unwrap();
+        assert_eq!((m.kind, m.seq, m.body), (NLMSG_ERROR, 7, &[1u8, 2, 3][..]));
+        let (m, rest) = split_message(rest, "t").unwrap();
+        assert_eq!((m.seq, m.body, rest.len()), (8, &[4u8; 4][..], 0));
         // Length beyond the datagram, shorter than a header, truncated header.
         let mut bad = two.clone();
         bad[0] = 200;

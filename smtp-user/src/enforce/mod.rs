@@ -150,3 +150,36 @@ pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
         "reset: no local socket, RSTs injected to both ends");
     Ok(ResetMethod::RstInjected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checked before any socket is opened: no privileges needed.
+    #[test]
+    fn mixed_families_are_refused() {
+        let ep = TcpEndpoints {
+            client: "198.18.0.1:40000".parse().unwrap(),
+            server: "[2001:2::2]:25".parse().unwrap(),
+            client_next_seq: Some(1),
+            server_next_seq: Some(2),
+        };
+        match reset_connection(&ep) {
+            Err(ResetError::MixedFamilies { client, server }) => {
+                assert_eq!((client, server), (ep.client, ep.server));
+            }
+            other => panic!("expected MixedFamilies, got {other:?}"),
+        }
+        // An IPv4-mapped server address is IPv4: not mixed with an IPv4 client
+        // (the same pair with an IPv6 client is).
+        let ep = TcpEndpoints {
+            client: "[2001:2::1]:40000".parse().unwrap(),
+            server: "[::ffff:198.18.0.2]:25".parse().unwrap(),
+            ..ep
+        };
+        assert!(matches!(
+            reset_connection(&ep),
+            Err(ResetError::MixedFamilies { .. })
+        ));
+    }
+}
