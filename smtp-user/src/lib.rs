@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod datapath;
+pub mod enforce;
 pub mod flow;
 pub mod output;
 pub mod pipeline;

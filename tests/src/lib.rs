@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod netns;
 pub mod process;
 pub mod reassemble;
+pub mod router;
 pub mod traffic;
 
 pub use monitor::{MonitorThread, OwnedRecord};
