@@ -335,7 +335,7 @@ fn slow_clients_and_silent_daemons_time_out() {
     s.read_to_end(&mut out).expect("read");
     assert_eq!(
         decode_response(&out).expect("response"),
-        Response::Error("timeout".into())
+        Response::Error("timeout: the exchange did not complete within 300ms".into())
     );
     // A request the daemon never answers: the client gives up at its own
     // deadline with a clear error.

@@ -190,7 +190,8 @@ impl Daemon {
 }
 
 fn unexpected(resp: &Response) -> anyhow::Error {
-    anyhow::anyhow!("unexpected answer from the monitor: {resp:?}")
+    let text: String = format!("{resp:?}").chars().take(200).collect();
+    anyhow::anyhow!("unexpected answer from the monitor: {text}")
 }
 
 pub fn ctl(args: CtlArgs) -> anyhow::Result<()> {
@@ -260,6 +261,8 @@ fn stats(t: &Daemon, json: bool) -> anyhow::Result<()> {
         }
     };
     if json {
+        // The counters' `name=value` text is their one list of names, so
+        // counters added to the datapath appear here without a change.
         let kernel: serde_json::Map<String, serde_json::Value> = kernel
             .to_string()
             .split_whitespace()

@@ -34,7 +34,7 @@ use super::protocol::{decode_request, encode_response, Request, Response};
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Time a connection may take from accept to the last byte of the reply,
 /// the daemon's own answer included.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are answered "busy" and closed.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Decoded requests waiting for [`ControlServer::next`].
@@ -113,7 +113,13 @@ pub struct ControlServer {
     counters: Arc<Counters>,
 }
 
-/// Why [`bind`](ControlServer::bind) refuses an existing path, if it does.
+/// `e` with the action and path in its message, kind kept.
+fn in_path(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Clears the way for binding at `path`: removes a stale socket (nobody
+/// answers on it), refuses a live one or anything that is not a socket.
 fn clear_stale(path: &Path) -> io::Result<()> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
@@ -164,15 +170,18 @@ impl ControlServer {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
-                    .create(parent)?;
+                    .create(parent)
+                    .map_err(|e| in_path("creating directory", parent, e))?;
             }
         }
         clear_stale(path)?;
-        let std_listener = std::os::unix::net::UnixListener::bind(path)?;
+        let std_listener = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| in_path("binding", path, e))?;
         // Between bind and chmod the socket has the umask's mode; the 0700
         // directory and the peer uid check cover that window.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let md = std::fs::metadata(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| in_path("setting mode 0600 on", path, e))?;
+        let md = std::fs::metadata(path).map_err(|e| in_path("reading", path, e))?;
         std_listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std_listener)?;
         let counters = Arc::new(Counters::default());
@@ -275,7 +284,9 @@ async fn serve(
             Counters::bump(&counters.timeouts);
             tracing::debug!("control connection timed out");
             // Best effort: the client may still read this.
-            let line = encode_response(&Response::Error("timeout".into()));
+            let line = encode_response(&Response::Error(format!(
+                "timeout: the exchange did not complete within {timeout:?}"
+            )));
             let _ = stream.try_write(line.as_bytes());
             return;
         }
