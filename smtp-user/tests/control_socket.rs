@@ -14,8 +14,10 @@ use std::{
 };
 
 use smtp_user::control::{
-    protocol::decode_response, request, server::MAX_REQUEST, ControlCounters, ControlError,
-    ControlServer, FlowRow, ReloadReply, Request, Response, Status,
+    protocol::decode_response,
+    request,
+    server::{MAX_CONNECTIONS, MAX_REQUEST},
+    ControlCounters, ControlError, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -321,6 +323,35 @@ fn malformed_and_oversize_requests_get_errors() {
     );
     let c = server.stop();
     assert_eq!((c.malformed, c.oversize, c.requests), (4, 2, 3));
+}
+
+#[test]
+fn connections_beyond_the_limit_are_told_busy() {
+    let dir = TempDir::new("busy");
+    let path = dir.0.join("s.sock");
+    let server = TestServer::start(&path);
+    let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(&path).expect("connect"))
+        .collect();
+    assert_eq!(
+        raw_exchange(&path, b"{\"cmd\":\"status\"}\n"),
+        Response::Error("busy: too many control connections".into())
+    );
+    drop(idle);
+    // Served again once the idle connections are gone (reaped in the
+    // background: bounded retries).
+    let mut served = false;
+    for _ in 0..100 {
+        if request(&path, &Request::Status, T).expect("exchange") == Response::Status(status()) {
+            served = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served);
+    let c = server.stop();
+    assert!(c.busy >= 1, "{c:?}");
+    assert_eq!(c.requests, 1, "{c:?}");
 }
 
 #[test]

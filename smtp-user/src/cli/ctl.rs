@@ -34,7 +34,7 @@ pub struct CtlArgs {
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// How long to wait for the daemon's answer, e.g. `5s`.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Print JSON instead of text (status, stats, flows, reload).
     #[arg(long, global = true)]
@@ -58,7 +58,7 @@ pub enum CtlAction {
         /// A flow_id from `ctl flows` / EVE output, or an IP address.
         target: Target,
         /// IP blocks only: expire after this long, e.g. `10m`, `1h30m`.
-        #[arg(long = "for", value_parser = parse_duration)]
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         for_: Option<Duration>,
     },
     /// Remove a flow's drop verdict or an IP address from the blocklist.
