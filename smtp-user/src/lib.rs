@@ -6,6 +6,7 @@
 //! → `output` (EVE-style JSON lines). No module reaches back upstream.
 
 pub mod capture;
+pub mod control;
 pub mod datapath;
 pub mod enforce;
 pub mod flow;
