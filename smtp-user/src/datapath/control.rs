@@ -217,7 +217,11 @@ fn remove<K: aya::Pod, V: aya::Pod>(
 ) -> Result<bool, DatapathError> {
     match map.remove(key) {
         Ok(()) => Ok(true),
+        // aya reports a missing key as the syscall's ENOENT.
         Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
         Err(e) => Err(map_err(name)(e)),
     }
 }
