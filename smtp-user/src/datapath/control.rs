@@ -178,7 +178,8 @@ impl Control {
     }
 
     /// Declares the end (`end_seq`, exclusive) of a BDAT LAST chunk: the
-    /// segment reaching it ends the message. Arms the gate if needed.
+    /// segment carrying the byte before it ends the message (released by
+    /// `release_gate(key, end_seq)`). Arms the gate if needed.
     pub fn gate_bdat(&mut self, key: &FlowKey, end_seq: u32) -> Result<(), DatapathError> {
         let mut g = self.gate(key).unwrap_or_default();
         g.flags |= GATE_BDAT;
