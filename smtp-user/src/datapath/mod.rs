@@ -365,8 +365,9 @@ impl Monitor {
         self.user
     }
 
-    pub fn control(&self) -> &Control {
-        &self.control
+    /// Same as [`Monitor::control_mut`] (kept for existing callers).
+    pub fn control(&mut self) -> &mut Control {
+        &mut self.control
     }
 
     /// The maps, for verdicts, blocklist and gates.
