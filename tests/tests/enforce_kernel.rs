@@ -203,7 +203,8 @@ fn held_end(mon: &MonitorThread, payload: &[u8]) -> u32 {
 }
 
 /// Sends a message end on a gated flow, releases it as soon as its held copy
-/// arrives; returns the time from release to delivery.
+/// arrives; returns the time from release to delivery (prints the times
+/// from the send too).
 fn gated_send(
     mon: &MonitorThread,
     ctl: &mut smtp_user::datapath::Control,
@@ -212,6 +213,7 @@ fn gated_send(
     s: &mut TcpStream,
     msg: &[u8],
 ) -> Duration {
+    let sent = Instant::now();
     c.write_all(msg).unwrap();
     let end = held_end(mon, msg);
     let t = Instant::now();
@@ -219,6 +221,11 @@ fn gated_send(
     let got = read_n(s, msg.len(), Duration::from_secs(10));
     let d = t.elapsed();
     assert_eq!(got.as_deref(), Some(msg), "released message not delivered");
+    println!(
+        "  released {} ms after the send, delivered {} ms after the send",
+        (t - sent).as_millis(),
+        sent.elapsed().as_millis()
+    );
     d
 }
 

@@ -227,9 +227,11 @@ fn remove<K: aya::Pod, V: aya::Pod>(
     }
 }
 
+/// Blocklist key of `ip`; an IPv4-mapped IPv6 address is its IPv4 address
+/// (the packets of such a connection are IPv4).
 fn ip_key(ip: IpAddr) -> IpKey {
     let mut addr = [0u8; 16];
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             addr[..4].copy_from_slice(&v4.octets());
             IpKey::new(FAMILY_V4, addr)
@@ -309,6 +311,8 @@ mod tests {
         assert_eq!(k.family, FAMILY_V4);
         assert_eq!(&k.addr[4..], &[0u8; 12]);
         assert_eq!(key_ip(&IpKey::new(9, [0; 16])), None);
+        let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
+        assert_eq!(ip_key(mapped), k);
     }
 
     #[test]
