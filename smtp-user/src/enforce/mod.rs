@@ -69,6 +69,16 @@ pub enum ResetMethod {
     RstInjected,
 }
 
+impl ResetMethod {
+    /// Name for logs and JSON: `"socket_destroyed"` or `"rst_injected"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetMethod::SocketDestroyed => "socket_destroyed",
+            ResetMethod::RstInjected => "rst_injected",
+        }
+    }
+}
+
 /// Resets the connection `ep` (see the [module docs](self) for the two
 /// methods). IPv4-mapped IPv6 addresses are treated as IPv4; an IPv4
 /// connection accepted by a dual-stack (`[::]`) listener is found too.
@@ -79,6 +89,11 @@ pub enum ResetMethod {
 /// (TIME-WAIT, CLOSE) gives [`ResetError::AlreadyClosed`]; no local socket
 /// and a missing sequence number gives [`ResetError::UnknownSeq`], before
 /// anything is sent.
+///
+/// Blocking, and normally fast (a few netlink round trips, two `sendto`):
+/// about 0.2 ms (debug build, tests/tests/reset.rs). A kernel that does not
+/// answer a sock_diag request makes it fail after at most a few seconds
+/// (bounded receive timeouts).
 pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
     let client = diag::canonical(ep.client);
     let server = diag::canonical(ep.server);
@@ -112,7 +127,8 @@ pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
             });
         }
         tracing::info!(%local, %remote, state = sock.state.name(),
-            "reset: local socket destroyed, kernel sent RST to the peer");
+            method = ResetMethod::SocketDestroyed.as_str(),
+            "reset: local socket destroyed, the kernel sent an RST to the peer");
         return Ok(ResetMethod::SocketDestroyed);
     }
 
@@ -147,6 +163,7 @@ pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
         })?;
     }
     tracing::info!(%client, %server, client_seq, server_seq,
+        method = ResetMethod::RstInjected.as_str(),
         "reset: no local socket, RSTs injected to both ends");
     Ok(ResetMethod::RstInjected)
 }
