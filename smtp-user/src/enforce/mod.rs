@@ -51,11 +51,17 @@ pub struct TcpEndpoints {
     pub client: SocketAddr,
     /// The side that accepted it.
     pub server: SocketAddr,
-    /// The next sequence number the client will send: the last client
-    /// segment's `seq + payload length` (+1 for SYN/FIN). Needed only when
-    /// no end of the connection is local.
+    /// The next sequence number the client will send, which is what the
+    /// server expects next (its `RCV.NXT`): the end (`seq + payload
+    /// length`, +1 for SYN/FIN) of the furthest client segment that reached
+    /// the server. Segments the kernel dropped (a drop verdict) do not
+    /// count; the server's latest ACK number is the same value once
+    /// nothing is in flight. An RST one off is answered with a challenge
+    /// ACK and resets nothing (RFC 5961). Needed only when no end of the
+    /// connection is local.
     pub client_next_seq: Option<u32>,
-    /// The next sequence number the server will send, likewise.
+    /// The next sequence number the server will send (the client's
+    /// `RCV.NXT`), likewise.
     pub server_next_seq: Option<u32>,
 }
 
