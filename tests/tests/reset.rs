@@ -74,6 +74,13 @@ fn blocked_read(s: &TcpStream) -> JoinHandle<(Instant, io::Result<usize>)> {
     })
 }
 
+/// `f()` and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
 /// The read ended with `kind` within [`FAST`] of `t0`; returns the delay.
 fn ended_with(
     who: &str,
@@ -112,7 +119,7 @@ fn local_reset(pair: &NetPair, listen: SocketAddr, connect_to: SocketAddr, from_
         &pair.server_ns
     };
     let t0 = Instant::now();
-    let method = in_netns(ns, move || reset_connection(&ep))
+    let (method, call) = in_netns(ns, move || timed(|| reset_connection(&ep)))
         .join()
         .expect("reset thread");
     assert_eq!(method.expect("reset"), ResetMethod::SocketDestroyed);
@@ -128,7 +135,7 @@ fn local_reset(pair: &NetPair, listen: SocketAddr, connect_to: SocketAddr, from_
     let tc = ended_with("client", rc, t0, ck);
     let ts = ended_with("server", rs, t0, sk);
     println!(
-        "local reset {connect_to} (from {}): client read failed after {tc:?}, server after {ts:?}",
+        "local reset {connect_to} (from {}): call {call:?}; client read failed after {tc:?}, server after {ts:?}",
         if from_client { "client" } else { "server" }
     );
 }
@@ -232,14 +239,14 @@ fn gateway_reset(v6: bool, tag: &str) {
     let (rc, rs) = (blocked_read(&c), blocked_read(&s));
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
-    let method = in_netns(&net.router_ns, move || reset_connection(&ep))
+    let (method, call) = in_netns(&net.router_ns, move || timed(|| reset_connection(&ep)))
         .join()
         .expect("reset thread");
     assert_eq!(method.expect("reset"), ResetMethod::RstInjected);
     let tc = ended_with("client", rc, t0, io::ErrorKind::ConnectionReset);
     let ts = ended_with("server", rs, t0, io::ErrorKind::ConnectionReset);
     println!(
-        "gateway reset {client} <-> {server}: client read failed after {tc:?}, server after {ts:?}"
+        "gateway reset {client} <-> {server}: call {call:?}; client read failed after {tc:?}, server after {ts:?}"
     );
     drop(tracker);
 }

@@ -51,11 +51,17 @@ pub struct TcpEndpoints {
     pub client: SocketAddr,
     /// The side that accepted it.
     pub server: SocketAddr,
-    /// The next sequence number the client will send: the last client
-    /// segment's `seq + payload length` (+1 for SYN/FIN). Needed only when
-    /// no end of the connection is local.
+    /// The next sequence number the client will send, which is what the
+    /// server expects next (its `RCV.NXT`): the end (`seq + payload
+    /// length`, +1 for SYN/FIN) of the furthest client segment that reached
+    /// the server. Segments the kernel dropped (a drop verdict) do not
+    /// count; the server's latest ACK number is the same value once
+    /// nothing is in flight. An RST one off is answered with a challenge
+    /// ACK and resets nothing (RFC 5961). Needed only when no end of the
+    /// connection is local.
     pub client_next_seq: Option<u32>,
-    /// The next sequence number the server will send, likewise.
+    /// The next sequence number the server will send (the client's
+    /// `RCV.NXT`), likewise.
     pub server_next_seq: Option<u32>,
 }
 
@@ -69,6 +75,16 @@ pub enum ResetMethod {
     RstInjected,
 }
 
+impl ResetMethod {
+    /// Name for logs and JSON: `"socket_destroyed"` or `"rst_injected"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetMethod::SocketDestroyed => "socket_destroyed",
+            ResetMethod::RstInjected => "rst_injected",
+        }
+    }
+}
+
 /// Resets the connection `ep` (see the [module docs](self) for the two
 /// methods). IPv4-mapped IPv6 addresses are treated as IPv4; an IPv4
 /// connection accepted by a dual-stack (`[::]`) listener is found too.
@@ -79,6 +95,11 @@ pub enum ResetMethod {
 /// (TIME-WAIT, CLOSE) gives [`ResetError::AlreadyClosed`]; no local socket
 /// and a missing sequence number gives [`ResetError::UnknownSeq`], before
 /// anything is sent.
+///
+/// Blocking, and normally fast (a few netlink round trips, two `sendto`):
+/// about 0.2 ms (debug build, tests/tests/reset.rs). A kernel that does not
+/// answer a sock_diag request makes it fail after at most a few seconds
+/// (bounded receive timeouts).
 pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
     let client = diag::canonical(ep.client);
     let server = diag::canonical(ep.server);
@@ -112,7 +133,8 @@ pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
             });
         }
         tracing::info!(%local, %remote, state = sock.state.name(),
-            "reset: local socket destroyed, kernel sent RST to the peer");
+            method = ResetMethod::SocketDestroyed.as_str(),
+            "reset: local socket destroyed, the kernel sent an RST to the peer");
         return Ok(ResetMethod::SocketDestroyed);
     }
 
@@ -147,6 +169,7 @@ pub fn reset_connection(ep: &TcpEndpoints) -> Result<ResetMethod, ResetError> {
         })?;
     }
     tracing::info!(%client, %server, client_seq, server_seq,
+        method = ResetMethod::RstInjected.as_str(),
         "reset: no local socket, RSTs injected to both ends");
     Ok(ResetMethod::RstInjected)
 }
