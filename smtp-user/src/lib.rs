@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod enforce;
 pub mod flow;

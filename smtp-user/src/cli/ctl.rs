@@ -313,7 +313,7 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
         Target::Ip(ip) => {
             let (iface, mut control) = t.control()?;
             if block {
-                block_ip_in_maps(&mut control, ip, for_)?;
+                control.block_ip(ip, for_)?;
                 match for_ {
                     Some(d) => println!(
                         "iface={iface} ip {ip}: blocked for {}",
@@ -321,7 +321,7 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
                     ),
                     None => println!("iface={iface} ip {ip}: blocked"),
                 }
-            } else if unblock_ip_in_maps(&mut control, ip)? {
+            } else if control.unblock_ip(ip)? {
                 println!("iface={iface} ip {ip}: unblocked");
             } else {
                 println!("iface={iface} ip {ip}: was not blocked");
@@ -351,23 +351,6 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
 }
 
 // ---- IP blocklist: replaced at merge by the `datapath::Control` calls ----
-
-/// Puts `ip` into the kernel IP blocklist (`Control::block_ip`).
-fn block_ip_in_maps(
-    _control: &mut Control,
-    _ip: IpAddr,
-    _for: Option<Duration>,
-) -> anyhow::Result<()> {
-    // At merge: `_control.block_ip(_ip, _for)?; Ok(())`
-    bail!("IP blocklist not available in this build")
-}
-
-/// Removes `ip` from the kernel IP blocklist; true if it was there
-/// (`Control::unblock_ip`).
-fn unblock_ip_in_maps(_control: &mut Control, _ip: IpAddr) -> anyhow::Result<bool> {
-    // At merge: `Ok(_control.unblock_ip(_ip)?)`
-    bail!("IP blocklist not available in this build")
-}
 
 // ---- text output ----
 
