@@ -7,6 +7,8 @@
 //! * `cargo xtask test [-- ARGS]`: build, then `cargo test --workspace`
 //!   (unit, corpus and real-kernel tests) with the privileges they need.
 //! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
+//! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
+//!   latency tables (README).
 
 mod prereqs;
 mod sh;
@@ -48,6 +50,12 @@ enum Cmd {
     /// Live benchmark: smtp-source → smtp-sink across a veth with the daemon
     /// attached (arguments after `--`: MESSAGES BYTES LEVELS...).
     BenchLive {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Verdict latency and end-of-data gate latency through the daemon
+    /// (arguments after `--`: `--sessions N`).
+    BenchEnforcement {
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -120,6 +128,18 @@ fn run(cli: Cli) -> Result<()> {
             build_release(&root)?;
             let mut cmd: Vec<String> = [
                 "cargo", "bench", "-p", "smtp-e2e", "--bench", "datapath", "--",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+        Cmd::BenchEnforcement { args } => {
+            prereqs::ensure()?;
+            build_release(&root)?;
+            let mut cmd: Vec<String> = [
+                "cargo", "bench", "-p", "smtp-e2e", "--bench", "enforcement", "--",
             ]
             .iter()
             .map(|s| s.to_string())
