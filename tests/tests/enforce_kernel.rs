@@ -297,6 +297,16 @@ fn gate(ingress: IngressMode, tag: &str, rounds: usize) {
         let m = format!("Subject: {i}\r\n\r\nbody {i}\r\n.\r\n");
         lat.push(gated_send(&mon, &mut ctl, &k, &mut c, &mut s, m.as_bytes()));
     }
+    // An end followed by more data in the same segment (pipelining) is not
+    // at the segment's end: it passes (userspace reports it as gate_missed).
+    let held_before = mon.kernel_stats().get(Stat::GateHeld);
+    let piped = b"last\r\n.\r\nQUIT\r\n";
+    c.write_all(piped).unwrap();
+    assert_eq!(
+        read_n(&mut s, piped.len(), short).as_deref(),
+        Some(&piped[..])
+    );
+    assert_eq!(mon.kernel_stats().get(Stat::GateHeld), held_before);
     // A released gate holds the next message end again; `.\r\n` alone ends
     // a message too.
     let body = b"more text\r\n";
