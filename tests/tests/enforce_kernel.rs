@@ -161,11 +161,16 @@ fn blocklist(ingress: IngressMode, tag: &str) {
         ctl.blocked_ips().unwrap().is_empty(),
         "expired entry listed"
     );
-    let _later = connect(&pair, srv4, Duration::from_secs(3)).expect("connect after expiry");
+    let later = connect(&pair, srv4, Duration::from_secs(3)).expect("connect after expiry");
+    let mut later_s = l4.accept().expect("accept").0;
     assert!(
         !ctl.unblock_ip(c4).unwrap(),
         "the kernel did not delete the expired entry"
     );
+    // A bare RST of a blocked client still passes (resets end connections).
+    ctl.block_ip(c4, None).expect("block");
+    reset_arrives(later, &mut later_s);
+    assert!(ctl.unblock_ip(c4).unwrap());
     let st = mon.kernel_stats();
     assert!(st.get(Stat::DroppedByBlocklist) >= dropped + 2);
     assert_eq!(st.get(Stat::DroppedByVerdict), 0);
@@ -297,6 +302,16 @@ fn gate(ingress: IngressMode, tag: &str, rounds: usize) {
         let m = format!("Subject: {i}\r\n\r\nbody {i}\r\n.\r\n");
         lat.push(gated_send(&mon, &mut ctl, &k, &mut c, &mut s, m.as_bytes()));
     }
+    // An end followed by more data in the same segment (pipelining) is not
+    // at the segment's end: it passes (userspace reports it as gate_missed).
+    let held_before = mon.kernel_stats().get(Stat::GateHeld);
+    let piped = b"last\r\n.\r\nQUIT\r\n";
+    c.write_all(piped).unwrap();
+    assert_eq!(
+        read_n(&mut s, piped.len(), short).as_deref(),
+        Some(&piped[..])
+    );
+    assert_eq!(mon.kernel_stats().get(Stat::GateHeld), held_before);
     // A released gate holds the next message end again; `.\r\n` alone ends
     // a message too.
     let body = b"more text\r\n";
@@ -426,22 +441,9 @@ fn gate_xdp() {
     gate(IngressMode::Xdp, "gxdp", 2);
 }
 
-/// (c) A drop verdict drops data but lets a payload-less RST through.
-fn rst_passes(ingress: IngressMode, tag: &str) {
-    let pair = NetPair::new(tag);
-    let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], ingress);
-    let server = pair.server_addr(false, 25);
-    let l = listen(&pair, server);
-    let (mut c, mut s) = connection(&pair, &l, server);
-    let mut ctl = mon.control();
-    ctl.set_verdict(&key(c.local_addr().unwrap(), server), Verdict::Drop)
-        .expect("verdict");
-    assert_eq!(ctl.drop_verdicts().unwrap().len(), 1);
-    s.write_all(b"x").unwrap();
-    assert_eq!(read_n(&mut c, 1, Duration::from_millis(700)), None);
-    let before = mon.kernel_stats().get(Stat::DroppedByVerdict);
-    assert!(before >= 1);
-    // close() with SO_LINGER 0 sends a bare RST (seq = the server's rcv_nxt).
+/// Closes `c` with SO_LINGER 0 (a bare RST with seq = the peer's rcv_nxt)
+/// and checks that its peer `s` sees the reset.
+fn reset_arrives(c: TcpStream, s: &mut TcpStream) {
     let lg = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -464,6 +466,24 @@ fn rst_passes(ingress: IngressMode, tag: &str) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
         Ok(n) => panic!("read {n} bytes instead of a reset"),
     }
+}
+
+/// (c) A drop verdict drops data but lets a payload-less RST through.
+fn rst_passes(ingress: IngressMode, tag: &str) {
+    let pair = NetPair::new(tag);
+    let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], ingress);
+    let server = pair.server_addr(false, 25);
+    let l = listen(&pair, server);
+    let (mut c, mut s) = connection(&pair, &l, server);
+    let mut ctl = mon.control();
+    ctl.set_verdict(&key(c.local_addr().unwrap(), server), Verdict::Drop)
+        .expect("verdict");
+    assert_eq!(ctl.drop_verdicts().unwrap().len(), 1);
+    s.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut c, 1, Duration::from_millis(700)), None);
+    let before = mon.kernel_stats().get(Stat::DroppedByVerdict);
+    assert!(before >= 1);
+    reset_arrives(c, &mut s);
     let rst = |r: &OwnedRecord| r.header.tcp_flags & 0x04 != 0 && r.payload.is_empty();
     assert!(
         mon.wait_for(Duration::from_secs(2), |rs| rs.iter().any(rst)),

@@ -34,6 +34,18 @@
 //! verdict, gate. [`Control`] reads and writes all of them, in this process
 //! ([`Monitor::control_mut`]) or through the pins.
 //!
+//! # Gate latency
+//! The kernel cannot queue a packet: a held segment is dropped and the
+//! client's TCP sends it again. Released before that retransmission, a
+//! message reaches the server with it, about 207 ms after the first send on
+//! a veth pair (Linux 6.18, RTT well under 1 ms: the first re-send comes
+//! after the 200 ms minimum of the loss-probe/RTO timers). Released later, it goes with the next retransmission of the
+//! exponential backoff (measured at +207, +415, +830, +1660, +3330 ms after
+//! the first send). Measured by `tests/tests/enforce_kernel.rs` (run with
+//! `--nocapture`). A segment that ends a message but carries more data after
+//! it (a pipelined command) is not held: userspace sees that in the records
+//! and reports it.
+//!
 //! # Minimum kernel version
 //! 5.15 (ring buffer, BTF); TC programs use tcx from 6.6 and clsact before;
 //! the XDP ingress program needs 5.18 (`bpf_xdp_load_bytes`).
