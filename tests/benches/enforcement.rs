@@ -244,6 +244,10 @@ fn gate_latency(pair: &NetPair, dir: &Path, n: usize, gate: bool) -> Vec<f64> {
             stats["user"]["pipeline"]["gate_missed"]
         );
     }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        let ms: Vec<String> = times.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
+        println!("gate={gate} per-message ms: {}", ms.join(" "));
+    }
     assert_eq!(times.len(), n, "every clean message must be delivered");
     times
 }
