@@ -92,7 +92,9 @@ fn run(conv: &Conversation, mode: Mode, gate: bool) -> Run {
     let mut table = FlowTable::new(FlowConfig::default(), handler);
     let mut requests = Vec::new();
     for (ts, frame) in render(conv, &conv.packets(), RenderOptions::default()) {
-        table.frame(linktype::ETHERNET, ts, &frame).expect("TCP frame");
+        table
+            .frame(linktype::ETHERNET, ts, &frame)
+            .expect("TCP frame");
         requests.extend(table.handler_mut().take_requests());
     }
     table.close_all();
@@ -155,7 +157,10 @@ fn forbidden_sender_alerts_blocks_and_blocks_the_ip() {
     let down = "220 mx.example ESMTP\r\n250-mx.example\r\n250 PIPELINING\r\n".len() as u32;
     assert_eq!(
         next_seq,
-        [Some(conv.client_isn + 1 + up), Some(conv.server_isn + 1 + down)]
+        [
+            Some(conv.client_isn + 1 + up),
+            Some(conv.server_isn + 1 + down)
+        ]
     );
     assert!(r.requests.iter().any(|q| matches!(q,
         Enforcement::BlockIp { ip, duration } if *ip == conv.client.ip() && duration.as_secs() == 600)));
@@ -243,7 +248,10 @@ fn gate_stays_shut_when_the_content_is_blocked() {
         "please find the FORBIDDEN-KEYWORD attached",
     );
     let r = run(&conv, Mode::Enforce, true);
-    assert!(matches!(r.requests.first(), Some(Enforcement::ArmGate { .. })));
+    assert!(matches!(
+        r.requests.first(),
+        Some(Enforcement::ArmGate { .. })
+    ));
     assert!(
         !r.requests
             .iter()
@@ -304,7 +312,9 @@ fn replaced_rules_apply_to_new_sessions_only() {
     let mut table = FlowTable::new(FlowConfig::default(), handler);
     let conv = conversation("eve@forbidden.example", &["bob@example.net"], "x");
     for (ts, frame) in render(&conv, &conv.packets(), RenderOptions::default()) {
-        table.frame(linktype::ETHERNET, ts, &frame).expect("TCP frame");
+        table
+            .frame(linktype::ETHERNET, ts, &frame)
+            .expect("TCP frame");
     }
     table.close_all();
     assert_eq!(table.handler().counters().alerts, 1);

@@ -78,8 +78,8 @@ fn reply(r: &mut BufReader<TcpStream>) -> Option<String> {
 }
 
 fn connect() -> Option<(TcpStream, BufReader<TcpStream>)> {
-    let s = TcpStream::connect_timeout(&"198.18.0.2:25".parse().ok()?, Duration::from_secs(2))
-        .ok()?;
+    let s =
+        TcpStream::connect_timeout(&"198.18.0.2:25".parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.set_nodelay(true).ok()?;
     let mut r = BufReader::new(s.try_clone().ok()?);
@@ -185,15 +185,14 @@ fn verdict_latency(pair: &NetPair, dir: &Path, n: usize) {
     let stats = ctl_stats(pair, &sock);
     drop(d);
     let lat = &stats["user"]["verdict_latency_us"];
-    println!("\n#### Verdict latency ({sent} sessions, MAIL FROM a forbidden domain, tc ingress)\n");
+    println!(
+        "\n#### Verdict latency ({sent} sessions, MAIL FROM a forbidden domain, tc ingress)\n"
+    );
     println!("| verdicts | median | p99 | next packets dropped by the kernel |");
     println!("|---|---|---|---|");
     println!(
         "| {} | {} µs | {} µs | {} |",
-        lat["samples"],
-        lat["median"],
-        lat["p99"],
-        stats["kernel"]["dropped_by_verdict"]
+        lat["samples"], lat["median"], lat["p99"], stats["kernel"]["dropped_by_verdict"]
     );
 }
 
@@ -270,7 +269,11 @@ fn main() {
     println!("\n#### End-of-data gate ({msgs} clean messages each, end of data → 250)\n");
     println!("| | median | p99 |");
     println!("|---|---|---|");
-    println!("| no gate | {:.2} ms | {:.2} ms |", off50 * 1e3, off99 * 1e3);
+    println!(
+        "| no gate | {:.2} ms | {:.2} ms |",
+        off50 * 1e3,
+        off99 * 1e3
+    );
     println!("| `--gate` | {:.2} ms | {:.2} ms |", on50 * 1e3, on99 * 1e3);
     println!(
         "| added by the gate | {:.2} ms | {:.2} ms |",

@@ -145,10 +145,7 @@ fn protocol_error_drops_the_violating_session_only() {
 #[test]
 fn protocol_error_set_to_alert_only_alerts() {
     if !require_root("protocol_error_set_to_alert_only_alerts")
-        || !require_tools(
-            "protocol_error_set_to_alert_only_alerts",
-            &["smtp-sink"],
-        )
+        || !require_tools("protocol_error_set_to_alert_only_alerts", &["smtp-sink"])
     {
         return;
     }

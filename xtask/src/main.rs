@@ -139,7 +139,13 @@ fn run(cli: Cli) -> Result<()> {
             prereqs::ensure()?;
             build_release(&root)?;
             let mut cmd: Vec<String> = [
-                "cargo", "bench", "-p", "smtp-e2e", "--bench", "enforcement", "--",
+                "cargo",
+                "bench",
+                "-p",
+                "smtp-e2e",
+                "--bench",
+                "enforcement",
+                "--",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -10,6 +10,7 @@ use std::{fs::File, io::BufWriter};
 
 use anyhow::Context;
 use clap::Args;
+use smtp_common::Verdict;
 use smtp_user::control::{
     default_socket_path, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
 };
@@ -18,7 +19,8 @@ use smtp_user::datapath::{IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT
 use smtp_user::flow::FlowConfig;
 use smtp_user::output::timestamp::rfc3339_micros;
 use smtp_user::pipeline::{
-    LiveFlow, LivePipeline, LiveReport, Mode, ModeSwitch, PolicyOptions, SegmentBatch,
+    kernel_flow_key, LiveFlow, LivePipeline, LiveReport, Mode, ModeSwitch, PolicyOptions,
+    SegmentBatch,
 };
 use smtp_user::policy::RuleSet;
 use tokio::signal::unix::{signal, SignalKind};
@@ -143,9 +145,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let socket_path = args
         .control_socket
         .unwrap_or_else(|| default_socket_path(mon.iface()));
-    let mut server = ControlServer::bind(&socket_path).with_context(|| {
-        format!("cannot open the control socket {}", socket_path.display())
-    })?;
+    let mut server = ControlServer::bind(&socket_path)
+        .with_context(|| format!("cannot open the control socket {}", socket_path.display()))?;
     tracing::info!(
         iface = mon.iface(),
         mode = args.mode.as_str(),
@@ -256,7 +257,11 @@ impl Daemon {
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }
-        tracing::info!(rules = rules.len(), digest = rules.digest(), "rules reloaded");
+        tracing::info!(
+            rules = rules.len(),
+            digest = rules.digest(),
+            "rules reloaded"
+        );
         self.rules = rules;
         Ok(ReloadReply {
             rules_file: Some(path.display().to_string()),
@@ -309,12 +314,12 @@ impl Daemon {
                 }))
             }
             Request::Flows => match self.pipeline.flows().await {
-                Some(flows) => Response::Flows(flows.iter().map(flow_row).collect()),
+                Some(flows) => Response::Flows(flows.iter().map(|f| self.flow_row(f)).collect()),
                 None => Response::Error("the pipeline has stopped".into()),
             },
             Request::Flow { flow_id } => match self.pipeline.flows().await {
                 Some(flows) => match flows.iter().find(|f| f.info.flow_id == flow_id) {
-                    Some(f) => Response::Flow(flow_row(f)),
+                    Some(f) => Response::Flow(self.flow_row(f)),
                     None => Response::Error(format!("no flow with id {flow_id}")),
                 },
                 None => Response::Error("the pipeline has stopped".into()),
@@ -331,6 +336,22 @@ impl Daemon {
 
     fn summary(&self) {
         summary_line(&self.mon, &self.enforcer);
+    }
+
+    /// A flow for `ctl flows`; its verdict is the policy's, or a drop
+    /// written by someone else (`ctl block`) as the kernel map has it.
+    fn flow_row(&mut self, f: &LiveFlow) -> FlowRow {
+        let mut row = flow_row(f);
+        if f.view.verdict.is_none()
+            && self
+                .mon
+                .control()
+                .verdict(&kernel_flow_key(f.info.client, f.info.server))
+                == Verdict::Drop
+        {
+            row.verdict = "drop".into();
+        }
+        row
     }
 }
 

@@ -350,7 +350,10 @@ impl<W: Write> SmtpFlows<W> {
             self.out.counters.alerts += 1;
             let blocks = alert.action.blocks();
             if self.out.error.is_none() {
-                let r = self.out.writer.alert(ts, &st.ctx, alert, blocks && enforcing);
+                let r = self
+                    .out
+                    .writer
+                    .alert(ts, &st.ctx, alert, blocks && enforcing);
                 self.out.result(r);
             }
             if let Some(duration) = alert.block_ip_for {
