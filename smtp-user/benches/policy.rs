@@ -129,13 +129,28 @@ const REGEXES: [&str; 20] = [
     r"(?i)nigerian prince",
 ];
 
+/// A pseudo-random lower-case keyword of 6..=14 letters (xorshift).
+fn word(x: &mut u64) -> String {
+    let mut next = || {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    };
+    let n = 6 + (next() % 9) as usize;
+    (0..n)
+        .map(|_| char::from(b'a' + (next() % 26) as u8))
+        .collect()
+}
+
 /// 1,000 keywords (20 rules of 50, half of the rules case-insensitive)
 /// and/or 20 regexes (one rule each).
 fn rules_text(keywords: bool, regexes: bool) -> String {
     let mut t = String::new();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     for r in 0..if keywords { 20 } else { 0 } {
         let kws: Vec<String> = (0..50)
-            .map(|i| format!("\"zq{r:02}-{i:03}-token\""))
+            .map(|_| format!("\"{}\"", word(&mut seed)))
             .collect();
         let nocase = if r % 2 == 0 {
             "\nbody_nocase = true"

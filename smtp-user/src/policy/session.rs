@@ -142,9 +142,8 @@ impl PolicySession {
                     }
                     ContentPart::End => {
                         if self.scan_body {
-                            let rules = Arc::clone(&self.rules);
                             let hits = &mut self.hits;
-                            rules
+                            self.rules
                                 .matchers
                                 .finish(&mut self.scan, |s, p| hits.push((s, p)));
                             self.apply_hits(out);
@@ -413,9 +412,8 @@ impl PolicySession {
 
     /// Decoded body bytes: runs the shared automata, then applies the hits.
     fn body(&mut self, data: &[u8], out: &mut Vec<Alert>) {
-        let rules = Arc::clone(&self.rules);
         let hits = &mut self.hits;
-        rules
+        self.rules
             .matchers
             .scan(&mut self.scan, data, |s, p| hits.push((s, p)));
         if !self.hits.is_empty() {
