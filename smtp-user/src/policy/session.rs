@@ -440,7 +440,7 @@ impl PolicySession {
             }
             let why = match src {
                 Source::Regex => format!("body regex /{text}/"),
-                Source::Keyword | Source::KeywordNocase => format!("body keyword {text:?}"),
+                Source::Keyword => format!("body keyword {text:?}"),
             };
             self.set(owner.rule, owner.cond, Some(why), true);
             any = true;
