@@ -366,3 +366,45 @@ fn shipped_example_demo_mails() {
         vec![1010]
     );
 }
+
+#[test]
+fn mixed_case_sensitive_and_nocase_keywords_across_boundaries() {
+    let r = rules(
+        &[
+            rule(80, "body_keywords = [\"Secret-Word\"]"),
+            rule(81, "body_keywords = [\"other-thing\"]\nbody_nocase = true"),
+        ]
+        .concat(),
+    );
+    let pre: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx\r\n"),
+        (Up, b"EHLO c\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+        (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+    ];
+    let cases: [(&[u8], Vec<u32>); 3] = [
+        (
+            b"\r\nsecret-word SECRET-WORD OTHER-THING\r\n.\r\n",
+            vec![81],
+        ),
+        (b"\r\nsecret-word then Secret-Word\r\n.\r\n", vec![80]),
+        (b"\r\nSecret-WordOther-Thing\r\n.\r\n", vec![80, 81]),
+    ];
+    for (body, want) in cases {
+        for cut in 1..body.len() {
+            for cut2 in [cut, (cut + 5).min(body.len())] {
+                let mut s = pre.to_vec();
+                s.push((Up, &body[..cut]));
+                s.push((Up, &body[cut..cut2]));
+                s.push((Up, &body[cut2..]));
+                assert_eq!(
+                    sids(&run(&r, &s)),
+                    want,
+                    "{} cut {cut}/{cut2}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+}

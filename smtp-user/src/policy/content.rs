@@ -1,5 +1,5 @@
 //! Streaming body matchers: keywords (Aho-Corasick DFA) and regexes (lazy
-//! DFA), each one automaton for the whole rule set, stepped byte by byte
+//! DFA), one automaton of each kind for the whole rule set, stepped byte by byte
 //! over `DecodedBody` chunks with the automaton state carried from one
 //! chunk to the next. A match spanning any number of chunk boundaries is
 //! found exactly as in one contiguous buffer, and no content is buffered:
@@ -30,7 +30,20 @@ pub struct Owner {
     pub cond: usize,
 }
 
-/// One keyword automaton (all case-sensitive or all ASCII case-insensitive keywords).
+/// A body keyword as the rules give it.
+#[derive(Debug, Clone)]
+pub struct KeywordSpec {
+    pub text: String,
+    /// ASCII case-insensitive (`body_nocase = true`).
+    pub nocase: bool,
+    pub owner: Owner,
+}
+
+/// All keywords of the rule set in one Aho-Corasick DFA. When some
+/// keywords are case-insensitive the automaton is built case-insensitive
+/// and hits of case-sensitive keywords are confirmed against the exact
+/// bytes (the last `longest - 1` bytes of earlier chunks are kept for
+/// that): one pass over the content whatever the mix.
 #[derive(Debug)]
 pub struct Keywords {
     dfa: aho_corasick::dfa::DFA,
@@ -39,12 +52,30 @@ pub struct Keywords {
     pub owners: Vec<Owner>,
     /// Indexed by pattern id: the keyword as written.
     pub texts: Vec<String>,
+    /// Indexed by pattern id: a hit must be confirmed case-sensitively.
+    verify: Vec<bool>,
+    /// Some hit needs confirming (the automaton is case-insensitive and
+    /// some keyword is not).
+    verify_any: bool,
+    /// Longest keyword, in bytes.
+    longest: usize,
+}
+
+/// Keyword scan state of one message.
+#[derive(Debug, Clone, Default)]
+pub struct KeywordState {
+    sid: Option<StateID>,
+    /// Last bytes of the previous chunks, at most `longest - 1` (kept only
+    /// when hits need confirming).
+    tail: Vec<u8>,
 }
 
 impl Keywords {
-    pub fn build(patterns: Vec<(String, Owner)>, nocase: bool) -> Result<Keywords, String> {
-        let texts: Vec<String> = patterns.iter().map(|(p, _)| p.clone()).collect();
-        let owners = patterns.into_iter().map(|(_, o)| o).collect();
+    pub fn build(patterns: Vec<KeywordSpec>) -> Result<Keywords, String> {
+        let nocase = patterns.iter().any(|p| p.nocase);
+        let texts: Vec<String> = patterns.iter().map(|p| p.text.clone()).collect();
+        let verify: Vec<bool> = patterns.iter().map(|p| nocase && !p.nocase).collect();
+        let owners = patterns.iter().map(|p| p.owner).collect();
         let dfa = aho_corasick::dfa::DFA::builder()
             .ascii_case_insensitive(nocase)
             .match_kind(AcMatchKind::Standard)
@@ -57,28 +88,62 @@ impl Keywords {
             dfa,
             start,
             owners,
+            longest: texts.iter().map(String::len).max().unwrap_or(0),
             texts,
+            verify_any: verify.iter().any(|&v| v),
+            verify,
         })
     }
 
-    pub fn start(&self) -> StateID {
-        self.start
+    /// The bytes ending at `data[end]` (inclusive) equal keyword `p` exactly.
+    fn confirm(&self, p: usize, tail: &[u8], data: &[u8], end: usize) -> bool {
+        let Some(pat) = self.texts.get(p).map(String::as_bytes) else {
+            return false;
+        };
+        let in_data = pat.len().min(end + 1);
+        let from_tail = pat.len() - in_data;
+        let (Some(head), Some(rest)) = (
+            tail.get(tail.len().saturating_sub(from_tail)..),
+            data.get(end + 1 - in_data..=end),
+        ) else {
+            return false;
+        };
+        head.len() == from_tail
+            && pat.get(..from_tail) == Some(head)
+            && pat.get(from_tail..) == Some(rest)
     }
 
-    /// Steps over `data` from `*state`; calls `hit(pattern)` for every keyword ending in it.
+    /// Steps over `data`; calls `hit(pattern)` for every keyword ending in it.
     #[inline]
-    pub fn scan(&self, state: &mut StateID, data: &[u8], mut hit: impl FnMut(usize)) {
+    pub fn scan(&self, st: &mut KeywordState, data: &[u8], mut hit: impl FnMut(usize)) {
         let dfa = &self.dfa;
-        let mut sid = *state;
-        for &b in data {
+        let mut sid = st.sid.unwrap_or(self.start);
+        for (i, &b) in data.iter().enumerate() {
             sid = dfa.next_state(AcAnchored::No, sid, b);
             if dfa.is_special(sid) && dfa.is_match(sid) {
-                for i in 0..dfa.match_len(sid) {
-                    hit(dfa.match_pattern(sid, i).as_usize());
+                for m in 0..dfa.match_len(sid) {
+                    let p = dfa.match_pattern(sid, m).as_usize();
+                    if !self.verify.get(p).copied().unwrap_or(false)
+                        || self.confirm(p, &st.tail, data, i)
+                    {
+                        hit(p);
+                    }
                 }
             }
         }
-        *state = sid;
+        st.sid = Some(sid);
+        if self.verify_any {
+            let keep = self.longest.saturating_sub(1);
+            if data.len() >= keep {
+                st.tail.clear();
+                st.tail
+                    .extend_from_slice(data.get(data.len() - keep..).unwrap_or(&[]));
+            } else {
+                st.tail.extend_from_slice(data);
+                let excess = st.tail.len().saturating_sub(keep);
+                st.tail.drain(..excess);
+            }
+        }
     }
 }
 
@@ -131,10 +196,7 @@ impl Regexes {
 /// Per-session scanning state for one message.
 #[derive(Debug, Default)]
 pub struct ScanState {
-    /// Case-sensitive keyword automaton state.
-    kw: Option<StateID>,
-    /// Case-insensitive keyword automaton state.
-    kw_nocase: Option<StateID>,
+    kw: KeywordState,
     /// Lazy DFA cache (created at the first body byte of the session).
     cache: Option<Cache>,
     /// Regex DFA state; `None` before the message's first body byte or after giving up.
@@ -151,7 +213,6 @@ pub struct ScanState {
 #[derive(Debug, Default)]
 pub struct Matchers {
     pub keywords: Option<Keywords>,
-    pub keywords_nocase: Option<Keywords>,
     pub regexes: Option<Regexes>,
 }
 
@@ -159,23 +220,18 @@ pub struct Matchers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Keyword,
-    KeywordNocase,
     Regex,
 }
 
 impl Matchers {
     pub fn is_empty(&self) -> bool {
-        self.keywords.is_none() && self.keywords_nocase.is_none() && self.regexes.is_none()
+        self.keywords.is_none() && self.regexes.is_none()
     }
 
     /// Owner and text of a hit.
     pub fn pattern(&self, src: Source, id: usize) -> Option<(Owner, &str)> {
         let (owners, texts) = match src {
             Source::Keyword => self.keywords.as_ref().map(|k| (&k.owners, &k.texts))?,
-            Source::KeywordNocase => self
-                .keywords_nocase
-                .as_ref()
-                .map(|k| (&k.owners, &k.texts))?,
             Source::Regex => self.regexes.as_ref().map(|r| (&r.owners, &r.texts))?,
         };
         Some((*owners.get(id)?, texts.get(id)?.as_str()))
@@ -184,12 +240,7 @@ impl Matchers {
     /// Scans one chunk of decoded body; `hit` receives every pattern match.
     pub fn scan(&self, st: &mut ScanState, data: &[u8], mut hit: impl FnMut(Source, usize)) {
         if let Some(k) = &self.keywords {
-            let s = st.kw.get_or_insert(k.start());
-            k.scan(s, data, |p| hit(Source::Keyword, p));
-        }
-        if let Some(k) = &self.keywords_nocase {
-            let s = st.kw_nocase.get_or_insert(k.start());
-            k.scan(s, data, |p| hit(Source::KeywordNocase, p));
+            k.scan(&mut st.kw, data, |p| hit(Source::Keyword, p));
         }
         if let Some(r) = &self.regexes {
             if st.rx_failed {
@@ -247,8 +298,8 @@ impl Matchers {
 impl ScanState {
     /// Forget the message in progress (keeps the regex cache).
     pub fn reset_message(&mut self) {
-        self.kw = None;
-        self.kw_nocase = None;
+        self.kw.sid = None;
+        self.kw.tail.clear();
         self.rx = None;
         self.rx_failed = false;
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::content::{check_regex, Keywords, Matchers, Owner, Regexes};
+use super::content::{check_regex, KeywordSpec, Keywords, Matchers, Owner, Regexes};
 use super::error::RulesError;
 use super::matchers::{bare_address, parse_duration, Cidr, DomainSet, Glob};
 use super::session::PolicySession;
@@ -188,7 +188,6 @@ impl RuleSet {
             text,
             hasher: Sha256::new(),
             keywords: Vec::new(),
-            keywords_nocase: Vec::new(),
             regexes: Vec::new(),
         };
         c.hasher.update(text.as_bytes());
@@ -292,8 +291,7 @@ struct Compiler<'a> {
     origin: &'a Path,
     text: &'a str,
     hasher: Sha256,
-    keywords: Vec<(String, Owner)>,
-    keywords_nocase: Vec<(String, Owner)>,
+    keywords: Vec<KeywordSpec>,
     regexes: Vec<(String, Owner)>,
 }
 
@@ -511,12 +509,12 @@ impl Compiler<'_> {
                 rule,
                 cond: conds.len(),
             };
-            let dst = if w.body_nocase.as_ref().is_some_and(|b| *b.get_ref()) {
-                &mut self.keywords_nocase
-            } else {
-                &mut self.keywords
-            };
-            dst.extend(l.iter().map(|v| (v.get_ref().clone(), owner)));
+            let nocase = w.body_nocase.as_ref().is_some_and(|b| *b.get_ref());
+            self.keywords.extend(l.iter().map(|v| KeywordSpec {
+                text: v.get_ref().clone(),
+                nocase,
+                owner,
+            }));
             conds.push(Cond::BodyKeyword);
         }
         if let Some(l) = &w.body_regex {
@@ -603,27 +601,18 @@ impl Compiler<'_> {
 
     fn matchers(&mut self) -> Result<Matchers, RulesError> {
         let whole = 0..0;
-        let build_kw = |v: Vec<(String, Owner)>, nocase| -> Result<Option<Keywords>, String> {
-            if v.is_empty() {
-                Ok(None)
-            } else {
-                Keywords::build(v, nocase).map(Some)
-            }
+        let kw = std::mem::take(&mut self.keywords);
+        let keywords = if kw.is_empty() {
+            None
+        } else {
+            Some(Keywords::build(kw).map_err(|e| self.err(whole.clone(), e))?)
         };
-        let keywords = build_kw(std::mem::take(&mut self.keywords), false)
-            .map_err(|e| self.err(whole.clone(), e))?;
-        let keywords_nocase = build_kw(std::mem::take(&mut self.keywords_nocase), true)
-            .map_err(|e| self.err(whole.clone(), e))?;
         let rx = std::mem::take(&mut self.regexes);
         let regexes = if rx.is_empty() {
             None
         } else {
             Some(Regexes::build(rx).map_err(|e| self.err(whole, e))?)
         };
-        Ok(Matchers {
-            keywords,
-            keywords_nocase,
-            regexes,
-        })
+        Ok(Matchers { keywords, regexes })
     }
 }

@@ -49,7 +49,6 @@ struct RuleState {
 pub struct PolicySession {
     rules: Arc<RuleSet>,
     client: SocketAddr,
-    #[allow(dead_code)]
     server: SocketAddr,
     state: Vec<RuleState>,
     /// Transaction in progress (MAIL seen), as the dissector numbers them.
@@ -143,9 +142,8 @@ impl PolicySession {
                     }
                     ContentPart::End => {
                         if self.scan_body {
-                            let rules = Arc::clone(&self.rules);
                             let hits = &mut self.hits;
-                            rules
+                            self.rules
                                 .matchers
                                 .finish(&mut self.scan, |s, p| hits.push((s, p)));
                             self.apply_hits(out);
@@ -225,8 +223,7 @@ impl PolicySession {
                 let (path, declared) = match path_args(c.args.as_bytes(), "FROM:") {
                     Ok((_, p)) => {
                         let size = p.params.iter().find_map(|p| {
-                            let v = p.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE="))?;
-                            let _ = v;
+                            p.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE="))?;
                             std::str::from_utf8(p.get(5..)?).ok()?.parse::<u64>().ok()
                         });
                         (String::from_utf8_lossy(p.path).into_owned(), size)
@@ -238,10 +235,9 @@ impl PolicySession {
                 for ri in 0..self.rules.rules.len() {
                     for ci in 0..self.rules.rules[ri].conds.len() {
                         let why = match &self.rules.rules[ri].conds[ci] {
-                            Cond::MailFrom(list) => list
-                                .iter()
-                                .any(|a| *a == addr)
-                                .then(|| format!("mail_from {addr:?}")),
+                            Cond::MailFrom(list) => {
+                                list.contains(&addr).then(|| format!("mail_from {addr:?}"))
+                            }
                             Cond::MailFromDomain(set) => domain
                                 .and_then(|d| set.find(d))
                                 .map(|d| format!("mail_from_domain {d:?}")),
@@ -267,10 +263,9 @@ impl PolicySession {
                 for ri in 0..self.rules.rules.len() {
                     for ci in 0..self.rules.rules[ri].conds.len() {
                         let why = match &self.rules.rules[ri].conds[ci] {
-                            Cond::RcptTo(list) => list
-                                .iter()
-                                .any(|a| *a == addr)
-                                .then(|| format!("rcpt_to {addr:?}")),
+                            Cond::RcptTo(list) => {
+                                list.contains(&addr).then(|| format!("rcpt_to {addr:?}"))
+                            }
                             Cond::RcptDomain(set) => domain
                                 .and_then(|d| set.find(d))
                                 .map(|d| format!("rcpt_domain {d:?}")),
@@ -417,9 +412,8 @@ impl PolicySession {
 
     /// Decoded body bytes: runs the shared automata, then applies the hits.
     fn body(&mut self, data: &[u8], out: &mut Vec<Alert>) {
-        let rules = Arc::clone(&self.rules);
         let hits = &mut self.hits;
-        rules
+        self.rules
             .matchers
             .scan(&mut self.scan, data, |s, p| hits.push((s, p)));
         if !self.hits.is_empty() {
@@ -446,7 +440,7 @@ impl PolicySession {
             }
             let why = match src {
                 Source::Regex => format!("body regex /{text}/"),
-                Source::Keyword | Source::KeywordNocase => format!("body keyword {text:?}"),
+                Source::Keyword => format!("body keyword {text:?}"),
             };
             self.set(owner.rule, owner.cond, Some(why), true);
             any = true;
@@ -464,14 +458,13 @@ impl PolicySession {
             return;
         };
         match why {
-            Some(w) => {
-                if st.sat & (1 << cond) == 0 {
-                    st.sat |= 1 << cond;
-                    if let Some(slot) = st.why.get_mut(cond) {
-                        *slot = Some(w);
-                    }
+            Some(w) if st.sat & (1 << cond) == 0 => {
+                st.sat |= 1 << cond;
+                if let Some(slot) = st.why.get_mut(cond) {
+                    *slot = Some(w);
                 }
             }
+            Some(_) => {}
             None if !only_set => {
                 st.sat &= !(1 << cond);
                 if let Some(slot) = st.why.get_mut(cond) {
@@ -523,6 +516,11 @@ impl PolicySession {
     /// The client address this session evaluates.
     pub fn client(&self) -> SocketAddr {
         self.client
+    }
+
+    /// The server address of the flow.
+    pub fn server(&self) -> SocketAddr {
+        self.server
     }
 }
 
