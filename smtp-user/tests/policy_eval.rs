@@ -408,3 +408,13 @@ fn mixed_case_sensitive_and_nocase_keywords_across_boundaries() {
         }
     }
 }
+
+#[test]
+fn client_ip_only_rule_fires_on_the_first_event_once() {
+    let r = rules(&rule(90, "client_ip = [\"192.0.2.0/28\"]"));
+    let a = run(&r, &view(&mail("a@b", &["c@d"], PLAIN)));
+    assert_eq!(sids(&a), vec![90]);
+    assert_eq!((a[0].tx_id, a[0].context.helo.as_deref()), (None, None));
+    assert_eq!(a[0].matched, "client_ip 192.0.2.10 in 192.0.2.0/28");
+    assert!(run_from(&r, "192.0.2.20:1", &view(&mail("a@b", &["c@d"], PLAIN))).is_empty());
+}

@@ -104,6 +104,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// Domains matched by label suffix: `example.org` matches `example.org` and
 /// `mx.example.org`, not `badexample.org`. Lookups allocate nothing.
 #[derive(Debug, Clone, Default)]

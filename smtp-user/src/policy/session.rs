@@ -68,6 +68,9 @@ pub struct PolicySession {
     scan: ScanState,
     /// Pattern hits of the current chunk (reused buffer).
     hits: Vec<(Source, usize)>,
+    /// The first event was seen (rules holding from the start, e.g. only
+    /// `client_ip`, fire on it).
+    started: bool,
 }
 
 impl PolicySession {
@@ -87,7 +90,7 @@ impl PolicySession {
                 if let Cond::ClientIp(nets) = c {
                     if let Some(n) = nets.iter().find(|n| n.contains(ip)) {
                         st.sat |= 1 << i;
-                        st.why[i] = Some(format!("client_ip {ip} in {n:?}"));
+                        st.why[i] = Some(format!("client_ip {ip} in {n}"));
                     }
                 }
             }
@@ -116,6 +119,7 @@ impl PolicySession {
             scan_body,
             scan: ScanState::default(),
             hits: Vec::new(),
+            started: false,
         }
     }
 
@@ -126,6 +130,10 @@ impl PolicySession {
 
     /// Every dissector event of the flow, in order; pushes the alerts that fire now.
     pub fn event(&mut self, ev: &Event<'_>, out: &mut Vec<Alert>) {
+        if !self.started {
+            self.started = true;
+            self.check_all(out);
+        }
         match ev {
             Event::Command(c) => self.command(c, out),
             Event::MailContent(m) => {
