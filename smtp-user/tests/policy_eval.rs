@@ -418,3 +418,12 @@ fn client_ip_only_rule_fires_on_the_first_event_once() {
     assert_eq!(a[0].matched, "client_ip 192.0.2.10 in 192.0.2.0/28");
     assert!(run_from(&r, "192.0.2.20:1", &view(&mail("a@b", &["c@d"], PLAIN))).is_empty());
 }
+
+#[test]
+fn regex_anchored_at_end_of_message_is_decided_at_end() {
+    let r = rules(&rule(95, "body_regex = [\"(?m)^regards\\\\r\\\\n\\\\z\"]"));
+    let ends = mail("a@b", &["c@d"], "Subject: t\r\n\r\nhello\r\nregards");
+    assert_eq!(sids(&run(&r, &view(&ends))), vec![95]);
+    let more = mail("a@b", &["c@d"], "Subject: t\r\n\r\nregards\r\nPS");
+    assert!(run(&r, &view(&more)).is_empty());
+}
