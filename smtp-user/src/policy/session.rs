@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::content::{ScanState, Source};
+use super::content::{Matchers, ScanState, Source};
 use super::matchers::{bare_address, domain_of};
 use super::rules::{Cond, HeaderTest, RuleSet};
 use super::{Alert, AlertContext};
@@ -150,10 +150,9 @@ impl PolicySession {
                     }
                     ContentPart::End => {
                         if self.scan_body {
-                            let hits = &mut self.hits;
-                            self.rules
-                                .matchers
-                                .finish(&mut self.scan, |s, p| hits.push((s, p)));
+                            let (hits, state) = (&mut self.hits, &self.state);
+                            let m = &self.rules.matchers;
+                            m.finish(&mut self.scan, |s, p| keep_hit(m, state, hits, s, p));
                             self.apply_hits(out);
                         }
                     }
@@ -420,10 +419,9 @@ impl PolicySession {
 
     /// Decoded body bytes: runs the shared automata, then applies the hits.
     fn body(&mut self, data: &[u8], out: &mut Vec<Alert>) {
-        let hits = &mut self.hits;
-        self.rules
-            .matchers
-            .scan(&mut self.scan, data, |s, p| hits.push((s, p)));
+        let (hits, state) = (&mut self.hits, &self.state);
+        let m = &self.rules.matchers;
+        m.scan(&mut self.scan, data, |s, p| keep_hit(m, state, hits, s, p));
         if !self.hits.is_empty() {
             self.apply_hits(out);
         }
@@ -529,6 +527,31 @@ impl PolicySession {
     /// The server address of the flow.
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+}
+
+/// Records a pattern hit unless it cannot change anything (its rule fired
+/// or its condition already holds) or repeats the previous one: a frequent
+/// keyword does not fill the hit buffer.
+#[inline]
+fn keep_hit(
+    m: &Matchers,
+    state: &[RuleState],
+    hits: &mut Vec<(Source, usize)>,
+    src: Source,
+    pid: usize,
+) {
+    if hits.last() == Some(&(src, pid)) {
+        return;
+    }
+    let Some((o, _)) = m.pattern(src, pid) else {
+        return;
+    };
+    if state
+        .get(o.rule)
+        .is_some_and(|st| !st.fired && st.sat & (1 << o.cond) == 0)
+    {
+        hits.push((src, pid));
     }
 }
 
