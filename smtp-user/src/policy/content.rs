@@ -174,10 +174,26 @@ fn builder() -> regex_automata::hybrid::dfa::Builder {
 
 /// Checks one regex; the error text is the reason shown to the user.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    regex::bytes::Regex::new(pattern).map_err(|e| regex_reason(pattern, &e))?;
     builder()
         .build(pattern)
         .map(|_| ())
         .map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+/// One-line reason for a regex error (the `regex` crate's syntax errors
+/// span several lines with a caret diagram; their last line says why).
+pub fn regex_reason(pattern: &str, e: &regex::Error) -> String {
+    let why = match e {
+        regex::Error::Syntax(s) => s
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(s)
+            .to_string(),
+        other => other.to_string(),
+    };
+    format!("invalid regex {pattern:?}: {why}")
 }
 
 impl Regexes {
