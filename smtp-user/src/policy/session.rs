@@ -61,6 +61,8 @@ pub struct PolicySession {
     rcpt_count: u32,
     /// Raw message bytes of the transaction.
     size: u64,
+    /// Content (or header/MIME events) of the current transaction was seen.
+    content_seen: bool,
     subject: Option<String>,
     attachments: Vec<String>,
     /// Some rule with body conditions admits this client.
@@ -114,6 +116,7 @@ impl PolicySession {
             rcpts: Vec::new(),
             rcpt_count: 0,
             size: 0,
+            content_seen: false,
             subject: None,
             attachments: Vec::new(),
             scan_body,
@@ -171,12 +174,18 @@ impl PolicySession {
         }
     }
 
-    /// Content of a transaction we did not see open (e.g. DATA without MAIL).
+    /// Follows the dissector's transaction numbering. Content of another
+    /// transaction than the one whose content we saw starts a new one (e.g.
+    /// DATA without MAIL); the first content after MAIL only relabels the
+    /// transaction (its envelope is kept) should the numbering differ.
     fn sync_tx(&mut self, id: u32) {
-        if self.tx != Some(id) {
-            if self.tx.is_some() {
+        if self.tx == Some(id) {
+            self.content_seen = true;
+        } else {
+            if self.tx.is_some() && self.content_seen {
                 self.reset_tx();
             }
+            self.content_seen = true;
             self.tx = Some(id);
             self.next_tx = self.next_tx.max(id.saturating_add(1));
         }
@@ -184,6 +193,7 @@ impl PolicySession {
 
     fn reset_tx(&mut self) {
         self.tx = None;
+        self.content_seen = false;
         self.mail_from = None;
         self.rcpts.clear();
         self.rcpt_count = 0;
