@@ -427,3 +427,32 @@ fn regex_anchored_at_end_of_message_is_decided_at_end() {
     let more = mail("a@b", &["c@d"], "Subject: t\r\n\r\nregards\r\nPS");
     assert!(run(&r, &view(&more)).is_empty());
 }
+
+#[test]
+fn envelope_and_content_conditions_combine() {
+    let r = rules(&rule(
+        96,
+        "mail_from_domain = [\"x.example\"]\nbody_keywords = [\"bad\"]",
+    ));
+    let a = run(
+        &r,
+        &view(&mail("u@x.example", &["c@d"], "Subject: s\r\n\r\nbad")),
+    );
+    assert_eq!(sids(&a), vec![96]);
+    assert_eq!(
+        a[0].matched,
+        "mail_from_domain \"x.example\", body keyword \"bad\""
+    );
+    assert_eq!(a[0].context.rcpt_to, vec!["<c@d>".to_string()]);
+    assert_eq!(a[0].context.subject.as_deref(), Some("s"));
+    assert!(run(
+        &r,
+        &view(&mail("u@y.example", &["c@d"], "Subject: s\r\n\r\nbad"))
+    )
+    .is_empty());
+    assert!(run(
+        &r,
+        &view(&mail("u@x.example", &["c@d"], "Subject: bad\r\n\r\nok"))
+    )
+    .is_empty());
+}
