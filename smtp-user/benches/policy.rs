@@ -7,7 +7,16 @@
 //! scan either, as other rules may still match).
 //!
 //! Throughput is wire bytes per second; the ratio of the two times is the
-//! content-rule cost.
+//! content-rule cost. Variants with only the keywords and only the regexes
+//! tell the two automata apart.
+//!
+//! Measured (2-core shared VM, stable 1.95, one core): plain text 10 MiB:
+//! dissector alone 0.21 ms (47 GiB/s: the plain-text path does no per-byte
+//! work beyond memchr), with 1,000 keywords + 20 regexes 45.9 ms
+//! (218 MiB/s; keywords alone 429 MiB/s, regexes alone 443 MiB/s);
+//! base64 attachment 10 MiB: dissector alone 6.65 ms (1.41 GiB/s), with
+//! the rules 39.0 ms (245 MiB/s), ratio 5.9: about 4.4 ns per decoded
+//! byte for this rule set. Figures vary with the load of the machine.
 //! Run: `cargo bench -p smtp-user --bench policy -- --warm-up-time 1 --measurement-time 5`.
 
 use std::hint::black_box;

@@ -408,3 +408,51 @@ fn mixed_case_sensitive_and_nocase_keywords_across_boundaries() {
         }
     }
 }
+
+#[test]
+fn client_ip_only_rule_fires_on_the_first_event_once() {
+    let r = rules(&rule(90, "client_ip = [\"192.0.2.0/28\"]"));
+    let a = run(&r, &view(&mail("a@b", &["c@d"], PLAIN)));
+    assert_eq!(sids(&a), vec![90]);
+    assert_eq!((a[0].tx_id, a[0].context.helo.as_deref()), (None, None));
+    assert_eq!(a[0].matched, "client_ip 192.0.2.10 in 192.0.2.0/28");
+    assert!(run_from(&r, "192.0.2.20:1", &view(&mail("a@b", &["c@d"], PLAIN))).is_empty());
+}
+
+#[test]
+fn regex_anchored_at_end_of_message_is_decided_at_end() {
+    let r = rules(&rule(95, "body_regex = [\"(?m)^regards\\\\r\\\\n\\\\z\"]"));
+    let ends = mail("a@b", &["c@d"], "Subject: t\r\n\r\nhello\r\nregards");
+    assert_eq!(sids(&run(&r, &view(&ends))), vec![95]);
+    let more = mail("a@b", &["c@d"], "Subject: t\r\n\r\nregards\r\nPS");
+    assert!(run(&r, &view(&more)).is_empty());
+}
+
+#[test]
+fn envelope_and_content_conditions_combine() {
+    let r = rules(&rule(
+        96,
+        "mail_from_domain = [\"x.example\"]\nbody_keywords = [\"bad\"]",
+    ));
+    let a = run(
+        &r,
+        &view(&mail("u@x.example", &["c@d"], "Subject: s\r\n\r\nbad")),
+    );
+    assert_eq!(sids(&a), vec![96]);
+    assert_eq!(
+        a[0].matched,
+        "mail_from_domain \"x.example\", body keyword \"bad\""
+    );
+    assert_eq!(a[0].context.rcpt_to, vec!["<c@d>".to_string()]);
+    assert_eq!(a[0].context.subject.as_deref(), Some("s"));
+    assert!(run(
+        &r,
+        &view(&mail("u@y.example", &["c@d"], "Subject: s\r\n\r\nbad"))
+    )
+    .is_empty());
+    assert!(run(
+        &r,
+        &view(&mail("u@x.example", &["c@d"], "Subject: bad\r\n\r\nok"))
+    )
+    .is_empty());
+}

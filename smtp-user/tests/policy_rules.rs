@@ -94,13 +94,13 @@ fn bad_regex() {
         &format!("{HEAD}body_regex = [\"ok\", \"a(b\"]\n"),
         5,
         21,
-        "invalid regex",
+        "invalid regex \"a(b\": unclosed group",
     );
     at(
         &format!("{HEAD}header = [{{ name = \"From\", regex = \"[z-a]\" }}]\n"),
         5,
         36,
-        "invalid regex",
+        "invalid regex \"[z-a]\": invalid character class range, the start must be <= the end",
     );
 }
 

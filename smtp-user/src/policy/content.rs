@@ -1,11 +1,15 @@
 //! Streaming body matchers: keywords (Aho-Corasick DFA) and regexes (lazy
-//! DFA), one automaton of each kind for the whole rule set, stepped byte by byte
-//! over `DecodedBody` chunks with the automaton state carried from one
+//! DFA), one automaton of each kind for the whole rule set, stepped byte by
+//! byte over `DecodedBody` chunks with the automaton state carried from one
 //! chunk to the next. A match spanning any number of chunk boundaries is
-//! found exactly as in one contiguous buffer, and no content is buffered:
-//! the per-message state is one state id per automaton. The lazy DFA's
-//! transition cache is per session, bounded by [`REGEX_CACHE_BYTES`]
-//! (states are recomputed when it fills; matching stays exact).
+//! found exactly as in one contiguous buffer, and the content is never
+//! buffered. Memory per session: one state id per automaton, at most
+//! `longest keyword - 1` bytes of tail (only when case-sensitive and
+//! case-insensitive keywords are mixed, to confirm case-sensitive hits of
+//! the case-insensitive automaton), and the lazy DFA's transition cache,
+//! created at the session's first body byte and bounded by
+//! [`REGEX_CACHE_BYTES`] (states are recomputed when it fills; matching
+//! stays exact). Per chunk nothing is allocated once the hit buffer has grown.
 //!
 //! Regexes follow `regex` syntax. `\b` (Unicode word boundary) is
 //! supported on ASCII text; on a non-ASCII byte the lazy DFA cannot decide
@@ -170,10 +174,26 @@ fn builder() -> regex_automata::hybrid::dfa::Builder {
 
 /// Checks one regex; the error text is the reason shown to the user.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    regex::bytes::Regex::new(pattern).map_err(|e| regex_reason(pattern, &e))?;
     builder()
         .build(pattern)
         .map(|_| ())
         .map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+/// One-line reason for a regex error (the `regex` crate's syntax errors
+/// span several lines with a caret diagram; their last line says why).
+pub fn regex_reason(pattern: &str, e: &regex::Error) -> String {
+    let why = match e {
+        regex::Error::Syntax(s) => s
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(s)
+            .to_string(),
+        other => other.to_string(),
+    };
+    format!("invalid regex {pattern:?}: {why}")
 }
 
 impl Regexes {
@@ -302,5 +322,78 @@ impl ScanState {
         self.kw.tail.clear();
         self.rx = None;
         self.rx_failed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner { rule: 0, cond: 0 }
+    }
+
+    fn matchers(kws: &[(&str, bool)], res: &[&str]) -> Matchers {
+        let specs = kws
+            .iter()
+            .map(|&(t, nocase)| KeywordSpec {
+                text: t.to_string(),
+                nocase,
+                owner: owner(),
+            })
+            .collect();
+        let rx: Vec<(String, Owner)> = res.iter().map(|r| (r.to_string(), owner())).collect();
+        Matchers {
+            keywords: Some(Keywords::build(specs).expect("keywords")),
+            regexes: (!rx.is_empty()).then(|| Regexes::build(rx).expect("regexes")),
+        }
+    }
+
+    /// Hits (source, pattern) of `chunks` as one message.
+    fn hits(m: &Matchers, chunks: &[&[u8]]) -> Vec<(Source, usize)> {
+        let mut st = ScanState::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            m.scan(&mut st, c, |s, p| out.push((s, p)));
+        }
+        m.finish(&mut st, |s, p| out.push((s, p)));
+        out
+    }
+
+    #[test]
+    fn every_split_finds_the_same_hits() {
+        let m = matchers(&[("Abc", false), ("bcd", true)], &["c[0-9]+d"]);
+        let text = b"xxABCD abcd Abcd c123d";
+        let whole = hits(&m, &[text]);
+        assert_eq!(
+            whole,
+            vec![
+                (Source::Keyword, 1),
+                (Source::Keyword, 1),
+                (Source::Keyword, 0),
+                (Source::Keyword, 1),
+                (Source::Regex, 0),
+            ]
+        );
+        for i in 0..=text.len() {
+            for j in i..=text.len() {
+                assert_eq!(
+                    hits(&m, &[&text[..i], &text[i..j], &text[j..]]),
+                    whole,
+                    "{i} {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn state_resets_between_messages() {
+        let m = matchers(&[("Secret", false), ("x", true)], &[]);
+        let mut st = ScanState::default();
+        let mut out = Vec::new();
+        m.scan(&mut st, b"Sec", |s, p| out.push((s, p)));
+        m.finish(&mut st, |s, p| out.push((s, p)));
+        m.scan(&mut st, b"ret", |s, p| out.push((s, p)));
+        assert!(out.is_empty(), "a keyword does not span two messages");
     }
 }

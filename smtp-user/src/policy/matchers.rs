@@ -104,6 +104,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// Domains matched by label suffix: `example.org` matches `example.org` and
 /// `mx.example.org`, not `badexample.org`. Lookups allocate nothing.
 #[derive(Debug, Clone, Default)]
@@ -128,15 +134,25 @@ impl DomainSet {
         self.set.is_empty()
     }
 
-    /// The listed domain `domain` falls under, if any (checked label by label).
+    /// The listed domain `domain` falls under, if any (checked label by
+    /// label). Names up to 255 bytes are lower-cased on the stack; longer
+    /// ones (not valid DNS names, but a client may send them) on the heap.
     pub fn find(&self, domain: &str) -> Option<&str> {
         let mut lower = [0u8; 255];
-        let d = domain.trim_end_matches('.').as_bytes();
-        let out = lower.get_mut(..d.len())?;
-        for (o, c) in out.iter_mut().zip(d) {
-            *o = c.to_ascii_lowercase();
-        }
-        let d = std::str::from_utf8(out).ok()?;
+        let d = domain.trim_end_matches('.');
+        let owned;
+        let d = match lower.get_mut(..d.len()) {
+            Some(out) => {
+                for (o, c) in out.iter_mut().zip(d.bytes()) {
+                    *o = c.to_ascii_lowercase();
+                }
+                std::str::from_utf8(out).ok()?
+            }
+            None => {
+                owned = d.to_ascii_lowercase();
+                owned.as_str()
+            }
+        };
         let mut rest = d;
         loop {
             if let Some(hit) = self.set.get(rest) {
@@ -234,6 +250,8 @@ mod tests {
         assert_eq!(s.find("x.FORBIDDEN.example"), Some("forbidden.example"));
         assert_eq!(s.find("forbidden.example"), Some("forbidden.example"));
         assert_eq!(s.find("notforbidden.example"), None);
+        let long = format!("{}.Forbidden.Example", "a".repeat(300));
+        assert_eq!(s.find(&long), Some("forbidden.example"));
         assert_eq!(bare_address("<@r1,@r2:Bob@X.org>"), "bob@x.org");
         assert_eq!(domain_of(&bare_address("<>")), None);
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::content::{check_regex, KeywordSpec, Keywords, Matchers, Owner, Regexes};
+use super::content::{check_regex, regex_reason, KeywordSpec, Keywords, Matchers, Owner, Regexes};
 use super::error::RulesError;
 use super::matchers::{bare_address, parse_duration, Cidr, DomainSet, Glob};
 use super::session::PolicySession;
@@ -487,7 +487,7 @@ impl Compiler<'_> {
                     (Some(c), None) => HeaderTest::Contains(c.to_ascii_lowercase()),
                     (None, Some(r)) => HeaderTest::Regex(
                         regex::Regex::new(r.get_ref())
-                            .map_err(|e| self.err(r.span(), format!("invalid regex: {e}")))?,
+                            .map_err(|e| self.err(r.span(), regex_reason(r.get_ref(), &e)))?,
                     ),
                     _ => {
                         return Err(self.err(

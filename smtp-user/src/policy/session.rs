@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::content::{ScanState, Source};
+use super::content::{Matchers, ScanState, Source};
 use super::matchers::{bare_address, domain_of};
 use super::rules::{Cond, HeaderTest, RuleSet};
 use super::{Alert, AlertContext};
@@ -61,6 +61,8 @@ pub struct PolicySession {
     rcpt_count: u32,
     /// Raw message bytes of the transaction.
     size: u64,
+    /// Content (or header/MIME events) of the current transaction was seen.
+    content_seen: bool,
     subject: Option<String>,
     attachments: Vec<String>,
     /// Some rule with body conditions admits this client.
@@ -68,6 +70,9 @@ pub struct PolicySession {
     scan: ScanState,
     /// Pattern hits of the current chunk (reused buffer).
     hits: Vec<(Source, usize)>,
+    /// The first event was seen (rules holding from the start, e.g. only
+    /// `client_ip`, fire on it).
+    started: bool,
 }
 
 impl PolicySession {
@@ -87,7 +92,7 @@ impl PolicySession {
                 if let Cond::ClientIp(nets) = c {
                     if let Some(n) = nets.iter().find(|n| n.contains(ip)) {
                         st.sat |= 1 << i;
-                        st.why[i] = Some(format!("client_ip {ip} in {n:?}"));
+                        st.why[i] = Some(format!("client_ip {ip} in {n}"));
                     }
                 }
             }
@@ -111,11 +116,13 @@ impl PolicySession {
             rcpts: Vec::new(),
             rcpt_count: 0,
             size: 0,
+            content_seen: false,
             subject: None,
             attachments: Vec::new(),
             scan_body,
             scan: ScanState::default(),
             hits: Vec::new(),
+            started: false,
         }
     }
 
@@ -126,6 +133,10 @@ impl PolicySession {
 
     /// Every dissector event of the flow, in order; pushes the alerts that fire now.
     pub fn event(&mut self, ev: &Event<'_>, out: &mut Vec<Alert>) {
+        if !self.started {
+            self.started = true;
+            self.check_all(out);
+        }
         match ev {
             Event::Command(c) => self.command(c, out),
             Event::MailContent(m) => {
@@ -142,10 +153,9 @@ impl PolicySession {
                     }
                     ContentPart::End => {
                         if self.scan_body {
-                            let hits = &mut self.hits;
-                            self.rules
-                                .matchers
-                                .finish(&mut self.scan, |s, p| hits.push((s, p)));
+                            let (hits, state) = (&mut self.hits, &self.state);
+                            let m = &self.rules.matchers;
+                            m.finish(&mut self.scan, |s, p| keep_hit(m, state, hits, s, p));
                             self.apply_hits(out);
                         }
                     }
@@ -164,12 +174,18 @@ impl PolicySession {
         }
     }
 
-    /// Content of a transaction we did not see open (e.g. DATA without MAIL).
+    /// Follows the dissector's transaction numbering. Content of another
+    /// transaction than the one whose content we saw starts a new one (e.g.
+    /// DATA without MAIL); the first content after MAIL only relabels the
+    /// transaction (its envelope is kept) should the numbering differ.
     fn sync_tx(&mut self, id: u32) {
-        if self.tx != Some(id) {
-            if self.tx.is_some() {
+        if self.tx == Some(id) {
+            self.content_seen = true;
+        } else {
+            if self.tx.is_some() && self.content_seen {
                 self.reset_tx();
             }
+            self.content_seen = true;
             self.tx = Some(id);
             self.next_tx = self.next_tx.max(id.saturating_add(1));
         }
@@ -177,6 +193,7 @@ impl PolicySession {
 
     fn reset_tx(&mut self) {
         self.tx = None;
+        self.content_seen = false;
         self.mail_from = None;
         self.rcpts.clear();
         self.rcpt_count = 0;
@@ -412,10 +429,9 @@ impl PolicySession {
 
     /// Decoded body bytes: runs the shared automata, then applies the hits.
     fn body(&mut self, data: &[u8], out: &mut Vec<Alert>) {
-        let hits = &mut self.hits;
-        self.rules
-            .matchers
-            .scan(&mut self.scan, data, |s, p| hits.push((s, p)));
+        let (hits, state) = (&mut self.hits, &self.state);
+        let m = &self.rules.matchers;
+        m.scan(&mut self.scan, data, |s, p| keep_hit(m, state, hits, s, p));
         if !self.hits.is_empty() {
             self.apply_hits(out);
         }
@@ -521,6 +537,31 @@ impl PolicySession {
     /// The server address of the flow.
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+}
+
+/// Records a pattern hit unless it cannot change anything (its rule fired
+/// or its condition already holds) or repeats the previous one: a frequent
+/// keyword does not fill the hit buffer.
+#[inline]
+fn keep_hit(
+    m: &Matchers,
+    state: &[RuleState],
+    hits: &mut Vec<(Source, usize)>,
+    src: Source,
+    pid: usize,
+) {
+    if hits.last() == Some(&(src, pid)) {
+        return;
+    }
+    let Some((o, _)) = m.pattern(src, pid) else {
+        return;
+    };
+    if state
+        .get(o.rule)
+        .is_some_and(|st| !st.fired && st.sat & (1 << o.cond) == 0)
+    {
+        hits.push((src, pid));
     }
 }
 
