@@ -217,7 +217,7 @@ impl Regexes {
 #[derive(Debug, Default)]
 pub struct ScanState {
     kw: KeywordState,
-    /// Lazy DFA cache (created at the first body byte of the session).
+    /// Lazy DFA cache (created at the message's first body byte, freed at its end).
     cache: Option<Cache>,
     /// Regex DFA state; `None` before the message's first body byte or after giving up.
     rx: Option<LazyStateID>,
@@ -316,12 +316,15 @@ impl Matchers {
 }
 
 impl ScanState {
-    /// Forget the message in progress (keeps the regex cache).
+    /// Forget the message in progress. The regex cache goes too: only
+    /// sessions transferring a message hold one, so memory follows the
+    /// messages in flight, not the sessions open.
     pub fn reset_message(&mut self) {
         self.kw.sid = None;
         self.kw.tail.clear();
         self.rx = None;
         self.rx_failed = false;
+        self.cache = None;
     }
 }
 
