@@ -304,6 +304,8 @@ impl Daemon {
                         "gap_bytes": p.gap_bytes,
                         "gate_releases": p.gate_releases,
                         "gate_missed": p.gate_missed,
+                        "regex_restarts": p.regex_restarts,
+                        "regex_failures": p.regex_failures,
                     })),
                     "enforcement": self.enforcer.counters,
                     "verdict_latency_us": {
@@ -377,7 +379,8 @@ fn flow_row(f: &LiveFlow) -> FlowRow {
 fn report_line(r: &LiveReport) {
     tracing::info!(
         "pipeline: flows={} transactions={} anomalies={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
-         gate_releases={} gate_missed={} evicted={} timed_out={} memcap_hits={}",
+         gate_releases={} gate_missed={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
+         memcap_hits={}",
         r.pipeline.flows,
         r.pipeline.transactions,
         r.pipeline.anomalies,
@@ -387,6 +390,8 @@ fn report_line(r: &LiveReport) {
         r.pipeline.gap_bytes,
         r.pipeline.gate_releases,
         r.pipeline.gate_missed,
+        r.pipeline.regex_restarts,
+        r.pipeline.regex_failures,
         r.table.evicted,
         r.table.timed_out,
         r.table.memcap_hits

@@ -43,6 +43,11 @@ pub struct PipelineCounters {
     pub gate_releases: u64,
     /// Messages whose end slipped past the gate (`gate_missed`).
     pub gate_missed: u64,
+    /// Regex scans restarted after a byte the lazy DFA could not decide
+    /// (`\b` next to non-ASCII; a match across it may be missed).
+    pub regex_restarts: u64,
+    /// Messages whose regex scan stopped early (lazy DFA cache failure).
+    pub regex_failures: u64,
 }
 
 /// How policy runs in the pipeline.
@@ -498,6 +503,9 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         let ts = flow.last_ts;
         s.smtp.finish(&mut Emit::new(&mut self.out, &mut s.st, ts));
         self.act_on_alerts(&mut s.st, ts);
+        let (restarts, failures) = s.st.policy.regex_counters();
+        self.out.counters.regex_restarts += restarts;
+        self.out.counters.regex_failures += failures;
         let ctx = s.st.ctx;
         if s.st.gated {
             self.requests.push(Enforcement::DisarmGate {
