@@ -13,7 +13,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::Command,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
@@ -22,9 +22,7 @@ use std::{
 
 use smtp_user::capture::{parse_frame, wire::linktype};
 
-use crate::netns::in_netns;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use crate::netns::{in_netns, run, unique_names};
 
 /// Client 198.18.1.2 / 2001:2:0:1::2 — router .1 on both subnets —
 /// server 198.18.2.2 / 2001:2:0:2::2.
@@ -43,28 +41,9 @@ pub const SERVER_V4: &str = "198.18.2.2";
 pub const CLIENT_V6: &str = "2001:2:0:1::2";
 pub const SERVER_V6: &str = "2001:2:0:2::2";
 
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Routed {
     pub fn new(tag: &str) -> Routed {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:x}{}", std::process::id() % 0xffff, n);
-        let tag: String = tag
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(4)
-            .collect();
+        let (tag, id) = unique_names(tag);
         let ns = |role: &str| format!("smtpr-{tag}-{id}-{role}");
         let t = Routed {
             client_ns: ns("c"),
