@@ -157,11 +157,13 @@ pub const GATE_BDAT: u32 = 2;
 ///
 /// While enforcement is on and a flow has an entry, a client→server segment
 /// with payload "ends a message" when its payload ends with `\r\n.\r\n`,
-/// is exactly `.\r\n`, or (with [`GATE_BDAT`]) its end `seq + len` reaches
-/// `bdat_end`. Such a segment is copied to userspace with [`REC_HELD`] and
-/// dropped, unless [`GATE_RELEASED`] is set and `seq + len <= release_end`
-/// (sequence compares wrap): then it passes and TCP's retransmission of the
-/// held segment gets through.
+/// is exactly `.\r\n`, or (with [`GATE_BDAT`]) it carries the byte before
+/// `bdat_end` (`seq < bdat_end <= seq + len`). Such a segment is copied to
+/// userspace with [`REC_HELD`] and dropped, unless [`GATE_RELEASED`] is set
+/// and the message end (`bdat_end` for a BDAT end, else `seq + len`) is at
+/// or before `release_end` (sequence compares wrap): then it passes, so
+/// TCP's retransmission of the held segment gets through once released. A
+/// later message end is held again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Gate {

@@ -266,7 +266,15 @@ fn gate<P: Packet>(p: &P, key: &FlowKey, seq: u32, payload_off: u32, len: u32) -
     };
     let g = unsafe { &mut *g };
     let end = seq.wrapping_add(len);
-    let mut ends = (g.flags & GATE_BDAT != 0) && seq_ge(end, g.bdat_end);
+    // Where the message ends: the BDAT end when this segment carries its
+    // last byte (a retransmission collapsed with later data still counts),
+    // else the segment's end.
+    let mut msg_end = end;
+    let mut ends = false;
+    if g.flags & GATE_BDAT != 0 && seq_ge(end, g.bdat_end) && !seq_ge(seq, g.bdat_end) {
+        ends = true;
+        msg_end = g.bdat_end;
+    }
     if !ends {
         let mut tail = [0u8; 5];
         if len >= 5 {
@@ -282,7 +290,7 @@ fn gate<P: Packet>(p: &P, key: &FlowKey, seq: u32, payload_off: u32, len: u32) -
     if !ends {
         return GateAction::None;
     }
-    if g.flags & GATE_RELEASED != 0 && seq_ge(g.release_end, end) {
+    if g.flags & GATE_RELEASED != 0 && seq_ge(g.release_end, msg_end) {
         return GateAction::Passed;
     }
     g.held = g.held.wrapping_add(1);

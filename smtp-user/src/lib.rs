@@ -6,7 +6,10 @@
 //! → `output` (EVE-style JSON lines). No module reaches back upstream.
 
 pub mod capture;
+pub mod control;
+pub mod daemon;
 pub mod datapath;
+pub mod enforce;
 pub mod flow;
 pub mod output;
 pub mod pipeline;

@@ -23,7 +23,8 @@ enum Cmd {
     Run(cli::run::RunArgs),
     /// Read pcap/pcapng files through the same pipeline; EVE JSON lines out.
     Replay(cli::replay::ReplayArgs),
-    /// Change or inspect a running monitor through its pinned maps.
+    /// Change or inspect a running monitor: pinned maps (verdicts, enforce,
+    /// IP blocklist) and the control socket (status, flows, stats, reload).
     Ctl(cli::ctl::CtlArgs),
 }
 

@@ -555,6 +555,7 @@ fn replay_events(path: PathBuf) -> Vec<Value> {
                 ..FlowConfig::default()
             },
             log_commands: false,
+            ..ReplayOptions::default()
         },
         &mut buf,
         |_| {},

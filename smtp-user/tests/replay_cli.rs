@@ -91,7 +91,7 @@ fn good_file_exit_0_events_and_summary() {
     let frames_n = frames.len();
     assert!(
         s.starts_with(&format!(
-            "replay: 1 file(s), {frames_n} frames, 0.0 MB, 1 flows, 2 transactions, 0 anomalies, 0 gap bytes, 0 frames skipped, 0 on other ports in "
+            "replay: 1 file(s), {frames_n} frames, 0.0 MB, 1 flows, 2 transactions, 0 anomalies, 0 alerts, 0 verdicts, 0 gap bytes, 0 frames skipped, 0 on other ports in "
         )),
         "{s}"
     );

@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod netns;
 pub mod process;
 pub mod reassemble;
+pub mod router;
 pub mod sink;
 pub mod traffic;
 

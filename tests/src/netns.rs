@@ -28,26 +28,41 @@ pub const SERVER_V4: &str = "198.18.0.2";
 pub const CLIENT_V6: &str = "2001:2::1";
 pub const SERVER_V6: &str = "2001:2::2";
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+/// Runs `program args`, panicking with its stderr when it fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
     assert!(
         out.status.success(),
-        "ip {}: {}",
+        "{program} {}: {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
+fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+/// A short tag (≤ 4 alphanumerics of `tag`) and an id unique to this
+/// process and call, to name namespaces and interfaces of one test.
+pub fn unique_names(tag: &str) -> (String, String) {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:x}{}", std::process::id() % 0xffff, n);
+    let tag = tag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(4)
+        .collect();
+    (tag, id)
+}
+
 impl NetPair {
     /// Creates the namespaces, the veth pair, addresses, default routes.
     pub fn new(tag: &str) -> NetPair {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:x}{}", std::process::id() % 0xffff, n);
-        let tag: String = tag
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(4)
-            .collect();
+        let (tag, id) = unique_names(tag);
         let pair = NetPair {
             client_ns: format!("smtpe-{tag}-{id}-c"),
             server_ns: format!("smtpe-{tag}-{id}-s"),

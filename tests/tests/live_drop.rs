@@ -1,7 +1,8 @@
-//! The tutorial's `error` transition enforced live: with `--drop-on-error`,
+//! The tutorial's `error` transition enforced live: with the default policy
 //! a session that breaks the protocol fatally (an invalid BDAT command) is
-//! dropped by the kernel in both directions, while another session on the
-//! same server keeps working; without the flag the same session only alerts.
+//! alerted on and dropped by the kernel in both directions, while another
+//! session on the same server keeps working; with `protocol_error = "alert"`
+//! in the rules file the same session only alerts.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -53,6 +54,7 @@ fn cmd(s: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str) -> Option<St
 /// Runs the scenario; returns (did the bad session still get a reply after
 /// its violation, did the good session, EVE events).
 fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
+    let rules = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.toml", std::process::id()));
     let pair = NetPair::new(tag);
     let out = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&out);
@@ -60,8 +62,10 @@ fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
     let mut args = vec!["run", "--iface", &pair.server_if, "--output"];
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
-    if drop_on_error {
-        args.push("--drop-on-error");
+    let rules_s = rules.to_string_lossy().into_owned();
+    if !drop_on_error {
+        std::fs::write(&rules, "[defaults]\nprotocol_error = \"alert\"\n").expect("rules file");
+        args.extend(["--rules", &rules_s]);
     }
     let daemon = Daemon::spawn(&pair.server_ns, &args);
     assert!(wait_path(
@@ -98,7 +102,15 @@ fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&rules);
     (bad_alive, good_alive, events)
+}
+
+fn protocol_error_alert(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["event_type"] == "alert" && e["alert"]["signature_id"] == 1)
+        .expect("protocol-error alert")
 }
 
 fn bdat_anomaly(events: &[Value]) -> &Value {
@@ -109,10 +121,10 @@ fn bdat_anomaly(events: &[Value]) -> &Value {
 }
 
 #[test]
-fn drop_on_error_drops_the_violating_session_only() {
-    if !require_root("drop_on_error_drops_the_violating_session_only")
+fn protocol_error_drops_the_violating_session_only() {
+    if !require_root("protocol_error_drops_the_violating_session_only")
         || !require_tools(
-            "drop_on_error_drops_the_violating_session_only",
+            "protocol_error_drops_the_violating_session_only",
             &["smtp-sink"],
         )
     {
@@ -124,20 +136,22 @@ fn drop_on_error_drops_the_violating_session_only() {
     let a = bdat_anomaly(&events);
     assert_eq!(a["anomaly"]["severity"], "high");
     assert_eq!(a["anomaly"]["drop_requested"], true);
+    let alert = protocol_error_alert(&events);
+    assert_eq!(alert["alert"]["action"], "blocked");
+    assert_eq!(alert["alert"]["rule"], "protocol-error");
+    assert_eq!(alert["alert"]["severity"], 1);
 }
 
 #[test]
-fn without_drop_on_error_the_session_only_alerts() {
-    if !require_root("without_drop_on_error_the_session_only_alerts")
-        || !require_tools(
-            "without_drop_on_error_the_session_only_alerts",
-            &["smtp-sink"],
-        )
+fn protocol_error_set_to_alert_only_alerts() {
+    if !require_root("protocol_error_set_to_alert_only_alerts")
+        || !require_tools("protocol_error_set_to_alert_only_alerts", &["smtp-sink"])
     {
         return;
     }
     let (bad_alive, good_alive, events) = scenario(false, "alrt");
-    assert!(bad_alive, "monitor mode: the session goes on");
+    assert!(bad_alive, "alert only: the session goes on");
     assert!(good_alive);
     assert_eq!(bdat_anomaly(&events)["anomaly"]["drop_requested"], true);
+    assert_eq!(protocol_error_alert(&events)["alert"]["action"], "allowed");
 }

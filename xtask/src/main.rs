@@ -10,6 +10,8 @@
 //! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
 //!   `examples/rules.toml` in two namespaces: what gets delivered, what
 //!   gets blocked and why.
+//! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
+//!   latency tables (README).
 
 mod demo;
 mod prereqs;
@@ -62,6 +64,12 @@ enum Cmd {
         /// Use the existing release binary (the re-run under sudo).
         #[arg(long, hide = true)]
         no_build: bool,
+    },
+    /// Verdict latency and end-of-data gate latency through the daemon
+    /// (arguments after `--`: `--sessions N`).
+    BenchEnforcement {
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -132,6 +140,24 @@ fn run(cli: Cli) -> Result<()> {
             build_release(&root)?;
             let mut cmd: Vec<String> = [
                 "cargo", "bench", "-p", "smtp-e2e", "--bench", "datapath", "--",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+        Cmd::BenchEnforcement { args } => {
+            prereqs::ensure()?;
+            build_release(&root)?;
+            let mut cmd: Vec<String> = [
+                "cargo",
+                "bench",
+                "-p",
+                "smtp-e2e",
+                "--bench",
+                "enforcement",
+                "--",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -7,13 +7,17 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use smtp_user::flow::FlowConfig;
-use smtp_user::pipeline::{replay_files, ReplayOptions, ReplayProgress};
+use smtp_user::pipeline::{
+    replay_files, Mode, ModeSwitch, PolicyOptions, ReplayOptions, ReplayProgress,
+};
+use smtp_user::policy::RuleSet;
 
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
@@ -37,6 +41,14 @@ pub struct ReplayArgs {
     /// Most flows tracked at once (least recently active evicted beyond).
     #[arg(long, default_value_t = 65_536)]
     pub max_flows: usize,
+    /// Rules file (TOML; see examples/rules.toml). Default: the built-in
+    /// policy (protocol errors alert and drop).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// `enforce`: alerts of drop/reset rules say "blocked" (what a live
+    /// monitor would have done); `monitor`: "allowed". No packet is sent either way.
+    #[arg(long, value_enum, default_value_t = Mode::Enforce)]
+    pub mode: Mode,
     /// No progress indicator.
     #[arg(long, short)]
     pub quiet: bool,
@@ -59,6 +71,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             ..FlowConfig::default()
         },
         log_commands: args.log_commands,
+        policy: PolicyOptions {
+            rules: Arc::new(load_rules(args.rules.as_deref())?),
+            mode: ModeSwitch::new(args.mode),
+            gate: false,
+        },
     };
     let tty = io::stderr().is_terminal();
     let quiet = args.quiet;
@@ -104,4 +121,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     eprintln!("{}", summary.line());
     output.context("cannot write output")?;
     Ok(if summary.errors.is_empty() { 0 } else { 2 })
+}
+
+/// The rules of `--rules`, or the built-in policy.
+pub fn load_rules(path: Option<&Path>) -> anyhow::Result<RuleSet> {
+    match path {
+        // The error already reads "FILE:LINE:COLUMN: reason".
+        Some(p) => RuleSet::from_file(p).map_err(|e| anyhow::anyhow!("invalid rules: {e}")),
+        None => Ok(RuleSet::builtin()),
+    }
 }

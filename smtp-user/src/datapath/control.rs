@@ -178,7 +178,8 @@ impl Control {
     }
 
     /// Declares the end (`end_seq`, exclusive) of a BDAT LAST chunk: the
-    /// segment reaching it ends the message. Arms the gate if needed.
+    /// segment carrying the byte before it ends the message (released by
+    /// `release_gate(key, end_seq)`). Arms the gate if needed.
     pub fn gate_bdat(&mut self, key: &FlowKey, end_seq: u32) -> Result<(), DatapathError> {
         let mut g = self.gate(key).unwrap_or_default();
         g.flags |= GATE_BDAT;
@@ -217,14 +218,20 @@ fn remove<K: aya::Pod, V: aya::Pod>(
 ) -> Result<bool, DatapathError> {
     match map.remove(key) {
         Ok(()) => Ok(true),
+        // aya reports a missing key as the syscall's ENOENT.
         Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
         Err(e) => Err(map_err(name)(e)),
     }
 }
 
+/// Blocklist key of `ip`; an IPv4-mapped IPv6 address is its IPv4 address
+/// (the packets of such a connection are IPv4).
 fn ip_key(ip: IpAddr) -> IpKey {
     let mut addr = [0u8; 16];
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             addr[..4].copy_from_slice(&v4.octets());
             IpKey::new(FAMILY_V4, addr)
@@ -304,6 +311,8 @@ mod tests {
         assert_eq!(k.family, FAMILY_V4);
         assert_eq!(&k.addr[4..], &[0u8; 12]);
         assert_eq!(key_ip(&IpKey::new(9, [0; 16])), None);
+        let mapped: IpAddr = "::ffff:198.18.0.1".parse().unwrap();
+        assert_eq!(ip_key(mapped), k);
     }
 
     #[test]

@@ -128,6 +128,25 @@ impl<H: FlowHandler> FlowTable<H> {
         }
     }
 
+    /// Visits every tracked flow, most recently active first, with the
+    /// bytes seen so far in each direction (`[Up, Down]`).
+    pub fn for_each_flow(&self, mut f: impl FnMut(&FlowInfo, &H::Session, [u64; 2])) {
+        let mut idx = self.head;
+        // Bounded by the number of slots even if the list were corrupt.
+        for _ in 0..self.slots.len() {
+            let Some(Some(slot)) = self.slots.get(idx as usize) else {
+                break;
+            };
+            let fl = &slot.flow;
+            f(
+                &fl.info,
+                &fl.session,
+                [fl.streams[0].stats.bytes, fl.streams[1].stats.bytes],
+            );
+            idx = slot.next;
+        }
+    }
+
     /// Processes one segment.
     pub fn segment(&mut self, seg: &Segment<'_>) {
         self.stats.segments += 1;

@@ -7,22 +7,25 @@
 //! over a bounded channel; when the worker falls behind, the reader waits on
 //! the channel, the ring buffer fills and the kernel counts the records it
 //! could not queue (`ringbuf_lost`), which reassembly then reports as gaps:
-//! back-pressure is visible, never silent. The worker sends back the flows
-//! whose dissector took the `error` transition so the reader can write drop
-//! verdicts when the policy asks for it.
+//! back-pressure is visible, never silent. The worker sends back the
+//! [`Enforcement`] requests of the policy (verdicts, IP blocks, gate
+//! openings) so the reader can carry them out on the kernel maps.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use smtp_common::{FlowKey, FAMILY_V4, FAMILY_V6};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::capture::{Segment, TcpFlags};
-use crate::flow::{FlowConfig, FlowTable, TableStats};
+use crate::flow::{FlowConfig, FlowInfo, FlowTable, TableStats};
 use crate::output::{EveWriter, OutputCounters};
+use crate::policy::RuleSet;
 
-use super::smtp_flows::{PipelineCounters, SmtpFlows};
+use super::enforcement::Enforcement;
+use super::smtp_flows::{FlowView, PipelineCounters, PolicyOptions, SmtpFlows};
 
 /// Batches in flight between reader and worker.
 const CHANNEL_BATCHES: usize = 256;
@@ -97,7 +100,25 @@ enum Msg {
     Batch(SegmentBatch),
     /// Wall clock (µs since the epoch): expire idle flows.
     Tick(u64),
+    /// New rules for sessions opened from now on.
+    Rules(Arc<RuleSet>),
+    /// Snapshot of the tracked flows.
+    Flows(oneshot::Sender<Vec<LiveFlow>>),
+    /// The pipeline's counters so far.
+    Counters(oneshot::Sender<PipelineCounters>),
 }
+
+/// One tracked flow, for `ctl flows`.
+#[derive(Debug, Clone)]
+pub struct LiveFlow {
+    pub info: FlowInfo,
+    pub view: FlowView,
+    /// Bytes seen client → server and server → client.
+    pub bytes: [u64; 2],
+}
+
+/// Most flows a snapshot lists.
+const MAX_FLOWS_LISTED: usize = 10_000;
 
 /// What the worker did, reported when it ends.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +133,7 @@ pub struct LiveReport {
 /// The reader's handle on the worker thread.
 pub struct LivePipeline {
     tx: mpsc::Sender<Msg>,
-    drops: mpsc::UnboundedReceiver<FlowKey>,
+    requests: mpsc::UnboundedReceiver<Enforcement>,
     worker: JoinHandle<LiveReport>,
 }
 
@@ -121,15 +142,16 @@ impl LivePipeline {
     pub fn start<W: Write + Send + 'static>(
         flow: FlowConfig,
         log_commands: bool,
+        policy: PolicyOptions,
         out: W,
     ) -> std::io::Result<LivePipeline> {
         let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_BATCHES);
-        let (drop_tx, drops) = mpsc::unbounded_channel();
+        let (req_tx, requests) = mpsc::unbounded_channel();
         let worker = std::thread::Builder::new()
             .name("smtp-pipeline".into())
             .spawn(move || {
-                let mut table =
-                    FlowTable::new(flow, SmtpFlows::new(EveWriter::new(out, log_commands)));
+                let handler = SmtpFlows::with_policy(EveWriter::new(out, log_commands), policy);
+                let mut table = FlowTable::new(flow, handler);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
                         Msg::Batch(b) => b.for_each(|s| table.segment(s)),
@@ -139,10 +161,27 @@ impl LivePipeline {
                                 tracing::error!(error = %e, "cannot write output");
                             }
                         }
+                        Msg::Rules(rules) => table.handler_mut().set_rules(rules),
+                        Msg::Flows(reply) => {
+                            let mut flows = Vec::new();
+                            table.for_each_flow(|info, s, bytes| {
+                                if flows.len() < MAX_FLOWS_LISTED {
+                                    flows.push(LiveFlow {
+                                        info: *info,
+                                        view: s.view(),
+                                        bytes,
+                                    });
+                                }
+                            });
+                            let _ = reply.send(flows);
+                        }
+                        Msg::Counters(reply) => {
+                            let _ = reply.send(table.handler().counters());
+                        }
                     }
-                    for (client, server) in table.handler_mut().take_drop_requests() {
+                    for r in table.handler_mut().take_requests() {
                         // The reader may be gone at shutdown: nothing left to enforce.
-                        let _ = drop_tx.send(kernel_flow_key(client, server));
+                        let _ = req_tx.send(r);
                     }
                 }
                 table.close_all();
@@ -156,7 +195,11 @@ impl LivePipeline {
                     output_error,
                 }
             })?;
-        Ok(LivePipeline { tx, drops, worker })
+        Ok(LivePipeline {
+            tx,
+            requests,
+            worker,
+        })
     }
 
     /// Queues a batch; waits while the worker is behind.
@@ -169,10 +212,28 @@ impl LivePipeline {
         self.tx.send(Msg::Tick(now_micros)).await.is_ok()
     }
 
-    /// Waits for the next flow whose session asked to be dropped (the
-    /// dissector's `error` transition). Cancel-safe.
-    pub async fn next_drop_request(&mut self) -> Option<FlowKey> {
-        self.drops.recv().await
+    /// Waits for the next request of the policy to the datapath. Cancel-safe.
+    pub async fn next_request(&mut self) -> Option<Enforcement> {
+        self.requests.recv().await
+    }
+
+    /// Rules for sessions opened from now on.
+    pub async fn set_rules(&self, rules: Arc<RuleSet>) -> bool {
+        self.tx.send(Msg::Rules(rules)).await.is_ok()
+    }
+
+    /// The pipeline's counters so far.
+    pub async fn counters(&self) -> Option<PipelineCounters> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Counters(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The flows tracked right now (at most 10,000).
+    pub async fn flows(&self) -> Option<Vec<LiveFlow>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Flows(tx)).await.ok()?;
+        rx.await.ok()
     }
 
     /// Closes every flow (open transactions flushed as `aborted`), flushes

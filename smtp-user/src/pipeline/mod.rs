@@ -6,10 +6,12 @@
 //! command drives it from the kernel ring buffer. Both inputs therefore
 //! produce the same events for the same traffic.
 
+pub mod enforcement;
 pub mod live;
 pub mod replay;
 pub mod smtp_flows;
 
-pub use live::{kernel_flow_key, LivePipeline, LiveReport, SegmentBatch};
+pub use enforcement::{Enforcement, Mode, ModeSwitch};
+pub use live::{kernel_flow_key, LiveFlow, LivePipeline, LiveReport, SegmentBatch};
 pub use replay::{replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary};
-pub use smtp_flows::{PipelineCounters, SmtpFlows};
+pub use smtp_flows::{FlowView, PipelineCounters, PolicyOptions, SmtpFlows};

@@ -15,7 +15,8 @@ use crate::capture::{CaptureError, CaptureReader};
 use crate::flow::{FlowConfig, FlowTable, TableStats};
 use crate::output::{EveWriter, OutputCounters};
 
-use super::smtp_flows::{PipelineCounters, SmtpFlows};
+use super::enforcement::Enforcement;
+use super::smtp_flows::{PipelineCounters, PolicyOptions, SmtpFlows};
 
 /// How often (in capture time) idle flows are expired.
 const EXPIRE_EVERY_MICROS: u64 = 1_000_000;
@@ -28,6 +29,8 @@ pub struct ReplayOptions {
     pub flow: FlowConfig,
     /// Also write `smtp_command` / `smtp_reply` events.
     pub log_commands: bool,
+    /// Rules and mode (the gate has no meaning offline and is ignored).
+    pub policy: PolicyOptions,
 }
 
 /// Where a replay is, for a progress indicator.
@@ -70,6 +73,9 @@ pub struct ReplaySummary {
     /// TCP frames on no monitored port (the kernel filter's job live).
     pub not_monitored: u64,
     pub pipeline: PipelineCounters,
+    /// Verdicts the policy decided (drop/reset/IP block): counted, never
+    /// carried out — a replay sends no packet anywhere.
+    pub verdicts: u64,
     pub table: TableStats,
     pub output: OutputCounters,
     pub elapsed: Duration,
@@ -84,13 +90,16 @@ impl ReplaySummary {
         let mb = self.file_bytes as f64 / 1e6;
         format!(
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies, \
-             {} gap bytes, {} frames skipped, {} on other ports in {:.3} s ({:.1} MB/s){}",
+             {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
+             in {:.3} s ({:.1} MB/s){}",
             self.files,
             self.frames,
             mb,
             self.pipeline.flows,
             self.pipeline.transactions,
             self.pipeline.anomalies,
+            self.pipeline.alerts,
+            self.verdicts,
             self.pipeline.gap_bytes,
             self.table.skipped.iter().sum::<u64>(),
             self.not_monitored,
@@ -111,6 +120,14 @@ fn monitored(ports: &[u16], seg: &crate::capture::Segment<'_>) -> bool {
     ports.contains(&seg.src.port()) || ports.contains(&seg.dst.port())
 }
 
+/// Requests that would change the datapath live (the gate is off in replay).
+fn count_verdicts(requests: Vec<Enforcement>) -> u64 {
+    requests
+        .iter()
+        .filter(|r| matches!(r, Enforcement::Block { .. } | Enforcement::BlockIp { .. }))
+        .count() as u64
+}
+
 /// Replays `paths` into `out` as EVE lines. Never fails as a whole: file
 /// errors are collected in the summary (and output errors returned there
 /// as `Err` of the second element).
@@ -121,7 +138,11 @@ pub fn replay_files<W: Write>(
     mut progress: impl FnMut(ReplayProgress<'_>),
 ) -> (ReplaySummary, std::io::Result<()>) {
     let start = Instant::now();
-    let handler = SmtpFlows::new(EveWriter::new(out, opts.log_commands));
+    let policy = PolicyOptions {
+        gate: false,
+        ..opts.policy.clone()
+    };
+    let handler = SmtpFlows::with_policy(EveWriter::new(out, opts.log_commands), policy);
     let mut table = FlowTable::new(opts.flow.clone(), handler);
     let mut summary = ReplaySummary {
         files: paths.len(),
@@ -150,7 +171,10 @@ pub fn replay_files<W: Write>(
             summary.frames += 1;
             offset = frame.offset + frame.data.len() as u64;
             match parse_frame(frame.linktype, frame.ts_micros, frame.data) {
-                Ok(seg) if monitored(&opts.flow.monitored_ports, &seg) => table.segment(&seg),
+                Ok(seg) if monitored(&opts.flow.monitored_ports, &seg) => {
+                    table.segment(&seg);
+                    summary.verdicts += count_verdicts(table.handler_mut().take_requests());
+                }
                 Ok(_) => summary.not_monitored += 1,
                 Err(skip) => table.stats_mut().count_skip(skip),
             }
@@ -170,6 +194,7 @@ pub fn replay_files<W: Write>(
         summary.file_bytes += size.max(offset);
     }
     table.close_all();
+    summary.verdicts += count_verdicts(table.handler_mut().take_requests());
     summary.table = table.stats().clone();
     let mut handler = table.into_handler();
     let result = handler.finish_output();

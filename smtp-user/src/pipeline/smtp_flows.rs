@@ -1,14 +1,27 @@
-//! [`SmtpFlows`]: runs the SMTP dissector on every reassembled flow and
-//! writes what it reports (transactions, anomalies, optionally commands and
-//! replies, and one `flow` line per flow end) through an [`EveWriter`].
+//! [`SmtpFlows`]: runs the SMTP dissector and the policy on every
+//! reassembled flow, writes what they report (transactions, anomalies,
+//! alerts, optionally commands and replies, and one `flow` line per flow
+//! end) through an [`EveWriter`], and queues the [`Enforcement`] requests
+//! the live monitor carries out.
+//!
+//! The end-of-data gate, seen from here: on a flow content rules may apply
+//! to, the gate is armed when the flow opens; each time client bytes that
+//! could end a message were inspected (the message's `End`, or bytes ending
+//! in `.\r\n`) and no rule blocked the flow, the gate is released up to the
+//! client's next sequence number, so the kernel lets the retransmission of
+//! the held segment through. A message whose end reached the server without
+//! being held is reported as `gate_missed`.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::flow::{CloseReason, FlowHandler, FlowInfo, FlowStats};
 use crate::output::{EveWriter, FlowContext, FlowSummary};
-use crate::smtp::{Event, EventSink, Session};
+use crate::policy::{Action, Alert, PolicySession, RuleSet};
+use crate::smtp::{Anomaly, AnomalyKind, ContentPart, Event, EventSink, Session, State, Verb};
 use crate::Direction;
+
+use super::enforcement::{Enforcement, ModeSwitch};
 
 /// Totals over every flow the handler saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,142 +35,462 @@ pub struct PipelineCounters {
     pub gap_bytes: u64,
     /// Sessions whose dissector took the `error` transition.
     pub drop_requests: u64,
+    /// Rule matches written as alerts.
+    pub alerts: u64,
+    /// Sessions a rule asked to drop or reset.
+    pub blocked_flows: u64,
+    /// Messages whose end was released by the gate after inspection.
+    pub gate_releases: u64,
+    /// Messages whose end slipped past the gate (`gate_missed`).
+    pub gate_missed: u64,
+    /// Regex scans restarted after a byte the lazy DFA could not decide
+    /// (`\b` next to non-ASCII; a match across it may be missed).
+    pub regex_restarts: u64,
+    /// Messages whose regex scan stopped early (lazy DFA cache failure).
+    pub regex_failures: u64,
 }
 
-/// Per-flow state: the dissector and the flow's identity for output.
+/// How policy runs in the pipeline.
+#[derive(Debug, Clone)]
+pub struct PolicyOptions {
+    pub rules: Arc<RuleSet>,
+    /// Enforce or monitor, as it is right now.
+    pub mode: ModeSwitch,
+    /// Arm the end-of-data gate on flows content rules may apply to.
+    pub gate: bool,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        PolicyOptions {
+            rules: Arc::new(RuleSet::builtin()),
+            mode: ModeSwitch::default(),
+            gate: false,
+        }
+    }
+}
+
+/// What a flow looks like to `ctl flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowView {
+    pub state: State,
+    pub helo: Option<String>,
+    pub mail_from: Option<String>,
+    pub rcpt_to: Vec<String>,
+    pub transactions: u32,
+    /// The strongest blocking action taken on the flow, if any.
+    pub verdict: Option<Action>,
+    pub gated: bool,
+}
+
+/// Per-flow state: the dissector and the rest of the flow's state.
 pub struct FlowSession {
     smtp: Session,
-    ctx: FlowContext,
-    /// The drop request of this session was already reported.
-    drop_reported: bool,
+    st: FlowState,
 }
 
-/// The [`FlowHandler`] of the product: SMTP dissection + EVE output.
+/// Everything of a flow but its dissector (which it is fed alongside).
+struct FlowState {
+    policy: PolicySession,
+    ctx: FlowContext,
+    /// The drop request of this session was already counted.
+    drop_reported: bool,
+    /// The strongest blocking action requested so far.
+    verdict: Option<Action>,
+    /// The end-of-data gate is armed on this flow.
+    gated: bool,
+    /// Client bytes that may end a message were inspected since the last
+    /// release: release at the end of this segment unless blocked.
+    release_pending: bool,
+    /// End of the `BDAT … LAST` chunk the gate was told to hold, if any.
+    bdat_gate: Option<u32>,
+    /// The message in transfer uses BDAT (else DATA).
+    bdat_message: bool,
+    /// Envelope as seen, for `ctl flows`.
+    helo: Option<String>,
+    mail_from: Option<String>,
+    rcpt_to: Vec<String>,
+}
+
+impl FlowSession {
+    pub fn view(&self) -> FlowView {
+        FlowView {
+            state: self.smtp.state(),
+            helo: self.st.helo.clone(),
+            mail_from: self.st.mail_from.clone(),
+            rcpt_to: self.st.rcpt_to.clone(),
+            transactions: self.smtp.transactions_seen(),
+            verdict: self.st.verdict,
+            gated: self.st.gated,
+        }
+    }
+}
+
+/// Most recipients remembered per flow for `ctl flows`.
+const VIEW_MAX_RCPT: usize = 16;
+
+/// The [`FlowHandler`] of the product: SMTP dissection, policy, EVE output.
 pub struct SmtpFlows<W: Write> {
+    out: Out<W>,
+    policy: PolicyOptions,
+    /// Requests for the datapath since the last [`SmtpFlows::take_requests`].
+    requests: Vec<Enforcement>,
+}
+
+/// Where events go: EVE lines, counters, alerts to act on.
+struct Out<W: Write> {
     writer: EveWriter<W>,
     counters: PipelineCounters,
     /// First output error; later writes are skipped once output is broken.
     error: Option<io::Error>,
-    /// Flows (client, server) whose session asked to be dropped since the
-    /// last [`SmtpFlows::take_drop_requests`]; the live monitor turns them
-    /// into kernel verdicts when its policy says so.
-    drop_requests: Vec<(SocketAddr, SocketAddr)>,
+    /// Alerts of the input being handled (reused buffer).
+    alerts: Vec<Alert>,
 }
 
-/// Adapter from dissector events to EVE lines, stamped with the time and
-/// flow of the data that produced them.
+impl<W: Write> Out<W> {
+    fn result(&mut self, r: io::Result<()>) {
+        if let (Err(e), None) = (r, &self.error) {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// Adapter from dissector events to policy and EVE lines, stamped with the
+/// time of the data that produced them.
 struct Emit<'a, W: Write> {
-    writer: &'a mut EveWriter<W>,
-    counters: &'a mut PipelineCounters,
-    error: &'a mut Option<io::Error>,
-    ctx: &'a FlowContext,
+    out: &'a mut Out<W>,
+    st: &'a mut FlowState,
     ts_micros: u64,
+    /// A message ended (`MailContent` End) in this call.
+    message_ended: bool,
+}
+
+impl<'a, W: Write> Emit<'a, W> {
+    fn new(out: &'a mut Out<W>, st: &'a mut FlowState, ts_micros: u64) -> Self {
+        Emit {
+            out,
+            st,
+            ts_micros,
+            message_ended: false,
+        }
+    }
+
+    fn write(&mut self, event: &Event<'_>) {
+        if self.out.error.is_none() {
+            let r = self.out.writer.event(self.ts_micros, &self.st.ctx, event);
+            self.out.result(r);
+        }
+    }
+
+    fn track(&mut self, event: &Event<'_>) {
+        let st = &mut *self.st;
+        match event {
+            Event::Transaction(_) => self.out.counters.transactions += 1,
+            Event::Anomaly(_) => self.out.counters.anomalies += 1,
+            Event::MailContent(m) if m.part == ContentPart::End => self.message_ended = true,
+            Event::Command(c) => match c.verb {
+                Verb::Helo | Verb::Ehlo => {
+                    st.helo = Some(c.args.clone());
+                    st.mail_from = None;
+                    st.rcpt_to.clear();
+                }
+                Verb::Mail => {
+                    st.mail_from = Some(envelope_path(&c.args, "FROM:"));
+                    st.rcpt_to.clear();
+                }
+                Verb::Rcpt if st.rcpt_to.len() < VIEW_MAX_RCPT => {
+                    st.rcpt_to.push(envelope_path(&c.args, "TO:"));
+                }
+                Verb::Rset => {
+                    st.mail_from = None;
+                    st.rcpt_to.clear();
+                }
+                Verb::Data => st.bdat_message = false,
+                Verb::Bdat => st.bdat_message = true,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+/// The path of `MAIL FROM:<…> params` / `RCPT TO:<…> params`.
+fn envelope_path(args: &str, prefix: &str) -> String {
+    let rest = match args.get(..prefix.len()) {
+        Some(p) if p.eq_ignore_ascii_case(prefix) => args.get(prefix.len()..).unwrap_or(""),
+        _ => args,
+    };
+    let rest = rest.trim_start();
+    match rest.find('>') {
+        Some(end) if rest.starts_with('<') => rest.get(..=end).unwrap_or(rest).to_string(),
+        _ => rest.split(' ').next().unwrap_or("").to_string(),
+    }
 }
 
 impl<W: Write> EventSink for Emit<'_, W> {
     fn event(&mut self, event: Event<'_>) {
-        match &event {
-            Event::Transaction(_) => self.counters.transactions += 1,
-            Event::Anomaly(_) => self.counters.anomalies += 1,
-            _ => {}
-        }
-        if self.error.is_some() {
-            return;
-        }
-        if let Err(e) = self.writer.event(self.ts_micros, self.ctx, &event) {
-            *self.error = Some(e);
-        }
+        self.track(&event);
+        self.write(&event);
+        self.st.policy.event(&event, &mut self.out.alerts);
     }
 }
 
 impl<W: Write> SmtpFlows<W> {
+    /// A handler with the built-in policy (protocol errors alert and drop).
     pub fn new(writer: EveWriter<W>) -> Self {
+        SmtpFlows::with_policy(writer, PolicyOptions::default())
+    }
+
+    pub fn with_policy(writer: EveWriter<W>, policy: PolicyOptions) -> Self {
         SmtpFlows {
-            writer,
-            counters: PipelineCounters::default(),
-            error: None,
-            drop_requests: Vec::new(),
+            out: Out {
+                writer,
+                counters: PipelineCounters::default(),
+                error: None,
+                alerts: Vec::new(),
+            },
+            policy,
+            requests: Vec::new(),
         }
     }
 
     pub fn counters(&self) -> PipelineCounters {
-        self.counters
+        self.out.counters
     }
 
     pub fn writer(&self) -> &EveWriter<W> {
-        &self.writer
+        &self.out.writer
+    }
+
+    /// The rules new sessions are evaluated with.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.policy.rules
+    }
+
+    /// Replaces the rules for sessions opened from now on (sessions already
+    /// open keep the rules they started with).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.policy.rules = rules;
     }
 
     /// Flushes the output and returns the first write error, if any.
     pub fn finish_output(&mut self) -> io::Result<()> {
-        if let Some(e) = self.error.take() {
+        if let Some(e) = self.out.error.take() {
             return Err(e);
         }
-        self.writer.flush()
+        self.out.writer.flush()
     }
 
     pub fn into_writer(self) -> EveWriter<W> {
-        self.writer
+        self.out.writer
     }
 
-    /// Sessions that took the dissector's `error` transition since the last call.
-    pub fn take_drop_requests(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
-        std::mem::take(&mut self.drop_requests)
+    /// Requests for the datapath decided since the last call, in order.
+    pub fn take_requests(&mut self) -> Vec<Enforcement> {
+        std::mem::take(&mut self.requests)
     }
 
-    fn emit<'a>(&'a mut self, ctx: &'a FlowContext, ts_micros: u64) -> Emit<'a, W> {
-        Emit {
-            writer: &mut self.writer,
-            counters: &mut self.counters,
-            error: &mut self.error,
-            ctx,
-            ts_micros,
+    /// Feeds bytes (or a gap) of `dir` to the session, watches the gate and
+    /// acts on the alerts.
+    fn feed(&mut self, s: &mut FlowSession, dir: Direction, ts: u64, input: Input<'_>) {
+        let mut emit = Emit::new(&mut self.out, &mut s.st, ts);
+        match input {
+            Input::Bytes(b) => s.smtp.feed(dir, b, &mut emit),
+            Input::Gap(n) => s.smtp.gap(dir, n, &mut emit),
         }
+        let ended = emit.message_ended;
+        if dir == Direction::Up && s.st.gated {
+            self.watch_gate(s, ts, input, ended);
+        }
+        if s.smtp.drop_requested() && !s.st.drop_reported {
+            s.st.drop_reported = true;
+            self.out.counters.drop_requests += 1;
+        }
+        self.act_on_alerts(&mut s.st, ts);
     }
 
-    fn note_drop_request(&mut self, s: &mut FlowSession) {
-        if s.smtp.drop_requested() && !s.drop_reported {
-            s.drop_reported = true;
-            self.counters.drop_requests += 1;
-            self.drop_requests.push((s.ctx.client, s.ctx.server));
+    /// After client input on a gated flow: notes what to release, and
+    /// reports a message end that was not held.
+    fn watch_gate(&mut self, s: &mut FlowSession, ts: u64, input: Input<'_>, ended: bool) {
+        let bytes = match input {
+            Input::Bytes(b) => b,
+            Input::Gap(_) => &[],
+        };
+        if ended {
+            // What the kernel holds: a segment ending in CRLF.CRLF (or just
+            // ".CRLF"), or the one reaching the announced end of a BDAT LAST chunk.
+            let held = if s.st.bdat_message {
+                s.st.bdat_gate.is_some()
+            } else {
+                bytes.ends_with(b"\r\n.\r\n") || bytes == b".\r\n"
+            };
+            if !held && self.policy.mode.enforcing() {
+                self.out.counters.gate_missed += 1;
+                let detail = if s.st.bdat_message {
+                    "the BDAT LAST chunk reached the server before the gate knew where it ends"
+                } else {
+                    "the end of the message reached the server in a segment carrying more (pipelined)"
+                };
+                let anomaly = Event::Anomaly(Anomaly {
+                    kind: AnomalyKind::GateMissed,
+                    severity: AnomalyKind::GateMissed.default_severity(),
+                    detail: detail.into(),
+                    tx_id: s.smtp.transactions_seen().checked_sub(1),
+                    drop_requested: false,
+                });
+                Emit::new(&mut self.out, &mut s.st, ts).event(anomaly);
+            }
+            s.st.bdat_gate = None;
         }
+        s.st.release_pending |= ended || bytes.ends_with(b".\r\n");
     }
+
+    fn act_on_alerts(&mut self, st: &mut FlowState, ts: u64) {
+        if self.out.alerts.is_empty() {
+            return;
+        }
+        let enforcing = self.policy.mode.enforcing();
+        let alerts = std::mem::take(&mut self.out.alerts);
+        for alert in &alerts {
+            self.out.counters.alerts += 1;
+            let blocks = alert.action.blocks();
+            if self.out.error.is_none() {
+                let r = self
+                    .out
+                    .writer
+                    .alert(ts, &st.ctx, alert, blocks && enforcing);
+                self.out.result(r);
+            }
+            if let Some(duration) = alert.block_ip_for {
+                self.requests.push(Enforcement::BlockIp {
+                    ip: st.ctx.client.ip(),
+                    duration,
+                });
+            }
+            let stronger = match st.verdict {
+                None => blocks,
+                Some(v) => alert.action > v,
+            };
+            if stronger {
+                if st.verdict.is_none() {
+                    self.out.counters.blocked_flows += 1;
+                }
+                st.verdict = Some(alert.action);
+                self.requests.push(Enforcement::Block {
+                    flow_id: st.ctx.flow_id,
+                    client: st.ctx.client,
+                    server: st.ctx.server,
+                    action: alert.action,
+                    next_seq: [None, None],
+                    decided_at_micros: ts,
+                });
+            }
+        }
+        // Give the buffer (and its capacity) back.
+        self.out.alerts = alerts;
+        self.out.alerts.clear();
+    }
+}
+
+/// What [`SmtpFlows::feed`] gives the dissector.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Bytes(&'a [u8]),
+    Gap(u64),
 }
 
 impl<W: Write> FlowHandler for SmtpFlows<W> {
     type Session = FlowSession;
 
     fn open(&mut self, flow: &FlowInfo) -> FlowSession {
-        self.counters.flows += 1;
+        self.out.counters.flows += 1;
         // No SYN seen: the session started before the capture / the monitor.
         let smtp = if flow.midstream {
             Session::midstream()
         } else {
             Session::new()
         };
-        FlowSession {
-            smtp,
-            ctx: FlowContext {
-                flow_id: flow.flow_id,
+        let gated = self.policy.gate && self.policy.rules.content_rules_for(flow.client.ip());
+        if gated {
+            self.requests.push(Enforcement::ArmGate {
                 client: flow.client,
                 server: flow.server,
+            });
+        }
+        FlowSession {
+            smtp,
+            st: FlowState {
+                policy: self.policy.rules.session(flow.client, flow.server),
+                ctx: FlowContext {
+                    flow_id: flow.flow_id,
+                    client: flow.client,
+                    server: flow.server,
+                },
+                drop_reported: false,
+                verdict: None,
+                gated,
+                release_pending: false,
+                bdat_gate: None,
+                bdat_message: false,
+                helo: None,
+                mail_from: None,
+                rcpt_to: Vec::new(),
             },
-            drop_reported: false,
         }
     }
 
     fn data(&mut self, s: &mut FlowSession, _: &FlowInfo, dir: Direction, ts: u64, bytes: &[u8]) {
-        self.counters.bytes += bytes.len() as u64;
-        let ctx = s.ctx;
-        s.smtp.feed(dir, bytes, &mut self.emit(&ctx, ts));
-        self.note_drop_request(s);
+        self.out.counters.bytes += bytes.len() as u64;
+        self.feed(s, dir, ts, Input::Bytes(bytes));
     }
 
     fn gap(&mut self, s: &mut FlowSession, _: &FlowInfo, dir: Direction, ts: u64, len: u64) {
-        self.counters.gap_bytes += len;
-        let ctx = s.ctx;
-        s.smtp.gap(dir, len, &mut self.emit(&ctx, ts));
-        self.note_drop_request(s);
+        self.out.counters.gap_bytes += len;
+        self.feed(s, dir, ts, Input::Gap(len));
+    }
+
+    fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {
+        let st = &mut s.st;
+        // Blocks decided during this segment learn where each side is.
+        for r in self.requests.iter_mut().rev() {
+            if let Enforcement::Block {
+                flow_id,
+                next_seq: seqs,
+                ..
+            } = r
+            {
+                if *flow_id == st.ctx.flow_id && *seqs == [None, None] {
+                    *seqs = next_seq;
+                }
+            }
+        }
+        if !st.gated || st.verdict.is_some() {
+            return;
+        }
+        let Some(up_next) = next_seq[0] else {
+            return;
+        };
+        if st.release_pending {
+            st.release_pending = false;
+            self.out.counters.gate_releases += 1;
+            self.requests.push(Enforcement::ReleaseGate {
+                client: st.ctx.client,
+                server: st.ctx.server,
+                end_seq: up_next,
+            });
+        }
+        if st.bdat_gate.is_none() {
+            if let Some(rest) = s.smtp.bdat_last_remaining() {
+                // Sequence numbers wrap: only the low 32 bits matter.
+                let end_seq = up_next.wrapping_add(rest as u32);
+                st.bdat_gate = Some(end_seq);
+                self.requests.push(Enforcement::GateBdat {
+                    client: st.ctx.client,
+                    server: st.ctx.server,
+                    end_seq,
+                });
+            }
+        }
     }
 
     fn close(
@@ -167,9 +500,20 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         stats: &FlowStats,
         reason: CloseReason,
     ) {
-        let ctx = s.ctx;
-        s.smtp.finish(&mut self.emit(&ctx, flow.last_ts));
-        if self.error.is_some() {
+        let ts = flow.last_ts;
+        s.smtp.finish(&mut Emit::new(&mut self.out, &mut s.st, ts));
+        self.act_on_alerts(&mut s.st, ts);
+        let (restarts, failures) = s.st.policy.regex_counters();
+        self.out.counters.regex_restarts += restarts;
+        self.out.counters.regex_failures += failures;
+        let ctx = s.st.ctx;
+        if s.st.gated {
+            self.requests.push(Enforcement::DisarmGate {
+                client: ctx.client,
+                server: ctx.server,
+            });
+        }
+        if self.out.error.is_some() {
             return;
         }
         let summary = FlowSummary {
@@ -185,14 +529,27 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             tls: s.smtp.is_tls(),
             transactions: s.smtp.transactions_seen(),
         };
-        if let Err(e) = self.writer.flow(&ctx, &summary) {
-            self.error = Some(e);
-        }
+        let r = self.out.writer.flow(&ctx, &summary);
+        self.out.result(r);
     }
 
-    /// After STARTTLS or a fatal parse error the dissector only counts
-    /// bytes: stop reassembling them.
+    /// After STARTTLS, a fatal parse error or a blocking verdict the
+    /// dissector has nothing left to do: stop reassembling.
     fn wants_data(&mut self, s: &FlowSession, _dir: Direction) -> bool {
-        !s.smtp.is_tls() && !s.smtp.drop_requested()
+        !s.smtp.is_tls() && !s.smtp.drop_requested() && s.st.verdict.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope_path;
+
+    #[test]
+    fn envelope_paths() {
+        assert_eq!(envelope_path("FROM:<a@b> SIZE=10", "FROM:"), "<a@b>");
+        assert_eq!(envelope_path("from: <a@b>", "FROM:"), "<a@b>");
+        assert_eq!(envelope_path("TO:<c@d>", "TO:"), "<c@d>");
+        assert_eq!(envelope_path("TO:c@d x", "TO:"), "c@d");
+        assert_eq!(envelope_path("", "TO:"), "");
     }
 }

@@ -175,6 +175,7 @@ pub fn replay_paths(paths: &[PathBuf]) -> (ReplaySummary, Vec<Value>) {
             ..FlowConfig::default()
         },
         log_commands: false,
+        ..ReplayOptions::default()
     };
     let mut out = Vec::new();
     let (summary, res) = replay_files(paths, &opts, &mut out, |_| {});

@@ -1,0 +1,322 @@
+//! Policy in the pipeline: rule matches become EVE `alert` lines with the
+//! mode's action, blocking matches become enforcement requests aimed at the
+//! right flow and sequence numbers, and the end-of-data gate is armed,
+//! released and reported missed exactly when it should.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use smtp_user::capture::synth::{render, Conversation, RenderOptions};
+use smtp_user::capture::wire::linktype;
+use smtp_user::flow::{FlowConfig, FlowTable};
+use smtp_user::output::EveWriter;
+use smtp_user::pipeline::{Enforcement, Mode, ModeSwitch, PolicyOptions, SmtpFlows};
+use smtp_user::policy::{Action, RuleSet};
+use smtp_user::Direction::{Down, Up};
+
+const RULES: &str = r#"
+[[rule]]
+sid = 1001
+name = "forbidden-sender-domain"
+message = "MAIL FROM a forbidden domain"
+severity = "high"
+action = "drop"
+block_ip_for = "10m"
+[rule.when]
+mail_from_domain = ["forbidden.example"]
+
+[[rule]]
+sid = 1002
+name = "forbidden-keyword"
+message = "Forbidden keyword in the message"
+severity = "medium"
+action = "reset"
+[rule.when]
+body_keywords = ["FORBIDDEN-KEYWORD"]
+
+[[rule]]
+sid = 1003
+name = "many-recipients"
+message = "More than two recipients"
+severity = "low"
+action = "alert"
+[rule.when]
+rcpt_count_over = 2
+"#;
+
+fn rules() -> Arc<RuleSet> {
+    Arc::new(RuleSet::from_toml(RULES, Path::new("test-rules.toml")).expect("valid rules"))
+}
+
+/// A session sending one message with `from` and `body`, the client's
+/// commands of each step in one segment.
+fn conversation(from: &str, rcpts: &[&str], body: &str) -> Conversation {
+    let mut steps = vec![
+        (Down, b"220 mx.example ESMTP\r\n".to_vec()),
+        (Up, b"EHLO client.example\r\n".to_vec()),
+        (Down, b"250-mx.example\r\n250 PIPELINING\r\n".to_vec()),
+        (Up, format!("MAIL FROM:<{from}>\r\n").into_bytes()),
+        (Down, b"250 2.1.0 Ok\r\n".to_vec()),
+    ];
+    for r in rcpts {
+        steps.push((Up, format!("RCPT TO:<{r}>\r\n").into_bytes()));
+        steps.push((Down, b"250 2.1.5 Ok\r\n".to_vec()));
+    }
+    steps.extend([
+        (Up, b"DATA\r\n".to_vec()),
+        (Down, b"354 End data with <CR><LF>.<CR><LF>\r\n".to_vec()),
+        (
+            Up,
+            format!("Subject: test\r\n\r\n{body}\r\n.\r\n").into_bytes(),
+        ),
+        (Down, b"250 2.0.0 Ok: queued\r\n".to_vec()),
+        (Up, b"QUIT\r\n".to_vec()),
+        (Down, b"221 2.0.0 Bye\r\n".to_vec()),
+    ]);
+    Conversation::new(steps)
+}
+
+struct Run {
+    events: Vec<Value>,
+    requests: Vec<Enforcement>,
+}
+
+fn run(conv: &Conversation, mode: Mode, gate: bool) -> Run {
+    let policy = PolicyOptions {
+        rules: rules(),
+        mode: ModeSwitch::new(mode),
+        gate,
+    };
+    let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
+    let mut table = FlowTable::new(FlowConfig::default(), handler);
+    let mut requests = Vec::new();
+    for (ts, frame) in render(conv, &conv.packets(), RenderOptions::default()) {
+        table
+            .frame(linktype::ETHERNET, ts, &frame)
+            .expect("TCP frame");
+        requests.extend(table.handler_mut().take_requests());
+    }
+    table.close_all();
+    requests.extend(table.handler_mut().take_requests());
+    let out = table.into_handler().into_writer().into_inner();
+    let events = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    Run { events, requests }
+}
+
+fn alerts(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "alert")
+        .collect()
+}
+
+#[test]
+fn forbidden_sender_alerts_blocks_and_blocks_the_ip() {
+    let conv = conversation("eve@mail.forbidden.example", &["bob@example.net"], "hello");
+    let r = run(&conv, Mode::Enforce, false);
+    let a = alerts(&r.events);
+    assert_eq!(a.len(), 1, "{a:?}");
+    let alert = &a[0]["alert"];
+    assert_eq!(alert["action"], "blocked");
+    assert_eq!(alert["signature_id"], 1001);
+    assert_eq!(alert["rule"], "forbidden-sender-domain");
+    assert_eq!(alert["signature"], "MAIL FROM a forbidden domain");
+    assert_eq!(alert["severity"], 1);
+    assert_eq!(alert["enforcement"], "drop");
+    assert_eq!(a[0]["smtp"]["mail_from"], "<eve@mail.forbidden.example>");
+    assert_eq!(a[0]["smtp"]["helo"], "client.example");
+    assert_eq!(a[0]["src_ip"], "192.0.2.1");
+    assert_eq!(a[0]["tx_id"], 0);
+
+    let blocks: Vec<_> = r
+        .requests
+        .iter()
+        .filter_map(|q| match q {
+            Enforcement::Block {
+                action,
+                client,
+                server,
+                next_seq,
+                ..
+            } => Some((*action, *client, *server, *next_seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocks.len(), 1);
+    let (action, client, server, next_seq) = blocks[0];
+    assert_eq!(action, Action::Drop);
+    assert_eq!((client, server), (conv.client, conv.server));
+    // Right after the MAIL FROM segment: client ISN + 1 + the bytes of
+    // EHLO and MAIL; server ISN + 1 + greeting and EHLO reply.
+    let up = "EHLO client.example\r\nMAIL FROM:<eve@mail.forbidden.example>\r\n".len() as u32;
+    let down = "220 mx.example ESMTP\r\n250-mx.example\r\n250 PIPELINING\r\n".len() as u32;
+    assert_eq!(
+        next_seq,
+        [
+            Some(conv.client_isn + 1 + up),
+            Some(conv.server_isn + 1 + down)
+        ]
+    );
+    assert!(r.requests.iter().any(|q| matches!(q,
+        Enforcement::BlockIp { ip, duration } if *ip == conv.client.ip() && duration.as_secs() == 600)));
+}
+
+#[test]
+fn monitor_mode_says_allowed_but_still_records_the_verdict() {
+    let conv = conversation("eve@forbidden.example", &["bob@example.net"], "hello");
+    let r = run(&conv, Mode::Monitor, false);
+    let a = alerts(&r.events);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["alert"]["action"], "allowed");
+    assert!(r
+        .requests
+        .iter()
+        .any(|q| matches!(q, Enforcement::Block { .. })));
+}
+
+#[test]
+fn clean_mail_raises_nothing_and_alert_rules_never_block() {
+    let conv = conversation("alice@example.org", &["bob@example.net"], "hello");
+    let r = run(&conv, Mode::Enforce, false);
+    assert!(alerts(&r.events).is_empty());
+    assert!(r.requests.is_empty(), "{:?}", r.requests);
+
+    let conv = conversation(
+        "alice@example.org",
+        &["a@example.net", "b@example.net", "c@example.net"],
+        "hello",
+    );
+    let r = run(&conv, Mode::Enforce, false);
+    let a = alerts(&r.events);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["alert"]["rule"], "many-recipients");
+    assert_eq!(a[0]["alert"]["action"], "allowed");
+    assert_eq!(a[0]["smtp"]["rcpt_to"].as_array().map(Vec::len), Some(3));
+    assert!(r.requests.is_empty());
+}
+
+#[test]
+fn gate_is_armed_and_released_after_a_clean_message() {
+    let conv = conversation("alice@example.org", &["bob@example.net"], "hello");
+    let r = run(&conv, Mode::Enforce, true);
+    let c = conv.client;
+    let s = conv.server;
+    // The message's last segment ends at this client sequence number.
+    let up_to_end: usize = conv
+        .steps
+        .iter()
+        .filter(|(d, _)| *d == Up)
+        .take_while(|(_, b)| !b.starts_with(b"QUIT"))
+        .map(|(_, b)| b.len())
+        .sum();
+    let end = conv.client_isn + 1 + up_to_end as u32;
+    assert_eq!(
+        r.requests,
+        vec![
+            Enforcement::ArmGate {
+                client: c,
+                server: s
+            },
+            Enforcement::ReleaseGate {
+                client: c,
+                server: s,
+                end_seq: end
+            },
+            Enforcement::DisarmGate {
+                client: c,
+                server: s
+            },
+        ]
+    );
+    assert!(alerts(&r.events).is_empty());
+    assert!(!r
+        .events
+        .iter()
+        .any(|e| e["anomaly"]["event"] == "gate_missed"));
+}
+
+#[test]
+fn gate_stays_shut_when_the_content_is_blocked() {
+    let conv = conversation(
+        "alice@example.org",
+        &["bob@example.net"],
+        "please find the FORBIDDEN-KEYWORD attached",
+    );
+    let r = run(&conv, Mode::Enforce, true);
+    assert!(matches!(
+        r.requests.first(),
+        Some(Enforcement::ArmGate { .. })
+    ));
+    assert!(
+        !r.requests
+            .iter()
+            .any(|q| matches!(q, Enforcement::ReleaseGate { .. })),
+        "{:?}",
+        r.requests
+    );
+    assert!(r.requests.iter().any(|q| matches!(
+        q,
+        Enforcement::Block {
+            action: Action::Reset,
+            ..
+        }
+    )));
+    let a = alerts(&r.events);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["alert"]["rule"], "forbidden-keyword");
+    assert_eq!(a[0]["alert"]["action"], "blocked");
+}
+
+#[test]
+fn end_of_data_pipelined_with_quit_is_a_gate_miss() {
+    let mut conv = conversation("alice@example.org", &["bob@example.net"], "hello");
+    // The end of the message and QUIT leave in one segment: the kernel,
+    // which holds only segments ending in CRLF.CRLF, cannot hold it.
+    let data_idx = conv
+        .steps
+        .iter()
+        .position(|(d, b)| *d == Up && b.ends_with(b"\r\n.\r\n"))
+        .expect("message step");
+    conv.steps[data_idx].1.extend_from_slice(b"QUIT\r\n");
+    let quit_idx = conv
+        .steps
+        .iter()
+        .rposition(|(_, b)| b == b"QUIT\r\n")
+        .expect("QUIT step");
+    conv.steps.remove(quit_idx);
+    let r = run(&conv, Mode::Enforce, true);
+    let missed: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["anomaly"]["event"] == "gate_missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{:?}", r.events);
+    assert_eq!(missed[0]["anomaly"]["severity"], "medium");
+}
+
+#[test]
+fn replaced_rules_apply_to_new_sessions_only() {
+    let policy = PolicyOptions {
+        rules: Arc::new(RuleSet::builtin()),
+        mode: ModeSwitch::new(Mode::Enforce),
+        gate: false,
+    };
+    let mut handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
+    assert_eq!(handler.rules().digest(), "builtin");
+    handler.set_rules(rules());
+    let mut table = FlowTable::new(FlowConfig::default(), handler);
+    let conv = conversation("eve@forbidden.example", &["bob@example.net"], "x");
+    for (ts, frame) in render(&conv, &conv.packets(), RenderOptions::default()) {
+        table
+            .frame(linktype::ETHERNET, ts, &frame)
+            .expect("TCP frame");
+    }
+    table.close_all();
+    assert_eq!(table.handler().counters().alerts, 1);
+    assert_eq!(table.handler().counters().blocked_flows, 1);
+}

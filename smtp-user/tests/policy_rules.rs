@@ -1,0 +1,231 @@
+//! Rules file loading: every error kind is reported at the exact
+//! `PATH:LINE:COLUMN`, list files, digest, the shipped example.
+
+use std::path::{Path, PathBuf};
+
+use smtp_user::policy::{Action, RuleSet, RulesError};
+
+fn origin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules.toml")
+}
+
+fn err(text: &str) -> RulesError {
+    match RuleSet::from_toml(text, &origin()) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// (line, column, reason contains)
+fn at(text: &str, line: usize, column: usize, reason: &str) {
+    let e = err(text);
+    assert_eq!((e.line, e.column), (line, column), "{e}");
+    assert!(e.reason.contains(reason), "{e}");
+    assert_eq!(e.path, origin());
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{}:{line}:{column}: ", origin().display())));
+}
+
+const HEAD: &str = "[[rule]]\nsid = 5\nname = \"r\"\n[rule.when]\n";
+
+#[test]
+fn syntax_error() {
+    at("[[rule]]\nsid = = 3\n", 2, 7, "");
+}
+
+#[test]
+fn unknown_key() {
+    at(
+        &format!("{HEAD}mail_frm = [\"a@b\"]\n"),
+        5,
+        1,
+        "unknown field `mail_frm`",
+    );
+    at(
+        "[defaults]\nprotocol_eror = \"drop\"\n",
+        2,
+        1,
+        "unknown field `protocol_eror`",
+    );
+    at(
+        "[[rule]]\nsid = 5\nname = \"r\"\nverdict = \"drop\"\n[rule.when]\nhelo = [\"x\"]\n",
+        4,
+        1,
+        "unknown field `verdict`",
+    );
+}
+
+#[test]
+fn bad_type() {
+    at(
+        "[[rule]]\nsid = \"five\"\nname = \"r\"\n[rule.when]\nhelo = [\"x\"]\n",
+        2,
+        7,
+        "invalid type",
+    );
+    at(
+        &format!("{HEAD}size_over = \"big\"\n"),
+        5,
+        13,
+        "invalid type",
+    );
+}
+
+#[test]
+fn bad_cidr() {
+    at(
+        &format!("{HEAD}client_ip = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n"),
+        5,
+        28,
+        "prefix length",
+    );
+    at(
+        &format!("{HEAD}client_ip = [\"10.0.0/8\"]\n"),
+        5,
+        14,
+        "invalid IP address",
+    );
+}
+
+#[test]
+fn bad_regex() {
+    at(
+        &format!("{HEAD}body_regex = [\"ok\", \"a(b\"]\n"),
+        5,
+        21,
+        "invalid regex \"a(b\": unclosed group",
+    );
+    at(
+        &format!("{HEAD}header = [{{ name = \"From\", regex = \"[z-a]\" }}]\n"),
+        5,
+        36,
+        "invalid regex \"[z-a]\": invalid character class range, the start must be <= the end",
+    );
+}
+
+#[test]
+fn bad_duration_action_severity_anomaly() {
+    at("[[rule]]\nsid = 5\nname = \"r\"\nblock_ip_for = \"10 minutes\"\n[rule.when]\nhelo = [\"x\"]\n", 4, 16, "invalid duration");
+    at(
+        "[[rule]]\nsid = 5\nname = \"r\"\naction = \"block\"\n[rule.when]\nhelo = [\"x\"]\n",
+        4,
+        10,
+        "unknown action",
+    );
+    at(
+        "[[rule]]\nsid = 5\nname = \"r\"\nseverity = 4\n[rule.when]\nhelo = [\"x\"]\n",
+        4,
+        12,
+        "invalid severity",
+    );
+    at(
+        &format!("{HEAD}anomaly = [\"no_helo\", \"bogus_thing\"]\n"),
+        5,
+        23,
+        "unknown anomaly kind \"bogus_thing\"",
+    );
+    at(
+        "[defaults]\nprotocol_error = \"ignore\"\n",
+        2,
+        18,
+        "unknown action",
+    );
+}
+
+#[test]
+fn unreadable_list_file() {
+    at(
+        &format!("{HEAD}mail_from_domain_file = \"no/such/list.txt\"\n"),
+        5,
+        25,
+        "cannot read list file",
+    );
+}
+
+#[test]
+fn duplicate_and_reserved_sid() {
+    let two = "[[rule]]\nsid = 7\nname = \"a\"\n[rule.when]\nhelo = [\"x\"]\n\n[[rule]]\nsid = 7\nname = \"b\"\n[rule.when]\nhelo = [\"y\"]\n";
+    at(two, 8, 7, "duplicate sid 7");
+    at(
+        "[[rule]]\nsid = 1\nname = \"a\"\n[rule.when]\nhelo = [\"x\"]\n",
+        2,
+        7,
+        "reserved",
+    );
+}
+
+#[test]
+fn empty_conditions_and_header_shape() {
+    at(
+        "[[rule]]\nsid = 5\nname = \"r\"\n[rule.when]\n",
+        4,
+        1,
+        "no condition",
+    );
+    at(&format!("{HEAD}helo = []\n"), 5, 8, "empty list");
+    at(
+        &format!("{HEAD}header = [{{ name = \"Subject\" }}]\n"),
+        5,
+        11,
+        "exactly one of",
+    );
+}
+
+#[test]
+fn unreadable_rules_file() {
+    let p = Path::new("/nonexistent/rules.toml");
+    let e = RuleSet::from_file(p).expect_err("no such file");
+    assert_eq!((e.line, e.column), (1, 1));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/rules.toml:1:1: cannot read rules file"));
+}
+
+#[test]
+fn list_files_and_digest() {
+    let dir = std::env::temp_dir().join(format!("policy-rules-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("lists")).expect("temp dir");
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nsid = 9\nname = \"listed\"\naction = \"reset\"\n[rule.when]\nmail_from_domain = [\"inline.example\"]\nmail_from_domain_file = \"lists/d.txt\"\n",
+    )
+    .expect("write rules");
+    std::fs::write(
+        dir.join("lists/d.txt"),
+        "# comment\nlisted.example # why\n\n",
+    )
+    .expect("write list");
+    let a = RuleSet::from_file(&rules).expect("loads");
+    assert_eq!(a.len(), 2);
+    assert_eq!(a.source(), Some(rules.as_path()));
+    assert_eq!(a.digest().len(), 64);
+    assert!(!a.has_content_rules());
+    // The digest covers list files.
+    std::fs::write(dir.join("lists/d.txt"), "other.example\n").expect("write list");
+    let b = RuleSet::from_file(&rules).expect("loads");
+    assert_ne!(a.digest(), b.digest());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn builtin_and_defaults() {
+    let b = RuleSet::builtin();
+    assert_eq!((b.len(), b.digest(), b.source()), (1, "builtin", None));
+    assert_eq!(b.rules()[0].action, Action::Drop);
+    let r =
+        RuleSet::from_toml("[defaults]\nprotocol_error = \"reset\"\n", &origin()).expect("loads");
+    assert_eq!(r.rules()[0].action, Action::Reset);
+    assert_eq!(r.rules()[0].sid, 1);
+}
+
+#[test]
+fn shipped_example_loads() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules.toml");
+    let r = RuleSet::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.len(), 14);
+    assert!(r.has_content_rules());
+    let sids: Vec<u32> = r.rules().iter().map(|r| r.sid).collect();
+    assert!(sids.contains(&1001) && sids.contains(&1010));
+}
