@@ -212,7 +212,7 @@ impl Live {
             "--header",
             &format!("Subject: {subject}"),
             "--attach",
-            f.to_str().expect("utf-8 path"),
+            &format!("@{}", f.display()),
         ])
     }
 
