@@ -7,11 +7,14 @@
 //! * [`MonitorThread`]: the library `Monitor` attached to the server veth,
 //!   collecting records on its own thread.
 //! * [`mail`]: real SMTP software (smtp-sink, swaks, smtp-source).
+//! * [`sink`]: smtp-sink storing each delivered message as a file.
+//! * [`fake_server`]: a socat-driven server with a chosen greeting.
 //! * [`streams`]: rebuilds each direction's byte stream from records.
 //!
 //! Tests call [`require_root`] first and print "skipped: needs root" when
 //! not root. Every wait is bounded in time.
 
+pub mod fake_server;
 pub mod frames;
 pub mod mail;
 pub mod monitor;
@@ -19,6 +22,7 @@ pub mod netns;
 pub mod process;
 pub mod reassemble;
 pub mod router;
+pub mod sink;
 pub mod traffic;
 
 pub use monitor::{MonitorThread, OwnedRecord};

@@ -67,11 +67,113 @@ impl SmtpSink {
     }
 }
 
+impl SmtpSink {
+    /// Process id of smtp-sink (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for SmtpSink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How a client run ended.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status; `None` when it was killed at the timeout.
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    /// From spawn to exit (or to the kill).
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Exited by itself with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Exit code, `None` when killed.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+}
+
+/// Runs `tool_name args` in `ns`, capturing both outputs (read on threads,
+/// so a chatty client never blocks); killed after `timeout` (then
+/// `status` is `None`). Never panics on the tool's behaviour.
+pub fn run_timed(ns: &str, tool_name: &str, args: &[&str], timeout: Duration) -> Run {
+    use std::io::Read;
+    let bin = tool(tool_name).unwrap_or_else(|| PathBuf::from(tool_name));
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let end = start + timeout;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    Run {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed,
+    }
+}
+
+/// `swaks --server SERVER ARGS --timeout T` in `ns`: swaks gives up after
+/// `swaks_timeout` per step, the process is killed 10 s after that.
+pub fn swaks(ns: &str, server: &str, args: &[&str], swaks_timeout: Duration) -> Run {
+    let t = format!("{}s", swaks_timeout.as_secs().max(1));
+    let mut all = vec!["--server", server, "--timeout", &t];
+    all.extend_from_slice(args);
+    run_timed(
+        ns,
+        "swaks",
+        &all,
+        swaks_timeout * 3 + Duration::from_secs(10),
+    )
 }
 
 /// Runs a client tool in `ns` to completion, killed after `timeout`.

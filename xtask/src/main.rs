@@ -9,7 +9,11 @@
 //! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
 //! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
 //!   latency tables (README).
+//! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
+//!   `examples/rules.toml` in two namespaces: what gets delivered, what
+//!   gets blocked and why.
 
+mod demo;
 mod prereqs;
 mod sh;
 
@@ -58,6 +62,14 @@ enum Cmd {
     BenchEnforcement {
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Send a clean, a forbidden-sender and a forbidden-keyword mail through
+    /// the monitor (examples/rules.toml, --gate) to smtp-sink and show what
+    /// happened to each; namespaces only, everything removed afterwards.
+    Demo {
+        /// Use the existing release binary (the re-run under sudo).
+        #[arg(long, hide = true)]
+        no_build: bool,
     },
 }
 
@@ -162,6 +174,20 @@ fn run(cli: Cli) -> Result<()> {
                     .to_string_lossy()
                     .into_owned()],
             )
+        }
+        Cmd::Demo { no_build } => {
+            let bin = if no_build {
+                root.join("target/release/smtp-user")
+            } else {
+                prereqs::ensure()?;
+                build_release(&root)?
+            };
+            if sh::is_root() {
+                demo::run(&root, &bin)
+            } else {
+                let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+                sh::privileged(&root, &[exe, "demo".into(), "--no-build".into()])
+            }
         }
         Cmd::BenchLive { args } => {
             prereqs::ensure()?;
