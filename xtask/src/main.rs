@@ -125,8 +125,9 @@ fn run(cli: Cli) -> Result<()> {
                     corpus.display()
                 );
             }
-            // The lifecycle tests run the smtp-user binary: build it first.
-            sh::cargo(&root, &["build", "--workspace", "--bins"])?;
+            // The end-to-end tests run the release smtp-user binary (the
+            // one `run` uses): build it first, as the invoking user.
+            build_release(&root)?;
             // --no-fail-fast: one failing test binary must not hide the others.
             let mut cmd: Vec<String> = ["cargo", "test", "--workspace", "--no-fail-fast"]
                 .iter()
