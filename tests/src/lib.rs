@@ -23,6 +23,7 @@ pub mod process;
 pub mod reassemble;
 pub mod router;
 pub mod sink;
+pub mod smtp_client;
 pub mod traffic;
 
 pub use monitor::{MonitorThread, OwnedRecord};
@@ -60,7 +61,14 @@ pub fn smtp_user_bin() -> std::path::PathBuf {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../smtp-user/Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--release", "--bin", "smtp-user", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--bin",
+                "smtp-user",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .arg("--target-dir")
             .arg(target_dir)
