@@ -3,7 +3,11 @@
 //! Data flows one way through the modules, as in the datapath:
 //! `capture` (kernel ring buffer records, pcap/pcapng files) → `flow`
 //! (flow table, TCP reassembly) → `smtp` (grammar, state machine, events)
-//! → `output` (EVE-style JSON lines). No module reaches back upstream.
+//! → `policy` (rules → alerts) → `output` (EVE-style JSON lines).
+//! `pipeline` wires these stages and says what the datapath should do
+//! (`pipeline::Enforcement`); `daemon` carries that out on the kernel maps
+//! of `datapath`, with `enforce` for connection resets; `control` is the
+//! running daemon's socket for `ctl`. No module reaches back upstream.
 
 pub mod capture;
 pub mod control;

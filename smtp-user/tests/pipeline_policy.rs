@@ -320,3 +320,98 @@ fn replaced_rules_apply_to_new_sessions_only() {
     assert_eq!(table.handler().counters().alerts, 1);
     assert_eq!(table.handler().counters().blocked_flows, 1);
 }
+
+/// A session sending one message with BDAT: the command and its chunk in
+/// separate client segments unless `together`.
+fn bdat_conversation(body: &[u8], together: bool) -> Conversation {
+    let mut steps = vec![
+        (Down, b"220 mx.example ESMTP\r\n".to_vec()),
+        (Up, b"EHLO client.example\r\n".to_vec()),
+        (Down, b"250-mx.example\r\n250 CHUNKING\r\n".to_vec()),
+        (Up, b"MAIL FROM:<alice@example.org>\r\n".to_vec()),
+        (Down, b"250 2.1.0 Ok\r\n".to_vec()),
+        (Up, b"RCPT TO:<bob@example.net>\r\n".to_vec()),
+        (Down, b"250 2.1.5 Ok\r\n".to_vec()),
+    ];
+    let cmd = format!("BDAT {} LAST\r\n", body.len()).into_bytes();
+    if together {
+        let mut seg = cmd;
+        seg.extend_from_slice(body);
+        steps.push((Up, seg));
+    } else {
+        steps.push((Up, cmd));
+        steps.push((Up, body.to_vec()));
+    }
+    steps.extend([
+        (Down, b"250 2.0.0 Ok: queued\r\n".to_vec()),
+        (Up, b"QUIT\r\n".to_vec()),
+        (Down, b"221 2.0.0 Bye\r\n".to_vec()),
+    ]);
+    Conversation::new(steps)
+}
+
+#[test]
+fn bdat_last_chunk_end_is_announced_to_the_gate_then_released() {
+    let body = b"Subject: chunked\r\n\r\nclean content\r\n";
+    let conv = bdat_conversation(body, false);
+    let r = run(&conv, Mode::Enforce, true);
+    let (c, s) = (conv.client, conv.server);
+    let before_body: usize = conv
+        .steps
+        .iter()
+        .filter(|(d, _)| *d == Up)
+        .take_while(|(_, b)| b.as_slice() != body.as_slice())
+        .map(|(_, b)| b.len())
+        .sum();
+    let end = conv.client_isn + 1 + (before_body + body.len()) as u32;
+    assert_eq!(
+        r.requests,
+        vec![
+            Enforcement::ArmGate {
+                client: c,
+                server: s
+            },
+            Enforcement::GateBdat {
+                client: c,
+                server: s,
+                end_seq: end
+            },
+            Enforcement::ReleaseGate {
+                client: c,
+                server: s,
+                end_seq: end
+            },
+            Enforcement::DisarmGate {
+                client: c,
+                server: s
+            },
+        ]
+    );
+    assert!(!r
+        .events
+        .iter()
+        .any(|e| e["anomaly"]["event"] == "gate_missed"));
+}
+
+#[test]
+fn bdat_last_chunk_in_the_command_segment_is_a_gate_miss() {
+    let body = b"Subject: chunked\r\n\r\nclean content\r\n";
+    let conv = bdat_conversation(body, true);
+    let r = run(&conv, Mode::Enforce, true);
+    let missed: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["anomaly"]["event"] == "gate_missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{:?}", r.events);
+    assert!(!r
+        .requests
+        .iter()
+        .any(|q| matches!(q, Enforcement::GateBdat { .. })));
+    // Monitor mode: the kernel holds nothing, so nothing is missed.
+    let r = run(&conv, Mode::Monitor, true);
+    assert!(!r
+        .events
+        .iter()
+        .any(|e| e["anomaly"]["event"] == "gate_missed"));
+}

@@ -19,8 +19,6 @@
 //! connection limit is 256).
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -30,7 +28,9 @@ use smtp_e2e::{
     in_netns,
     mail::{require_tools, SmtpSink},
     process::{run_to_end, wait_path, Daemon},
-    require_root, NetPair,
+    require_root,
+    smtp_client::SmtpClient,
+    NetPair,
 };
 use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
@@ -62,36 +62,9 @@ fn sessions() -> usize {
         .clamp(10, 250)
 }
 
-/// One SMTP reply (up to the `CODE SP` line); `None` on timeout/EOF.
-fn reply(r: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut all = String::new();
-    for _ in 0..64 {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Some(all);
-        }
-    }
-    None
-}
-
-fn connect() -> Option<(TcpStream, BufReader<TcpStream>)> {
-    let s =
-        TcpStream::connect_timeout(&"198.18.0.2:25".parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.set_nodelay(true).ok()?;
-    let mut r = BufReader::new(s.try_clone().ok()?);
-    reply(&mut r)?;
-    Some((s, r))
-}
-
-fn cmd(s: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str) -> Option<String> {
-    s.write_all(line.as_bytes()).ok()?;
-    reply(r)
+fn connect() -> Option<SmtpClient> {
+    let addr = "198.18.0.2:25".parse().ok()?;
+    SmtpClient::connect(addr, Duration::from_secs(3)).map(|(c, _)| c)
 }
 
 /// The daemon with `RULES`, plus the path of its control socket.
@@ -166,16 +139,16 @@ fn verdict_latency(pair: &NetPair, dir: &Path, n: usize) {
     let sent = in_netns(&pair.client_ns, move || {
         let mut ok = 0usize;
         for i in 0..n {
-            let Some((mut s, mut r)) = connect() else {
+            let Some(mut c) = connect() else {
                 continue;
             };
-            if cmd(&mut s, &mut r, "EHLO bench.example\r\n").is_none() {
+            if c.cmd("EHLO bench.example\r\n").is_none() {
                 continue;
             }
-            let _ = s.write_all(format!("MAIL FROM:<u{i}@forbidden.example>\r\n").as_bytes());
+            c.send(format!("MAIL FROM:<u{i}@forbidden.example>\r\n").as_bytes());
             // The next packet of the flow, for the kernel to drop.
             std::thread::sleep(Duration::from_millis(2));
-            let _ = s.write_all(b"NOOP\r\n");
+            c.send(b"NOOP\r\n");
             ok += 1;
         }
         ok
@@ -203,10 +176,10 @@ fn gate_latency(pair: &NetPair, dir: &Path, n: usize, gate: bool) -> Vec<f64> {
     let (d, sock) = daemon(pair, dir, gate);
     let times = in_netns(&pair.client_ns, move || {
         let mut times = Vec::with_capacity(n);
-        let Some((mut s, mut r)) = connect() else {
+        let Some(mut c) = connect() else {
             return times;
         };
-        if cmd(&mut s, &mut r, "EHLO bench.example\r\n").is_none() {
+        if c.cmd("EHLO bench.example\r\n").is_none() {
             return times;
         }
         for i in 0..n {
@@ -215,20 +188,20 @@ fn gate_latency(pair: &NetPair, dir: &Path, n: usize, gate: bool) -> Vec<f64> {
                 "RCPT TO:<bob@example.net>\r\n",
                 "DATA\r\n",
             ];
-            if steps.iter().any(|l| cmd(&mut s, &mut r, l).is_none()) {
+            if steps.iter().any(|l| c.cmd(l).is_none()) {
                 break;
             }
             let body = format!("Subject: clean {i}\r\n\r\nnothing to see here\r\n");
-            if s.write_all(body.as_bytes()).is_err() {
+            if !c.send(body.as_bytes()) {
                 break;
             }
             let t0 = Instant::now();
-            match cmd(&mut s, &mut r, ".\r\n") {
+            match c.cmd(".\r\n") {
                 Some(rep) if rep.starts_with("250") => times.push(t0.elapsed().as_secs_f64()),
                 _ => break,
             }
         }
-        let _ = cmd(&mut s, &mut r, "QUIT\r\n");
+        let _ = c.cmd("QUIT\r\n");
         times
     })
     .join()

@@ -4,51 +4,24 @@
 //! session on the same server keeps working; with `protocol_error = "alert"`
 //! in the rules file the same session only alerts.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 use smtp_e2e::{
     in_netns,
     mail::{require_tools, SmtpSink},
     process::{wait_path, Daemon},
-    require_root, NetPair,
+    require_root,
+    smtp_client::SmtpClient,
+    NetPair,
 };
 use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
-/// Reads one complete SMTP reply (up to the `CODE SP` line); `None` on timeout/EOF.
-fn reply(r: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut all = String::new();
-    for _ in 0..64 {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Some(all);
-        }
-    }
-    None
-}
-
-fn session(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
-    let s = TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(5))
-        .expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let r = BufReader::new(s.try_clone().expect("clone"));
-    (s, r)
-}
-
-fn cmd(s: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str) -> Option<String> {
-    s.write_all(line.as_bytes()).ok()?;
-    reply(r)
+fn session(addr: &str) -> SmtpClient {
+    let (c, greeting) = SmtpClient::connect(addr.parse().expect("addr"), Duration::from_secs(2))
+        .expect("connect and greeting");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    c
 }
 
 /// Runs the scenario; returns (did the bad session still get a reply after
@@ -75,21 +48,18 @@ fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
         Duration::from_secs(20)
     ));
     let (bad_alive, good_alive) = in_netns(&pair.client_ns, || {
-        let (mut good, mut good_r) = session("198.18.0.2:25");
-        assert!(reply(&mut good_r).is_some_and(|g| g.starts_with("220")));
-        assert!(cmd(&mut good, &mut good_r, "EHLO good.example\r\n").is_some());
+        let mut good = session("198.18.0.2:25");
+        assert!(good.cmd("EHLO good.example\r\n").is_some());
 
-        let (mut bad, mut bad_r) = session("198.18.0.2:25");
-        assert!(reply(&mut bad_r).is_some_and(|g| g.starts_with("220")));
-        assert!(cmd(&mut bad, &mut bad_r, "EHLO bad.example\r\n").is_some());
-        assert!(cmd(&mut bad, &mut bad_r, "MAIL FROM:<a@example.org>\r\n").is_some());
-        assert!(cmd(&mut bad, &mut bad_r, "RCPT TO:<b@example.net>\r\n").is_some());
+        let mut bad = session("198.18.0.2:25");
+        assert!(bad.cmd("EHLO bad.example\r\n").is_some());
+        assert!(bad.cmd("MAIL FROM:<a@example.org>\r\n").is_some());
+        assert!(bad.cmd("RCPT TO:<b@example.net>\r\n").is_some());
         // Fatal for the dissector: BDAT needs an octet count.
-        let _ = bad.write_all(b"BDAT SCRAMBLE\r\n");
-        let _ = reply(&mut bad_r);
+        let _ = bad.cmd("BDAT SCRAMBLE\r\n");
         std::thread::sleep(Duration::from_millis(500));
-        let bad_alive = cmd(&mut bad, &mut bad_r, "NOOP\r\n").is_some();
-        let good_alive = cmd(&mut good, &mut good_r, "NOOP\r\n").is_some();
+        let bad_alive = bad.cmd("NOOP\r\n").is_some();
+        let good_alive = good.cmd("NOOP\r\n").is_some();
         (bad_alive, good_alive)
     })
     .join()

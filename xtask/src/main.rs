@@ -7,11 +7,11 @@
 //! * `cargo xtask test [-- ARGS]`: build, then `cargo test --workspace`
 //!   (unit, corpus and real-kernel tests) with the privileges they need.
 //! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
+//! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
+//!   latency tables (README).
 //! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
 //!   `examples/rules.toml` in two namespaces: what gets delivered, what
 //!   gets blocked and why.
-//! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
-//!   latency tables (README).
 
 mod demo;
 mod prereqs;
@@ -57,6 +57,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Verdict latency and end-of-data gate latency through the daemon
+    /// (arguments after `--`: `--sessions N`).
+    BenchEnforcement {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Send a clean, a forbidden-sender and a forbidden-keyword mail through
     /// the monitor (examples/rules.toml, --gate) to smtp-sink and show what
     /// happened to each; namespaces only, everything removed afterwards.
@@ -64,12 +70,6 @@ enum Cmd {
         /// Use the existing release binary (the re-run under sudo).
         #[arg(long, hide = true)]
         no_build: bool,
-    },
-    /// Verdict latency and end-of-data gate latency through the daemon
-    /// (arguments after `--`: `--sessions N`).
-    BenchEnforcement {
-        #[arg(last = true)]
-        args: Vec<String>,
     },
 }
 
@@ -125,8 +125,9 @@ fn run(cli: Cli) -> Result<()> {
                     corpus.display()
                 );
             }
-            // The lifecycle tests run the smtp-user binary: build it first.
-            sh::cargo(&root, &["build", "--workspace", "--bins"])?;
+            // The end-to-end tests run the release smtp-user binary (the
+            // one `run` uses): build it first, as the invoking user.
+            build_release(&root)?;
             // --no-fail-fast: one failing test binary must not hide the others.
             let mut cmd: Vec<String> = ["cargo", "test", "--workspace", "--no-fail-fast"]
                 .iter()

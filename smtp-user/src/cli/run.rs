@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{fs::File, io::BufWriter};
 
@@ -15,7 +15,7 @@ use smtp_user::control::{
     default_socket_path, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
 };
 use smtp_user::daemon::Enforcer;
-use smtp_user::datapath::{IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
+use smtp_user::datapath::{Control, IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
 use smtp_user::flow::FlowConfig;
 use smtp_user::output::timestamp::rfc3339_micros;
 use smtp_user::pipeline::{
@@ -51,8 +51,9 @@ pub struct RunArgs {
     /// at run time.
     #[arg(long, value_enum, default_value_t = Mode::Enforce)]
     pub mode: Mode,
-    /// End-of-data gate: on flows content rules apply to, the kernel holds
-    /// the client segment that ends a message until its content was
+    /// End-of-data gate: on flows a drop/reset rule may apply to (by its
+    /// client_ip condition), the kernel holds the client
+    /// segment that ends a message until everything before it was
     /// inspected; a blocked message never reaches the server complete.
     #[arg(long)]
     pub gate: bool,
@@ -90,7 +91,8 @@ fn now_micros() -> u64 {
 struct Daemon {
     mon: Monitor,
     pipeline: LivePipeline,
-    enforcer: Enforcer,
+    /// Shared with the pipeline worker, which applies the requests.
+    enforcer: Arc<Mutex<Enforcer>>,
     mode: ModeSwitch,
     rules: Arc<RuleSet>,
     rules_path: Option<PathBuf>,
@@ -107,8 +109,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let rules = Arc::new(load_rules(args.rules.as_deref())?);
-    if args.gate && !rules.has_content_rules() {
-        tracing::warn!("--gate has no effect: no rule looks at message content");
+    if args.gate && !rules.has_gate_rules() {
+        tracing::warn!("--gate has no effect: the rules have no drop/reset rule");
     }
     let out: Box<dyn Write + Send> = match &args.output {
         Some(p) => Box::new(
@@ -132,16 +134,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         mode: mode.clone(),
         gate: args.gate,
     };
-    let pipeline = LivePipeline::start(flow, args.log_commands, policy, BufWriter::new(out))
-        .context("cannot start the pipeline thread")?;
     let mon = Monitor::start(MonitorOptions {
         iface: args.iface,
         ports: args.ports.clone(),
         ringbuf_size: args.ringbuf_size,
         ingress: args.ingress,
         enforce: args.mode == Mode::Enforce,
-        pin_root: args.pin_root,
+        pin_root: args.pin_root.clone(),
     })?;
+    // The worker thread writes verdicts itself, through its own handles on
+    // the pinned maps: no hop back to this task on the way to the kernel.
+    let mut control = Control::open_pinned(&args.pin_root, mon.iface())
+        .context("cannot open the pinned maps for enforcement")?;
+    let enforcer = Arc::new(Mutex::new(Enforcer::default()));
+    let (worker_enforcer, worker_mode) = (enforcer.clone(), mode.clone());
+    let enforce = move |request| {
+        if let Ok(mut e) = worker_enforcer.lock() {
+            e.apply(&mut control, request, &worker_mode, now_micros());
+        }
+    };
+    let pipeline = LivePipeline::start(
+        flow,
+        args.log_commands,
+        policy,
+        BufWriter::new(out),
+        enforce,
+    )
+    .context("cannot start the pipeline thread")?;
     let socket_path = args
         .control_socket
         .unwrap_or_else(|| default_socket_path(mon.iface()));
@@ -159,7 +178,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut d = Daemon {
         mon,
         pipeline,
-        enforcer: Enforcer::default(),
+        enforcer,
         mode,
         rules,
         rules_path: args.rules,
@@ -195,9 +214,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if !d.pipeline.tick(now_micros()).await {
                     break;
                 }
-            }
-            Some(request) = d.pipeline.next_request() => {
-                d.enforcer.apply(d.mon.control(), request, &d.mode, now_micros());
             }
             Some((request, responder)) = server.next() => {
                 let response = d.answer(request).await;
@@ -289,6 +305,7 @@ impl Daemon {
                 })
             }
             Request::Stats => {
+                let enforcer = lock(&self.enforcer);
                 let user = self.mon.user_stats();
                 let pipeline = self.pipeline.counters().await;
                 Response::Stats(serde_json::json!({
@@ -307,11 +324,11 @@ impl Daemon {
                         "regex_restarts": p.regex_restarts,
                         "regex_failures": p.regex_failures,
                     })),
-                    "enforcement": self.enforcer.counters,
+                    "enforcement": enforcer.counters,
                     "verdict_latency_us": {
-                        "samples": self.enforcer.latency.count,
-                        "median": self.enforcer.latency.median(),
-                        "p99": self.enforcer.latency.p99(),
+                        "samples": enforcer.latency.count,
+                        "median": enforcer.latency.median(),
+                        "p99": enforcer.latency.p99(),
                     },
                 }))
             }
@@ -398,7 +415,17 @@ fn report_line(r: &LiveReport) {
     );
 }
 
-fn summary_line(mon: &Monitor, enforcer: &Enforcer) {
+/// The enforcer's state (a poisoned lock only means the worker panicked
+/// while applying a request: its counters are still worth reading).
+fn lock(e: &Mutex<Enforcer>) -> Enforcer {
+    match e.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn summary_line(mon: &Monitor, enforcer: &Mutex<Enforcer>) {
+    let enforcer = lock(enforcer);
     let u = mon.user_stats();
     let e = &enforcer.counters;
     match mon.stats() {

@@ -37,7 +37,7 @@ pub struct EnforcerCounters {
 }
 
 /// Applies requests; keeps counters and latency samples.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Enforcer {
     pub counters: EnforcerCounters,
     /// Capture of the deciding segment → verdict in the map, µs.

@@ -7,9 +7,11 @@
 //! over a bounded channel; when the worker falls behind, the reader waits on
 //! the channel, the ring buffer fills and the kernel counts the records it
 //! could not queue (`ringbuf_lost`), which reassembly then reports as gaps:
-//! back-pressure is visible, never silent. The worker sends back the
+//! back-pressure is visible, never silent. The worker hands the
 //! [`Enforcement`] requests of the policy (verdicts, IP blocks, gate
-//! openings) so the reader can carry them out on the kernel maps.
+//! openings) to the enforcement callback right after the segment that
+//! decided them, on its own thread: a verdict reaches the kernel without
+//! waiting for the rest of the batch or for the reader.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -133,20 +135,24 @@ pub struct LiveReport {
 /// The reader's handle on the worker thread.
 pub struct LivePipeline {
     tx: mpsc::Sender<Msg>,
-    requests: mpsc::UnboundedReceiver<Enforcement>,
     worker: JoinHandle<LiveReport>,
 }
 
 impl LivePipeline {
-    /// Starts the worker writing EVE lines to `out`.
-    pub fn start<W: Write + Send + 'static>(
+    /// Starts the worker writing EVE lines to `out` and carrying out the
+    /// policy's requests with `enforce` (called on the worker thread).
+    pub fn start<W, E>(
         flow: FlowConfig,
         log_commands: bool,
         policy: PolicyOptions,
         out: W,
-    ) -> std::io::Result<LivePipeline> {
+        mut enforce: E,
+    ) -> std::io::Result<LivePipeline>
+    where
+        W: Write + Send + 'static,
+        E: FnMut(Enforcement) + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_BATCHES);
-        let (req_tx, requests) = mpsc::unbounded_channel();
         let worker = std::thread::Builder::new()
             .name("smtp-pipeline".into())
             .spawn(move || {
@@ -154,7 +160,12 @@ impl LivePipeline {
                 let mut table = FlowTable::new(flow, handler);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
-                        Msg::Batch(b) => b.for_each(|s| table.segment(s)),
+                        Msg::Batch(b) => b.for_each(|s| {
+                            table.segment(s);
+                            for r in table.handler_mut().take_requests() {
+                                enforce(r);
+                            }
+                        }),
                         Msg::Tick(now) => {
                             table.expire(now);
                             if let Err(e) = table.handler_mut().finish_output() {
@@ -180,11 +191,13 @@ impl LivePipeline {
                         }
                     }
                     for r in table.handler_mut().take_requests() {
-                        // The reader may be gone at shutdown: nothing left to enforce.
-                        let _ = req_tx.send(r);
+                        enforce(r);
                     }
                 }
                 table.close_all();
+                for r in table.handler_mut().take_requests() {
+                    enforce(r);
+                }
                 let stats = table.stats().clone();
                 let mut handler = table.into_handler();
                 let output_error = handler.finish_output().err().map(|e| e.to_string());
@@ -195,11 +208,7 @@ impl LivePipeline {
                     output_error,
                 }
             })?;
-        Ok(LivePipeline {
-            tx,
-            requests,
-            worker,
-        })
+        Ok(LivePipeline { tx, worker })
     }
 
     /// Queues a batch; waits while the worker is behind.
@@ -210,11 +219,6 @@ impl LivePipeline {
     /// Periodic housekeeping with the wall clock: idle timeout, output flush.
     pub async fn tick(&self, now_micros: u64) -> bool {
         self.tx.send(Msg::Tick(now_micros)).await.is_ok()
-    }
-
-    /// Waits for the next request of the policy to the datapath. Cancel-safe.
-    pub async fn next_request(&mut self) -> Option<Enforcement> {
-        self.requests.recv().await
     }
 
     /// Rules for sessions opened from now on.

@@ -4,8 +4,8 @@
 //! end) through an [`EveWriter`], and queues the [`Enforcement`] requests
 //! the live monitor carries out.
 //!
-//! The end-of-data gate, seen from here: on a flow content rules may apply
-//! to, the gate is armed when the flow opens; each time client bytes that
+//! The end-of-data gate, seen from here: on a flow a drop/reset rule may
+//! apply to, the gate is armed when the flow opens; each time client bytes that
 //! could end a message were inspected (the message's `End`, or bytes ending
 //! in `.\r\n`) and no rule blocked the flow, the gate is released up to the
 //! client's next sequence number, so the kernel lets the retransmission of
@@ -56,7 +56,7 @@ pub struct PolicyOptions {
     pub rules: Arc<RuleSet>,
     /// Enforce or monitor, as it is right now.
     pub mode: ModeSwitch,
-    /// Arm the end-of-data gate on flows content rules may apply to.
+    /// Arm the end-of-data gate on flows a drop/reset rule may apply to.
     pub gate: bool,
 }
 
@@ -410,7 +410,7 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         } else {
             Session::new()
         };
-        let gated = self.policy.gate && self.policy.rules.content_rules_for(flow.client.ip());
+        let gated = self.policy.gate && self.policy.rules.gate_rules_for(flow.client.ip());
         if gated {
             self.requests.push(Enforcement::ArmGate {
                 client: flow.client,

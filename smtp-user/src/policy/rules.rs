@@ -151,6 +151,14 @@ impl Rule {
         }
     }
 
+    /// A drop/reset rule of the file (not the protocol-error rule): holding
+    /// the end of each message lets its verdict land before the server
+    /// accepts the mail, whatever condition decides it (envelope, content,
+    /// an anomaly inside the message).
+    pub fn gates(&self) -> bool {
+        self.action.blocks() && self.sid != PROTOCOL_ERROR_SID
+    }
+
     /// The rule's client_ip condition admits `ip` (or it has none).
     pub fn admits(&self, ip: IpAddr) -> bool {
         self.conds.iter().all(|c| match c {
@@ -239,6 +247,19 @@ impl RuleSet {
     /// A content rule may apply to this client (its client_ip condition admits it).
     pub fn content_rules_for(&self, client: IpAddr) -> bool {
         self.rules.iter().any(|r| r.content && r.admits(client))
+    }
+
+    /// Some rule could stop a mail before it is accepted: a drop/reset
+    /// rule of the file (the protocol-error rule aside). What the
+    /// end-of-data gate is for.
+    pub fn has_gate_rules(&self) -> bool {
+        self.rules.iter().any(Rule::gates)
+    }
+
+    /// A rule [`RuleSet::has_gate_rules`] counts may apply to this client:
+    /// the gate is armed on its flows.
+    pub fn gate_rules_for(&self, client: IpAddr) -> bool {
+        self.rules.iter().any(|r| r.gates() && r.admits(client))
     }
 
     /// sha256 (hex) of the rules file and its list files; "builtin" for [`RuleSet::builtin`].
