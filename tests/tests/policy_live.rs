@@ -8,8 +8,6 @@
 //! Issue 5, tests 1–8.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -23,6 +21,7 @@ use smtp_e2e::{
     process::{run_to_end, wait_path, Daemon},
     require_root,
     sink::MailSink,
+    smtp_client::SmtpClient,
     NetPair,
 };
 use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
@@ -446,47 +445,30 @@ fn wait_gate_armed(iface: &str, local: std::net::SocketAddr) {
 /// reaction to the flow: a client faster than that is not held, and the
 /// monitor reports `gate_missed`).
 fn timed_session(body: &[u8], gated_iface: Option<&str>) -> Duration {
-    let addr = format!("{SERVER}:25").parse().expect("addr");
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.set_nodelay(true).expect("nodelay");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let reply = |r: &mut BufReader<TcpStream>| -> String {
-        let mut all = String::new();
-        for _ in 0..32 {
-            let mut line = String::new();
-            assert!(r.read_line(&mut line).expect("reply") > 0, "closed");
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        all
-    };
-    assert!(reply(&mut r).starts_with("220"));
-    for c in [
+    let (mut c, greeting) =
+        SmtpClient::connect(server_addr(), Duration::from_secs(5)).expect("connect");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    for line in [
         "EHLO client.example.org\r\n",
         "MAIL FROM:<alice@example.org>\r\n",
         "RCPT TO:<bob@example.net>\r\n",
         "DATA\r\n",
     ] {
-        w.write_all(c.as_bytes()).expect("send");
-        let rep = reply(&mut r);
-        assert!(rep.starts_with('2') || rep.starts_with('3'), "{c}: {rep}");
+        let rep = c.cmd(line).unwrap_or_default();
+        assert!(
+            rep.starts_with('2') || rep.starts_with('3'),
+            "{line}: {rep}"
+        );
     }
     if let Some(iface) = gated_iface {
-        wait_gate_armed(iface, w.local_addr().expect("local addr"));
+        wait_gate_armed(iface, c.stream.local_addr().expect("local addr"));
     }
-    w.write_all(body).expect("body");
+    assert!(c.send(body), "body");
     let t0 = Instant::now();
-    w.write_all(b".\r\n").expect("end of data");
-    let rep = reply(&mut r);
+    let rep = c.cmd(".\r\n").unwrap_or_default();
     let dt = t0.elapsed();
     assert!(rep.starts_with("250"), "end of data: {rep}");
-    w.write_all(b"QUIT\r\n").expect("quit");
-    let _ = reply(&mut r);
+    let _ = c.cmd("QUIT\r\n");
     dt
 }
 
@@ -576,57 +558,23 @@ fn monitor_mode_delivers_and_alerts_say_allowed() {
 
 // ---------------------------------------------------------------- test 5
 
-/// One scripted session: connect, greeting, EHLO, MAIL FROM `from`.
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+fn server_addr() -> std::net::SocketAddr {
+    format!("{SERVER}:25").parse().expect("addr")
 }
 
-impl Session {
-    fn open(from: &str) -> Session {
-        let addr = format!("{SERVER}:25").parse().expect("addr");
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let w = s.try_clone().expect("clone");
-        let mut sess = Session {
-            w,
-            r: BufReader::new(s),
-        };
-        assert!(sess.reply().is_some_and(|g| g.starts_with("220")));
-        assert!(sess.cmd("EHLO c.example.org").is_some());
-        let _ = sess
-            .w
-            .write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes());
-        let _ = sess.reply();
-        sess
-    }
+/// A scripted session up to its MAIL FROM `from` (reply not awaited: it
+/// may already be dropped); reads time out after 2 s.
+fn open_session(from: &str) -> SmtpClient {
+    let (mut c, greeting) =
+        SmtpClient::connect(server_addr(), Duration::from_secs(2)).expect("connect");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(c.cmd("EHLO c.example.org\r\n").is_some());
+    let _ = c.cmd(&format!("MAIL FROM:<{from}>\r\n"));
+    c
+}
 
-    /// One complete reply; `None` on timeout (2 s) or close.
-    fn reply(&mut self) -> Option<String> {
-        let mut all = String::new();
-        for _ in 0..32 {
-            let mut line = String::new();
-            match self.r.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Some(all);
-            }
-        }
-        None
-    }
-
-    fn cmd(&mut self, c: &str) -> Option<String> {
-        self.w.write_all(format!("{c}\r\n").as_bytes()).ok()?;
-        self.reply()
-    }
-
-    fn set_timeout(&self, t: Duration) {
-        self.w.set_read_timeout(Some(t)).expect("timeout");
-    }
+fn set_timeout(c: &SmtpClient, t: Duration) {
+    c.stream.set_read_timeout(Some(t)).expect("timeout");
 }
 
 #[test]
@@ -639,9 +587,9 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     // The flow is dropped after its MAIL FROM; the client's next command
     // goes unanswered...
     let sess = in_netns(&ns, || {
-        let mut s = Session::open("someone@forbidden.example");
+        let mut s = open_session("someone@forbidden.example");
         std::thread::sleep(Duration::from_millis(300));
-        let r = s.cmd("RCPT TO:<bob@example.net>");
+        let r = s.cmd("RCPT TO:<bob@example.net>\r\n");
         (s, r)
     });
     let (mut s, r) = sess.join().expect("client");
@@ -664,7 +612,7 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     // the reply arrives.
     let (ok, _, err) = live.ctl(&["enforce", "off"]);
     assert!(ok, "{err}");
-    s.set_timeout(Duration::from_secs(5));
+    set_timeout(&s, Duration::from_secs(5));
     let late = s.reply();
     assert!(
         late.as_deref().is_some_and(|l| l.starts_with("250")),
@@ -672,8 +620,8 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     );
     let (ok, _, err) = live.ctl(&["enforce", "on"]);
     assert!(ok, "{err}");
-    s.set_timeout(Duration::from_secs(2));
-    assert_eq!(s.cmd("NOOP"), None, "enforce on again: dropped again");
+    set_timeout(&s, Duration::from_secs(2));
+    assert_eq!(s.cmd("NOOP\r\n"), None, "enforce on again: dropped again");
 }
 
 #[test]
@@ -798,22 +746,11 @@ fn malformed_greeting(tag: &str, rules: Option<&str>) -> (Option<String>, Vec<Va
         Duration::from_secs(20)
     ));
     let reply = in_netns(&pair.client_ns, || {
-        let addr = format!("{SERVER}:25").parse().expect("addr");
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let mut w = s.try_clone().expect("clone");
-        let mut r = BufReader::new(s);
-        let mut greeting = String::new();
-        r.read_line(&mut greeting).expect("greeting");
+        let (mut c, greeting) =
+            SmtpClient::connect(server_addr(), Duration::from_secs(2)).expect("connect");
         assert_eq!(greeting, "WELCOME TO NOT-SMTP\r\n");
         std::thread::sleep(Duration::from_millis(300));
-        w.write_all(b"EHLO client.example.org\r\n").expect("send");
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(n) if n > 0 => Some(line),
-            _ => None,
-        }
+        c.cmd("EHLO client.example.org\r\n")
     })
     .join()
     .expect("client");
@@ -896,9 +833,9 @@ fn status(live: &Live) -> Value {
 fn dropped_after_mail_from(live: &Live, from: &str) -> bool {
     let from = from.to_string();
     in_netns(&live.pair.client_ns, move || {
-        let mut s = Session::open(&from);
+        let mut s = open_session(&from);
         std::thread::sleep(Duration::from_millis(300));
-        s.cmd("RCPT TO:<bob@example.net>").is_none()
+        s.cmd("RCPT TO:<bob@example.net>\r\n").is_none()
     })
     .join()
     .expect("client")
