@@ -625,6 +625,60 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
 }
 
 #[test]
+fn ctl_block_and_unblock_a_flow_by_id() {
+    if !ready("ctl_block_and_unblock_a_flow_by_id") {
+        return;
+    }
+    let live = Live::start("bfl", Some(RULES), &[]);
+    let ns = live.pair.client_ns.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ctx, crx) = std::sync::mpsc::channel::<Option<String>>();
+    // A clean session, paced by the test: MAIL FROM, then (after the
+    // block) RCPT, then (after the unblock) the late reply.
+    let client = in_netns(&ns, move || {
+        let mut s = open_session("alice@example.org");
+        let _ = ctx.send(None);
+        rx.recv_timeout(Duration::from_secs(30)).expect("go");
+        let blocked = s.cmd("RCPT TO:<bob@example.net>\r\n");
+        let _ = ctx.send(blocked);
+        rx.recv_timeout(Duration::from_secs(30)).expect("go");
+        set_timeout(&s, Duration::from_secs(5));
+        let _ = ctx.send(s.reply());
+    });
+    assert_eq!(crx.recv_timeout(Duration::from_secs(10)), Ok(None));
+    let (ok, out, err) = live.ctl(&["--json", "flows"]);
+    assert!(ok, "flows: {err}");
+    let rows: Value = serde_json::from_str(out.trim()).expect("flows JSON");
+    let row = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|f| f["mail_from"].as_str().is_some_and(|m| m.contains("alice")))
+        })
+        .unwrap_or_else(|| panic!("the session in ctl flows: {rows:#}"))
+        .clone();
+    assert_eq!(row["verdict"], "pass", "{row}");
+    let id = row["flow_id"].as_u64().expect("flow_id").to_string();
+    let (ok, out, err) = live.ctl(&["block", &id]);
+    assert!(ok, "block {id}: {out} {err}");
+    tx.send(()).expect("go");
+    let blocked = crx.recv_timeout(Duration::from_secs(10)).expect("client");
+    assert_eq!(blocked, None, "a blocked flow is not answered");
+    let (ok, out, _) = live.ctl(&["--json", "flows"]);
+    assert!(ok);
+    assert!(out.contains("\"verdict\":\"drop\""), "{out}");
+    let (ok, out, err) = live.ctl(&["unblock", &id]);
+    assert!(ok, "unblock {id}: {out} {err}");
+    tx.send(()).expect("go");
+    let late = crx.recv_timeout(Duration::from_secs(10)).expect("client");
+    assert!(
+        late.as_deref().is_some_and(|r| r.starts_with("250")),
+        "the retransmitted RCPT is answered after unblock: {late:?}"
+    );
+    client.join().expect("client");
+}
+
+#[test]
 fn ctl_block_and_unblock_an_ip() {
     if !ready("ctl_block_and_unblock_an_ip") {
         return;
