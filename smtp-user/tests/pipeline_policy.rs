@@ -450,8 +450,8 @@ fn end_of_data_split_over_segments_is_held_while_it_ends_in_dot_crlf() {
             .iter()
             .any(|q| matches!(q, Enforcement::ReleaseGate { .. })));
     }
-    // "….\r" + "\n", "…." + "\r\n": the last segment does not end in
-    // ".\r\n", the kernel cannot know: reported.
+    // "….\r" + "\n", "…." + "\r\n", "…\r\n." + "\r\n": the dot line is
+    // split, the kernel cannot know: reported.
     for tail in [1, 2] {
         let r = run(&split_end(tail), Mode::Enforce, true);
         assert_eq!(
