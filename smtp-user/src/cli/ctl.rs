@@ -256,7 +256,7 @@ fn blocked(t: &Daemon, json: bool) -> anyhow::Result<()> {
     let flows: Vec<String> = control
         .drop_verdicts()?
         .iter()
-        .map(|k| flow_key_text(k))
+        .map(flow_key_text)
         .collect();
     if json {
         let ips: Vec<serde_json::Value> = ips
