@@ -253,11 +253,7 @@ fn blocked(t: &Daemon, json: bool) -> anyhow::Result<()> {
     let (iface, control) = t.control()?;
     let mut ips = control.blocked_ips()?;
     ips.sort_by_key(|(ip, _)| *ip);
-    let flows: Vec<String> = control
-        .drop_verdicts()?
-        .iter()
-        .map(flow_key_text)
-        .collect();
+    let flows: Vec<String> = control.drop_verdicts()?.iter().map(flow_key_text).collect();
     if json {
         let ips: Vec<serde_json::Value> = ips
             .iter()
