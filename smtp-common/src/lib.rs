@@ -156,8 +156,9 @@ pub const GATE_BDAT: u32 = 2;
 /// The end-of-data gate of one flow (value of the gate map).
 ///
 /// While enforcement is on and a flow has an entry, a client→server segment
-/// with payload "ends a message" when its payload ends with `\r\n.\r\n`,
-/// is exactly `.\r\n`, or (with [`GATE_BDAT`]) it carries the byte before
+/// with payload "ends a message" when its payload ends with `\n.\r\n` or
+/// is exactly `.\r\n` (however `\r\n.\r\n` was split, as long as the dot
+/// line was not), or (with [`GATE_BDAT`]) it carries the byte before
 /// `bdat_end` (`seq < bdat_end <= seq + len`). Such a segment is copied to
 /// userspace with [`REC_HELD`] and dropped, unless [`GATE_RELEASED`] is set
 /// and the message end (`bdat_end` for a BDAT end, else `seq + len`) is at

@@ -276,10 +276,15 @@ fn gate<P: Packet>(p: &P, key: &FlowKey, seq: u32, payload_off: u32, len: u32) -
         msg_end = g.bdat_end;
     }
     if !ends {
-        let mut tail = [0u8; 5];
-        if len >= 5 {
-            ends = p.load(payload_off + len - 5, tail.as_mut_ptr() as *mut c_void, 5) == 0
-                && tail == *b"\r\n.\r\n";
+        // A segment ending in "\n.\r\n", or exactly ".\r\n": the end of data
+        // however CRLF.CRLF was split over segments, as long as the dot line
+        // itself was not ("…\r" + "\n.\r\n" too). Inside a message nothing
+        // else ends so (a lone dot line is the end), so long messages are
+        // never held midway.
+        let mut tail = [0u8; 4];
+        if len >= 4 {
+            ends = p.load(payload_off + len - 4, tail.as_mut_ptr() as *mut c_void, 4) == 0
+                && tail == *b"\n.\r\n";
         } else if len == 3 {
             ends = p.load(payload_off, tail.as_mut_ptr() as *mut c_void, 3) == 0
                 && tail[0] == b'.'

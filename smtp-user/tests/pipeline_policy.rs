@@ -415,3 +415,52 @@ fn bdat_last_chunk_in_the_command_segment_is_a_gate_miss() {
         .iter()
         .any(|e| e["anomaly"]["event"] == "gate_missed"));
 }
+
+/// `conversation` with its message step cut in two client segments, the
+/// second being the last `tail_len` bytes of the message.
+fn split_end(tail_len: usize) -> Conversation {
+    let mut conv = conversation("alice@example.org", &["bob@example.net"], "hello");
+    let idx = conv
+        .steps
+        .iter()
+        .position(|(d, b)| *d == Up && b.ends_with(b"\r\n.\r\n"))
+        .expect("message step");
+    let msg = conv.steps[idx].1.clone();
+    let cut = msg.len() - tail_len;
+    conv.steps[idx].1 = msg[..cut].to_vec();
+    conv.steps.insert(idx + 1, (Up, msg[cut..].to_vec()));
+    conv
+}
+
+#[test]
+fn end_of_data_split_over_segments_is_held_while_it_ends_in_dot_crlf() {
+    // "…\r" + "\n.\r\n", "…\r\n" + ".\r\n": the last segment ends in ".\r\n",
+    // which the kernel holds.
+    for tail in [4, 3, 5] {
+        let r = run(&split_end(tail), Mode::Enforce, true);
+        assert!(
+            !r.events
+                .iter()
+                .any(|e| e["anomaly"]["event"] == "gate_missed"),
+            "tail {tail}: {:?}",
+            r.events
+        );
+        assert!(r
+            .requests
+            .iter()
+            .any(|q| matches!(q, Enforcement::ReleaseGate { .. })));
+    }
+    // "….\r" + "\n", "…." + "\r\n", "…\r\n." + "\r\n": the dot line is
+    // split, the kernel cannot know: reported.
+    for tail in [1, 2] {
+        let r = run(&split_end(tail), Mode::Enforce, true);
+        assert_eq!(
+            r.events
+                .iter()
+                .filter(|e| e["anomaly"]["event"] == "gate_missed")
+                .count(),
+            1,
+            "tail {tail}"
+        );
+    }
+}

@@ -59,6 +59,48 @@ fn ctl_enforce_verdicts_and_stats() {
     assert!(ok, "{err}");
     assert_eq!(control.verdict(&kernel_flow_key(c, s)), Verdict::Pass);
 
+    // `blocked` lists the blocklist (time left) and the drop verdicts.
+    let (ok, _, err) = ctl(&pair, &["block", "198.18.0.9", "--for", "10m"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(&pair, &["block", "2001:2::9"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(&pair, &["drop", "198.18.0.1:40000", "198.18.0.2:25"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = ctl(&pair, &["blocked"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("blocked_ips=2 drop_verdicts=1"), "{out}");
+    assert!(
+        out.contains("ip 198.18.0.9  expires in 9m")
+            || out.contains("ip 198.18.0.9  expires in 10m"),
+        "{out}"
+    );
+    assert!(out.contains("ip 2001:2::9  no expiry"), "{out}");
+    assert!(
+        out.contains("flow 198.18.0.2:25 <-> 198.18.0.1:40000"),
+        "{out}"
+    );
+    let (ok, out, err) = ctl(&pair, &["--json", "blocked"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["ips"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["flows"][0], "198.18.0.2:25 <-> 198.18.0.1:40000", "{v}");
+    for args in [
+        &["unblock", "198.18.0.9"][..],
+        &["unblock", "2001:2::9"],
+        &["pass", "198.18.0.1:40000", "198.18.0.2:25"],
+    ] {
+        let (ok, _, err) = ctl(&pair, args);
+        assert!(ok, "{err}");
+    }
+    let (_, out, _) = ctl(&pair, &["blocked"]);
+    assert!(
+        out.starts_with(&format!(
+            "iface={} blocked_ips=0 drop_verdicts=0",
+            pair.server_if
+        )),
+        "{out}"
+    );
+
     let (ok, _, err) = ctl(&pair, &["drop", "198.18.0.1:1", "[2001:2::2]:25"]);
     assert!(!ok);
     assert!(err.contains("same address family"), "{err}");

@@ -66,6 +66,9 @@ pub enum CtlAction {
         /// A flow_id or an IP address.
         target: Target,
     },
+    /// Blocked client addresses (with the time left) and flows with a drop
+    /// verdict, from the pinned maps.
+    Blocked,
     /// Enforcement of drop verdicts: `on`, or `off` (monitor mode).
     Enforce {
         #[arg(value_parser = ["on", "off"])]
@@ -221,6 +224,7 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlAction::Stats => stats(&t, json)?,
         CtlAction::Block { target, for_ } => block(&t, target, for_, true)?,
         CtlAction::Unblock { target } => block(&t, target, None, false)?,
+        CtlAction::Blocked => blocked(&t, json)?,
         CtlAction::Enforce { mode } => {
             let (iface, mut control) = t.control()?;
             control.set_enforce(mode == "on")?;
@@ -241,6 +245,60 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The IP blocklist and the drop verdicts, straight from the pinned maps
+/// (works when the daemon is stuck).
+fn blocked(t: &Daemon, json: bool) -> anyhow::Result<()> {
+    let (iface, control) = t.control()?;
+    let mut ips = control.blocked_ips()?;
+    ips.sort_by_key(|(ip, _)| *ip);
+    let flows: Vec<String> = control.drop_verdicts()?.iter().map(flow_key_text).collect();
+    if json {
+        let ips: Vec<serde_json::Value> = ips
+            .iter()
+            .map(|(ip, left)| {
+                serde_json::json!({ "ip": ip.to_string(), "expires_in_secs": left.map(|d| d.as_secs()) })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "iface": iface, "ips": ips, "flows": flows })
+        );
+        return Ok(());
+    }
+    println!(
+        "iface={iface} blocked_ips={} drop_verdicts={}",
+        ips.len(),
+        flows.len()
+    );
+    for (ip, left) in &ips {
+        match left {
+            Some(d) => println!("ip {ip}  expires in {}", format_secs(d.as_secs())),
+            None => println!("ip {ip}  no expiry"),
+        }
+    }
+    for f in &flows {
+        println!("flow {f}");
+    }
+    Ok(())
+}
+
+/// `lo_ip:port <-> hi_ip:port` of a kernel flow key.
+fn flow_key_text(k: &smtp_common::FlowKey) -> String {
+    let addr = |a: &[u8; 16], port: u16| -> SocketAddr {
+        if k.family == smtp_common::FAMILY_V4 {
+            let v4 = std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+            SocketAddr::new(IpAddr::V4(v4), port)
+        } else {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::from(*a)), port)
+        }
+    };
+    format!(
+        "{} <-> {}",
+        addr(&k.lo_addr, k.lo_port),
+        addr(&k.hi_addr, k.hi_port)
+    )
 }
 
 /// Kernel counters from the pins, userspace counters from the daemon when

@@ -27,7 +27,7 @@
 //! | `CONFIG` | array[1] | 0 → [`Config`] | monitored ports; `enforce != 0` turns on everything below (off = monitor mode: nothing is dropped). |
 //! | `VERDICTS` | LRU hash (65536) | [`FlowKey`] → `u32` [`Verdict`] | `Drop`: every packet of the flow is dropped in all hooks, except payload-less RSTs (so resets reach both ends). |
 //! | `BLOCKLIST` | LRU hash (65536) | [`smtp_common::IpKey`] → `u64` expiry | packets of monitored flows whose client (sender of client→server packets) is listed are dropped (payload-less RSTs excepted); expiry in CLOCK_MONOTONIC ns (`bpf_ktime_get_ns`), 0 = never; the kernel deletes an expired entry when it meets it. |
-//! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\r\n.\r\n` at its end, exactly `.\r\n`, or carrying the last byte before `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to the message end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. |
+//! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\n.\r\n` at its end, exactly `.\r\n`, or carrying the last byte before `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to the message end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. |
 //! | `STATS` | per-CPU array[1] | 0 → [`smtp_common::Stats`] | counters ([`smtp_common::Stat`]), see [`KernelStats`]. |
 //!
 //! Order of the checks on a monitored packet while enforcing: blocklist,

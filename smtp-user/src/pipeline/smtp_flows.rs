@@ -317,12 +317,12 @@ impl<W: Write> SmtpFlows<W> {
             Input::Gap(_) => &[],
         };
         if ended {
-            // What the kernel holds: a segment ending in CRLF.CRLF (or just
-            // ".CRLF"), or the one reaching the announced end of a BDAT LAST chunk.
+            // What the kernel holds: a segment ending in "LF.CRLF" or exactly
+            // ".CRLF", or the one reaching the announced end of a BDAT LAST chunk.
             let held = if s.st.bdat_message {
                 s.st.bdat_gate.is_some()
             } else {
-                bytes.ends_with(b"\r\n.\r\n") || bytes == b".\r\n"
+                bytes.ends_with(b"\n.\r\n") || bytes == b".\r\n"
             };
             if !held && self.policy.mode.enforcing() {
                 self.out.counters.gate_missed += 1;

@@ -43,6 +43,44 @@ pub struct KeywordSpec {
     pub owner: Owner,
 }
 
+/// The bytes an automaton's start state loops on: while nothing is in
+/// progress, those bytes cannot begin a match and are skipped without
+/// stepping the automaton (with `memchr` when at most three bytes leave the
+/// start state, else with a table), which is exact and much cheaper than a
+/// transition per byte.
+#[derive(Debug, Clone)]
+pub struct StartSkip {
+    /// `stays[b]`: the start state goes to itself on `b`.
+    stays: [bool; 256],
+    /// The bytes leaving the start state, when there are at most three.
+    leave: Option<Vec<u8>>,
+}
+
+impl StartSkip {
+    fn new(stays: [bool; 256]) -> StartSkip {
+        let leave: Vec<u8> = (0..=255u8).filter(|&b| !stays[usize::from(b)]).collect();
+        StartSkip {
+            stays,
+            leave: (leave.len() <= 3).then_some(leave),
+        }
+    }
+
+    /// Index of the first byte of `data[from..]` that leaves the start
+    /// state (`data.len()` when none does).
+    #[inline]
+    fn next(&self, data: &[u8], from: usize) -> usize {
+        let rest = data.get(from..).unwrap_or(&[]);
+        let off = match self.leave.as_deref() {
+            Some([]) => None,
+            Some([a]) => memchr::memchr(*a, rest),
+            Some([a, b]) => memchr::memchr2(*a, *b, rest),
+            Some([a, b, c]) => memchr::memchr3(*a, *b, *c, rest),
+            _ => rest.iter().position(|&b| !self.stays[usize::from(b)]),
+        };
+        off.map_or(data.len(), |o| from + o)
+    }
+}
+
 /// All keywords of the rule set in one Aho-Corasick DFA. When some
 /// keywords are case-insensitive the automaton is built case-insensitive
 /// and hits of case-sensitive keywords are confirmed against the exact
@@ -63,6 +101,8 @@ pub struct Keywords {
     verify_any: bool,
     /// Longest keyword, in bytes.
     longest: usize,
+    /// Bytes the start state loops on.
+    skip: StartSkip,
 }
 
 /// Keyword scan state of one message.
@@ -88,7 +128,12 @@ impl Keywords {
         let start = dfa
             .start_state(AcAnchored::No)
             .map_err(|e| format!("keyword automaton: {e}"))?;
+        let mut stays = [false; 256];
+        for (b, stay) in stays.iter_mut().enumerate() {
+            *stay = dfa.next_state(AcAnchored::No, start, b as u8) == start;
+        }
         Ok(Keywords {
+            skip: StartSkip::new(stays),
             dfa,
             start,
             owners,
@@ -122,7 +167,14 @@ impl Keywords {
     pub fn scan(&self, st: &mut KeywordState, data: &[u8], mut hit: impl FnMut(usize)) {
         let dfa = &self.dfa;
         let mut sid = st.sid.unwrap_or(self.start);
-        for (i, &b) in data.iter().enumerate() {
+        let mut i = 0;
+        while i < data.len() {
+            if sid == self.start {
+                i = self.skip.next(data, i);
+            }
+            let Some(&b) = data.get(i) else {
+                break;
+            };
             sid = dfa.next_state(AcAnchored::No, sid, b);
             if dfa.is_special(sid) && dfa.is_match(sid) {
                 for m in 0..dfa.match_len(sid) {
@@ -134,6 +186,7 @@ impl Keywords {
                     }
                 }
             }
+            i += 1;
         }
         st.sid = Some(sid);
         if self.verify_any {
@@ -155,6 +208,8 @@ impl Keywords {
 #[derive(Debug)]
 pub struct Regexes {
     dfa: DFA,
+    /// Bytes the start state loops on (`None`: could not be computed).
+    skip: Option<StartSkip>,
     /// Indexed by pattern id.
     pub owners: Vec<Owner>,
     /// Indexed by pattern id: the regex as written.
@@ -203,14 +258,37 @@ impl Regexes {
         let dfa = builder()
             .build_many(&texts)
             .map_err(|e| format!("regex automaton: {e}"))?;
-        Ok(Regexes { dfa, owners, texts })
+        let skip = start_skip(&dfa);
+        Ok(Regexes {
+            dfa,
+            skip,
+            owners,
+            texts,
+        })
     }
 
     fn start(&self, cache: &mut Cache) -> Option<LazyStateID> {
-        self.dfa
-            .start_state(cache, &start::Config::new().anchored(Anchored::No))
-            .ok()
+        start_state(&self.dfa, cache)
     }
+}
+
+fn start_state(dfa: &DFA, cache: &mut Cache) -> Option<LazyStateID> {
+    dfa.start_state(cache, &start::Config::new().anchored(Anchored::No))
+        .ok()
+}
+
+/// The start state's self-loop bytes, computed once with a cache of its own
+/// (which bytes loop is a property of the automaton, not of a cache).
+fn start_skip(dfa: &DFA) -> Option<StartSkip> {
+    let mut cache = dfa.create_cache();
+    let start = start_state(dfa, &mut cache)?;
+    let mut stays = [false; 256];
+    for (b, stay) in stays.iter_mut().enumerate() {
+        let next = dfa.next_state(&mut cache, start, b as u8).ok()?;
+        // Re-read the start: a cache clear would have renumbered it.
+        *stay = Some(next) == start_state(dfa, &mut cache);
+    }
+    Some(StartSkip::new(stays))
 }
 
 /// Per-session scanning state for one message.
@@ -267,13 +345,26 @@ impl Matchers {
                 return;
             }
             let cache = st.cache.get_or_insert_with(|| r.dfa.create_cache());
-            let Some(start) = r.start(cache) else {
+            let Some(mut start) = r.start(cache) else {
                 st.rx_failed = true;
                 st.regex_failures += 1;
                 return;
             };
+            // A full cache is cleared inside `next_state`, which renumbers
+            // states: `start` is looked up again after each clear.
+            let mut clears = cache.clear_count();
             let mut sid = st.rx.unwrap_or(start);
-            for &b in data {
+            let mut i = 0;
+            while i < data.len() {
+                if sid == start {
+                    if let Some(skip) = &r.skip {
+                        i = skip.next(data, i);
+                    }
+                }
+                let Some(&b) = data.get(i) else {
+                    break;
+                };
+                i += 1;
                 sid = match r.dfa.next_state(cache, sid, b) {
                     Ok(s) => s,
                     Err(_) => {
@@ -282,6 +373,17 @@ impl Matchers {
                         return;
                     }
                 };
+                if cache.clear_count() != clears {
+                    clears = cache.clear_count();
+                    match r.start(cache) {
+                        Some(s) => start = s,
+                        None => {
+                            st.rx_failed = true;
+                            st.regex_failures += 1;
+                            return;
+                        }
+                    }
+                }
                 if sid.is_tagged() {
                     if sid.is_match() {
                         for i in 0..r.dfa.match_len(cache, sid) {
