@@ -7,6 +7,7 @@
 //! * [`MonitorThread`]: the library `Monitor` attached to the server veth,
 //!   collecting records on its own thread.
 //! * [`mail`]: real SMTP software (smtp-sink, swaks, smtp-source).
+//! * [`live`]: namespaces + smtp-sink + `smtp-user run --rules`, for policy tests.
 //! * [`sink`]: smtp-sink storing each delivered message as a file.
 //! * [`fake_server`]: a socat-driven server with a chosen greeting.
 //! * [`streams`]: rebuilds each direction's byte stream from records.
@@ -16,6 +17,7 @@
 
 pub mod fake_server;
 pub mod frames;
+pub mod live;
 pub mod mail;
 pub mod monitor;
 pub mod netns;

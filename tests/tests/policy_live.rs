@@ -17,20 +17,15 @@ use serde_json::Value;
 use smtp_e2e::{
     fake_server::FakeServer,
     in_netns,
-    mail::{require_tools, swaks, Run},
+    live::{events, of_type, serial, Live, TempDir, CLIENT_IP, SERVER, SWAKS_TIMEOUT},
+    mail::require_tools,
     process::{run_to_end, wait_path, Daemon},
     require_root,
-    sink::MailSink,
     smtp_client::SmtpClient,
     NetPair,
 };
 use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
 use smtp_user::pipeline::kernel_flow_key;
-
-const SERVER: &str = "198.18.0.2";
-const CLIENT_IP: &str = "198.18.0.1";
-/// swaks' per-step timeout: a dropped session makes swaks wait this long.
-const SWAKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Drop (sid 1001) on MAIL FROM domain forbidden.example, drop (sid 1002)
 /// on the keyword in the decoded content, reset (sid 1003) on MAIL FROM
@@ -69,194 +64,6 @@ action = "reset"
 [rule.when]
 mail_from_domain = ["reset.example"]
 "#;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("policy-live-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One live scenario at a time: verdicts, gate arming and swaks' round
-/// trips race on two shared cores; ten daemons, sinks and perl clients at
-/// once turn milliseconds into tens of them.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Namespaces, smtp-sink on 198.18.0.2:25, and `smtp-user run` on the
-/// server veth. Field order is drop order: daemon first, namespaces, then
-/// the turn of the next scenario.
-struct Live {
-    daemon: Option<Daemon>,
-    sink: MailSink,
-    dir: TempDir,
-    pair: NetPair,
-    eve: PathBuf,
-    rules: PathBuf,
-    _turn: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Live {
-    /// `rules`: the rules file text (`None`: run without `--rules`);
-    /// `extra`: more `run` arguments (`--gate`, `--mode monitor`).
-    fn start(tag: &str, rules: Option<&str>, extra: &[&str]) -> Live {
-        let turn = serial();
-        let pair = NetPair::new(tag);
-        let dir = TempDir::new(tag);
-        let sink = MailSink::start(&pair.server_ns, &format!("{SERVER}:25"));
-        let eve = dir.0.join("eve.json");
-        let rules_path = dir.0.join("rules.toml");
-        let mut live = Live {
-            daemon: None,
-            sink,
-            dir,
-            pair,
-            eve,
-            rules: rules_path,
-            _turn: turn,
-        };
-        live.spawn(rules, extra);
-        live
-    }
-
-    /// (Re)starts the daemon with a fresh EVE file.
-    fn spawn(&mut self, rules: Option<&str>, extra: &[&str]) {
-        self.stop();
-        let _ = std::fs::remove_file(&self.eve);
-        let eve = self.eve.to_string_lossy().into_owned();
-        let rules_s = self.rules.to_string_lossy().into_owned();
-        let mut args = vec![
-            "run",
-            "--iface",
-            &self.pair.server_if,
-            "-o",
-            &eve,
-            "--stats-interval",
-            "3600",
-        ];
-        if let Some(text) = rules {
-            std::fs::write(&self.rules, text).expect("rules file");
-            args.extend(["--rules", &rules_s]);
-        }
-        args.extend_from_slice(extra);
-        let mut d = Daemon::spawn(&self.pair.server_ns, &args);
-        let pins = PathBuf::from(DEFAULT_PIN_ROOT).join(&self.pair.server_if);
-        let up = wait_path(&pins.join("VERDICTS"), Duration::from_secs(20));
-        assert!(up && d.running(), "monitor did not start: {args:?}");
-        self.daemon = Some(d);
-    }
-
-    /// Stops the daemon (SIGTERM, bounded); returns its stderr.
-    fn stop(&mut self) -> String {
-        let Some(d) = self.daemon.take() else {
-            return String::new();
-        };
-        let (st, err) = d.terminate(Duration::from_secs(20));
-        assert!(st.success(), "smtp-user run failed: {err}");
-        err
-    }
-
-    fn swaks(&self, args: &[&str]) -> Run {
-        swaks(&self.pair.client_ns, SERVER, args, SWAKS_TIMEOUT)
-    }
-
-    /// A mail whose full content is `data` (LF line endings; swaks sends
-    /// CRLF and dot-stuffs).
-    fn send_data(&self, from: &str, data: &[u8]) -> Run {
-        let f = self.dir.0.join(format!(
-            "data-{}.eml",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::write(&f, data).expect("data file");
-        let r = self.swaks(&[
-            "--from",
-            from,
-            "--to",
-            "bob@example.net",
-            "--data",
-            f.to_str().expect("utf-8 path"),
-        ]);
-        let _ = std::fs::remove_file(&f);
-        r
-    }
-
-    /// A mail with `content` as a base64 attachment `report.txt`.
-    fn send_attachment(&self, from: &str, subject: &str, content: &[u8]) -> Run {
-        let f = self.dir.0.join("report.txt");
-        std::fs::write(&f, content).expect("attachment");
-        self.swaks(&[
-            "--from",
-            from,
-            "--to",
-            "bob@example.net",
-            "--header",
-            &format!("Subject: {subject}"),
-            "--attach",
-            &format!("@{}", f.display()),
-        ])
-    }
-
-    fn events(&self) -> Vec<Value> {
-        events(&self.eve)
-    }
-
-    fn alerts(&self) -> Vec<Value> {
-        of_type(&self.events(), "alert")
-    }
-
-    /// `smtp-user ctl --iface IF args` → (success, stdout, stderr).
-    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
-        let mut full = vec!["ctl", "--iface", &self.pair.server_if];
-        full.extend_from_slice(args);
-        let out = run_to_end(&self.pair.server_ns, &full, Duration::from_secs(20));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        // Daemon::drop terminates it (the field order would too).
-        self.daemon.take();
-    }
-}
-
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn of_type(ev: &[Value], t: &str) -> Vec<Value> {
-    ev.iter()
-        .filter(|e| e["event_type"] == t)
-        .cloned()
-        .collect()
-}
 
 /// A plain-text message with a unique subject (LF line endings).
 fn clean_message(tag: &str) -> Vec<u8> {
@@ -504,8 +311,8 @@ fn wait_gate_armed(iface: &str, local: std::net::SocketAddr) {
 /// the end of data to receiving its reply. With `gated_iface`, the end of
 /// data is sent once the gate is armed, so each sample measures a held
 /// and released message end (the arming itself is the monitor's first
-/// reaction to the flow: a client faster than that is not held, and the
-/// monitor reports `gate_missed`).
+/// reaction to the flow: a client faster than that is not held, see
+/// `messages_past_a_stalled_monitor_are_reported_as_gate_missed`).
 fn timed_session(body: &[u8], gated_iface: Option<&str>) -> Duration {
     let (mut c, greeting) =
         SmtpClient::connect(server_addr(), Duration::from_secs(5)).expect("connect");
