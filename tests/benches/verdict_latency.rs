@@ -16,7 +16,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -24,7 +24,9 @@ use std::{
 use smtp_e2e::{
     in_netns,
     process::{wait_path, Daemon},
-    require_root, NetPair,
+    require_root,
+    smtp_client::SmtpClient,
+    NetPair,
 };
 use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
@@ -101,23 +103,14 @@ fn serve_one(listener: &TcpListener) -> usize {
 /// offending segment's write) of every probe.
 fn client_one(interval: Duration) -> Vec<Duration> {
     let addr = "198.18.0.2:25".parse().expect("addr");
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_nodelay(true).expect("nodelay");
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
+    let (mut c, _) = SmtpClient::connect(addr, Duration::from_secs(2)).expect("connect");
     // Once the flow is dropped nothing is acknowledged and the send buffer
     // fills: a write then fails after this instead of blocking for ever.
-    s.set_write_timeout(Some(Duration::from_millis(100)))
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).expect("greeting");
-    w.write_all(b"EHLO bench.example\r\n").expect("ehlo");
-    line.clear();
-    r.read_line(&mut line).expect("ehlo reply");
-    w.write_all(b"MAIL FROM:<someone@forbidden.example>\r\n")
-        .expect("mail");
+    assert!(c.cmd("EHLO bench.example\r\n").is_some(), "EHLO reply");
+    assert!(c.send(b"MAIL FROM:<someone@forbidden.example>\r\n"));
     let t0 = Instant::now();
     let mut sent = Vec::new();
     let mut next = t0 + interval;
@@ -126,7 +119,7 @@ fn client_one(interval: Duration) -> Vec<Duration> {
             std::hint::spin_loop();
         }
         sent.push(t0.elapsed());
-        if w.write_all(PROBE).is_err() {
+        if !c.send(PROBE) {
             break;
         }
         next += interval;

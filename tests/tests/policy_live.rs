@@ -8,8 +8,6 @@
 //! Issue 5, tests 1–8.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -23,9 +21,11 @@ use smtp_e2e::{
     process::{run_to_end, wait_path, Daemon},
     require_root,
     sink::MailSink,
+    smtp_client::SmtpClient,
     NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
+use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
+use smtp_user::pipeline::kernel_flow_key;
 
 const SERVER: &str = "198.18.0.2";
 const CLIENT_IP: &str = "198.18.0.1";
@@ -90,8 +90,18 @@ impl Drop for TempDir {
     }
 }
 
+/// One live scenario at a time: verdicts, gate arming and swaks' round
+/// trips race on two shared cores; ten daemons, sinks and perl clients at
+/// once turn milliseconds into tens of them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Namespaces, smtp-sink on 198.18.0.2:25, and `smtp-user run` on the
-/// server veth. Field order is drop order: daemon first, namespaces last.
+/// server veth. Field order is drop order: daemon first, namespaces, then
+/// the turn of the next scenario.
 struct Live {
     daemon: Option<Daemon>,
     sink: MailSink,
@@ -99,12 +109,14 @@ struct Live {
     pair: NetPair,
     eve: PathBuf,
     rules: PathBuf,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Live {
     /// `rules`: the rules file text (`None`: run without `--rules`);
     /// `extra`: more `run` arguments (`--gate`, `--mode monitor`).
     fn start(tag: &str, rules: Option<&str>, extra: &[&str]) -> Live {
+        let turn = serial();
         let pair = NetPair::new(tag);
         let dir = TempDir::new(tag);
         let sink = MailSink::start(&pair.server_ns, &format!("{SERVER}:25"));
@@ -117,6 +129,7 @@ impl Live {
             pair,
             eve,
             rules: rules_path,
+            _turn: turn,
         };
         live.spawn(rules, extra);
         live
@@ -198,7 +211,7 @@ impl Live {
             "--header",
             &format!("Subject: {subject}"),
             "--attach",
-            f.to_str().expect("utf-8 path"),
+            &format!("@{}", f.display()),
         ])
     }
 
@@ -283,9 +296,18 @@ fn forbidden_sender_domain_is_dropped() {
     if !ready("forbidden_sender_domain_is_dropped") {
         return;
     }
-    let mut live = Live::start("from", Some(RULES), &[]);
+    // With the gate, "nothing in the sink" holds whatever the timing: the
+    // end of data is held until userspace has seen everything before it,
+    // MAIL FROM included. (Without it the verdict races swaks' next three
+    // round trips: see the test below.)
+    let mut live = Live::start("from", Some(RULES), &["--gate"]);
     let bad = live.send_data("someone@forbidden.example", &clean_message("bad"));
-    assert!(!bad.success(), "swaks must fail: {}", bad.stdout);
+    assert!(
+        !bad.success(),
+        "swaks must fail: {}\nanomalies so far: {:#?}",
+        bad.stdout,
+        of_type(&live.events(), "anomaly")
+    );
     // Dropped, not refused: swaks waited for a reply that never came.
     assert!(
         bad.elapsed >= SWAKS_TIMEOUT - Duration::from_millis(500),
@@ -302,11 +324,6 @@ fn forbidden_sender_domain_is_dropped() {
     assert_eq!(stored.len(), 1, "only the clean mail: {stored:?}");
     assert_eq!(stored[0].mail_from, "<alice@example.org>");
     assert_eq!(stored[0].message, as_stored(&good_msg));
-    assert_eq!(
-        live.sink.partial(),
-        0,
-        "the dropped session never got to DATA"
-    );
 
     live.stop();
     let alerts = live.alerts();
@@ -340,7 +357,12 @@ fn forbidden_keyword_in_attachment_is_stopped_by_the_gate() {
     }
     let mut live = Live::start("gate", Some(RULES), &["--gate"]);
     let bad = live.send_attachment("alice@example.org", "keyword", KEYWORD_ATTACHMENT);
-    assert!(!bad.success(), "swaks must fail: {}", bad.stdout);
+    assert!(
+        !bad.success(),
+        "swaks must fail: {}\nanomalies so far: {:#?}",
+        bad.stdout,
+        of_type(&live.events(), "anomaly")
+    );
     let good_msg = clean_message("gated");
     let good = live.send_data("alice@example.org", &good_msg);
     assert!(good.success(), "clean mail: {}", good.stdout);
@@ -361,73 +383,154 @@ fn forbidden_keyword_in_attachment_is_stopped_by_the_gate() {
     );
 }
 
+/// Without the gate a verdict stops what follows it, not what already
+/// passed: a small message whose forbidden content and end of data share a
+/// segment is always accepted by the server, and a forbidden MAIL FROM
+/// races the client's next round trips. Deterministic here: both alerts
+/// say `blocked` and the kernel dropped packets of those flows.
 #[test]
-fn forbidden_keyword_without_the_gate_alerts_and_drops_after_the_fact() {
-    if !ready("forbidden_keyword_without_the_gate_alerts_and_drops_after_the_fact") {
+fn without_the_gate_verdicts_stop_the_rest_of_the_session() {
+    if !ready("without_the_gate_verdicts_stop_the_rest_of_the_session") {
         return;
     }
     let mut live = Live::start("nogate", Some(RULES), &[]);
-    let bad = live.send_attachment("alice@example.org", "keyword", KEYWORD_ATTACHMENT);
-    // Without the gate the end of data reaches the server before userspace
-    // decides: the message is accepted, the session dies right after
-    // (swaks then waits for the QUIT reply in vain, or got it first).
+    let kw = live.send_attachment("alice@example.org", "keyword", KEYWORD_ATTACHMENT);
     let delivered = live.sink.wait_count(1, Duration::from_secs(2)).len();
     println!(
-        "without --gate: message delivered: {}, swaks exit {:?} after {:?}",
+        "without --gate, keyword in the attachment: delivered {}, swaks exit {:?} after {:?}",
         delivered == 1,
-        bad.code(),
-        bad.elapsed
+        kw.code(),
+        kw.elapsed
     );
-    assert_eq!(delivered, 1, "the small message outruns the verdict");
+    assert_eq!(delivered, 1, "keyword and end of data in one segment");
+    let from = live.send_data("someone@forbidden.example", &clean_message("nogate from"));
+    println!(
+        "without --gate, forbidden sender: delivered {}, swaks exit {:?} after {:?}",
+        live.sink.messages().len() == 2,
+        from.code(),
+        from.elapsed
+    );
+    let (ok, out, err) = live.ctl(&["--json", "stats"]);
+    assert!(ok, "stats: {err}");
+    let stats: Value = serde_json::from_str(out.trim()).expect("stats JSON");
+    assert!(
+        stats["kernel"]["dropped_by_verdict"].as_u64() > Some(0),
+        "the rest of both sessions dropped: {stats}"
+    );
     live.stop();
     let alerts = live.alerts();
-    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
     assert_alert(&alerts[0], 1002, "forbidden-keyword", "blocked");
+    assert_alert(&alerts[1], 1001, "forbidden-sender-domain", "blocked");
+}
+
+/// A message end the gate could not hold must not go unnoticed. The
+/// gate is armed by userspace when it first sees the flow; a monitor that
+/// falls behind (here: stopped with SIGSTOP while three sessions run, as
+/// a loaded host would delay it) lets those messages through, which is
+/// allowed only if each is reported as a `gate_missed` anomaly.
+#[test]
+#[ignore = "product bug on main (15:20 UTC): the 3 messages are delivered, their alerts \
+            say \"blocked\" and no gate_missed is written: pipeline::smtp_flows::watch_gate \
+            infers `held` from the segment's bytes (ends with CRLF.CRLF), not from the \
+            record's REC_HELD flag, so an end that passed before the gate was armed counts \
+            as held"]
+fn messages_past_a_stalled_monitor_are_reported_as_gate_missed() {
+    if !ready("messages_past_a_stalled_monitor_are_reported_as_gate_missed") {
+        return;
+    }
+    const N: usize = 3;
+    let mut live = Live::start("stall", Some(RULES), &["--gate"]);
+    let pid = live.daemon.as_ref().expect("daemon").pid();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let sent = in_netns(&live.pair.client_ns, move || {
+        (0..N)
+            .filter(|i| {
+                let Some((mut c, _)) = SmtpClient::connect(server_addr(), Duration::from_secs(2))
+                else {
+                    return false;
+                };
+                let _ = c.cmd("EHLO fast.example\r\n");
+                c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+                for _ in 0..3 {
+                    let _ = c.reply();
+                }
+                let body = format!("Subject: stalled {i}\r\n\r\nFORBIDDEN-KEYWORD\r\n.\r\n");
+                c.cmd(&body).is_some_and(|r| r.starts_with("250"))
+            })
+            .count()
+    })
+    .join();
+    // SAFETY: as above; resumes the monitor whatever the client did.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        sent.expect("client"),
+        N,
+        "accepted while the monitor was stopped"
+    );
+    assert_eq!(live.sink.wait_count(N, Duration::from_secs(2)).len(), N);
+    std::thread::sleep(Duration::from_millis(500));
+    live.stop();
+    let ev = live.events();
+    let missed = of_type(&ev, "anomaly")
+        .iter()
+        .filter(|a| a["anomaly"]["event"] == "gate_missed")
+        .count();
+    println!("stalled monitor: {N} forbidden messages delivered, gate_missed {missed}");
+    assert_eq!(
+        of_type(&ev, "alert").len(),
+        N,
+        "every message alerted: {ev:#?}"
+    );
+    assert_eq!(missed, N, "every unheld message end reported: {ev:#?}");
 }
 
 // ---------------------------------------------------------------- test 3
 
+/// Waits (at most 2 s) until the monitor has armed the gate of the flow
+/// `local` → 198.18.0.2:25 in the kernel (pinned GATES map of `iface`).
+fn wait_gate_armed(iface: &str, local: std::net::SocketAddr) {
+    let control = Control::open_pinned(DEFAULT_PIN_ROOT.as_ref(), iface).expect("pins");
+    let key = kernel_flow_key(local, format!("{SERVER}:25").parse().expect("addr"));
+    let end = Instant::now() + Duration::from_secs(2);
+    while control.gate(&key).is_none() {
+        assert!(Instant::now() < end, "gate of {local} not armed within 2 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// One SMTP session with a scripted client; returns the time from sending
-/// the end of data to receiving its reply.
-fn timed_session(body: &[u8]) -> Duration {
-    let addr = format!("{SERVER}:25").parse().expect("addr");
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.set_nodelay(true).expect("nodelay");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let reply = |r: &mut BufReader<TcpStream>| -> String {
-        let mut all = String::new();
-        for _ in 0..32 {
-            let mut line = String::new();
-            assert!(r.read_line(&mut line).expect("reply") > 0, "closed");
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        all
-    };
-    assert!(reply(&mut r).starts_with("220"));
-    for c in [
+/// the end of data to receiving its reply. With `gated_iface`, the end of
+/// data is sent once the gate is armed, so each sample measures a held
+/// and released message end (the arming itself is the monitor's first
+/// reaction to the flow: a client faster than that is not held, and the
+/// monitor reports `gate_missed`).
+fn timed_session(body: &[u8], gated_iface: Option<&str>) -> Duration {
+    let (mut c, greeting) =
+        SmtpClient::connect(server_addr(), Duration::from_secs(5)).expect("connect");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    for line in [
         "EHLO client.example.org\r\n",
         "MAIL FROM:<alice@example.org>\r\n",
         "RCPT TO:<bob@example.net>\r\n",
         "DATA\r\n",
     ] {
-        w.write_all(c.as_bytes()).expect("send");
-        let rep = reply(&mut r);
-        assert!(rep.starts_with('2') || rep.starts_with('3'), "{c}: {rep}");
+        let rep = c.cmd(line).unwrap_or_default();
+        assert!(
+            rep.starts_with('2') || rep.starts_with('3'),
+            "{line}: {rep}"
+        );
     }
-    w.write_all(body).expect("body");
+    if let Some(iface) = gated_iface {
+        wait_gate_armed(iface, c.stream.local_addr().expect("local addr"));
+    }
+    assert!(c.send(body), "body");
     let t0 = Instant::now();
-    w.write_all(b".\r\n").expect("end of data");
-    let rep = reply(&mut r);
+    let rep = c.cmd(".\r\n").unwrap_or_default();
     let dt = t0.elapsed();
     assert!(rep.starts_with("250"), "end of data: {rep}");
-    w.write_all(b"QUIT\r\n").expect("quit");
-    let _ = reply(&mut r);
+    let _ = c.cmd("QUIT\r\n");
     dt
 }
 
@@ -446,7 +549,7 @@ fn clean_mail_through_the_gate_is_delivered_intact() {
         A clean message, timed from its end-of-data to the server's reply.\r\n";
     let mut live = Live::start("lat", Some(RULES), &[]);
     let ungated: Vec<Duration> = in_netns(&live.pair.client_ns, move || {
-        (0..RUNS).map(|_| timed_session(body)).collect()
+        (0..RUNS).map(|_| timed_session(body, None)).collect()
     })
     .join()
     .expect("client");
@@ -461,8 +564,11 @@ fn clean_mail_through_the_gate_is_delivered_intact() {
         "delivered intact"
     );
     live.sink.clear();
+    let iface = live.pair.server_if.clone();
     let gated: Vec<Duration> = in_netns(&live.pair.client_ns, move || {
-        (0..RUNS).map(|_| timed_session(body)).collect()
+        (0..RUNS)
+            .map(|_| timed_session(body, Some(&iface)))
+            .collect()
     })
     .join()
     .expect("client");
@@ -514,57 +620,23 @@ fn monitor_mode_delivers_and_alerts_say_allowed() {
 
 // ---------------------------------------------------------------- test 5
 
-/// One scripted session: connect, greeting, EHLO, MAIL FROM `from`.
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+fn server_addr() -> std::net::SocketAddr {
+    format!("{SERVER}:25").parse().expect("addr")
 }
 
-impl Session {
-    fn open(from: &str) -> Session {
-        let addr = format!("{SERVER}:25").parse().expect("addr");
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let w = s.try_clone().expect("clone");
-        let mut sess = Session {
-            w,
-            r: BufReader::new(s),
-        };
-        assert!(sess.reply().is_some_and(|g| g.starts_with("220")));
-        assert!(sess.cmd("EHLO c.example.org").is_some());
-        let _ = sess
-            .w
-            .write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes());
-        let _ = sess.reply();
-        sess
-    }
+/// A scripted session up to its MAIL FROM `from` (reply not awaited: it
+/// may already be dropped); reads time out after 2 s.
+fn open_session(from: &str) -> SmtpClient {
+    let (mut c, greeting) =
+        SmtpClient::connect(server_addr(), Duration::from_secs(2)).expect("connect");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(c.cmd("EHLO c.example.org\r\n").is_some());
+    let _ = c.cmd(&format!("MAIL FROM:<{from}>\r\n"));
+    c
+}
 
-    /// One complete reply; `None` on timeout (2 s) or close.
-    fn reply(&mut self) -> Option<String> {
-        let mut all = String::new();
-        for _ in 0..32 {
-            let mut line = String::new();
-            match self.r.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Some(all);
-            }
-        }
-        None
-    }
-
-    fn cmd(&mut self, c: &str) -> Option<String> {
-        self.w.write_all(format!("{c}\r\n").as_bytes()).ok()?;
-        self.reply()
-    }
-
-    fn set_timeout(&self, t: Duration) {
-        self.w.set_read_timeout(Some(t)).expect("timeout");
-    }
+fn set_timeout(c: &SmtpClient, t: Duration) {
+    c.stream.set_read_timeout(Some(t)).expect("timeout");
 }
 
 #[test]
@@ -577,9 +649,9 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     // The flow is dropped after its MAIL FROM; the client's next command
     // goes unanswered...
     let sess = in_netns(&ns, || {
-        let mut s = Session::open("someone@forbidden.example");
+        let mut s = open_session("someone@forbidden.example");
         std::thread::sleep(Duration::from_millis(300));
-        let r = s.cmd("RCPT TO:<bob@example.net>");
+        let r = s.cmd("RCPT TO:<bob@example.net>\r\n");
         (s, r)
     });
     let (mut s, r) = sess.join().expect("client");
@@ -602,7 +674,7 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     // the reply arrives.
     let (ok, _, err) = live.ctl(&["enforce", "off"]);
     assert!(ok, "{err}");
-    s.set_timeout(Duration::from_secs(5));
+    set_timeout(&s, Duration::from_secs(5));
     let late = s.reply();
     assert!(
         late.as_deref().is_some_and(|l| l.starts_with("250")),
@@ -610,8 +682,62 @@ fn ctl_enforce_off_releases_a_dropped_flow() {
     );
     let (ok, _, err) = live.ctl(&["enforce", "on"]);
     assert!(ok, "{err}");
-    s.set_timeout(Duration::from_secs(2));
-    assert_eq!(s.cmd("NOOP"), None, "enforce on again: dropped again");
+    set_timeout(&s, Duration::from_secs(2));
+    assert_eq!(s.cmd("NOOP\r\n"), None, "enforce on again: dropped again");
+}
+
+#[test]
+fn ctl_block_and_unblock_a_flow_by_id() {
+    if !ready("ctl_block_and_unblock_a_flow_by_id") {
+        return;
+    }
+    let live = Live::start("bfl", Some(RULES), &[]);
+    let ns = live.pair.client_ns.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ctx, crx) = std::sync::mpsc::channel::<Option<String>>();
+    // A clean session, paced by the test: MAIL FROM, then (after the
+    // block) RCPT, then (after the unblock) the late reply.
+    let client = in_netns(&ns, move || {
+        let mut s = open_session("alice@example.org");
+        let _ = ctx.send(None);
+        rx.recv_timeout(Duration::from_secs(30)).expect("go");
+        let blocked = s.cmd("RCPT TO:<bob@example.net>\r\n");
+        let _ = ctx.send(blocked);
+        rx.recv_timeout(Duration::from_secs(30)).expect("go");
+        set_timeout(&s, Duration::from_secs(5));
+        let _ = ctx.send(s.reply());
+    });
+    assert_eq!(crx.recv_timeout(Duration::from_secs(10)), Ok(None));
+    let (ok, out, err) = live.ctl(&["--json", "flows"]);
+    assert!(ok, "flows: {err}");
+    let rows: Value = serde_json::from_str(out.trim()).expect("flows JSON");
+    let row = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|f| f["mail_from"].as_str().is_some_and(|m| m.contains("alice")))
+        })
+        .unwrap_or_else(|| panic!("the session in ctl flows: {rows:#}"))
+        .clone();
+    assert_eq!(row["verdict"], "pass", "{row}");
+    let id = row["flow_id"].as_u64().expect("flow_id").to_string();
+    let (ok, out, err) = live.ctl(&["block", &id]);
+    assert!(ok, "block {id}: {out} {err}");
+    tx.send(()).expect("go");
+    let blocked = crx.recv_timeout(Duration::from_secs(10)).expect("client");
+    assert_eq!(blocked, None, "a blocked flow is not answered");
+    let (ok, out, _) = live.ctl(&["--json", "flows"]);
+    assert!(ok);
+    assert!(out.contains("\"verdict\":\"drop\""), "{out}");
+    let (ok, out, err) = live.ctl(&["unblock", &id]);
+    assert!(ok, "unblock {id}: {out} {err}");
+    tx.send(()).expect("go");
+    let late = crx.recv_timeout(Duration::from_secs(10)).expect("client");
+    assert!(
+        late.as_deref().is_some_and(|r| r.starts_with("250")),
+        "the retransmitted RCPT is answered after unblock: {late:?}"
+    );
+    client.join().expect("client");
 }
 
 #[test]
@@ -707,6 +833,7 @@ fn reset_makes_the_client_fail_at_once() {
 /// Greets with a line that is not an SMTP reply, then answers `250 ok`
 /// to whatever comes; returns (reply to EHLO, EVE events).
 fn malformed_greeting(tag: &str, rules: Option<&str>) -> (Option<String>, Vec<Value>) {
+    let _turn = serial();
     let pair = NetPair::new(tag);
     let dir = TempDir::new(tag);
     let _server = FakeServer::start(&pair.server_ns, SERVER, 25, b"WELCOME TO NOT-SMTP\r\n");
@@ -735,22 +862,11 @@ fn malformed_greeting(tag: &str, rules: Option<&str>) -> (Option<String>, Vec<Va
         Duration::from_secs(20)
     ));
     let reply = in_netns(&pair.client_ns, || {
-        let addr = format!("{SERVER}:25").parse().expect("addr");
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let mut w = s.try_clone().expect("clone");
-        let mut r = BufReader::new(s);
-        let mut greeting = String::new();
-        r.read_line(&mut greeting).expect("greeting");
+        let (mut c, greeting) =
+            SmtpClient::connect(server_addr(), Duration::from_secs(2)).expect("connect");
         assert_eq!(greeting, "WELCOME TO NOT-SMTP\r\n");
         std::thread::sleep(Duration::from_millis(300));
-        w.write_all(b"EHLO client.example.org\r\n").expect("send");
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(n) if n > 0 => Some(line),
-            _ => None,
-        }
+        c.cmd("EHLO client.example.org\r\n")
     })
     .join()
     .expect("client");
@@ -826,6 +942,21 @@ fn status(live: &Live) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON ({e}): {out}"))
 }
 
+/// A paced session (MAIL FROM `from`, then RCPT 300 ms later): true when
+/// the RCPT goes unanswered, i.e. the flow was dropped. Unlike a swaks
+/// run, whose next round trips race the verdict, this does not depend on
+/// how fast the monitor is.
+fn dropped_after_mail_from(live: &Live, from: &str) -> bool {
+    let from = from.to_string();
+    in_netns(&live.pair.client_ns, move || {
+        let mut s = open_session(&from);
+        std::thread::sleep(Duration::from_millis(300));
+        s.cmd("RCPT TO:<bob@example.net>\r\n").is_none()
+    })
+    .join()
+    .expect("client")
+}
+
 #[test]
 fn reload_keeps_the_old_rules_on_a_broken_file() {
     if !ready("reload_keeps_the_old_rules_on_a_broken_file") {
@@ -858,8 +989,10 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
         digest_a,
         "old rules still in force"
     );
-    let a = live.send_data("x@a.example", &clean_message("a, old rules"));
-    assert!(!a.success(), "a.example still dropped");
+    assert!(
+        dropped_after_mail_from(&live, "x@a.example"),
+        "a.example still dropped"
+    );
 
     // Good file: applies to new sessions.
     std::fs::write(&live.rules, RULES_B).expect("write");
@@ -873,8 +1006,10 @@ fn reload_keeps_the_old_rules_on_a_broken_file() {
     let a_msg = clean_message("a, new rules");
     let a = live.send_data("x@a.example", &a_msg);
     assert!(a.success(), "a.example allowed now: {}", a.stdout);
-    let b = live.send_data("x@b.example", &clean_message("b"));
-    assert!(!b.success(), "b.example dropped now");
+    assert!(
+        dropped_after_mail_from(&live, "x@b.example"),
+        "b.example dropped now"
+    );
 
     // SIGHUP reloads too.
     std::fs::write(&live.rules, RULES_A).expect("write");

@@ -27,7 +27,7 @@ const SERVER: &str = "198.18.0.2";
 const PIN_ROOT: &str = "/sys/fs/bpf/smtp-monitor";
 const LOCK_DIR: &str = "/run/smtp-monitor";
 /// swaks' per-step timeout: a dropped session fails after this long.
-const SWAKS_TIMEOUT_SECS: u64 = 5;
+const SWAKS_TIMEOUT_SECS: u64 = 3;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -214,6 +214,8 @@ struct Outcome {
     delivered: bool,
     swaks_ok: bool,
     elapsed: Duration,
+    /// swaks' last error line (`*** ...`), if any.
+    swaks_error: Option<String>,
 }
 
 /// The messages smtp-sink has completed (its file closed and ended with
@@ -271,7 +273,7 @@ fn send(
     ];
     let attach;
     if let Some(a) = &mail.attach {
-        attach = a.to_string_lossy().into_owned();
+        attach = format!("@{}", a.display());
         args.extend(["--attach", &attach]);
     }
     let start = Instant::now();
@@ -292,23 +294,24 @@ fn send(
     let elapsed = start.elapsed();
     let swaks_ok = status.is_some_and(|s| s.success());
     let needle = format!("\n{subject}\n");
-    let stored = |_: &mut ()| {
+    // smtp-sink closes the file before its 250 reply; a short grace anyway.
+    let delivered = wait_until("the message", Duration::from_millis(500), || {
         complete_messages(mail_dir, sink.pid())
             .iter()
             .any(|m| m.contains(&needle))
-    };
-    // smtp-sink closes the file before its 250 reply; a short grace anyway.
-    let delivered = wait_until(
-        "the message",
-        Duration::from_millis(500),
-        || stored(&mut ()),
-    )
+    })
     .is_ok();
     check_interrupt()?;
+    let log = fs::read_to_string(work.join(format!("swaks-{}.log", mail.port))).unwrap_or_default();
+    let swaks_error = log
+        .lines()
+        .rfind(|l| l.starts_with("***") && !l.contains("DEPRECATION"))
+        .map(|l| l.trim_start_matches('*').trim().to_string());
     Ok(Outcome {
         delivered,
         swaks_ok,
         elapsed,
+        swaks_error,
     })
 }
 
@@ -414,8 +417,11 @@ pub fn run(root: &Path, bin: &Path) -> Result<()> {
     ];
     let mut outcomes = Vec::new();
     for (i, m) in mails.iter().enumerate() {
-        println!("{}. sending: {} (from {})", i + 1, m.what, m.from);
-        outcomes.push(send(&ns, m, &work.0, &sink, &mail_dir)?);
+        print!("{}. {} (from {}) ... ", i + 1, m.what, m.from);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let o = send(&ns, m, &work.0, &sink, &mail_dir)?;
+        println!("{}", if o.delivered { "delivered" } else { "blocked" });
+        outcomes.push(o);
     }
     // Stopping the monitor flushes its output.
     let clean_exit = monitor.stop();
@@ -425,12 +431,16 @@ pub fn run(root: &Path, bin: &Path) -> Result<()> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
 
-    println!("\nresults");
+    println!("\nresults (from smtp-sink's directory and the monitor's EVE alerts)");
     for (i, (m, o)) in mails.iter().zip(&outcomes).enumerate() {
-        let swaks = if o.swaks_ok {
-            format!("swaks ok in {:.1} s", o.elapsed.as_secs_f64())
-        } else {
-            format!("swaks failed after {:.1} s", o.elapsed.as_secs_f64())
+        let swaks = match (&o.swaks_error, o.swaks_ok) {
+            (None, true) => format!("swaks ok in {:.1} s", o.elapsed.as_secs_f64()),
+            (Some(e), _) => format!("swaks after {:.1} s: {e}", o.elapsed.as_secs_f64()),
+            (None, false) if o.elapsed >= Duration::from_secs(SWAKS_TIMEOUT_SECS) => format!(
+                "the server stopped answering: swaks gave up after {:.1} s",
+                o.elapsed.as_secs_f64()
+            ),
+            (None, false) => format!("swaks failed after {:.1} s", o.elapsed.as_secs_f64()),
         };
         println!(
             "{}. {:<42} {:<10} ({swaks})",
