@@ -710,6 +710,7 @@ proptest! {
                 flags: TcpFlags(*flags),
                 payload,
                 uncaptured: *uncaptured,
+                held: false,
             };
             table.segment(&seg);
             prop_assert!(table.stats().buffered <= 5000);
@@ -763,6 +764,7 @@ fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
         flags: TcpFlags(flags),
         payload,
         uncaptured: 0,
+        held: false,
     };
     let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
     let mut t = FlowTable::new(FlowConfig::default(), OrderLog::default());

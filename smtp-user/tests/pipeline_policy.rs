@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
+use smtp_user::capture::parse_frame;
 use smtp_user::capture::synth::{render, Conversation, RenderOptions};
 use smtp_user::capture::wire::linktype;
 use smtp_user::flow::{FlowConfig, FlowTable};
@@ -82,7 +83,57 @@ struct Run {
     requests: Vec<Enforcement>,
 }
 
+/// The kernel's end-of-data gate of one flow, as `smtp-ebpf` implements it
+/// (held segments are marked, as the kernel marks their records), driven by
+/// the requests the pipeline makes.
+#[derive(Default)]
+struct KernelGate {
+    armed: bool,
+    bdat_end: Option<u32>,
+    release_end: Option<u32>,
+}
+
+/// `a` at or after `b` in sequence space.
+fn seq_ge(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) as i32 >= 0
+}
+
+impl KernelGate {
+    fn apply(&mut self, r: &Enforcement) {
+        match r {
+            Enforcement::ArmGate { .. } => {
+                *self = KernelGate {
+                    armed: true,
+                    ..KernelGate::default()
+                }
+            }
+            Enforcement::GateBdat { end_seq, .. } => self.bdat_end = Some(*end_seq),
+            Enforcement::ReleaseGate { end_seq, .. } => self.release_end = Some(*end_seq),
+            Enforcement::DisarmGate { .. } => self.armed = false,
+            _ => {}
+        }
+    }
+
+    fn holds(&self, seq: u32, payload: &[u8]) -> bool {
+        if !self.armed || payload.is_empty() {
+            return false;
+        }
+        let end = seq.wrapping_add(payload.len() as u32);
+        let (ends, msg_end) = match self.bdat_end {
+            Some(b) if seq_ge(end, b) && !seq_ge(seq, b) => (true, b),
+            _ => (payload.ends_with(b"\n.\r\n") || payload == b".\r\n", end),
+        };
+        ends && !self.release_end.is_some_and(|r| seq_ge(r, msg_end))
+    }
+}
+
 fn run(conv: &Conversation, mode: Mode, gate: bool) -> Run {
+    run_with(conv, mode, gate, true)
+}
+
+/// `kernel_arms`: false models a gate the kernel never got (a monitor that
+/// stalled before arming it, an evicted entry): nothing is held.
+fn run_with(conv: &Conversation, mode: Mode, gate: bool, kernel_arms: bool) -> Run {
     let policy = PolicyOptions {
         rules: rules(),
         mode: ModeSwitch::new(mode),
@@ -91,11 +142,19 @@ fn run(conv: &Conversation, mode: Mode, gate: bool) -> Run {
     let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
     let mut table = FlowTable::new(FlowConfig::default(), handler);
     let mut requests = Vec::new();
+    let mut kernel = KernelGate::default();
     for (ts, frame) in render(conv, &conv.packets(), RenderOptions::default()) {
-        table
-            .frame(linktype::ETHERNET, ts, &frame)
-            .expect("TCP frame");
-        requests.extend(table.handler_mut().take_requests());
+        let mut seg = parse_frame(linktype::ETHERNET, ts, &frame).expect("TCP frame");
+        // The kernel holds only while enforcing, and only client segments.
+        seg.held =
+            mode == Mode::Enforce && seg.src == conv.client && kernel.holds(seg.seq, seg.payload);
+        table.segment(&seg);
+        for r in table.handler_mut().take_requests() {
+            if kernel_arms {
+                kernel.apply(&r);
+            }
+            requests.push(r);
+        }
     }
     table.close_all();
     requests.extend(table.handler_mut().take_requests());
@@ -463,4 +522,25 @@ fn end_of_data_split_over_segments_is_held_while_it_ends_in_dot_crlf() {
             "tail {tail}"
         );
     }
+}
+
+#[test]
+fn message_end_the_kernel_did_not_hold_is_a_gate_miss() {
+    // The end of data is a segment of its own, ending in CRLF.CRLF: the
+    // bytes look held, but the kernel never had the gate (stalled monitor).
+    let conv = conversation("alice@example.org", &["bob@example.net"], "hello");
+    let r = run_with(&conv, Mode::Enforce, true, false);
+    let missed: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["anomaly"]["event"] == "gate_missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{:?}", r.events);
+    assert!(
+        missed[0]["anomaly"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not armed in time")),
+        "{}",
+        missed[0]
+    );
 }

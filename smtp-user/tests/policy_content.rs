@@ -78,7 +78,7 @@ proptest! {
 
     #[test]
     fn streaming_equals_one_shot(
-        keywords in proptest::collection::vec("[abx]{1,4}", 0..4),
+        keywords in proptest::collection::vec("[abxyz]{1,4}", 0..5),
         regexes in proptest::collection::vec(
             prop_oneof![
                 Just("ab+x".to_string()),
@@ -89,7 +89,7 @@ proptest! {
             ],
             0..3,
         ),
-        hay in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'x'), Just(b' '), Just(b'\n')], 0..64),
+        hay in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'x'), Just(b'y'), Just(b'z'), Just(b' '), Just(b'\n')], 0..64),
         cuts in proptest::collection::vec(0usize..100, 0..6),
     ) {
         prop_assume!(!keywords.is_empty() || !regexes.is_empty());

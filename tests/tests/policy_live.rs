@@ -237,11 +237,6 @@ fn without_the_gate_verdicts_stop_the_rest_of_the_session() {
 /// a loaded host would delay it) lets those messages through, which is
 /// allowed only if each is reported as a `gate_missed` anomaly.
 #[test]
-#[ignore = "product bug on main (15:20 UTC): the 3 messages are delivered, their alerts \
-            say \"blocked\" and no gate_missed is written: pipeline::smtp_flows::watch_gate \
-            infers `held` from the segment's bytes (ends with CRLF.CRLF), not from the \
-            record's REC_HELD flag, so an end that passed before the gate was armed counts \
-            as held"]
 fn messages_past_a_stalled_monitor_are_reported_as_gate_missed() {
     if !ready("messages_past_a_stalled_monitor_are_reported_as_gate_missed") {
         return;

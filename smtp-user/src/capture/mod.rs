@@ -89,4 +89,8 @@ pub struct Segment<'a> {
     /// captured (snaplen, record size limit). Reassembly turns them into a gap;
     /// they are never silently ignored.
     pub uncaptured: u32,
+    /// The kernel's end-of-data gate held this segment back (copied, then
+    /// dropped): the receiver did not get it, TCP will retransmit it.
+    /// Always false for capture files.
+    pub held: bool,
 }

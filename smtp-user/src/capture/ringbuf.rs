@@ -105,6 +105,7 @@ impl<'a> Record<'a> {
             flags: TcpFlags(self.header.tcp_flags),
             payload: self.payload,
             uncaptured: self.header.uncaptured,
+            held: self.held(),
         }
     }
 }

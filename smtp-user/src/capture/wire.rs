@@ -342,6 +342,7 @@ fn tcp_segment(
         flags,
         payload,
         uncaptured: u32::try_from(uncaptured).unwrap_or(u32::MAX),
+        held: false,
     })
 }
 

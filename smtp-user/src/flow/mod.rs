@@ -69,6 +69,9 @@ pub struct FlowInfo {
     /// monitor) started mid-session, so the application protocol may be
     /// joined in the middle of an exchange.
     pub midstream: bool,
+    /// The segment being processed was held back by the kernel's
+    /// end-of-data gate ([`crate::capture::Segment::held`]).
+    pub held: bool,
 }
 
 /// Consumer of reassembled flows.

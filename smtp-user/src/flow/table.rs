@@ -185,6 +185,7 @@ impl<H: FlowHandler> FlowTable<H> {
             ..
         } = &mut entry.flow;
         info.last_ts = seg.ts_micros.max(info.last_ts);
+        info.held = seg.held;
         let dir = if seg.src == info.client {
             Direction::Up
         } else {
@@ -317,6 +318,7 @@ impl<H: FlowHandler> FlowTable<H> {
             first_ts: seg.ts_micros,
             last_ts: seg.ts_micros,
             midstream: !syn,
+            held: seg.held,
         };
         debug!(flow_id = info.flow_id, %client, %server, midstream = !syn, "flow opened");
         let session = self.handler.open(&info);

@@ -51,6 +51,7 @@ struct SegmentMeta {
     start: usize,
     len: usize,
     uncaptured: u32,
+    held: bool,
 }
 
 impl SegmentBatch {
@@ -67,6 +68,7 @@ impl SegmentBatch {
             start,
             len: seg.payload.len(),
             uncaptured: seg.uncaptured,
+            held: seg.held,
         });
     }
 
@@ -93,6 +95,7 @@ impl SegmentBatch {
                 flags: m.flags,
                 payload,
                 uncaptured: m.uncaptured,
+                held: m.held,
             });
         }
     }
@@ -296,6 +299,7 @@ mod tests {
             flags: TcpFlags(TcpFlags::ACK),
             payload: b"EHLO x\r\n",
             uncaptured: 3,
+            held: false,
         };
         let mut b = SegmentBatch::default();
         b.push(&seg);

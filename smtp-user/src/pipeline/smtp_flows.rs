@@ -292,7 +292,14 @@ impl<W: Write> SmtpFlows<W> {
 
     /// Feeds bytes (or a gap) of `dir` to the session, watches the gate and
     /// acts on the alerts.
-    fn feed(&mut self, s: &mut FlowSession, dir: Direction, ts: u64, input: Input<'_>) {
+    fn feed(
+        &mut self,
+        s: &mut FlowSession,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts: u64,
+        input: Input<'_>,
+    ) {
         let mut emit = Emit::new(&mut self.out, &mut s.st, ts);
         match input {
             Input::Bytes(b) => s.smtp.feed(dir, b, &mut emit),
@@ -300,7 +307,7 @@ impl<W: Write> SmtpFlows<W> {
         }
         let ended = emit.message_ended;
         if dir == Direction::Up && s.st.gated {
-            self.watch_gate(s, ts, input, ended);
+            self.watch_gate(s, flow.held, ts, input, ended);
         }
         if s.smtp.drop_requested() && !s.st.drop_reported {
             s.st.drop_reported = true;
@@ -310,26 +317,37 @@ impl<W: Write> SmtpFlows<W> {
     }
 
     /// After client input on a gated flow: notes what to release, and
-    /// reports a message end that was not held.
-    fn watch_gate(&mut self, s: &mut FlowSession, ts: u64, input: Input<'_>, ended: bool) {
+    /// reports a message end that the kernel did not hold (`held`: the
+    /// segment being processed came with the kernel's held mark).
+    fn watch_gate(
+        &mut self,
+        s: &mut FlowSession,
+        held: bool,
+        ts: u64,
+        input: Input<'_>,
+        ended: bool,
+    ) {
         let bytes = match input {
             Input::Bytes(b) => b,
             Input::Gap(_) => &[],
         };
         if ended {
-            // What the kernel holds: a segment ending in "LF.CRLF" or exactly
-            // ".CRLF", or the one reaching the announced end of a BDAT LAST chunk.
-            let held = if s.st.bdat_message {
-                s.st.bdat_gate.is_some()
-            } else {
-                bytes.ends_with(b"\n.\r\n") || bytes == b".\r\n"
-            };
+            // The kernel marks what it held: a segment ending in "LF.CRLF" or
+            // exactly ".CRLF", or the one reaching the announced end of a BDAT
+            // LAST chunk, on a flow whose gate was armed in time.
             if !held && self.policy.mode.enforcing() {
                 self.out.counters.gate_missed += 1;
-                let detail = if s.st.bdat_message {
-                    "the BDAT LAST chunk reached the server before the gate knew where it ends"
-                } else {
-                    "the end of the message reached the server in a segment carrying more (pipelined)"
+                let detail = match (s.st.bdat_message, s.st.bdat_gate.is_some()) {
+                    (true, false) => {
+                        "the BDAT LAST chunk reached the server before the gate knew where it ends"
+                    }
+                    (false, _) if !bytes.ends_with(b".\r\n") => {
+                        "the end of the message reached the server in a segment carrying more \
+                         (pipelined) or with its dot line split"
+                    }
+                    _ => {
+                        "the end of the message passed the gate (gate not armed in time or evicted)"
+                    }
                 };
                 let anomaly = Event::Anomaly(Anomaly {
                     kind: AnomalyKind::GateMissed,
@@ -439,14 +457,21 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         }
     }
 
-    fn data(&mut self, s: &mut FlowSession, _: &FlowInfo, dir: Direction, ts: u64, bytes: &[u8]) {
+    fn data(
+        &mut self,
+        s: &mut FlowSession,
+        flow: &FlowInfo,
+        dir: Direction,
+        ts: u64,
+        bytes: &[u8],
+    ) {
         self.out.counters.bytes += bytes.len() as u64;
-        self.feed(s, dir, ts, Input::Bytes(bytes));
+        self.feed(s, flow, dir, ts, Input::Bytes(bytes));
     }
 
-    fn gap(&mut self, s: &mut FlowSession, _: &FlowInfo, dir: Direction, ts: u64, len: u64) {
+    fn gap(&mut self, s: &mut FlowSession, flow: &FlowInfo, dir: Direction, ts: u64, len: u64) {
         self.out.counters.gap_bytes += len;
-        self.feed(s, dir, ts, Input::Gap(len));
+        self.feed(s, flow, dir, ts, Input::Gap(len));
     }
 
     fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {

@@ -56,28 +56,43 @@ pub struct StartSkip {
     leave: Option<Vec<u8>>,
 }
 
+/// Skipping is used when at most this many byte values leave the start
+/// state: with more (many patterns, look-arounds), most bytes leave it at
+/// once and the extra check per byte costs more than the skips save.
+const MAX_LEAVE_BYTES: usize = 16;
+
 impl StartSkip {
-    fn new(stays: [bool; 256]) -> StartSkip {
+    /// `None` when more than [`MAX_LEAVE_BYTES`] byte values leave the start.
+    fn new(stays: [bool; 256]) -> Option<StartSkip> {
         let leave: Vec<u8> = (0..=255u8).filter(|&b| !stays[usize::from(b)]).collect();
-        StartSkip {
+        (leave.len() <= MAX_LEAVE_BYTES).then(|| StartSkip {
             stays,
             leave: (leave.len() <= 3).then_some(leave),
-        }
+        })
     }
 
     /// Index of the first byte of `data[from..]` that leaves the start
     /// state (`data.len()` when none does).
-    #[inline]
-    fn next(&self, data: &[u8], from: usize) -> usize {
-        let rest = data.get(from..).unwrap_or(&[]);
-        let off = match self.leave.as_deref() {
-            Some([]) => None,
-            Some([a]) => memchr::memchr(*a, rest),
-            Some([a, b]) => memchr::memchr2(*a, *b, rest),
-            Some([a, b, c]) => memchr::memchr3(*a, *b, *c, rest),
-            _ => rest.iter().position(|&b| !self.stays[usize::from(b)]),
-        };
-        off.map_or(data.len(), |o| from + o)
+    #[inline(always)]
+    fn next(&self, data: &[u8], mut from: usize) -> usize {
+        if let Some(leave) = self.leave.as_deref() {
+            let rest = data.get(from..).unwrap_or(&[]);
+            let off = match leave {
+                [a] => memchr::memchr(*a, rest),
+                [a, b] => memchr::memchr2(*a, *b, rest),
+                [a, b, c] => memchr::memchr3(*a, *b, *c, rest),
+                _ => None,
+            };
+            return off.map_or(data.len(), |o| from + o);
+        }
+        // Inline, no call per byte: most bytes leave at once when many do.
+        while let Some(&b) = data.get(from) {
+            if !self.stays[usize::from(b)] {
+                break;
+            }
+            from += 1;
+        }
+        from
     }
 }
 
@@ -101,8 +116,8 @@ pub struct Keywords {
     verify_any: bool,
     /// Longest keyword, in bytes.
     longest: usize,
-    /// Bytes the start state loops on.
-    skip: StartSkip,
+    /// Bytes the start state loops on, when few bytes leave it.
+    skip: Option<StartSkip>,
 }
 
 /// Keyword scan state of one message.
@@ -170,7 +185,9 @@ impl Keywords {
         let mut i = 0;
         while i < data.len() {
             if sid == self.start {
-                i = self.skip.next(data, i);
+                if let Some(skip) = &self.skip {
+                    i = skip.next(data, i);
+                }
             }
             let Some(&b) = data.get(i) else {
                 break;
@@ -208,7 +225,8 @@ impl Keywords {
 #[derive(Debug)]
 pub struct Regexes {
     dfa: DFA,
-    /// Bytes the start state loops on (`None`: could not be computed).
+    /// Bytes the start state loops on (`None`: many bytes leave it, or it
+    /// could not be computed).
     skip: Option<StartSkip>,
     /// Indexed by pattern id.
     pub owners: Vec<Owner>,
@@ -288,7 +306,7 @@ fn start_skip(dfa: &DFA) -> Option<StartSkip> {
         // Re-read the start: a cache clear would have renumbered it.
         *stay = Some(next) == start_state(dfa, &mut cache);
     }
-    Some(StartSkip::new(stays))
+    StartSkip::new(stays)
 }
 
 /// Per-session scanning state for one message.
