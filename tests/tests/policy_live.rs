@@ -513,7 +513,9 @@ fn ctl_block_and_unblock_a_flow_by_id() {
         let blocked = s.cmd("RCPT TO:<bob@example.net>\r\n");
         let _ = ctx.send(blocked);
         rx.recv_timeout(Duration::from_secs(30)).expect("go");
-        set_timeout(&s, Duration::from_secs(5));
+        // TCP retransmits the RCPT with exponential backoff: the next try
+        // may be several seconds away.
+        set_timeout(&s, Duration::from_secs(15));
         let _ = ctx.send(s.reply());
     });
     assert_eq!(crx.recv_timeout(Duration::from_secs(10)), Ok(None));
@@ -541,7 +543,7 @@ fn ctl_block_and_unblock_a_flow_by_id() {
     let (ok, out, err) = live.ctl(&["unblock", &id]);
     assert!(ok, "unblock {id}: {out} {err}");
     tx.send(()).expect("go");
-    let late = crx.recv_timeout(Duration::from_secs(10)).expect("client");
+    let late = crx.recv_timeout(Duration::from_secs(20)).expect("client");
     assert!(
         late.as_deref().is_some_and(|r| r.starts_with("250")),
         "the retransmitted RCPT is answered after unblock: {late:?}"
