@@ -268,6 +268,11 @@ pub struct Config {
     /// Non-zero: drop packets of flows whose verdict is [`Verdict::Drop`],
     /// of blocked client addresses, and segments held by gates.
     pub enforce: u32,
+    /// Non-zero: the end-of-data gate is on. A client SYN then creates the
+    /// flow's [`Gate`] entry (armed, nothing released), so the gate holds
+    /// from the first byte even when userspace is late; userspace removes
+    /// the entry of flows no rule applies to.
+    pub gate: u32,
 }
 
 impl Config {
@@ -283,6 +288,7 @@ impl Config {
         Config {
             ports: slots,
             enforce: enforce as u32,
+            gate: 0,
         }
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use smtp_common::{
-    seq_ge, FlowKey, IpKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER,
+    seq_ge, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER,
     DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
     REC_HELD,
 };
@@ -23,6 +23,10 @@ use crate::{
 
 /// TCP flag bits.
 const TCP_RST: u8 = 0x04;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+/// `bpf_map_update_elem` flag: only create, never overwrite.
+const BPF_NOEXIST: u64 = 1;
 
 pub enum Action {
     Pass,
@@ -143,7 +147,7 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
     if !(dst_mon || src_mon) {
         return Action::Pass;
     }
-    monitored(p, hook, &l4, dst_mon, cfg.enforce != 0, st)
+    monitored(p, hook, &l4, dst_mon, cfg.enforce != 0, cfg.gate != 0, st)
 }
 
 #[inline(always)]
@@ -153,6 +157,7 @@ fn monitored<P: Packet>(
     l4: &parse::L4,
     dst_mon: bool,
     enforce: bool,
+    gate_on: bool,
     st: &mut Stats,
 ) -> Action {
     bump(st, Stat::MonitoredPackets, 1);
@@ -188,6 +193,11 @@ fn monitored<P: Packet>(
                     return Action::Drop;
                 }
             }
+        }
+        // The gate on: a client's SYN arms its flow's gate right here, so
+        // no message end can pass before userspace has seen the flow.
+        if gate_on && dst_mon && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            let _ = GATES.insert(&key, &Gate::default(), BPF_NOEXIST);
         }
         if dst_mon && payload_len > 0 {
             match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {

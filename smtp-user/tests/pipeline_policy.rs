@@ -544,3 +544,41 @@ fn message_end_the_kernel_did_not_hold_is_a_gate_miss() {
         missed[0]
     );
 }
+
+#[test]
+fn gate_of_a_client_no_rule_applies_to_is_removed() {
+    // The kernel arms every flow's gate at its SYN when the gate is on; a
+    // flow whose client no drop/reset rule admits gets it removed at once.
+    let rules = r#"
+[[rule]]
+sid = 2001
+name = "internal-only"
+action = "drop"
+[rule.when]
+client_ip = ["10.0.0.0/8"]
+body_keywords = ["secret"]
+"#;
+    let policy = PolicyOptions {
+        rules: Arc::new(RuleSet::from_toml(rules, Path::new("r.toml")).expect("rules")),
+        mode: ModeSwitch::new(Mode::Enforce),
+        gate: true,
+    };
+    let mut table = FlowTable::new(
+        FlowConfig::default(),
+        SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy),
+    );
+    let conv = conversation("alice@example.org", &["bob@example.net"], "secret");
+    for (ts, frame) in render(&conv, &conv.packets(), RenderOptions::default()) {
+        table
+            .frame(linktype::ETHERNET, ts, &frame)
+            .expect("TCP frame");
+    }
+    table.close_all();
+    assert_eq!(
+        table.handler_mut().take_requests(),
+        vec![Enforcement::DisarmGate {
+            client: conv.client,
+            server: conv.server
+        }]
+    );
+}

@@ -506,3 +506,49 @@ fn drop_verdict_lets_rst_through_xdp() {
     }
     rst_passes(IngressMode::Xdp, "rxdp");
 }
+
+/// With the gate switched on (`Config::gate`), the client's SYN arms its
+/// flow's gate in the kernel: a message end is held with no userspace
+/// action at all, and the server's SYN-ACK does not arm anything.
+#[test]
+fn gate_switch_arms_flows_at_syn_tc() {
+    if !require_root("gate_switch_arms_flows_at_syn_tc") {
+        return;
+    }
+    let pair = NetPair::new("gsyn");
+    let opts = smtp_user::datapath::MonitorOptions {
+        iface: Some(pair.server_if.clone()),
+        gate: true,
+        ..Default::default()
+    };
+    let mon = MonitorThread::start_opts(&pair.server_ns, opts, true);
+    let server = pair.server_addr(false, 25);
+    let l = listen(&pair, server);
+    let (mut c, mut s) = connection(&pair, &l, server);
+    let k = key(c.local_addr().unwrap(), server);
+    let mut ctl = mon.control();
+    assert_eq!(ctl.config().expect("config").gate, 1);
+    assert_eq!(ctl.gate(&k), Some(Gate::default()), "armed at the SYN");
+    let msg = b"Subject: syn\r\n\r\narmed by the kernel\r\n.\r\n";
+    let d = gated_send(&mon, &mut ctl, &k, &mut c, &mut s, msg);
+    println!(
+        "gate armed at SYN: delivered {} ms after release",
+        d.as_millis()
+    );
+    assert!(ctl.gate(&k).expect("gate").held >= 1);
+    // Disarmed (what userspace does for flows no rule applies to): the next
+    // end passes at once.
+    ctl.disarm_gate(&k).expect("disarm");
+    let next = b"x\r\n.\r\n";
+    c.write_all(next).unwrap();
+    assert_eq!(
+        read_n(&mut s, next.len(), Duration::from_secs(2)).as_deref(),
+        Some(&next[..])
+    );
+    // With the switch off, a new connection gets no gate.
+    let mut cfg = ctl.config().expect("config");
+    cfg.gate = 0;
+    ctl.set_config(&cfg).expect("config");
+    let (c2, _s2) = connection(&pair, &l, server);
+    assert_eq!(ctl.gate(&key(c2.local_addr().unwrap(), server)), None);
+}

@@ -52,7 +52,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Enforce)]
     pub mode: Mode,
     /// End-of-data gate: on flows a drop/reset rule may apply to (by its
-    /// client_ip condition), the kernel holds the client
+    /// client_ip condition; armed by the kernel at the client's SYN), the
+    /// kernel holds the client
     /// segment that ends a message until everything before it was
     /// inspected; a blocked message never reaches the server complete.
     #[arg(long)]
@@ -140,6 +141,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ringbuf_size: args.ringbuf_size,
         ingress: args.ingress,
         enforce: args.mode == Mode::Enforce,
+        // The kernel arms gates at SYN only if some flow may need one.
+        gate: args.gate && rules.has_gate_rules(),
         pin_root: args.pin_root.clone(),
     })?;
     // The worker thread writes verdicts itself, through its own handles on
@@ -278,6 +281,17 @@ impl Daemon {
             digest = rules.digest(),
             "rules reloaded"
         );
+        // Gates armed by the kernel at SYN only while some rule may need one.
+        let gate = self.gate && rules.has_gate_rules();
+        let c = self.mon.control();
+        if let Err(e) = c.config().and_then(|cfg| {
+            c.set_config(&smtp_common::Config {
+                gate: gate as u32,
+                ..cfg
+            })
+        }) {
+            tracing::error!(error = %e, "cannot update the gate switch in the kernel");
+        }
         self.rules = rules;
         Ok(ReloadReply {
             rules_file: Some(path.display().to_string()),

@@ -24,10 +24,10 @@
 //! | map | kind | key → value | semantics |
 //! |---|---|---|---|
 //! | `RECORDS` | ring buffer | — | [`smtp_common::RecordHeader`] + payload of every monitored segment with payload or SYN/FIN/RST; `rec_flags & REC_HELD`: a gate dropped the segment after copying it ([`Record::held`]). |
-//! | `CONFIG` | array[1] | 0 → [`Config`] | monitored ports; `enforce != 0` turns on everything below (off = monitor mode: nothing is dropped). |
+//! | `CONFIG` | array[1] | 0 → [`Config`] | monitored ports; `enforce != 0` turns on everything below (off = monitor mode: nothing is dropped); `gate != 0`: a client SYN creates its flow's `GATES` entry. |
 //! | `VERDICTS` | LRU hash (65536) | [`FlowKey`] → `u32` [`Verdict`] | `Drop`: every packet of the flow is dropped in all hooks, except payload-less RSTs (so resets reach both ends). |
 //! | `BLOCKLIST` | LRU hash (65536) | [`smtp_common::IpKey`] → `u64` expiry | packets of monitored flows whose client (sender of client→server packets) is listed are dropped (payload-less RSTs excepted); expiry in CLOCK_MONOTONIC ns (`bpf_ktime_get_ns`), 0 = never; the kernel deletes an expired entry when it meets it. |
-//! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\n.\r\n` at its end, exactly `.\r\n`, or carrying the last byte before `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to the message end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. |
+//! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\n.\r\n` at its end, exactly `.\r\n`, or carrying the last byte before `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to the message end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. Created by userspace, or by the kernel at the client's SYN when `CONFIG.gate` is set. |
 //! | `STATS` | per-CPU array[1] | 0 → [`smtp_common::Stats`] | counters ([`smtp_common::Stat`]), see [`KernelStats`]. |
 //!
 //! Order of the checks on a monitored packet while enforcing: blocklist,
@@ -102,6 +102,9 @@ pub struct MonitorOptions {
     pub ingress: IngressMode,
     /// Enforce drop verdicts from the start.
     pub enforce: bool,
+    /// End-of-data gate on: the kernel arms a flow's gate at the client's
+    /// SYN ([`smtp_common::Config::gate`]).
+    pub gate: bool,
     /// bpffs directory holding `<iface>/` pin directories.
     pub pin_root: PathBuf,
 }
@@ -114,6 +117,7 @@ impl Default for MonitorOptions {
             ringbuf_size: DEFAULT_RINGBUF_SIZE,
             ingress: IngressMode::default(),
             enforce: true,
+            gate: false,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
         }
     }
@@ -253,11 +257,14 @@ impl Monitor {
                     name: MAP_CONFIG,
                     source,
                 })?;
-            cfg.set(0, Config::new(&ports, opts.enforce), 0)
-                .map_err(|source| DatapathError::Map {
-                    name: MAP_CONFIG,
-                    source,
-                })?;
+            let config = Config {
+                gate: opts.gate as u32,
+                ..Config::new(&ports, opts.enforce)
+            };
+            cfg.set(0, config, 0).map_err(|source| DatapathError::Map {
+                name: MAP_CONFIG,
+                source,
+            })?;
         }
         let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
         // Pins last: their presence means "attached and configured".

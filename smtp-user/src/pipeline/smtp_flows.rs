@@ -430,7 +430,16 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         };
         let gated = self.policy.gate && self.policy.rules.gate_rules_for(flow.client.ip());
         if gated {
+            // (Re)arm: the kernel armed it at the SYN already, unless the
+            // flow started before the monitor (midstream).
             self.requests.push(Enforcement::ArmGate {
+                client: flow.client,
+                server: flow.server,
+            });
+        } else if self.policy.gate {
+            // The kernel may have armed it at the SYN; no rule applies to
+            // this client, so nothing of it needs holding.
+            self.requests.push(Enforcement::DisarmGate {
                 client: flow.client,
                 server: flow.server,
             });
