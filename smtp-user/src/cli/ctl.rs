@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_builtin_outputs() {
+        assert_eq!(format_flows(&[]), "no live SMTP sessions\n");
+        let r = ReloadReply {
+            rules_file: None,
+            rules_digest: "builtin".into(),
+            rules: 1,
+        };
+        assert_eq!(
+            format_reload(&r),
+            "reloaded rules_file=(builtin) rules=1 rules_digest=builtin"
+        );
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &serde_json::json!({"a": 1, "b": {"c": "x\ny", "d": [1, 2]}}),
+            &mut out,
+        );
+        assert_eq!(out, ["a=1", "b.c=x\\ny", "b.d=[1,2]"]);
+    }
+
+    #[test]
     fn text_is_cleaned_and_cut() {
         assert_eq!(clean("a\x1b[2Jb", 10), "a\\u{1b}[2Jb");
         assert_eq!(clean("abcdef", 3), "abc…");
