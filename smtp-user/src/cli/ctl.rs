@@ -168,15 +168,20 @@ impl Daemon {
         Ok((iface, control))
     }
 
-    /// One exchange with the daemon; an error reply becomes an error.
-    fn ask(&self, req: &Request) -> anyhow::Result<Response> {
-        let (path, iface) = match &self.socket {
+    /// The control socket and, when known, the interface it belongs to.
+    fn socket(&self) -> anyhow::Result<(PathBuf, Option<String>)> {
+        Ok(match &self.socket {
             Some(p) => (p.clone(), self.iface.clone()),
             None => {
                 let iface = self.iface()?;
                 (default_socket_path(&iface), Some(iface))
             }
-        };
+        })
+    }
+
+    /// One exchange with the daemon; an error reply becomes an error.
+    fn ask(&self, req: &Request) -> anyhow::Result<Response> {
+        let (path, iface) = self.socket()?;
         match request(&path, req, self.timeout) {
             Ok(Response::Error(e)) => bail!("the monitor answered: {e}"),
             Ok(resp) => Ok(resp),
@@ -307,14 +312,26 @@ fn stats(t: &Daemon, json: bool) -> anyhow::Result<()> {
     let (iface, control) = t.control()?;
     let enforce = control.config()?.enforce != 0;
     let kernel = control.stats()?;
-    let user = match t.ask(&Request::Stats) {
+    let (path, _) = t.socket()?;
+    let user = match request(&path, &Request::Stats, t.timeout) {
         Ok(Response::Stats(v)) => Some(v),
+        Ok(Response::Error(e)) => {
+            eprintln!("note: kernel counters only: the monitor answered: {e}");
+            None
+        }
         Ok(r) => {
-            eprintln!("note: userspace counters unavailable: {}", unexpected(&r));
+            eprintln!("note: kernel counters only: {}", unexpected(&r));
+            None
+        }
+        Err(ControlError::NotRunning { path }) => {
+            eprintln!(
+                "note: kernel counters only: no control socket at {}",
+                path.display()
+            );
             None
         }
         Err(e) => {
-            eprintln!("note: userspace counters unavailable: {e:#}");
+            eprintln!("note: kernel counters only: {e}");
             None
         }
     };
@@ -585,6 +602,27 @@ mod tests {
         );
         assert!("198.18.0.1:25".parse::<Target>().is_err());
         assert!("x".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn empty_and_builtin_outputs() {
+        assert_eq!(format_flows(&[]), "no live SMTP sessions\n");
+        let r = ReloadReply {
+            rules_file: None,
+            rules_digest: "builtin".into(),
+            rules: 1,
+        };
+        assert_eq!(
+            format_reload(&r),
+            "reloaded rules_file=(builtin) rules=1 rules_digest=builtin"
+        );
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &serde_json::json!({"a": 1, "b": {"c": "x\ny", "d": [1, 2]}}),
+            &mut out,
+        );
+        assert_eq!(out, ["a=1", "b.c=x\\ny", "b.d=[1,2]"]);
     }
 
     #[test]
