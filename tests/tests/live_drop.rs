@@ -26,7 +26,7 @@ fn session(addr: &str) -> SmtpClient {
 
 /// Runs the scenario; returns (did the bad session still get a reply after
 /// its violation, did the good session, EVE events).
-fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
+fn scenario(protocol_error_drops: bool, tag: &str) -> (bool, bool, Vec<Value>) {
     let rules = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.toml", std::process::id()));
     let pair = NetPair::new(tag);
     let out = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.json", std::process::id()));
@@ -36,7 +36,7 @@ fn scenario(drop_on_error: bool, tag: &str) -> (bool, bool, Vec<Value>) {
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
     let rules_s = rules.to_string_lossy().into_owned();
-    if !drop_on_error {
+    if !protocol_error_drops {
         std::fs::write(&rules, "[defaults]\nprotocol_error = \"alert\"\n").expect("rules file");
         args.extend(["--rules", &rules_s]);
     }
