@@ -26,31 +26,13 @@ use std::{
 use serde_json::Value;
 use smtp_e2e::{
     in_netns,
+    live::POLICY_RULES,
     mail::{require_tools, SmtpSink},
     process::{run_to_end, wait_path, Daemon},
     require_root,
     smtp_client::SmtpClient,
     NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
-
-const RULES: &str = r#"
-[[rule]]
-sid = 1001
-name = "forbidden-sender-domain"
-message = "MAIL FROM a forbidden domain"
-action = "drop"
-[rule.when]
-mail_from_domain = ["forbidden.example"]
-
-[[rule]]
-sid = 1010
-name = "forbidden-keyword"
-message = "Forbidden keyword"
-action = "drop"
-[rule.when]
-body_keywords = ["FORBIDDEN-KEYWORD"]
-"#;
 
 fn sessions() -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -70,16 +52,14 @@ fn connect() -> Option<SmtpClient> {
 /// The daemon with `RULES`, plus the path of its control socket.
 fn daemon(pair: &NetPair, dir: &Path, gate: bool) -> (Daemon, PathBuf) {
     let rules = dir.join("rules.toml");
-    std::fs::write(&rules, RULES).expect("rules file");
+    std::fs::write(&rules, POLICY_RULES).expect("rules file");
     let sock = dir.join(format!("ctl-{gate}.sock"));
     let rules_s = rules.to_string_lossy().into_owned();
     let sock_s = sock.to_string_lossy().into_owned();
+    // Errors only: the daemon's stderr is a pipe nobody reads until the end.
     let mut args = vec![
         "--log",
         "error",
-        "run",
-        "--iface",
-        &pair.server_if,
         "--rules",
         &rules_s,
         "--output",
@@ -90,17 +70,11 @@ fn daemon(pair: &NetPair, dir: &Path, gate: bool) -> (Daemon, PathBuf) {
     if gate {
         args.push("--gate");
     }
-    let d = Daemon::spawn(&pair.server_ns, &args);
+    let d = Daemon::monitor(pair, &args);
     assert!(
-        wait_path(&sock, Duration::from_secs(30)),
-        "the daemon did not start"
+        wait_path(&sock, Duration::from_secs(10)),
+        "the control socket did not appear"
     );
-    assert!(wait_path(
-        &PathBuf::from(DEFAULT_PIN_ROOT)
-            .join(&pair.server_if)
-            .join("VERDICTS"),
-        Duration::from_secs(5)
-    ));
     (d, sock)
 }
 

@@ -17,27 +17,12 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use smtp_e2e::{
-    in_netns,
-    process::{wait_path, Daemon},
-    require_root,
-    smtp_client::SmtpClient,
-    NetPair,
+    in_netns, live::POLICY_RULES, process::Daemon, require_root, smtp_client::SmtpClient, NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
-
-const RULES: &str = r#"
-[[rule]]
-sid = 1001
-name = "forbidden-sender-domain"
-action = "drop"
-[rule.when]
-mail_from_domain = ["forbidden.example"]
-"#;
 
 const PROBE: &[u8] = b"NOOP\r\n";
 const PROBE_WINDOW: Duration = Duration::from_millis(50);
@@ -141,14 +126,11 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("verdict-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let rules = dir.join("rules.toml");
-    std::fs::write(&rules, RULES).expect("rules");
+    std::fs::write(&rules, POLICY_RULES).expect("rules");
     let rules_s = rules.to_string_lossy().into_owned();
-    let daemon = Daemon::spawn(
-        &pair.server_ns,
+    let daemon = Daemon::monitor(
+        &pair,
         &[
-            "run",
-            "--iface",
-            &pair.server_if,
             "--rules",
             &rules_s,
             "-o",
@@ -156,15 +138,6 @@ fn main() {
             "--stats-interval",
             "3600",
         ],
-    );
-    assert!(
-        wait_path(
-            &PathBuf::from(DEFAULT_PIN_ROOT)
-                .join(&pair.server_if)
-                .join("VERDICTS"),
-            Duration::from_secs(30)
-        ),
-        "monitor did not start"
     );
 
     let (ltx, lrx) = std::sync::mpsc::channel();

@@ -15,11 +15,10 @@ use serde_json::Value;
 
 use crate::{
     mail::{swaks, Run},
-    process::{run_to_end, wait_path, Daemon},
+    process::{run_to_end, Daemon},
     sink::MailSink,
     NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
 /// The server's address (smtp-sink listens on port 25).
 pub const SERVER: &str = "198.18.0.2";
@@ -27,6 +26,45 @@ pub const SERVER: &str = "198.18.0.2";
 pub const CLIENT_IP: &str = "198.18.0.1";
 /// swaks' per-step timeout: a dropped session makes swaks wait this long.
 pub const SWAKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The live tests' and benchmarks' rules: drop (sid 1001) on MAIL FROM
+/// domain forbidden.example, drop (sid 1002) on the keyword
+/// FORBIDDEN-KEYWORD in the decoded content, reset (sid 1003) on MAIL FROM
+/// domain reset.example.
+pub const POLICY_RULES: &str = r#"
+[defaults]
+protocol_error = "drop"
+
+[[rule]]
+sid = 1001
+name = "forbidden-sender-domain"
+message = "MAIL FROM a forbidden domain"
+category = "policy"
+severity = "high"
+action = "drop"
+[rule.when]
+mail_from_domain = ["forbidden.example"]
+
+[[rule]]
+sid = 1002
+name = "forbidden-keyword"
+message = "forbidden keyword in the message content"
+category = "content"
+severity = "medium"
+action = "drop"
+[rule.when]
+body_keywords = ["FORBIDDEN-KEYWORD"]
+
+[[rule]]
+sid = 1003
+name = "reset-sender-domain"
+message = "MAIL FROM a domain whose sessions are reset"
+category = "policy"
+severity = "high"
+action = "reset"
+[rule.when]
+mail_from_domain = ["reset.example"]
+"#;
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -105,25 +143,13 @@ impl Live {
         let _ = std::fs::remove_file(&self.eve);
         let eve = self.eve.to_string_lossy().into_owned();
         let rules_s = self.rules.to_string_lossy().into_owned();
-        let mut args = vec![
-            "run",
-            "--iface",
-            &self.pair.server_if,
-            "-o",
-            &eve,
-            "--stats-interval",
-            "3600",
-        ];
+        let mut args = vec!["-o", &eve, "--stats-interval", "3600"];
         if let Some(text) = rules {
             std::fs::write(&self.rules, text).expect("rules file");
             args.extend(["--rules", &rules_s]);
         }
         args.extend_from_slice(extra);
-        let mut d = Daemon::spawn(&self.pair.server_ns, &args);
-        let pins = PathBuf::from(DEFAULT_PIN_ROOT).join(&self.pair.server_if);
-        let up = wait_path(&pins.join("VERDICTS"), Duration::from_secs(20));
-        assert!(up && d.running(), "monitor did not start: {args:?}");
-        self.daemon = Some(d);
+        self.daemon = Some(Daemon::monitor(&self.pair, &args));
     }
 
     /// Stops the daemon (SIGTERM, bounded); returns its stderr.

@@ -36,6 +36,21 @@ impl Daemon {
         Daemon { child }
     }
 
+    /// `smtp-user run --iface <server veth> ARGS` in the server namespace
+    /// of `pair`, once its pins exist (the datapath is attached); panics
+    /// when it does not come up within 30 s.
+    pub fn monitor(pair: &crate::NetPair, args: &[&str]) -> Daemon {
+        let mut full = vec!["run", "--iface", &pair.server_if];
+        full.extend_from_slice(args);
+        let mut d = Daemon::spawn(&pair.server_ns, &full);
+        let pins = std::path::PathBuf::from(smtp_user::datapath::DEFAULT_PIN_ROOT)
+            .join(&pair.server_if)
+            .join(smtp_common::MAP_VERDICTS);
+        let up = wait_path(&pins, Duration::from_secs(30));
+        assert!(up && d.running(), "monitor did not start: {full:?}");
+        d
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

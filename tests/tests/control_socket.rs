@@ -5,16 +5,11 @@
 //! The socket is served by a test `ControlServer` with fixed answers (the
 //! daemon's own socket is wired by `run`).
 
-use std::{
-    path::{Path, PathBuf},
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
+use std::{path::Path, sync::mpsc, thread, time::Duration};
 
 use smtp_common::Verdict;
 use smtp_e2e::{
-    process::{run_to_end, wait_path, Daemon},
+    process::{run_to_end, Daemon},
     require_root, NetPair,
 };
 use smtp_user::control::{ControlServer, FlowRow, Request, Response};
@@ -118,9 +113,7 @@ fn ctl_stats_and_flow_blocks_through_the_socket() {
     let _ = std::fs::remove_dir_all(&dir);
     let socket = dir.join("ctl.sock");
 
-    let d = Daemon::spawn(&pair.server_ns, &["run", "--iface", &pair.server_if]);
-    let pins = PathBuf::from(DEFAULT_PIN_ROOT).join(&pair.server_if);
-    assert!(wait_path(&pins.join("VERDICTS"), T));
+    let d = Daemon::monitor(&pair, &[]);
 
     // No daemon on the socket: kernel counters only, and a note.
     let (ok, out, err) = ctl(&pair, &socket, &["stats"]);

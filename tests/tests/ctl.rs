@@ -1,10 +1,10 @@
 //! `smtp-user ctl` changes a running monitor through its pinned maps.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use smtp_common::Verdict;
 use smtp_e2e::{
-    process::{run_to_end, wait_path, Daemon},
+    process::{run_to_end, Daemon},
     require_root, NetPair,
 };
 use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
@@ -31,9 +31,7 @@ fn ctl_enforce_verdicts_and_stats() {
     assert!(!ok, "ctl without a monitor must fail");
     assert!(err.contains("no monitor running on"), "{err}");
 
-    let d = Daemon::spawn(&pair.server_ns, &["run", "--iface", &pair.server_if]);
-    let pins = PathBuf::from(DEFAULT_PIN_ROOT).join(&pair.server_if);
-    assert!(wait_path(&pins.join("VERDICTS"), Duration::from_secs(20)));
+    let d = Daemon::monitor(&pair, &[]);
 
     let (ok, out, err) = ctl(&pair, &["stats"]);
     assert!(ok, "{err}");

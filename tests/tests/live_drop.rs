@@ -4,18 +4,17 @@
 //! session on the same server keeps working; with `protocol_error = "alert"`
 //! in the rules file the same session only alerts.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
 use smtp_e2e::{
     in_netns,
     mail::{require_tools, SmtpSink},
-    process::{wait_path, Daemon},
+    process::Daemon,
     require_root,
     smtp_client::SmtpClient,
     NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
 fn session(addr: &str) -> SmtpClient {
     let (c, greeting) = SmtpClient::connect(addr.parse().expect("addr"), Duration::from_secs(2))
@@ -32,7 +31,7 @@ fn scenario(protocol_error_drops: bool, tag: &str) -> (bool, bool, Vec<Value>) {
     let out = std::env::temp_dir().join(format!("smtp-drop-{tag}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let _sink = SmtpSink::start(&pair.server_ns, "198.18.0.2:25", &["-c"]);
-    let mut args = vec!["run", "--iface", &pair.server_if, "--output"];
+    let mut args = vec!["--output"];
     let out_s = out.to_string_lossy().into_owned();
     args.push(&out_s);
     let rules_s = rules.to_string_lossy().into_owned();
@@ -40,13 +39,7 @@ fn scenario(protocol_error_drops: bool, tag: &str) -> (bool, bool, Vec<Value>) {
         std::fs::write(&rules, "[defaults]\nprotocol_error = \"alert\"\n").expect("rules file");
         args.extend(["--rules", &rules_s]);
     }
-    let daemon = Daemon::spawn(&pair.server_ns, &args);
-    assert!(wait_path(
-        &PathBuf::from(DEFAULT_PIN_ROOT)
-            .join(&pair.server_if)
-            .join("VERDICTS"),
-        Duration::from_secs(20)
-    ));
+    let daemon = Daemon::monitor(&pair, &args);
     let (bad_alive, good_alive) = in_netns(&pair.client_ns, || {
         let mut good = session("198.18.0.2:25");
         assert!(good.cmd("EHLO good.example\r\n").is_some());

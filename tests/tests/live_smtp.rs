@@ -8,10 +8,9 @@ use std::{path::PathBuf, time::Duration};
 use serde_json::Value;
 use smtp_e2e::{
     mail::{require_tools, run_in, SmtpSink},
-    process::{wait_path, Daemon},
+    process::Daemon,
     require_root, NetPair,
 };
-use smtp_user::datapath::DEFAULT_PIN_ROOT;
 
 fn events(path: &PathBuf) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -54,26 +53,14 @@ fn swaks_and_smtp_source_through_smtp_sink() {
     std::fs::write(&attachment, &body).expect("attachment");
 
     let _sink = SmtpSink::start(&pair.server_ns, "198.18.0.2:25", &["-c"]);
-    let daemon = Daemon::spawn(
-        &pair.server_ns,
+    let daemon = Daemon::monitor(
+        &pair,
         &[
-            "run",
-            "--iface",
-            &pair.server_if,
             "--output",
             out.to_str().expect("utf-8 path"),
             "--stats-interval",
             "3600",
         ],
-    );
-    assert!(
-        wait_path(
-            &PathBuf::from(DEFAULT_PIN_ROOT)
-                .join(&pair.server_if)
-                .join("VERDICTS"),
-            Duration::from_secs(20)
-        ),
-        "monitor did not start"
     );
 
     // 1. Pipelined session with a 5 MiB attachment and two recipients.

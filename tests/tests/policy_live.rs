@@ -8,7 +8,7 @@
 //! Issue 5, tests 1–8.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use smtp_e2e::{
     in_netns,
     live::{events, of_type, serial, Live, TempDir, CLIENT_IP, SERVER, SWAKS_TIMEOUT},
     mail::require_tools,
-    process::{run_to_end, wait_path, Daemon},
+    process::{run_to_end, Daemon},
     require_root,
     smtp_client::SmtpClient,
     NetPair,
@@ -27,43 +27,7 @@ use smtp_e2e::{
 use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
 use smtp_user::pipeline::kernel_flow_key;
 
-/// Drop (sid 1001) on MAIL FROM domain forbidden.example, drop (sid 1002)
-/// on the keyword in the decoded content, reset (sid 1003) on MAIL FROM
-/// domain reset.example.
-const RULES: &str = r#"
-[defaults]
-protocol_error = "drop"
-
-[[rule]]
-sid = 1001
-name = "forbidden-sender-domain"
-message = "MAIL FROM a forbidden domain"
-category = "policy"
-severity = "high"
-action = "drop"
-[rule.when]
-mail_from_domain = ["forbidden.example"]
-
-[[rule]]
-sid = 1002
-name = "forbidden-keyword"
-message = "forbidden keyword in the message content"
-category = "content"
-severity = "medium"
-action = "drop"
-[rule.when]
-body_keywords = ["FORBIDDEN-KEYWORD"]
-
-[[rule]]
-sid = 1003
-name = "reset-sender-domain"
-message = "MAIL FROM a domain whose sessions are reset"
-category = "policy"
-severity = "high"
-action = "reset"
-[rule.when]
-mail_from_domain = ["reset.example"]
-"#;
+use smtp_e2e::live::POLICY_RULES as RULES;
 
 /// A plain-text message with a unique subject (LF line endings).
 fn clean_message(tag: &str) -> Vec<u8> {
@@ -657,26 +621,12 @@ fn malformed_greeting(tag: &str, rules: Option<&str>) -> (Option<String>, Vec<Va
     let rules_path = dir.0.join("rules.toml");
     let eve_s = eve.to_string_lossy().into_owned();
     let rules_s = rules_path.to_string_lossy().into_owned();
-    let mut args = vec![
-        "run",
-        "--iface",
-        &pair.server_if,
-        "-o",
-        &eve_s,
-        "--stats-interval",
-        "3600",
-    ];
+    let mut args = vec!["-o", &eve_s, "--stats-interval", "3600"];
     if let Some(text) = rules {
         std::fs::write(&rules_path, text).expect("rules");
         args.extend(["--rules", &rules_s]);
     }
-    let d = Daemon::spawn(&pair.server_ns, &args);
-    assert!(wait_path(
-        &PathBuf::from(DEFAULT_PIN_ROOT)
-            .join(&pair.server_if)
-            .join("VERDICTS"),
-        Duration::from_secs(20)
-    ));
+    let d = Daemon::monitor(&pair, &args);
     let reply = in_netns(&pair.client_ns, || {
         let (mut c, greeting) =
             SmtpClient::connect(server_addr(), Duration::from_secs(2)).expect("connect");
@@ -930,55 +880,34 @@ fn replay_with_rules_reports_blocked_and_sends_nothing() {
     std::fs::write(&rules, RULES).expect("rules");
 
     let ns = BareNs::new();
-    for (mode, action) in [("enforce", "blocked"), ("monitor", "allowed")] {
-        let out_path = dir.0.join(format!("{mode}.json"));
-        let out = run_to_end(
-            &ns.0,
-            &[
-                "replay",
-                "-q",
-                "--rules",
-                rules.to_str().expect("utf-8"),
-                "--mode",
-                mode,
-                "-o",
-                out_path.to_str().expect("utf-8"),
-                pcap.to_str().expect("utf-8"),
-            ],
-            Duration::from_secs(30),
-        );
+    // `smtp-user replay -q --rules RULES [--mode MODE] PCAP` in the bare
+    // namespace: its alerts.
+    let replay = |rules: &Path, mode: Option<&str>| -> Vec<Value> {
+        let out_path = dir.0.join(format!("{}.json", mode.unwrap_or("default")));
+        let (rules_s, out_s) = (rules.to_string_lossy(), out_path.to_string_lossy());
+        let mut args = vec!["replay", "-q", "--rules", &rules_s, "-o", &out_s];
+        if let Some(m) = mode {
+            args.extend(["--mode", m]);
+        }
+        let pcap_s = pcap.to_string_lossy();
+        args.push(&pcap_s);
+        let out = run_to_end(&ns.0, &args, Duration::from_secs(30));
         assert!(
             out.status.success(),
-            "replay: {}",
+            "replay {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let alerts = of_type(&events(&out_path), "alert");
+        of_type(&events(&out_path), "alert")
+    };
+    for (mode, action) in [("enforce", "blocked"), ("monitor", "allowed")] {
+        let alerts = replay(&rules, Some(mode));
         assert_eq!(alerts.len(), 1, "{mode}: {alerts:#?}");
         assert_alert(&alerts[0], 1001, "forbidden-sender-domain", action);
         assert_eq!(alerts[0]["src_port"], 40000);
     }
     // The shipped example (the demo relies on it) blocks this sender too.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules.toml");
-    let out_path = dir.0.join("example.json");
-    let out = run_to_end(
-        &ns.0,
-        &[
-            "replay",
-            "-q",
-            "--rules",
-            example.to_str().expect("utf-8"),
-            "-o",
-            out_path.to_str().expect("utf-8"),
-            pcap.to_str().expect("utf-8"),
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "replay with examples/rules.toml: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let alerts = of_type(&events(&out_path), "alert");
+    let alerts = replay(&example, None);
     assert!(
         alerts.iter().any(|a| a["alert"]["action"] == "blocked"),
         "examples/rules.toml blocks MAIL FROM forbidden.example: {alerts:#?}"
