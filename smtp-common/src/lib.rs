@@ -189,6 +189,11 @@ pub fn seq_ge(a: u32, b: u32) -> bool {
 /// [`RecordHeader::rec_flags`]: the segment was held by a gate (dropped
 /// after this copy; its retransmission comes again).
 pub const REC_HELD: u32 = 1;
+/// [`RecordHeader::rec_flags`]: the kernel (or NIC) verified the TCP checksum.
+pub const REC_CSUM_GOOD: u32 = 2;
+/// [`RecordHeader::rec_flags`]: the TCP checksum is known to be wrong; the
+/// receiving stack discards this segment, so the monitor must too.
+pub const REC_CSUM_BAD: u32 = 4;
 
 /// Value of the verdict map.
 #[repr(u32)]
@@ -243,10 +248,12 @@ pub struct RecordHeader {
     pub src_is_lo: u8,
     /// Which program saw the packet ([`HOOK_XDP`], ...).
     pub hook: u8,
-    /// [`REC_HELD`] or 0.
+    /// [`REC_HELD`], [`REC_CSUM_GOOD`], [`REC_CSUM_BAD`] (bits, or 0).
     pub rec_flags: u32,
+    /// TCP urgent pointer of the segment (meaningful when URG is set).
+    pub urg_ptr: u16,
     /// Always zero.
-    pub _pad: u32,
+    pub _pad: u16,
 }
 
 /// Size of [`RecordHeader`] in bytes.

@@ -233,6 +233,7 @@ fn monitored<P: Packet>(
         src_is_lo: src_is_lo as u8,
         hook,
         rec_flags,
+        urg_ptr: 0,
         _pad: 0,
     };
     emit(p, hdr, payload_off as u32, st);

@@ -711,6 +711,8 @@ proptest! {
                 payload,
                 uncaptured: *uncaptured,
                 held: false,
+                urgent: 0,
+                checksum: Default::default(),
             };
             table.segment(&seg);
             prop_assert!(table.stats().buffered <= 5000);
@@ -765,6 +767,8 @@ fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
         payload,
         uncaptured: 0,
         held: false,
+        urgent: 0,
+        checksum: Default::default(),
     };
     let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
     let mut t = FlowTable::new(FlowConfig::default(), OrderLog::default());

@@ -53,6 +53,7 @@ impl TcpFlags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
 
     pub fn fin(self) -> bool {
         self.0 & Self::FIN != 0
@@ -66,6 +67,25 @@ impl TcpFlags {
     pub fn ack(self) -> bool {
         self.0 & Self::ACK != 0
     }
+    pub fn urg(self) -> bool {
+        self.0 & Self::URG != 0
+    }
+}
+
+/// What is known of a segment's TCP checksum.
+///
+/// The server's stack discards a segment whose checksum is wrong, so the
+/// monitor must too (`flow` ignores [`Checksum::Bad`] segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// Not verified: the NIC or kernel had no verdict and it was not
+    /// computed (offloaded capture, `--checksum off`).
+    #[default]
+    Unknown,
+    /// Verified correct (by the NIC, the kernel or the monitor).
+    Good,
+    /// Verified wrong: the receiver drops this segment.
+    Bad,
 }
 
 /// One TCP segment (or one piece of a segment the kernel split across
@@ -93,4 +113,9 @@ pub struct Segment<'a> {
     /// dropped): the receiver did not get it, TCP will retransmit it.
     /// Always false for capture files.
     pub held: bool,
+    /// TCP urgent pointer (meaningful when `flags.urg()`): Linux removes the
+    /// byte at `seq + urgent - 1` from the stream it delivers.
+    pub urgent: u16,
+    /// What is known of the TCP checksum.
+    pub checksum: Checksum,
 }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smtp_common::{RecordHeader, FAMILY_V4, FAMILY_V6, RECORD_HEADER_LEN};
 
-use super::{Segment, TcpFlags};
+use super::{Checksum, Segment, TcpFlags};
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +93,18 @@ impl<'a> Record<'a> {
         self.header.rec_flags & smtp_common::REC_HELD != 0
     }
 
+    /// The kernel's knowledge of the segment's TCP checksum.
+    pub fn checksum(&self) -> Checksum {
+        let f = self.header.rec_flags;
+        if f & smtp_common::REC_CSUM_BAD != 0 {
+            Checksum::Bad
+        } else if f & smtp_common::REC_CSUM_GOOD != 0 {
+            Checksum::Good
+        } else {
+            Checksum::Unknown
+        }
+    }
+
     /// The record as a [`Segment`] (timestamps converted with `clock`).
     pub fn segment(&self, clock: &Clock) -> Segment<'a> {
         let (src, dst) = self.endpoints();
@@ -106,6 +118,8 @@ impl<'a> Record<'a> {
             payload: self.payload,
             uncaptured: self.header.uncaptured,
             held: self.held(),
+            urgent: self.header.urg_ptr,
+            checksum: self.checksum(),
         }
     }
 }
@@ -188,6 +202,7 @@ mod tests {
             src_is_lo: src_is_lo as u8,
             hook: smtp_common::HOOK_TC_INGRESS,
             rec_flags: 0,
+            urg_ptr: 0,
             _pad: 0,
         }
     }

@@ -343,6 +343,8 @@ fn tcp_segment(
         payload,
         uncaptured: u32::try_from(uncaptured).unwrap_or(u32::MAX),
         held: false,
+        urgent: 0,
+        checksum: Default::default(),
     })
 }
 

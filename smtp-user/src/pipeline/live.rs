@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use smtp_common::{FlowKey, FAMILY_V4, FAMILY_V6};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capture::{Segment, TcpFlags};
+use crate::capture::{Checksum, Segment, TcpFlags};
 use crate::flow::{FlowConfig, FlowInfo, FlowTable, TableStats};
 use crate::output::{EveWriter, OutputCounters};
 use crate::policy::RuleSet;
@@ -52,6 +52,8 @@ struct SegmentMeta {
     len: usize,
     uncaptured: u32,
     held: bool,
+    urgent: u16,
+    checksum: Checksum,
 }
 
 impl SegmentBatch {
@@ -69,6 +71,8 @@ impl SegmentBatch {
             len: seg.payload.len(),
             uncaptured: seg.uncaptured,
             held: seg.held,
+            urgent: seg.urgent,
+            checksum: seg.checksum,
         });
     }
 
@@ -96,6 +100,8 @@ impl SegmentBatch {
                 payload,
                 uncaptured: m.uncaptured,
                 held: m.held,
+                urgent: m.urgent,
+                checksum: m.checksum,
             });
         }
     }
@@ -300,6 +306,8 @@ mod tests {
             payload: b"EHLO x\r\n",
             uncaptured: 3,
             held: false,
+            urgent: 0,
+            checksum: Default::default(),
         };
         let mut b = SegmentBatch::default();
         b.push(&seg);
