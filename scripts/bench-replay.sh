@@ -14,7 +14,10 @@
 #
 # Environment: SIZE_MIB (1024), RUNS (3), TSHARK_RUNS (= RUNS), CORE (1),
 # MIX (mixed, or small: ~1 KiB messages only), SEED (1),
-# FILE (/tmp/smtp-bench-${SIZE_MIB}m[-small].pcap).
+# FILE (/tmp/smtp-bench-${SIZE_MIB}m[-small].pcap),
+# BASELINE_BIN (optional: an older smtp-user binary, e.g. built from an
+# earlier commit; it is timed in the same command, its runs interleaved with
+# ours, and the before/after ratio is printed). TSHARK_RUNS=0 skips tshark.
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -52,11 +55,18 @@ median() { # column of $TMP/$1.times
     sort -n -k"$2" "$TMP/$1.times" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
 }
 
-measure ours "$RUNS" "$BIN" replay -q "$FILE" --output /dev/null
+for _ in $(seq "$RUNS"); do
+    measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        measure baseline 1 "$BASELINE_BIN" replay -q "$FILE" --output /dev/null
+    fi
+done
 TX=$(grep -o '[0-9]* transactions' "$TMP/ours.err" | awk '{ print $1 }')
 SUMMARY=$(grep '^replay:' "$TMP/ours.err")
 
-if command -v tshark > /dev/null; then
+if [ "$TSHARK_RUNS" = 0 ]; then
+    :
+elif command -v tshark > /dev/null; then
     measure tshark "$TSHARK_RUNS" tshark -r "$FILE" -Y smtp -T fields -e smtp.req.parameter
     TSHARK_VERSION="tshark $(tshark --version 2> /dev/null | head -1 | awk '{ print $3 }')"
 else
@@ -79,6 +89,11 @@ echo "|---|---|---|---|---|---|"
 OW=$(median ours 1)
 OC=$(median ours 2)
 row "smtp-user replay" "$OW" "$OC"
+if [ -f "$TMP/baseline.times" ]; then
+    BW=$(median baseline 1)
+    BC=$(median baseline 2)
+    row "smtp-user replay (baseline: $BASELINE_BIN)" "$BW" "$BC"
+fi
 if [ -f "$TMP/tshark.times" ]; then
     TW=$(median tshark 1)
     TC=$(median tshark 2)
@@ -86,4 +101,9 @@ if [ -f "$TMP/tshark.times" ]; then
     echo
     awk -v ow="$OW" -v oc="$OC" -v tw="$TW" -v tc="$TC" 'BEGIN {
         printf "Ratio (tshark time / ours): %.1fx wall, %.1fx cpu\n", tw / ow, tc / oc }'
+fi
+if [ -f "$TMP/baseline.times" ]; then
+    echo
+    awk -v ow="$OW" -v oc="$OC" -v bw="$BW" -v bc="$BC" 'BEGIN {
+        printf "Before/after (ours time / baseline time): %.3f wall, %.3f cpu (above 1 = slower)\n", ow / bw, oc / bc }'
 fi
