@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 pub mod file;
 pub mod pcap;
 pub mod pcapng;
+pub mod record;
 pub mod synth;
 pub mod wire;
 
