@@ -34,6 +34,7 @@ pub mod ringbuf;
 
 use std::net::SocketAddr;
 
+pub mod builder;
 pub mod file;
 pub mod pcap;
 pub mod pcapng;
