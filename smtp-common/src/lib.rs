@@ -38,6 +38,12 @@ pub const PROG_TC_EGRESS: &str = "smtp_tc_egress";
 
 /// Number of monitored port slots in [`Config::ports`].
 pub const MAX_PORTS: usize = 8;
+/// IPv6 extension headers the packet parsers (kernel and userspace) walk
+/// before the TCP header; a longer chain is "beyond the parser's limits".
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+/// VLAN tags (802.1Q / 802.1ad) the packet parsers (kernel and userspace)
+/// skip before the IP header; more is "beyond the parser's limits".
+pub const MAX_VLAN_TAGS: usize = 2;
 /// Payload bytes per record at most. A 1460-byte segment fits in one record;
 /// bigger (GSO/GRO) segments are split into several records.
 pub const CHUNK: usize = 4096;

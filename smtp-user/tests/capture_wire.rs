@@ -156,7 +156,12 @@ fn ipv6_extension_headers_and_fragments() {
         h.extend_from_slice(&[0, 0, 0, 1]);
         h
     };
-    check(linktype::ETHERNET, &v6_with(&[(44, frag(0, true))]), true);
+    // First fragment (offset 0, M=1): a fragment, reassembled by replay
+    // only. Atomic fragment (offset 0, M=0, RFC 6946): a whole packet.
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &v6_with(&[(44, frag(0, true))])).unwrap_err(),
+        Skip::Fragment
+    );
     check(linktype::ETHERNET, &v6_with(&[(44, frag(0, false))]), true);
     assert_eq!(
         parse_frame(linktype::ETHERNET, 0, &v6_with(&[(44, frag(100, false))])).unwrap_err(),
@@ -181,8 +186,11 @@ fn ipv6_extension_headers_and_fragments() {
 #[test]
 fn ipv4_fragments_and_non_ip() {
     let mut f = v4();
-    f[14 + 6] = 0x20; // MF set, offset 0: first fragment with the TCP header: parsed
-    assert!(parse_frame(linktype::ETHERNET, 0, &f).is_ok());
+    f[14 + 6] = 0x20; // MF set, offset 0: first fragment, reassembled by replay only
+    assert_eq!(
+        parse_frame(linktype::ETHERNET, 0, &f).unwrap_err(),
+        Skip::Fragment
+    );
     f[14 + 7] = 0x10; // offset 16 × 8
     assert_eq!(
         parse_frame(linktype::ETHERNET, 0, &f).unwrap_err(),

@@ -91,7 +91,9 @@ fn good_file_exit_0_events_and_summary() {
     let frames_n = frames.len();
     assert!(
         s.starts_with(&format!(
-            "replay: 1 file(s), {frames_n} frames, 0.0 MB, 1 flows, 2 transactions, 0 anomalies, 0 alerts, 0 verdicts, 0 gap bytes, 0 frames skipped, 0 on other ports in "
+            "replay: 1 file(s), {frames_n} frames, 0.0 MB, 1 flows, 2 transactions, 0 anomalies, 0 alerts, 0 verdicts, 0 gap bytes, 0 frames skipped, 0 on other ports, \
+             checksums verified (auto: 0 of {frames_n} sampled bad), 0 bad segments, \
+             0 IP fragments (0 datagrams reassembled, 0 overlapping, 0 timed out, 0 dropped) in "
         )),
         "{s}"
     );
@@ -282,5 +284,74 @@ fn several_files_are_one_capture() {
     // In the wrong order the flow is broken: not the same events.
     let wrong = replay_cmd(&dir, &["p1.pcap", "p0.pcap", "p2.pcap"]);
     assert_ne!(whole.stdout, wrong.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The realistic session with the checksum of every server segment wrong,
+/// as captured on a server with checksum offloading.
+fn offloaded_frames() -> Vec<TimedFrame> {
+    frames()
+        .into_iter()
+        .map(|(ts, mut f)| {
+            // Server → client: source port 25 at 14 + 20; TCP checksum at
+            // 14 + 20 + 16.
+            if f[34..36] == 25u16.to_be_bytes() {
+                f[50] ^= 0xff;
+            }
+            (ts, f)
+        })
+        .collect()
+}
+
+#[test]
+fn checksum_modes() {
+    let dir = test_dir("cli-checksum");
+    let clean = frames();
+    let n = clean.len();
+    write_file(&dir, "clean.pcap", &pcap(&clean));
+    let offloaded = offloaded_frames();
+    let server = offloaded.len()
+        - clean
+            .iter()
+            .filter(|(_, f)| f[34..36] != 25u16.to_be_bytes())
+            .count();
+    assert!(server > n / 10);
+    write_file(&dir, "offloaded.pcap", &pcap(&offloaded));
+    let run = |file: &str, mode: &str| {
+        let o = replay_cmd(&dir, &["--checksum", mode, file]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        (
+            summary_line(&o),
+            transactions(&parse_lines(&o.stdout)).len(),
+        )
+    };
+    let (s, _) = run("clean.pcap", "on");
+    assert!(s.contains("checksums verified, 0 bad segments"), "{s}");
+    let (s, _) = run("clean.pcap", "off");
+    assert!(s.contains("checksums not verified, 0 bad segments"), "{s}");
+    let (s, _) = run("clean.pcap", "auto");
+    assert!(
+        s.contains(&format!("checksums verified (auto: 0 of {n} sampled bad)")),
+        "{s}"
+    );
+    // Offloaded: auto sees too many bad ones and turns verification off;
+    // `on` finds every server segment bad.
+    let (s, tx) = run("offloaded.pcap", "auto");
+    assert!(
+        s.contains(&format!(
+            "checksums not verified (auto: {server} of {n} sampled bad), 0 bad segments"
+        )),
+        "{s}"
+    );
+    assert_eq!(tx, 2);
+    let (s, _) = run("offloaded.pcap", "on");
+    assert!(
+        s.contains(&format!("checksums verified, {server} bad segments")),
+        "{s}"
+    );
+    let (s, _) = run("offloaded.pcap", "off");
+    assert!(s.contains("checksums not verified, 0 bad segments"), "{s}");
+    let o = replay_cmd(&dir, &["--checksum", "sometimes", "clean.pcap"]);
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,9 +34,13 @@ pub mod ringbuf;
 
 use std::net::SocketAddr;
 
+pub mod builder;
+pub mod decoder;
 pub mod file;
+pub mod ipfrag;
 pub mod pcap;
 pub mod pcapng;
+pub mod record;
 pub mod synth;
 pub mod wire;
 

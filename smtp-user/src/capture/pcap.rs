@@ -4,16 +4,25 @@
 //! link type) then records of a 16-byte header (seconds, micro- or
 //! nanoseconds, captured length, original length) and the captured bytes.
 //! Both byte orders and both time resolutions are read; the magic decides.
+//! `pcap-parser` decodes the headers; this module does the streaming I/O,
+//! so that memory stays one record and every error carries its offset.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::file::{with_path, CaptureError, CaptureErrorKind, Endian, Frame, Input, MAX_FRAME_LEN};
+use pcap_parser::{parse_pcap_frame, parse_pcap_frame_be, parse_pcap_header};
+
+use super::record::{
+    with_path, CaptureError, CaptureErrorKind, Endian, Frame, Input, MAX_FRAME_LEN,
+};
 
 /// Magic of a microsecond-resolution file, as a native number.
 pub const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
 /// Magic of a nanosecond-resolution file, as a native number.
 pub const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+
+/// Length of a record header.
+const RECORD_HEADER: usize = 16;
 
 /// Streaming classic-pcap reader (see [`super::file::CaptureReader`]).
 pub struct PcapReader<R> {
@@ -24,10 +33,19 @@ pub struct PcapReader<R> {
     /// Link type of every record (low 16 bits of the header field; the high
     /// bits carry FCS information we do not need: IP lengths trim it).
     pub linktype: u32,
-    /// Record buffer; its length only grows, up to `MAX_FRAME_LEN`.
+    /// Record header and data; its length only grows, up to
+    /// `RECORD_HEADER + MAX_FRAME_LEN`.
     buf: Vec<u8>,
     pub(crate) path: Option<PathBuf>,
     done: bool,
+}
+
+/// Where the current record is in the buffer.
+struct Record {
+    ts_micros: u64,
+    caplen: usize,
+    orig_len: u32,
+    offset: u64,
 }
 
 impl<R: Read> PcapReader<R> {
@@ -38,16 +56,26 @@ impl<R: Read> PcapReader<R> {
             (MAGIC_NANOS, _) => (Endian::Little, true),
             (_, MAGIC_MICROS) => (Endian::Big, false),
             (_, MAGIC_NANOS) => (Endian::Big, true),
+            // Also the "modified" (Kuznetzov) format, whose records differ.
             (m, _) => return Err(CaptureError::at(0, CaptureErrorKind::BadMagic(m))),
         };
-        let mut rest = [0u8; 20];
-        input.exact(&mut rest, 0, "pcap file header", 4)?;
-        let linktype = endian.u32(&rest, 16).unwrap_or(0) & 0xffff;
+        let mut hdr = [0u8; 24];
+        hdr[..4].copy_from_slice(&magic);
+        input.exact(&mut hdr[4..], 0, "pcap file header", 4)?;
+        let (_, header) = parse_pcap_header(&hdr).map_err(|e| {
+            CaptureError::at(
+                0,
+                CaptureErrorKind::Malformed {
+                    what: "pcap file header",
+                    detail: e.to_string(),
+                },
+            )
+        })?;
         Ok(PcapReader {
             input,
             endian,
             nanos,
-            linktype,
+            linktype: (header.network.0 as u32) & 0xffff,
             buf: Vec::new(),
             path: None,
             done: false,
@@ -60,12 +88,15 @@ impl<R: Read> PcapReader<R> {
             return Ok(None);
         }
         match self.read_record() {
-            Ok(Some((ts, caplen, orig_len, offset))) => Ok(Some(Frame {
-                ts_micros: ts,
+            Ok(Some(r)) => Ok(Some(Frame {
+                ts_micros: r.ts_micros,
                 linktype: self.linktype,
-                data: self.buf.get(..caplen).unwrap_or_default(),
-                orig_len,
-                offset,
+                data: self
+                    .buf
+                    .get(RECORD_HEADER..RECORD_HEADER + r.caplen)
+                    .unwrap_or_default(),
+                orig_len: r.orig_len,
+                offset: r.offset,
             })),
             Ok(None) => {
                 self.done = true;
@@ -78,46 +109,71 @@ impl<R: Read> PcapReader<R> {
         }
     }
 
-    /// Reads one record into `buf`: (timestamp µs, captured len, original len, offset).
-    fn read_record(&mut self) -> Result<Option<(u64, usize, u32, u64)>, CaptureError> {
+    /// Reads one record (header and data) into `buf`.
+    fn read_record(&mut self) -> Result<Option<Record>, CaptureError> {
         let offset = self.input.offset;
-        let mut hdr = [0u8; 16];
+        if self.buf.len() < RECORD_HEADER {
+            self.buf.resize(RECORD_HEADER, 0);
+        }
+        let hdr = self.buf.get_mut(..RECORD_HEADER).unwrap_or_default();
         let got = self
             .input
-            .fill(&mut hdr)
+            .fill(hdr)
             .map_err(|e| CaptureError::at(offset, e))?;
         if got == 0 {
             return Ok(None);
         }
-        if got < hdr.len() {
+        if got < RECORD_HEADER {
             return Err(CaptureError::at(
                 offset,
                 CaptureErrorKind::Truncated {
                     what: "pcap record header",
-                    needed: 16,
+                    needed: RECORD_HEADER as u64,
                     got: got as u64,
                 },
             ));
         }
-        let e = self.endian;
-        let secs = u64::from(e.u32(&hdr, 0).unwrap_or(0));
-        let frac = u64::from(e.u32(&hdr, 4).unwrap_or(0));
-        let caplen = e.u32(&hdr, 8).unwrap_or(0);
-        let orig_len = e.u32(&hdr, 12).unwrap_or(0);
+        // The captured length says how much to read before the record can
+        // be parsed as a whole.
+        let caplen = self.endian.u32(hdr, 8).unwrap_or(0);
         if caplen > MAX_FRAME_LEN {
             return Err(CaptureError::at(
                 offset,
                 CaptureErrorKind::FrameTooLarge(caplen),
             ));
         }
-        let caplen = caplen as usize;
-        if self.buf.len() < caplen {
-            self.buf.resize(caplen, 0);
+        let end = RECORD_HEADER + caplen as usize;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
         }
-        let data = self.buf.get_mut(..caplen).unwrap_or_default();
-        self.input.exact(data, offset, "pcap record", 16)?;
+        let data = self.buf.get_mut(RECORD_HEADER..end).unwrap_or_default();
+        self.input
+            .exact(data, offset, "pcap record", RECORD_HEADER as u64)?;
+        let record = self.buf.get(..end).unwrap_or_default();
+        let parsed = match self.endian {
+            Endian::Little => parse_pcap_frame(record),
+            Endian::Big => parse_pcap_frame_be(record),
+        };
+        let block = parsed.map_err(|e| {
+            CaptureError::at(
+                offset,
+                CaptureErrorKind::Malformed {
+                    what: "pcap record",
+                    detail: e.to_string(),
+                },
+            )
+        })?;
+        let block = block.1;
+        let frac = u64::from(block.ts_usec);
         let frac_micros = if self.nanos { frac / 1000 } else { frac };
-        let ts = secs.saturating_mul(1_000_000).saturating_add(frac_micros);
-        Ok(Some((ts, caplen, orig_len, offset)))
+        let ts_micros = u64::from(block.ts_sec)
+            .saturating_mul(1_000_000)
+            .saturating_add(frac_micros);
+        Ok(Some(Record {
+            ts_micros,
+            caplen: block.data.len(),
+            orig_len: block.origlen,
+            offset,
+        }))
     }
 }

@@ -6,11 +6,17 @@
 //! Packet, Simple Packet and the obsolete Packet block. Other blocks are
 //! skipped without buffering them. Every block's trailer length is checked,
 //! so a corrupt length is reported at the block's offset.
+//!
+//! This module does the streaming I/O (one block buffered at a time, every
+//! error with its offset); `pcap-parser` decodes the blocks it buffers.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::file::{
+use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblock, Block};
+use pcap_parser::traits::PcapNGPacketBlock;
+
+use super::record::{
     with_path, CaptureError, CaptureErrorKind, Endian, Frame, Input, MAX_FRAME_LEN, PCAPNG_SHB,
 };
 
@@ -19,35 +25,32 @@ const IDB: u32 = 1;
 const OBSOLETE_PB: u32 = 2;
 const SPB: u32 = 3;
 const EPB: u32 = 6;
+/// Block header (type, length) and trailer (length) bytes.
+const FRAMING: u32 = 12;
 /// Largest block we buffer (packet blocks, headers with their options).
 const MAX_BUFFERED_BLOCK: u32 = MAX_FRAME_LEN + 64 * 1024;
 /// Largest block we skip over; beyond that the length is taken as corrupt.
 const MAX_SKIPPED_BLOCK: u32 = 64 << 20;
+/// Most interfaces remembered per section (ids are u32 in the file).
+const MAX_INTERFACES: usize = 65_536;
 
 /// One interface of the current section.
 #[derive(Debug, Clone, Copy)]
 struct Interface {
     linktype: u32,
-    /// Timestamp unit: 10^-n seconds (`pow2 == false`) or 2^-n seconds.
-    resol: u8,
-    pow2: bool,
+    /// Timestamp units per second (`if_tsresol`); `None` if unrepresentable.
+    units_per_sec: Option<u64>,
     /// Seconds added to every timestamp (`if_tsoffset`).
     offset_secs: i64,
 }
 
 impl Interface {
     fn micros(&self, ts: u64) -> u64 {
-        let base = if self.pow2 {
-            let v = (u128::from(ts) * 1_000_000)
-                .checked_shr(u32::from(self.resol))
-                .unwrap_or(0);
-            u64::try_from(v).unwrap_or(u64::MAX)
-        } else if self.resol >= 6 {
-            10u64
-                .checked_pow(u32::from(self.resol - 6))
-                .map_or(0, |d| ts / d)
-        } else {
-            ts.saturating_mul(10u64.pow(u32::from(6 - self.resol)))
+        let base = match self.units_per_sec {
+            Some(units) if units > 0 => {
+                u64::try_from(u128::from(ts) * 1_000_000 / u128::from(units)).unwrap_or(u64::MAX)
+            }
+            _ => 0,
         };
         base.saturating_add_signed(self.offset_secs.saturating_mul(1_000_000))
     }
@@ -60,7 +63,8 @@ pub struct PcapngReader<R> {
     endian: Endian,
     /// Interfaces declared in the current section, by id.
     interfaces: Vec<Interface>,
-    /// Body of the current block (after type and length); length only grows.
+    /// The current block, framing included; its length only grows, up to
+    /// `MAX_BUFFERED_BLOCK`.
     buf: Vec<u8>,
     pub(crate) path: Option<PathBuf>,
     done: bool,
@@ -76,6 +80,16 @@ struct Packet {
     len: usize,
     orig_len: u32,
     offset: u64,
+}
+
+fn malformed(offset: u64, what: &'static str, e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::at(
+        offset,
+        CaptureErrorKind::Malformed {
+            what,
+            detail: e.to_string(),
+        },
+    )
 }
 
 impl<R: Read> PcapngReader<R> {
@@ -143,24 +157,21 @@ impl<R: Read> PcapngReader<R> {
                 self.section_header(offset)?;
                 continue;
             }
-            let ty = self.endian.u32(&ty, 0).unwrap_or(0);
             let mut len = [0u8; 4];
             self.input
                 .exact(&mut len, offset, "pcapng block header", 4)?;
+            let block_type = self.endian.u32(&ty, 0).unwrap_or(0);
             let total = self.endian.u32(&len, 0).unwrap_or(0);
-            if total < 12 || !total.is_multiple_of(4) {
+            if total < FRAMING || !total.is_multiple_of(4) {
                 return Err(CaptureError::at(
                     offset,
                     CaptureErrorKind::BadBlockLength(total),
                 ));
             }
-            match ty {
+            match block_type {
                 IDB | EPB | SPB | OBSOLETE_PB => {
-                    self.read_body(offset, total)?;
-                    let body_len = total as usize - 12;
-                    if ty == IDB {
-                        self.interface(offset, body_len)?;
-                    } else if let Some(p) = self.packet(ty, offset, body_len)? {
+                    self.read_block(offset, [ty, len], total)?;
+                    if let Some(p) = self.decode(block_type, offset, total as usize)? {
                         return Ok(Some(p));
                     }
                 }
@@ -172,27 +183,53 @@ impl<R: Read> PcapngReader<R> {
                         ));
                     }
                     self.skip_body(offset, total, 8, "pcapng block")?;
-                    self.trailer(offset, total)?;
+                    let mut t = [0u8; 4];
+                    self.input
+                        .exact(&mut t, offset, "pcapng block", u64::from(total) - 4)?;
+                    self.trailer(offset, total, t)?;
                 }
             }
         }
     }
 
-    /// Reads a block body (and checks the trailer) into `buf`.
-    fn read_body(&mut self, offset: u64, total: u32) -> Result<(), CaptureError> {
+    /// Reads a whole block whose first 8 bytes were `head` into `buf`,
+    /// and checks its trailer.
+    fn read_block(
+        &mut self,
+        offset: u64,
+        head: [[u8; 4]; 2],
+        total: u32,
+    ) -> Result<(), CaptureError> {
         if total > MAX_BUFFERED_BLOCK {
             return Err(CaptureError::at(
                 offset,
                 CaptureErrorKind::BadBlockLength(total),
             ));
         }
-        let body_len = total as usize - 12;
-        if self.buf.len() < body_len {
-            self.buf.resize(body_len, 0);
+        let total = total as usize;
+        if self.buf.len() < total {
+            self.buf.resize(total, 0);
         }
-        let body = self.buf.get_mut(..body_len).unwrap_or_default();
-        self.input.exact(body, offset, "pcapng block", 8)?;
-        self.trailer(offset, total)
+        let block = self.buf.get_mut(..total).unwrap_or_default();
+        block
+            .get_mut(..4)
+            .unwrap_or_default()
+            .copy_from_slice(&head[0]);
+        block
+            .get_mut(4..8)
+            .unwrap_or_default()
+            .copy_from_slice(&head[1]);
+        self.input.exact(
+            block.get_mut(8..).unwrap_or_default(),
+            offset,
+            "pcapng block",
+            8,
+        )?;
+        let t = block
+            .get(total - 4..)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .unwrap_or_default();
+        trailer(self.endian, offset, total as u32, t)
     }
 
     /// Skips the rest of a block of `total` bytes whose first `read` bytes
@@ -222,21 +259,8 @@ impl<R: Read> PcapngReader<R> {
         Ok(())
     }
 
-    fn trailer(&mut self, offset: u64, total: u32) -> Result<(), CaptureError> {
-        let mut t = [0u8; 4];
-        self.input
-            .exact(&mut t, offset, "pcapng block", u64::from(total) - 4)?;
-        let trailer = self.endian.u32(&t, 0).unwrap_or(0);
-        if trailer != total {
-            return Err(CaptureError::at(
-                offset,
-                CaptureErrorKind::BlockTrailerMismatch {
-                    header: total,
-                    trailer,
-                },
-            ));
-        }
-        Ok(())
+    fn trailer(&self, offset: u64, total: u32, t: [u8; 4]) -> Result<(), CaptureError> {
+        trailer(self.endian, offset, total, t)
     }
 
     /// Section header; its type (4 bytes) has been read at `offset`.
@@ -262,108 +286,139 @@ impl<R: Read> PcapngReader<R> {
                 CaptureErrorKind::BadBlockLength(total),
             ));
         }
-        // Rest of the body after the BOM: versions, section length, options.
-        self.skip_body(offset, total, 12, "pcapng section header")?;
-        self.trailer(offset, total)?;
+        let total = total as usize;
+        if self.buf.len() < total {
+            self.buf.resize(total, 0);
+        }
+        let block = self.buf.get_mut(..total).unwrap_or_default();
+        block
+            .get_mut(..4)
+            .unwrap_or_default()
+            .copy_from_slice(&PCAPNG_SHB.to_le_bytes());
+        block
+            .get_mut(4..12)
+            .unwrap_or_default()
+            .copy_from_slice(&head);
+        self.input.exact(
+            block.get_mut(12..).unwrap_or_default(),
+            offset,
+            "pcapng section header",
+            12,
+        )?;
+        let t = block
+            .get(total - 4..)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .unwrap_or_default();
+        trailer(self.endian, offset, total as u32, t)?;
+        parse_sectionheaderblock(block)
+            .map_err(|e| malformed(offset, "pcapng section header", e))?;
         self.interfaces.clear();
         Ok(())
     }
 
-    fn interface(&mut self, offset: u64, body_len: usize) -> Result<(), CaptureError> {
-        let e = self.endian;
-        let body = self.buf.get(..body_len).unwrap_or_default();
-        let linktype = e.u16(body, 0).ok_or(CaptureError::at(
-            offset,
-            CaptureErrorKind::BadBlockLength(body_len as u32 + 12),
-        ))?;
-        let mut itf = Interface {
-            linktype: u32::from(linktype),
-            resol: 6,
-            pow2: false,
-            offset_secs: 0,
-        };
-        // Options start after linktype, reserved, snaplen.
-        let mut at = 8;
-        while let (Some(code), Some(len)) = (e.u16(body, at), e.u16(body, at + 2)) {
-            let len = usize::from(len);
-            let value = body.get(at + 4..at + 4 + len);
-            match (code, value) {
-                (0, _) => break,
-                (9, Some(&[v])) => {
-                    itf.pow2 = v & 0x80 != 0;
-                    itf.resol = v & 0x7f;
-                }
-                (14, Some(v)) if v.len() == 8 => {
-                    itf.offset_secs = e.u64(v, 0).unwrap_or(0) as i64;
-                }
-                _ => {}
-            }
-            at += 4 + len.next_multiple_of(4);
-        }
-        // Bound the interface table (ids are u32 in the file).
-        if self.interfaces.len() < 65536 {
-            self.interfaces.push(itf);
-        }
-        Ok(())
-    }
-
-    fn packet(
+    /// Decodes the block in `buf` (`total` bytes): remembers an interface,
+    /// or returns the packet.
+    fn decode(
         &mut self,
-        ty: u32,
+        block_type: u32,
         offset: u64,
-        body_len: usize,
+        total: usize,
     ) -> Result<Option<Packet>, CaptureError> {
         let e = self.endian;
-        let body = self.buf.get(..body_len).unwrap_or_default();
-        let short = || {
-            CaptureError::at(
-                offset,
-                CaptureErrorKind::BadBlockLength(body_len as u32 + 12),
-            )
+        let block = self.buf.get(..total).unwrap_or_default();
+        if block_type == OBSOLETE_PB {
+            // Not decoded by pcap-parser: interface (u16), drops (u16),
+            // timestamp (2 × u32), captured and original length, data.
+            let short = || CaptureError::at(offset, CaptureErrorKind::BadBlockLength(total as u32));
+            let iface = u32::from(e.u16(block, 8).ok_or_else(short)?);
+            let hi = e.u32(block, 12).ok_or_else(short)?;
+            let lo = e.u32(block, 16).ok_or_else(short)?;
+            let caplen = e.u32(block, 20).ok_or_else(short)?;
+            let orig_len = e.u32(block, 24).ok_or_else(short)?;
+            return self
+                .packet(offset, total, iface, Some((hi, lo)), caplen, orig_len, 28)
+                .map(Some);
+        }
+        if block_type == EPB {
+            // Checked before parsing, for errors that say what is wrong.
+            let caplen = e.u32(block, 20).unwrap_or(0);
+            if caplen > MAX_FRAME_LEN {
+                return Err(CaptureError::at(
+                    offset,
+                    CaptureErrorKind::FrameTooLarge(caplen),
+                ));
+            }
+            if 28 + caplen as usize + 4 > total {
+                return Err(CaptureError::at(
+                    offset,
+                    CaptureErrorKind::CaplenOverflow { caplen },
+                ));
+            }
+        }
+        let parsed = match e {
+            Endian::Little => parse_block_le(block),
+            Endian::Big => parse_block_be(block),
         };
-        let (iface, ts, caplen, orig_len, start) = match ty {
-            EPB => {
-                let iface = e.u32(body, 0).ok_or_else(short)?;
-                let hi = e.u32(body, 4).ok_or_else(short)?;
-                let lo = e.u32(body, 8).ok_or_else(short)?;
-                let caplen = e.u32(body, 12).ok_or_else(short)?;
-                let orig = e.u32(body, 16).ok_or_else(short)?;
+        let what = match block_type {
+            IDB => "pcapng interface description",
+            EPB => "pcapng enhanced packet",
+            _ => "pcapng simple packet",
+        };
+        let (_, parsed) = parsed.map_err(|err| malformed(offset, what, err))?;
+        let base = block.as_ptr() as usize;
+        let start_of = |data: &[u8]| data.as_ptr() as usize - base;
+        let (iface, ts, caplen, orig_len, start) = match parsed {
+            Block::InterfaceDescription(idb) => {
+                if self.interfaces.len() < MAX_INTERFACES {
+                    self.interfaces.push(Interface {
+                        linktype: idb.linktype.0 as u32 & 0xffff,
+                        units_per_sec: units_per_sec(idb.if_tsresol),
+                        offset_secs: idb.ts_offset(),
+                    });
+                }
+                return Ok(None);
+            }
+            Block::EnhancedPacket(epb) => {
+                let data = epb.packet_data();
                 (
-                    iface,
-                    (u64::from(hi) << 32) | u64::from(lo),
-                    caplen,
-                    orig,
-                    20,
+                    epb.if_id,
+                    Some((epb.ts_high, epb.ts_low)),
+                    data.len() as u32,
+                    epb.origlen,
+                    start_of(data),
                 )
             }
-            OBSOLETE_PB => {
-                let iface = u32::from(e.u16(body, 0).ok_or_else(short)?);
-                let hi = e.u32(body, 4).ok_or_else(short)?;
-                let lo = e.u32(body, 8).ok_or_else(short)?;
-                let caplen = e.u32(body, 12).ok_or_else(short)?;
-                let orig = e.u32(body, 16).ok_or_else(short)?;
-                (
-                    iface,
-                    (u64::from(hi) << 32) | u64::from(lo),
-                    caplen,
-                    orig,
-                    20,
-                )
+            Block::SimplePacket(spb) => {
+                // Interface 0; data up to the original length or the
+                // block's end, whichever is first.
+                let data = spb.packet_data();
+                (0, None, data.len() as u32, spb.origlen, start_of(data))
             }
-            _ => {
-                // SPB: original length, then data up to the block's end.
-                let orig = e.u32(body, 0).ok_or_else(short)?;
-                let room = (body_len - 4) as u32;
-                (0, 0, orig.min(room), orig, 4)
-            }
+            _ => return Ok(None),
         };
+        self.packet(offset, total, iface, ts, caplen, orig_len, start)
+            .map(Some)
+    }
+
+    /// A packet of `caplen` bytes at `start` in the block buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn packet(
+        &mut self,
+        offset: u64,
+        total: usize,
+        iface: u32,
+        ts: Option<(u32, u32)>,
+        caplen: u32,
+        orig_len: u32,
+        start: usize,
+    ) -> Result<Packet, CaptureError> {
         if caplen > MAX_FRAME_LEN {
             return Err(CaptureError::at(
                 offset,
                 CaptureErrorKind::FrameTooLarge(caplen),
             ));
         }
-        if start + caplen as usize > body_len {
+        if start + caplen as usize + 4 > total {
             return Err(CaptureError::at(
                 offset,
                 CaptureErrorKind::CaplenOverflow { caplen },
@@ -373,16 +428,43 @@ impl<R: Read> PcapngReader<R> {
             offset,
             CaptureErrorKind::UnknownInterface(iface),
         ))?;
-        if ty != SPB {
-            self.last_ts = itf.micros(ts);
+        if let Some((hi, lo)) = ts {
+            self.last_ts = itf.micros((u64::from(hi) << 32) | u64::from(lo));
         }
-        Ok(Some(Packet {
+        Ok(Packet {
             ts_micros: self.last_ts,
             linktype: itf.linktype,
             start,
             len: caplen as usize,
             orig_len,
             offset,
-        }))
+        })
+    }
+}
+
+/// Checks that a block's trailer `t` repeats its header length `total`.
+fn trailer(endian: Endian, offset: u64, total: u32, t: [u8; 4]) -> Result<(), CaptureError> {
+    let trailer = endian.u32(&t, 0).unwrap_or(0);
+    if trailer != total {
+        return Err(CaptureError::at(
+            offset,
+            CaptureErrorKind::BlockTrailerMismatch {
+                header: total,
+                trailer,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Timestamp units per second for an `if_tsresol` value: 10^n, or 2^n when
+/// the high bit is set. (`pcap-parser`'s `ts_resolution` rejects every
+/// power-of-two resolution: it range-checks the byte with the flag bit.)
+fn units_per_sec(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 != 0 {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    } else {
+        10u64.checked_pow(n)
     }
 }

@@ -6,7 +6,8 @@
 //! capture point sees on a bad day: reordering, duplicates, overlapping
 //! (possibly conflicting) retransmissions, packets the receiver got but the
 //! capture lost, a capture that starts mid-session. [`render`] then writes
-//! Ethernet + IPv4/IPv6 + TCP frames, computing every ACK number as the
+//! Ethernet + IPv4/IPv6 + TCP frames (the shared [`super::builder`],
+//! checksums right), computing every ACK number as the
 //! receiver would (cumulative contiguous data received so far, lost-in-capture
 //! packets included), optionally with a pure ACK after each data packet.
 //!
@@ -15,8 +16,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
+use super::builder::TcpPacket;
 use super::pcap::{MAGIC_MICROS, MAGIC_NANOS};
 use super::TcpFlags;
 use crate::capture::file::Endian;
@@ -354,8 +356,9 @@ pub fn render(conv: &Conversation, packets: &[Packet], opts: RenderOptions) -> V
     out
 }
 
-/// Builds an Ethernet + IPv4/IPv6 + TCP frame (checksums zero).
-/// Mixed address families yield an IPv6 frame with v4-mapped addresses.
+/// Builds an Ethernet + IPv4/IPv6 + TCP frame with the shared builder
+/// ([`super::builder::TcpPacket`]), checksums right. Mixed address families
+/// yield an IPv6 frame with v4-mapped addresses.
 pub fn tcp_frame(
     src: SocketAddr,
     dst: SocketAddr,
@@ -364,39 +367,7 @@ pub fn tcp_frame(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + 40 + 20 + payload.len());
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1]);
-    let tcp_len = 20 + payload.len();
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
-            let total = (20 + tcp_len) as u16;
-            f.extend_from_slice(&[0x45, 0]);
-            f.extend_from_slice(&total.to_be_bytes());
-            f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-        }
-        (s, d) => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped(),
-                IpAddr::V6(a) => a,
-            };
-            f.extend_from_slice(&0x86ddu16.to_be_bytes());
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-            f.extend_from_slice(&[6, 64]);
-            f.extend_from_slice(&v6(s).octets());
-            f.extend_from_slice(&v6(d).octets());
-        }
-    }
-    f.extend_from_slice(&src.port().to_be_bytes());
-    f.extend_from_slice(&dst.port().to_be_bytes());
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&ack.to_be_bytes());
-    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
+    TcpPacket::new(src, dst, seq, ack, flags, payload).ethernet()
 }
 
 /// Writes classic pcap files.

@@ -1,10 +1,15 @@
 //! Wire formats: one captured link-layer frame → one TCP [`Segment`].
 //!
-//! Stateless and allocation-free: link layer (Ethernet with up to two VLAN
-//! tags, Linux cooked SLL/SLL2, raw IP, BSD null/loopback) → IPv4 / IPv6 →
-//! TCP. Anything that is not a parseable first-fragment TCP segment is
-//! returned as a [`Skip`] reason that the caller counts; no input panics
-//! (every access is a checked `get`). Checksums are not verified: captures
+//! Stateless and allocation-free: link layer (Ethernet with up to
+//! [`MAX_VLAN_TAGS`] VLAN tags, Linux cooked SLL/SLL2, raw IP, BSD
+//! null/loopback) → IPv4 / IPv6 with up to [`MAX_IPV6_EXT_HEADERS`]
+//! extension headers → TCP. The headers are decoded by `etherparse`; this
+//! module walks the chain and applies the limits the kernel parser shares
+//! (`smtp-common`). Anything that is not a parseable unfragmented TCP segment
+//! is returned as a [`Skip`] reason that the caller counts; no input panics.
+//! IP fragments are [`Skip::Fragment`] here; `replay` reassembles them
+//! ([`super::ipfrag`]) through [`ip_packet`] and [`tcp_segment`]. Checksums
+//! are not verified here ([`tcp_checksum`] does it on request): captures
 //! taken on hosts with checksum offloading carry bad ones.
 //!
 //! Lengths: the IP header's length bounds the TCP segment (so Ethernet
@@ -12,9 +17,17 @@
 //! out. Payload bytes that were on the wire but not captured (snaplen) are
 //! reported in [`Segment::uncaptured`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
-use super::{Segment, TcpFlags};
+use etherparse::err::ipv4::HeaderSliceError as V4Error;
+use etherparse::err::ipv6::HeaderSliceError as V6Error;
+use etherparse::{
+    Ethernet2Slice, IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
+    Ipv6RawExtHeaderSlice, LinuxSllProtocolType, LinuxSllSlice, SingleVlanSlice, TcpSlice,
+};
+pub use smtp_common::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
+
+use super::{Checksum, Segment, TcpFlags};
 
 /// Link-layer header types (pcap `LINKTYPE_*` / DLT values) understood here.
 pub mod linktype {
@@ -49,25 +62,29 @@ pub enum Skip {
     NotIp,
     /// IP packet whose payload is not TCP (UDP, ICMP, …).
     NotTcp,
-    /// A non-first IP fragment, or a first fragment too short to hold the
-    /// TCP header (IP reassembly is not done).
+    /// An IP fragment (reassembled by `replay`, not by [`parse_frame`]).
     Fragment,
     /// A header ends beyond the captured bytes.
     Truncated,
     /// A header field is impossible (IP version, header length, TCP data
     /// offset, IP length shorter than its header, IPv6 jumbogram).
     Malformed,
+    /// A header chain beyond the parsers' limits: more than
+    /// [`MAX_VLAN_TAGS`] VLAN tags or [`MAX_IPV6_EXT_HEADERS`] IPv6
+    /// extension headers.
+    HeaderLimit,
 }
 
 impl Skip {
     /// Every reason, for iterating over counters.
-    pub const ALL: [Skip; 6] = [
+    pub const ALL: [Skip; 7] = [
         Skip::UnsupportedLinkType,
         Skip::NotIp,
         Skip::NotTcp,
         Skip::Fragment,
         Skip::Truncated,
         Skip::Malformed,
+        Skip::HeaderLimit,
     ];
 
     /// Stable lowercase name, for logs and stats output.
@@ -79,6 +96,7 @@ impl Skip {
             Skip::Fragment => "fragment",
             Skip::Truncated => "truncated",
             Skip::Malformed => "malformed",
+            Skip::HeaderLimit => "header_limit",
         }
     }
 
@@ -100,252 +118,340 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Linux cooked capture v2 header length (not decoded by `etherparse`).
+const SLL2_LEN: usize = 20;
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
+/// Where an IP packet is one fragment of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Identification (IPv4: 16 bits; IPv6: the fragment header's 32).
+    pub ident: u32,
+    /// Offset of this fragment's data in the datagram's payload, bytes.
+    pub offset: u32,
+    /// More fragments follow (MF).
+    pub more: bool,
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+/// One IP packet with its header chain decoded, up to the upper layer.
+#[derive(Debug, Clone, Copy)]
+pub struct IpPacket<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Upper-layer protocol (after every IPv6 extension header).
+    pub proto: u8,
+    /// Set when the packet is a fragment (IPv6: a fragment header with a
+    /// non-zero offset or MF; an atomic fragment is not one, RFC 6946).
+    pub fragment: Option<Fragment>,
+    /// The upper-layer (or fragment) bytes present in the capture.
+    pub payload: &'a [u8],
+    /// Length of those bytes on the wire, per the IP header; may exceed
+    /// `payload.len()` (snaplen).
+    pub wire_len: usize,
 }
 
 /// Parses one frame of link type `linktype` captured at `ts_micros`.
 ///
 /// `frame` is the captured bytes. The returned segment borrows its payload
-/// from `frame`.
+/// from `frame`; its checksum is [`Checksum::Unknown`].
 pub fn parse_frame(linktype: u32, ts_micros: u64, frame: &[u8]) -> Result<Segment<'_>, Skip> {
-    let ip = match linktype {
+    let ip = ip_packet(linktype, frame)?;
+    if ip.fragment.is_some() {
+        return Err(Skip::Fragment);
+    }
+    if ip.proto != IPPROTO_TCP {
+        return Err(Skip::NotTcp);
+    }
+    tcp_segment(ts_micros, ip.src, ip.dst, ip.payload, ip.wire_len)
+}
+
+/// Decodes the link layer and the IP header chain of one frame.
+pub fn ip_packet(linktype: u32, frame: &[u8]) -> Result<IpPacket<'_>, Skip> {
+    let (version, ip) = match linktype {
         linktype::ETHERNET => ethernet(frame)?,
         linktype::LINUX_SLL => {
-            let proto = be16(frame, 14).ok_or(Skip::Truncated)?;
-            network(proto, frame.get(16..).ok_or(Skip::Truncated)?)?
+            let sll = LinuxSllSlice::from_slice(frame).map_err(|e| match e {
+                etherparse::err::linux_sll::HeaderSliceError::Len(_) => Skip::Truncated,
+                etherparse::err::linux_sll::HeaderSliceError::Content(_) => Skip::Malformed,
+            })?;
+            match sll.protocol_type() {
+                LinuxSllProtocolType::EtherType(t) => network(t.0, sll.payload_slice())?,
+                _ => return Err(Skip::NotIp),
+            }
         }
         linktype::LINUX_SLL2 => {
-            let proto = be16(frame, 0).ok_or(Skip::Truncated)?;
-            network(proto, frame.get(20..).ok_or(Skip::Truncated)?)?
+            let proto = frame.get(..2).ok_or(Skip::Truncated)?;
+            let rest = frame.get(SLL2_LEN..).ok_or(Skip::Truncated)?;
+            network(u16::from_be_bytes([proto[0], proto[1]]), rest)?
         }
         linktype::RAW | linktype::RAW_12 | linktype::RAW_14 => raw_ip(frame)?,
-        linktype::IPV4 => Ip::V4(frame),
-        linktype::IPV6 => Ip::V6(frame),
+        linktype::IPV4 => (4, frame),
+        linktype::IPV6 => (6, frame),
         linktype::NULL | linktype::LOOP => {
-            let b = frame.get(0..4).ok_or(Skip::Truncated)?;
+            let b: [u8; 4] = frame
+                .get(0..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Skip::Truncated)?;
             let family = if linktype == linktype::LOOP {
-                u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+                u32::from_be_bytes(b)
             } else {
                 // Host byte order of the capturing machine: accept either.
-                let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                let le = u32::from_le_bytes(b);
                 if le < 0x100 {
                     le
                 } else {
-                    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+                    u32::from_be_bytes(b)
                 }
             };
             let rest = frame.get(4..).ok_or(Skip::Truncated)?;
             match family {
-                2 => Ip::V4(rest),
+                2 => (4, rest),
                 // AF_INET6 differs per BSD: 10 (Linux), 24, 28, 30.
-                10 | 24 | 28 | 30 => Ip::V6(rest),
+                10 | 24 | 28 | 30 => (6, rest),
                 _ => return Err(Skip::NotIp),
             }
         }
         _ => return Err(Skip::UnsupportedLinkType),
     };
-    let (src, dst, tcp) = match ip {
-        Ip::V4(b) => ipv4(b)?,
-        Ip::V6(b) => ipv6(b)?,
-    };
-    tcp_segment(ts_micros, src, dst, tcp)
+    match version {
+        4 => ipv4(ip),
+        _ => ipv6(ip),
+    }
 }
 
-/// An IP packet of known version, not yet parsed.
-enum Ip<'a> {
-    V4(&'a [u8]),
-    V6(&'a [u8]),
-}
-
-fn ethernet(frame: &[u8]) -> Result<Ip<'_>, Skip> {
-    let mut ethertype = be16(frame, 12).ok_or(Skip::Truncated)?;
-    let mut at = 14;
-    // At most two tags (802.1ad outer + 802.1Q inner).
-    for _ in 0..2 {
-        if matches!(
-            ethertype,
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
-        ) {
-            ethertype = be16(frame, at + 2).ok_or(Skip::Truncated)?;
-            at += 4;
+/// Ethernet II and its VLAN tags → (IP version, IP bytes).
+fn ethernet(frame: &[u8]) -> Result<(u8, &[u8]), Skip> {
+    let eth = Ethernet2Slice::from_slice_without_fcs(frame).map_err(|_| Skip::Truncated)?;
+    let mut ethertype = eth.ether_type().0;
+    let mut rest = eth.payload_slice();
+    let mut tags = 0;
+    while matches!(
+        ethertype,
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+    ) {
+        if tags == MAX_VLAN_TAGS {
+            return Err(Skip::HeaderLimit);
         }
+        let vlan = SingleVlanSlice::from_slice(rest).map_err(|_| Skip::Truncated)?;
+        ethertype = vlan.ether_type().0;
+        rest = vlan.payload_slice();
+        tags += 1;
     }
-    network(ethertype, frame.get(at..).ok_or(Skip::Truncated)?)
+    network(ethertype, rest)
 }
 
-fn network(ethertype: u16, rest: &[u8]) -> Result<Ip<'_>, Skip> {
+fn network(ethertype: u16, rest: &[u8]) -> Result<(u8, &[u8]), Skip> {
     match ethertype {
-        ETHERTYPE_IPV4 => Ok(Ip::V4(rest)),
-        ETHERTYPE_IPV6 => Ok(Ip::V6(rest)),
+        ETHERTYPE_IPV4 => Ok((4, rest)),
+        ETHERTYPE_IPV6 => Ok((6, rest)),
         _ => Err(Skip::NotIp),
     }
 }
 
-fn raw_ip(frame: &[u8]) -> Result<Ip<'_>, Skip> {
+fn raw_ip(frame: &[u8]) -> Result<(u8, &[u8]), Skip> {
     match frame.first().ok_or(Skip::Truncated)? >> 4 {
-        4 => Ok(Ip::V4(frame)),
-        6 => Ok(Ip::V6(frame)),
+        4 => Ok((4, frame)),
+        6 => Ok((6, frame)),
         _ => Err(Skip::NotIp),
     }
 }
 
-/// The TCP bytes of an IP packet: `captured` is what the frame holds (at
-/// most `wire_len` bytes), `wire_len` what the IP header says was sent.
-struct TcpBytes<'a> {
-    captured: &'a [u8],
-    wire_len: usize,
-}
-
-fn ipv4(b: &[u8]) -> Result<(IpAddr, IpAddr, TcpBytes<'_>), Skip> {
-    let first = *b.first().ok_or(Skip::Truncated)?;
-    if first >> 4 != 4 {
-        return Err(Skip::Malformed);
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    if ihl < 20 {
-        return Err(Skip::Malformed);
-    }
-    let hdr = b.get(..ihl).ok_or(Skip::Truncated)?;
-    let total = usize::from(be16(hdr, 2).ok_or(Skip::Truncated)?);
-    let frag = be16(hdr, 6).ok_or(Skip::Truncated)?;
-    let proto = *hdr.get(9).ok_or(Skip::Truncated)?;
-    let src = Ipv4Addr::from(be32(hdr, 12).ok_or(Skip::Truncated)?);
-    let dst = Ipv4Addr::from(be32(hdr, 16).ok_or(Skip::Truncated)?);
-    if proto != IPPROTO_TCP {
-        return Err(Skip::NotTcp);
-    }
-    if frag & 0x1fff != 0 {
-        return Err(Skip::Fragment);
-    }
+fn ipv4(b: &[u8]) -> Result<IpPacket<'_>, Skip> {
+    let hdr = Ipv4HeaderSlice::from_slice(b).map_err(|e| match e {
+        V4Error::Len(_) => Skip::Truncated,
+        V4Error::Content(_) => Skip::Malformed,
+    })?;
+    let ihl = hdr.slice().len();
     // Total length 0 is what TSO/GSO captures on the sending host show:
     // take the frame as the packet.
-    let total = if total == 0 { b.len() } else { total };
+    let total = match usize::from(hdr.total_len()) {
+        0 => b.len(),
+        t => t,
+    };
     if total < ihl {
         return Err(Skip::Malformed);
     }
-    let more_fragments = frag & 0x2000 != 0;
-    let captured = b.get(ihl..total.min(b.len())).unwrap_or(&[]);
-    let tcp = TcpBytes {
-        captured,
+    let offset = u32::from(hdr.fragments_offset().byte_offset());
+    let more = hdr.more_fragments();
+    let fragment = (offset != 0 || more).then_some(Fragment {
+        ident: u32::from(hdr.identification()),
+        offset,
+        more,
+    });
+    Ok(IpPacket {
+        src: IpAddr::V4(hdr.source_addr()),
+        dst: IpAddr::V4(hdr.destination_addr()),
+        proto: hdr.protocol().0,
+        fragment,
+        payload: b.get(ihl..total.min(b.len())).unwrap_or_default(),
         wire_len: total - ihl,
-    };
-    if more_fragments && tcp.wire_len < 20 {
-        return Err(Skip::Fragment);
-    }
-    Ok((IpAddr::V4(src), IpAddr::V4(dst), tcp))
+    })
 }
 
-fn ipv6(b: &[u8]) -> Result<(IpAddr, IpAddr, TcpBytes<'_>), Skip> {
-    let hdr = b.get(..40).ok_or(Skip::Truncated)?;
-    if hdr[0] >> 4 != 6 {
-        return Err(Skip::Malformed);
-    }
-    let payload_len = usize::from(be16(hdr, 4).ok_or(Skip::Truncated)?);
+fn ipv6(b: &[u8]) -> Result<IpPacket<'_>, Skip> {
+    let hdr = Ipv6HeaderSlice::from_slice(b).map_err(|e| match e {
+        V6Error::Len(_) => Skip::Truncated,
+        V6Error::Content(_) => Skip::Malformed,
+    })?;
+    let payload_len = usize::from(hdr.payload_length());
     if payload_len == 0 {
         // Jumbogram (hop-by-hop jumbo option) or TSO capture: not handled.
         return Err(Skip::Malformed);
     }
-    let mut next = hdr[6];
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&hdr[8..24]).map_err(|_| Skip::Truncated)?);
-    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&hdr[24..40]).map_err(|_| Skip::Truncated)?);
+    let mut next = hdr.next_header().0;
     // `at` and `end` are offsets into `b`; `end` is where the packet ends
     // on the wire (may exceed the captured bytes).
     let end = 40 + payload_len;
     let mut at = 40;
-    // Bounded walk over extension headers.
-    for _ in 0..8 {
-        match next {
-            IPPROTO_TCP => {
-                if at > end {
-                    return Err(Skip::Malformed);
-                }
-                let captured = b.get(at..end.min(b.len())).unwrap_or(&[]);
-                let tcp = TcpBytes {
-                    captured,
-                    wire_len: end - at,
-                };
-                return Ok((IpAddr::V6(src), IpAddr::V6(dst), tcp));
+    let mut fragment = None;
+    let mut headers = 0;
+    // A header cut short by the packet's end is malformed; by the capture's
+    // end, truncated.
+    let short = if end > b.len() {
+        Skip::Truncated
+    } else {
+        Skip::Malformed
+    };
+    loop {
+        let rest = b.get(at..end.min(b.len())).ok_or(Skip::Truncated)?;
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let h = Ipv6RawExtHeaderSlice::from_slice(rest).map_err(|_| short)?;
+                next = h.next_header().0;
+                h.slice().len()
             }
-            // Hop-by-hop, routing, destination options: (next, len in 8-octet units - 1).
-            0 | 43 | 60 => {
-                let n = *b.get(at).ok_or(Skip::Truncated)?;
-                let len = usize::from(*b.get(at + 1).ok_or(Skip::Truncated)?) * 8 + 8;
-                next = n;
-                at += len;
+            IPPROTO_AH => {
+                let h = IpAuthHeaderSlice::from_slice(rest).map_err(|e| match e {
+                    etherparse::err::ip_auth::HeaderSliceError::Len(_) => short,
+                    etherparse::err::ip_auth::HeaderSliceError::Content(_) => Skip::Malformed,
+                })?;
+                next = h.next_header().0;
+                h.slice().len()
             }
-            // Fragment header: 8 bytes; only an unfragmented or first fragment.
-            44 => {
-                let n = *b.get(at).ok_or(Skip::Truncated)?;
-                let off = be16(b, at + 2).ok_or(Skip::Truncated)?;
-                if off & 0xfff8 != 0 {
-                    return Err(Skip::Fragment);
-                }
-                next = n;
-                at += 8;
-                if off & 1 != 0 {
-                    // First fragment: the TCP header must be in it.
-                    if next != IPPROTO_TCP || end < at + 20 {
-                        return Err(Skip::Fragment);
+            IPPROTO_FRAGMENT => {
+                let h = Ipv6FragmentHeaderSlice::from_slice(rest).map_err(|_| short)?;
+                next = h.next_header().0;
+                if h.is_fragmenting_payload() {
+                    // The fragmentable part starts right after this header:
+                    // headers behind it are in the reassembled payload.
+                    let offset = u32::from(h.fragment_offset().byte_offset());
+                    fragment = Some(Fragment {
+                        ident: h.identification(),
+                        offset,
+                        more: h.more_fragments(),
+                    });
+                    at += h.slice().len();
+                    if at > end {
+                        return Err(Skip::Malformed);
                     }
+                    break;
                 }
+                h.slice().len()
             }
-            _ => return Err(Skip::NotTcp),
+            _ => break,
+        };
+        headers += 1;
+        if headers > MAX_IPV6_EXT_HEADERS {
+            return Err(Skip::HeaderLimit);
         }
+        at += len;
         if at > end {
             return Err(Skip::Malformed);
         }
     }
-    Err(Skip::NotTcp)
+    Ok(IpPacket {
+        src: IpAddr::V6(hdr.source_addr()),
+        dst: IpAddr::V6(hdr.destination_addr()),
+        proto: next,
+        fragment,
+        payload: b.get(at..end.min(b.len())).unwrap_or_default(),
+        wire_len: end - at,
+    })
 }
 
-fn tcp_segment(
+/// The TCP segment in `tcp` (the captured bytes of a TCP header and
+/// payload, `wire_len` of them on the wire) from `src` to `dst`.
+pub fn tcp_segment(
     ts_micros: u64,
     src: IpAddr,
     dst: IpAddr,
-    tcp: TcpBytes<'_>,
+    tcp: &[u8],
+    wire_len: usize,
 ) -> Result<Segment<'_>, Skip> {
-    let b = tcp.captured;
-    let hdr = b.get(..20).ok_or(if tcp.wire_len < 20 {
-        Skip::Malformed
-    } else {
-        Skip::Truncated
-    })?;
-    let sport = be16(hdr, 0).ok_or(Skip::Truncated)?;
-    let dport = be16(hdr, 2).ok_or(Skip::Truncated)?;
-    let seq = be32(hdr, 4).ok_or(Skip::Truncated)?;
-    let ack = be32(hdr, 8).ok_or(Skip::Truncated)?;
-    let data_offset = usize::from(hdr[12] >> 4) * 4;
-    let flags = TcpFlags(hdr[13]);
-    if data_offset < 20 || data_offset > tcp.wire_len {
+    if wire_len < 20 {
         return Err(Skip::Malformed);
     }
-    if b.len() < data_offset {
-        return Err(Skip::Truncated);
+    let t = TcpSlice::from_slice(tcp).map_err(|e| match e {
+        etherparse::err::tcp::HeaderSliceError::Len(_) => Skip::Truncated,
+        etherparse::err::tcp::HeaderSliceError::Content(_) => Skip::Malformed,
+    });
+    let t = match t {
+        Ok(t) => t,
+        // A data offset beyond the wire length is impossible, beyond the
+        // captured bytes only cut.
+        Err(Skip::Truncated) => {
+            let data_offset = usize::from(tcp.get(12).ok_or(Skip::Truncated)? >> 4) * 4;
+            return Err(if data_offset > wire_len {
+                Skip::Malformed
+            } else {
+                Skip::Truncated
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let data_offset = usize::from(t.data_offset()) * 4;
+    if data_offset > wire_len {
+        return Err(Skip::Malformed);
     }
-    let payload = b.get(data_offset..).unwrap_or(&[]);
-    let wire_payload = tcp.wire_len - data_offset;
-    let uncaptured = wire_payload.saturating_sub(payload.len());
+    let payload = t.payload();
+    let uncaptured = (wire_len - data_offset).saturating_sub(payload.len());
+    let flags = tcp.get(13).copied().unwrap_or(0);
     Ok(Segment {
         ts_micros,
-        src: SocketAddr::new(src, sport),
-        dst: SocketAddr::new(dst, dport),
-        seq,
-        ack,
-        flags,
+        src: SocketAddr::new(src, t.source_port()),
+        dst: SocketAddr::new(dst, t.destination_port()),
+        seq: t.sequence_number(),
+        ack: t.acknowledgment_number(),
+        flags: TcpFlags(flags),
         payload,
         uncaptured: u32::try_from(uncaptured).unwrap_or(u32::MAX),
         held: false,
-        urgent: 0,
-        checksum: Default::default(),
+        urgent: t.urgent_pointer(),
+        checksum: Checksum::Unknown,
     })
+}
+
+/// Verifies the checksum of a whole TCP segment `tcp` (header and
+/// payload, nothing missing) sent from `src` to `dst`, over the IPv4 or
+/// IPv6 pseudo-header. Mixed families are never `Good`.
+pub fn tcp_checksum(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Checksum {
+    use etherparse::checksum::Sum16BitWords;
+    let Ok(len) = u32::try_from(tcp.len()) else {
+        return Checksum::Bad;
+    };
+    let sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Sum16BitWords::new()
+            .add_4bytes(s.octets())
+            .add_4bytes(d.octets())
+            .add_2bytes([0, IPPROTO_TCP])
+            .add_2bytes((len as u16).to_be_bytes()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Sum16BitWords::new()
+            .add_16bytes(s.octets())
+            .add_16bytes(d.octets())
+            .add_4bytes(len.to_be_bytes())
+            .add_4bytes([0, 0, 0, IPPROTO_TCP]),
+        _ => return Checksum::Bad,
+    };
+    // The sum over a segment whose checksum field is right is 0xffff.
+    if sum.add_slice(tcp).ones_complement() == 0 {
+        Checksum::Good
+    } else {
+        Checksum::Bad
+    }
 }
 
 #[cfg(test)]

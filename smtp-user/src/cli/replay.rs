@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use smtp_user::capture::decoder::ChecksumMode;
+use smtp_user::capture::ipfrag::FragConfig;
 use smtp_user::flow::FlowConfig;
 use smtp_user::pipeline::{
     replay_files, Mode, ModeSwitch, PolicyOptions, ReplayOptions, ReplayProgress,
@@ -49,6 +51,20 @@ pub struct ReplayArgs {
     /// monitor would have done); `monitor`: "allowed". No packet is sent either way.
     #[arg(long, value_enum, default_value_t = Mode::Enforce)]
     pub mode: Mode,
+    /// TCP checksum verification: `on` ignores segments with a bad checksum
+    /// (as the receiver does), `off` verifies nothing, `auto` verifies unless
+    /// more than 1 in 10 of the first 1000 TCP segments of a file are bad
+    /// (an offloaded capture), as Suricata does.
+    #[arg(long, value_enum, default_value_t = ChecksumMode::Auto)]
+    pub checksum: ChecksumMode,
+    /// Give up an IP datagram this many seconds (capture time) after its
+    /// first fragment (Linux: `ipfrag_time`).
+    #[arg(long, default_value_t = 30)]
+    pub ipfrag_timeout: u64,
+    /// Bytes of IP fragments held at most; beyond, new fragments are
+    /// dropped and counted (Linux: `ipfrag_high_thresh`).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub ipfrag_memcap: usize,
     /// No progress indicator.
     #[arg(long, short)]
     pub quiet: bool,
@@ -75,6 +91,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             rules: Arc::new(load_rules(args.rules.as_deref())?),
             mode: ModeSwitch::new(args.mode),
             gate: false,
+        },
+        checksum: args.checksum,
+        fragments: FragConfig {
+            timeout_micros: args.ipfrag_timeout.saturating_mul(1_000_000),
+            memcap: args.ipfrag_memcap,
         },
     };
     let tty = io::stderr().is_terminal();

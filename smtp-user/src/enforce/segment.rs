@@ -2,123 +2,50 @@
 //! header with the RST and ACK flags, checksums included.
 //!
 //! Pure byte building, no sockets: [`rst_packet`] returns the packet a raw
-//! socket sends as is (IPv4 `IP_HDRINCL`, IPv6 `IPPROTO_RAW`).
+//! socket sends as is (IPv4 `IP_HDRINCL`, IPv6 `IPPROTO_RAW`). The bytes
+//! come from the shared frame builder ([`crate::capture::builder`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-/// TCP header length of a forged RST (no options).
-pub const TCP_LEN: usize = 20;
-/// IPv4 header length (no options).
-pub const IPV4_LEN: usize = 20;
-/// IPv6 fixed header length.
-pub const IPV6_LEN: usize = 40;
-
-const PROTO_TCP: u8 = 6;
-const FLAG_RST: u8 = 0x04;
-const FLAG_ACK: u8 = 0x10;
-/// TTL / hop limit of forged packets.
-const HOP_LIMIT: u8 = 64;
+use crate::capture::builder::TcpPacket;
+use crate::capture::TcpFlags;
 
 /// One forged RST|ACK segment `src` → `dst` with sequence number `seq` (the
 /// next sequence number `src` would send: the receiver accepts an RST only
 /// when it is exactly its `RCV.NXT`, RFC 5961) and acknowledgement number
-/// `ack` (the next one `dst` would send), wrapped in an IP header.
+/// `ack` (the next one `dst` would send), wrapped in an IP header with
+/// Don't Fragment set and window 0.
 ///
 /// Returns `None` when `src` and `dst` are not of one address family.
 pub fn rst_packet(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32) -> Option<Vec<u8>> {
-    let mut tcp = [0u8; TCP_LEN];
-    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
-    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = ((TCP_LEN / 4) as u8) << 4;
-    tcp[13] = FLAG_RST | FLAG_ACK;
-    // Window 0, checksum filled below, urgent pointer 0.
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut pseudo = [0u8; 12];
-            pseudo[0..4].copy_from_slice(&s.octets());
-            pseudo[4..8].copy_from_slice(&d.octets());
-            pseudo[9] = PROTO_TCP;
-            pseudo[10..12].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
-            let sum = checksum(&[&pseudo, &tcp]);
-            tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-
-            let mut ip = [0u8; IPV4_LEN];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&((IPV4_LEN + TCP_LEN) as u16).to_be_bytes());
-            // Identification 0: the kernel picks one. Don't fragment.
-            ip[6] = 0x40;
-            ip[8] = HOP_LIMIT;
-            ip[9] = PROTO_TCP;
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let sum = checksum(&[&ip]);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            Some([&ip[..], &tcp[..]].concat())
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut pseudo = [0u8; 40];
-            pseudo[0..16].copy_from_slice(&s.octets());
-            pseudo[16..32].copy_from_slice(&d.octets());
-            pseudo[32..36].copy_from_slice(&(TCP_LEN as u32).to_be_bytes());
-            pseudo[39] = PROTO_TCP;
-            let sum = checksum(&[&pseudo, &tcp]);
-            tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-
-            let mut ip = [0u8; IPV6_LEN];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
-            ip[6] = PROTO_TCP;
-            ip[7] = HOP_LIMIT;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            Some([&ip[..], &tcp[..]].concat())
-        }
-        _ => None,
+    if src.is_ipv4() != dst.is_ipv4() {
+        return None;
     }
-}
-
-/// The Internet checksum (RFC 1071) of the concatenation of `parts`, each of
-/// even length except possibly the last.
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for part in parts {
-        let mut words = part.chunks_exact(2);
-        for w in &mut words {
-            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-        if let [last] = words.remainder() {
-            sum += u32::from(*last) << 8;
-        }
-        // Fold now so the sum never overflows, whatever the input length.
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut p = TcpPacket::new(src, dst, seq, ack, TcpFlags::RST | TcpFlags::ACK, &[]);
+    p.window = 0;
+    Some(p.ip())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{parse_frame, wire::linktype, TcpFlags};
+    use crate::capture::wire::{ip_packet, tcp_checksum};
+    use crate::capture::{parse_frame, wire::linktype, Checksum, TcpFlags};
+
+    /// RFC 1071 checksum over `parts`, for the fixed vectors below.
+    fn checksum(parts: &[&[u8]]) -> u16 {
+        let mut sum: u32 = 0;
+        for w in parts.concat().chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
-    }
-
-    /// RFC 1071 section 3's worked example: words 0001 f203 f4f5 f6f7 sum
-    /// to ddf2, so the checksum is its complement.
-    #[test]
-    fn rfc1071_example() {
-        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(checksum(&[&data]), !0xddf2);
-        // Split across parts: same result.
-        assert_eq!(checksum(&[&data[..4], &data[4..]]), !0xddf2);
-        // Odd trailing byte is padded with a zero low byte.
-        assert_eq!(checksum(&[&[0x12]]), !0x1200);
     }
 
     #[test]
@@ -136,6 +63,8 @@ mod tests {
         assert_eq!(u16::from_be_bytes([p[36], p[37]]), 0x3fe1);
         assert_eq!(u16::from_be_bytes([p[10], p[11]]), 0xaba7);
 
+        let ip = ip_packet(linktype::RAW, &p).unwrap();
+        assert_eq!(tcp_checksum(ip.src, ip.dst, ip.payload), Checksum::Good);
         let seg = parse_frame(linktype::RAW, 0, &p).unwrap();
         assert_eq!(seg.src, sa("198.18.2.2:25"));
         assert_eq!(seg.dst, sa("198.18.1.2:40000"));

@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::capture::wire::parse_frame;
+use crate::capture::decoder::{ChecksumMode, ChecksumSample, DecodeStats, Decoder};
+use crate::capture::ipfrag::FragConfig;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::flow::{FlowConfig, FlowTable, TableStats};
 use crate::output::{EveWriter, OutputCounters};
@@ -31,6 +32,10 @@ pub struct ReplayOptions {
     pub log_commands: bool,
     /// Rules and mode (the gate has no meaning offline and is ignored).
     pub policy: PolicyOptions,
+    /// TCP checksum verification (`--checksum`).
+    pub checksum: ChecksumMode,
+    /// IP reassembly limits.
+    pub fragments: FragConfig,
 }
 
 /// Where a replay is, for a progress indicator.
@@ -81,6 +86,11 @@ pub struct ReplaySummary {
     pub elapsed: Duration,
     /// Files that ended in an error (events before the damage were written).
     pub errors: Vec<ReplayError>,
+    /// Checksums and IP reassembly.
+    pub decode: DecodeStats,
+    /// Per file read, whether checksums were verified, and the sample
+    /// `--checksum auto` decided on (`None` with `on` / `off`).
+    pub checksum: Vec<(bool, Option<ChecksumSample>)>,
 }
 
 impl ReplaySummary {
@@ -90,8 +100,9 @@ impl ReplaySummary {
         let mb = self.file_bytes as f64 / 1e6;
         format!(
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies, \
-             {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
-             in {:.3} s ({:.1} MB/s){}",
+             {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports, \
+             checksums {}, {} bad segments, {} IP fragments ({} datagrams reassembled, \
+             {} overlapping, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s){}",
             self.files,
             self.frames,
             mb,
@@ -103,6 +114,16 @@ impl ReplaySummary {
             self.pipeline.gap_bytes,
             self.table.skipped.iter().sum::<u64>(),
             self.not_monitored,
+            self.checksum_line(),
+            self.decode.checksum_bad,
+            self.decode.fragments.fragments,
+            self.decode.fragments.reassembled,
+            self.decode.fragments.overlaps,
+            self.decode.fragments.timed_out,
+            self.decode.fragments.duplicates
+                + self.decode.fragments.malformed
+                + self.decode.fragments.memcap_drops
+                + self.decode.fragments.uncaptured,
             secs,
             if secs > 0.0 { mb / secs } else { 0.0 },
             if self.errors.is_empty() {
@@ -111,6 +132,43 @@ impl ReplaySummary {
                 format!(", {} file error(s)", self.errors.len())
             }
         )
+    }
+}
+
+impl ReplaySummary {
+    /// "verified", "not verified", or per file, with the auto sample.
+    fn checksum_line(&self) -> String {
+        let one = |(verify, sample): &(bool, Option<ChecksumSample>)| {
+            let v = if *verify { "verified" } else { "not verified" };
+            match sample {
+                Some(s) => format!("{v} (auto: {} of {} sampled bad)", s.bad, s.checked),
+                None => v.to_string(),
+            }
+        };
+        match self.checksum.as_slice() {
+            [] => "not verified".to_string(),
+            [f] => one(f),
+            all => all.iter().map(one).collect::<Vec<_>>().join(" / "),
+        }
+    }
+}
+
+/// Whether to verify checksums in the file at `path`.
+fn checksum_decision(mode: ChecksumMode, path: &Path) -> (bool, Option<ChecksumSample>) {
+    match mode {
+        ChecksumMode::On => (true, None),
+        ChecksumMode::Off => (false, None),
+        ChecksumMode::Auto => {
+            let mut sample = ChecksumSample::default();
+            if let Ok(mut r) = CaptureReader::open(path) {
+                while let Ok(Some(f)) = r.next_frame() {
+                    if !sample.add(f.linktype, f.data) {
+                        break;
+                    }
+                }
+            }
+            (sample.verify(), Some(sample))
+        }
     }
 }
 
@@ -149,8 +207,12 @@ pub fn replay_files<W: Write>(
         ..ReplaySummary::default()
     };
     let mut last_expire = 0u64;
+    let mut decoder = Decoder::new(false, opts.fragments);
     for path in paths {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let decision = checksum_decision(opts.checksum, path);
+        decoder.set_verify(decision.0);
+        summary.checksum.push(decision);
         let mut reader = match CaptureReader::open(path) {
             Ok(r) => r,
             Err(source) => {
@@ -170,15 +232,18 @@ pub fn replay_files<W: Write>(
             };
             summary.frames += 1;
             offset = frame.offset + frame.data.len() as u64;
-            match parse_frame(frame.linktype, frame.ts_micros, frame.data) {
-                Ok(seg) if monitored(&opts.flow.monitored_ports, &seg) => {
+            match decoder.decode(frame.linktype, frame.ts_micros, frame.data) {
+                Ok(Some(seg)) if monitored(&opts.flow.monitored_ports, &seg) => {
                     table.segment(&seg);
                     summary.verdicts += count_verdicts(table.handler_mut().take_requests());
                 }
-                Ok(_) => summary.not_monitored += 1,
+                Ok(Some(_)) => summary.not_monitored += 1,
+                // A fragment, held or dropped: counted by the decoder.
+                Ok(None) => {}
                 Err(skip) => table.stats_mut().count_skip(skip),
             }
             if frame.ts_micros >= last_expire.saturating_add(EXPIRE_EVERY_MICROS) {
+                decoder.expire(frame.ts_micros);
                 table.expire(frame.ts_micros);
                 last_expire = frame.ts_micros;
             }
@@ -193,6 +258,8 @@ pub fn replay_files<W: Write>(
         }
         summary.file_bytes += size.max(offset);
     }
+    decoder.finish();
+    summary.decode = decoder.stats();
     table.close_all();
     summary.verdicts += count_verdicts(table.handler_mut().take_requests());
     summary.table = table.stats().clone();
