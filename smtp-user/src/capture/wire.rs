@@ -168,8 +168,9 @@ enum Ip<'a> {
 fn ethernet(frame: &[u8]) -> Result<Ip<'_>, Skip> {
     let mut ethertype = be16(frame, 12).ok_or(Skip::Truncated)?;
     let mut at = 14;
-    // At most two tags (802.1ad outer + 802.1Q inner).
-    for _ in 0..2 {
+    // At most MAX_VLAN_TAGS tags (802.1ad outer + 802.1Q inner), the
+    // kernel program's limit too.
+    for _ in 0..smtp_common::MAX_VLAN_TAGS {
         if matches!(
             ethertype,
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
@@ -260,8 +261,9 @@ fn ipv6(b: &[u8]) -> Result<(IpAddr, IpAddr, TcpBytes<'_>), Skip> {
     // on the wire (may exceed the captured bytes).
     let end = 40 + payload_len;
     let mut at = 40;
-    // Bounded walk over extension headers.
-    for _ in 0..8 {
+    // Bounded walk over at most MAX_IPV6_EXT_HEADERS extension headers
+    // (the kernel program's limit too), then the TCP header.
+    for _ in 0..=smtp_common::MAX_IPV6_EXT_HEADERS {
         match next {
             IPPROTO_TCP => {
                 if at > end {
@@ -278,6 +280,13 @@ fn ipv6(b: &[u8]) -> Result<(IpAddr, IpAddr, TcpBytes<'_>), Skip> {
             0 | 43 | 60 => {
                 let n = *b.get(at).ok_or(Skip::Truncated)?;
                 let len = usize::from(*b.get(at + 1).ok_or(Skip::Truncated)?) * 8 + 8;
+                next = n;
+                at += len;
+            }
+            // Authentication header: length in 4-octet units - 2.
+            51 => {
+                let n = *b.get(at).ok_or(Skip::Truncated)?;
+                let len = usize::from(*b.get(at + 1).ok_or(Skip::Truncated)?) * 4 + 8;
                 next = n;
                 at += len;
             }
