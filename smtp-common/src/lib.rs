@@ -38,12 +38,6 @@ pub const PROG_TC_EGRESS: &str = "smtp_tc_egress";
 
 /// Number of monitored port slots in [`Config::ports`].
 pub const MAX_PORTS: usize = 8;
-/// IPv6 extension headers the packet parsers (kernel and userspace) walk
-/// before the TCP header; a longer chain is "beyond the parser's limits".
-pub const MAX_IPV6_EXT_HEADERS: usize = 8;
-/// VLAN tags (802.1Q / 802.1ad) the packet parsers (kernel and userspace)
-/// skip before the IP header; more is "beyond the parser's limits".
-pub const MAX_VLAN_TAGS: usize = 2;
 /// Payload bytes per record at most. A 1460-byte segment fits in one record;
 /// bigger (GSO/GRO) segments are split into several records.
 pub const CHUNK: usize = 4096;
@@ -59,6 +53,18 @@ pub const VERDICT_CAPACITY: u32 = 65536;
 pub const BLOCKLIST_CAPACITY: u32 = 65536;
 /// Capacity of the gate map (LRU). One entry per flow with content rules.
 pub const GATE_CAPACITY: u32 = 16384;
+/// VLAN tags (802.1Q, 802.1ad, 0x9100) the parsers skip at most before the
+/// IP header: 2 covers QinQ. Frames with more tags are not parsed: the kernel
+/// counts them ([`Stat::VlanLimit`]) and, enforcing, drops them; userspace
+/// skips them. On TC ingress the kernel has already moved the outer tag out
+/// of the frame, so one more tag is seen there.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers (hop-by-hop, routing, fragment, destination
+/// options, AH) the parsers skip at most before the TCP header. Real traffic
+/// carries 0 to 3 (RFC 9098 surveys); 8 leaves room for every header type
+/// once plus repetitions. A longer chain is not parsed: the kernel counts it
+/// ([`Stat::ExtHeaderLimit`]) and, enforcing, drops it; userspace skips it.
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 /// Default ring buffer size in bytes (must be a power of two, multiple of the
 /// page size).
 pub const DEFAULT_RINGBUF_SIZE: u32 = 16 * 1024 * 1024;
@@ -186,6 +192,22 @@ pub struct Gate {
     pub held: u32,
 }
 
+/// Value of the server-ACK map (LRU hash, [`FlowKey`] → [`AckSeen`]): the
+/// latest pure ACK the server sent on a gated flow, replayed at a hold
+/// ([`REC_ACK_REPLAY`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AckSeen {
+    /// Sequence number of the ACK segment.
+    pub seq: u32,
+    /// Acknowledgement number: the server received the client's stream up
+    /// to here.
+    pub ack: u32,
+}
+
+/// Name of the server-ACK map.
+pub const MAP_SERVER_ACKS: &str = "SERVER_ACKS";
+
 /// True when sequence number `a` is at or after `b` (RFC 1982 style, wraps).
 #[inline(always)]
 pub fn seq_ge(a: u32, b: u32) -> bool {
@@ -200,6 +222,15 @@ pub const REC_CSUM_GOOD: u32 = 2;
 /// [`RecordHeader::rec_flags`]: the TCP checksum is known to be wrong; the
 /// receiving stack discards this segment, so the monitor must too.
 pub const REC_CSUM_BAD: u32 = 4;
+
+/// [`RecordHeader::rec_flags`]: a payload-less record replaying the latest
+/// pure ACK the server sent on this flow (its `seq`, `ack`; `dir` server to
+/// client), emitted just before a record with [`REC_HELD`]. Pure ACKs are
+/// otherwise not recorded; this one tells reassembly how far the server has
+/// received the client's stream, so a hole the monitor never saw (a lost
+/// record, a fragment passed with `--unparsed pass`) is declared a gap and
+/// the gate does not wait for it forever. `ts_ns` is the hold time.
+pub const REC_ACK_REPLAY: u32 = 8;
 
 /// Value of the verdict map.
 #[repr(u32)]
@@ -286,6 +317,11 @@ pub struct Config {
     /// from the first byte even when userspace is late; userspace removes
     /// the entry of flows no rule applies to.
     pub gate: u32,
+    /// Non-zero (`--unparsed pass`): packets the program cannot record
+    /// completely (fragments, header chains beyond the limits, unreadable
+    /// headers, URG segments) pass while enforcing, as in monitor mode. Zero
+    /// (the default): enforcing drops them (fail closed).
+    pub unparsed_pass: u32,
 }
 
 impl Config {
@@ -302,6 +338,7 @@ impl Config {
             ports: slots,
             enforce: enforce as u32,
             gate: 0,
+            unparsed_pass: 0,
         }
     }
 }
@@ -324,7 +361,9 @@ pub enum Stat {
     BytesUncaptured = 5,
     /// Packets dropped because of a drop verdict.
     DroppedByVerdict = 6,
-    /// Monitored-port packets whose headers could not be read (pass).
+    /// TCP packets whose headers could not be read (IP says TCP, but the
+    /// TCP header is truncated or impossible), monitored port or not:
+    /// enforcing, dropped (fail closed) unless `unparsed_pass`.
     Unparsed = 7,
     /// Packets dropped because the client address is in the blocklist.
     DroppedByBlocklist = 8,
@@ -332,10 +371,38 @@ pub enum Stat {
     GateHeld = 9,
     /// Message-ending segments a released gate let through.
     GatePassed = 10,
+    /// IP fragments of TCP on a monitored port: IPv4 (MF set, offset 0) or
+    /// IPv6 first fragments whose ports are monitored, and first fragments
+    /// too short to show the ports (any port; RFC 1858's tiny fragment).
+    /// Non-first fragments carry no ports and pass: without its first
+    /// fragment a datagram is never reassembled (Linux also discards
+    /// overlapping fragments, so the ports cannot be rewritten later).
+    Fragments = 11,
+    /// IPv6 packets whose extension-header chain is longer than
+    /// [`MAX_IPV6_EXT_HEADERS`] (ports unknown, so any port).
+    ExtHeaderLimit = 12,
+    /// Frames with more VLAN tags than [`MAX_VLAN_TAGS`] (any content).
+    VlanLimit = 13,
+    /// Monitored segments with the URG flag (SMTP never sets it; the
+    /// receiver removes the urgent byte from the stream).
+    Urgent = 14,
+    /// Packets dropped while enforcing because of the five counters above
+    /// ([`Stat::Unparsed`], [`Stat::Fragments`], [`Stat::ExtHeaderLimit`],
+    /// [`Stat::VlanLimit`], [`Stat::Urgent`]) (fail closed).
+    DroppedUnparsed = 15,
+    /// Monitored segments whose TCP checksum the kernel knows is good
+    /// (NIC-verified, locally generated, or verified by the program).
+    ChecksumGood = 16,
+    /// Monitored segments with a wrong TCP checksum (recorded with
+    /// [`REC_CSUM_BAD`]; enforcing, dropped: the receiver discards them).
+    ChecksumBad = 17,
+    /// Server pure ACKs replayed to userspace at a gate hold
+    /// ([`REC_ACK_REPLAY`]).
+    AckReplays = 18,
 }
 
 /// Number of counters.
-pub const STAT_COUNT: usize = 11;
+pub const STAT_COUNT: usize = 19;
 
 /// Per-CPU counters (the single entry of the per-CPU stats map).
 #[repr(C)]
@@ -354,6 +421,7 @@ mod user {
     unsafe impl aya::Pod for super::Stats {}
     unsafe impl aya::Pod for super::IpKey {}
     unsafe impl aya::Pod for super::Gate {}
+    unsafe impl aya::Pod for super::AckSeen {}
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod csum;
 mod maps;
 mod packet;
 mod parse;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use smtp_common::{
-    Config, FlowKey, Gate, IpKey, RecordHeader, Stats, BLOCKLIST_CAPACITY, CHUNK, GATE_CAPACITY,
-    VERDICT_CAPACITY,
+    AckSeen, Config, FlowKey, Gate, IpKey, RecordHeader, Stats, BLOCKLIST_CAPACITY, CHUNK,
+    GATE_CAPACITY, VERDICT_CAPACITY,
 };
 
 /// Records to userspace. Size is overridden by userspace at load time.
@@ -30,6 +30,11 @@ pub static BLOCKLIST: LruHashMap<IpKey, u64> = LruHashMap::with_max_entries(BLOC
 #[map]
 pub static GATES: LruHashMap<FlowKey, Gate> = LruHashMap::with_max_entries(GATE_CAPACITY, 0);
 
+/// The latest pure ACK of the server on gated flows (replayed at a hold).
+#[map]
+pub static SERVER_ACKS: LruHashMap<FlowKey, AckSeen> =
+    LruHashMap::with_max_entries(GATE_CAPACITY, 0);
+
 /// Counters.
 #[map]
 pub static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
@@ -43,3 +48,19 @@ pub struct Scratch {
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Returns `v` through map memory, whose contents the verifier does not
+/// track: the result is an unknown scalar, so the verifier need not follow
+/// every path that computed it (the IPv6 extension-header walk), and the
+/// caller bounds it again.
+#[inline(always)]
+pub fn opaque(v: u32) -> u32 {
+    match SCRATCH.get_ptr_mut(0) {
+        Some(s) => unsafe {
+            let p = core::ptr::addr_of_mut!((*s).hdr.offset);
+            core::ptr::write_volatile(p, v);
+            core::ptr::read_volatile(p)
+        },
+        None => 0,
+    }
+}

@@ -1,27 +1,39 @@
-//! The per-packet decision shared by all hooks: monitored or not, blocklist,
-//! verdict, gate, copy to the ring buffer, counters.
+//! The per-packet decision shared by all hooks: monitored or not, fail
+//! closed on what cannot be recorded, blocklist, verdict, gate, checksum
+//! verdict, copy to the ring buffer, counters.
+//!
+//! Fail closed: while enforcing (and unless `Config::unparsed_pass`), a
+//! packet the program cannot record completely is dropped and counted by
+//! reason: first fragments of monitored TCP (and tiny first fragments of
+//! any port), frames beyond the VLAN or IPv6 extension-header limits, TCP
+//! headers it cannot read, URG segments on monitored ports. Monitor mode
+//! passes them and counts them. Bad-checksum segments are recorded flagged
+//! `REC_CSUM_BAD` and, enforcing, dropped (the receiver discards them too).
 
 use aya_ebpf::{
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+        generated::{bpf_csum_level, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     },
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use core::ffi::c_void;
 use smtp_common::{
-    seq_ge, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER,
-    DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
+    seq_ge, AckSeen, Config, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK,
+    DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, HOOK_TC_EGRESS,
+    MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN, REC_ACK_REPLAY, REC_CSUM_BAD, REC_CSUM_GOOD,
     REC_HELD,
 };
 
 use crate::{
-    maps::{BLOCKLIST, CONFIG, GATES, RECORDS, SCRATCH, STATS, VERDICTS},
-    parse,
+    csum::{self, Csum},
+    maps::{BLOCKLIST, CONFIG, GATES, RECORDS, SCRATCH, SERVER_ACKS, STATS, VERDICTS},
+    parse::{self, Found},
 };
 
 /// TCP flag bits.
+const TCP_URG: u8 = 0x20;
 const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -45,6 +57,15 @@ pub trait Packet {
     /// Makes the first `len` bytes linear (TC only); false if impossible.
     fn pull(&self, _len: u32) -> bool {
         false
+    }
+    /// The stack already knows the checksum is good (TC:
+    /// `CHECKSUM_UNNECESSARY`).
+    fn csum_unnecessary(&self) -> bool {
+        false
+    }
+    /// `skb_shinfo->gso_segs` (TC); 0 when unknown (XDP).
+    fn gso_segs(&self) -> u32 {
+        0
     }
 }
 
@@ -99,6 +120,16 @@ impl Packet for SkbCtx<'_> {
     fn pull(&self, len: u32) -> bool {
         self.0.pull_data(len).is_ok()
     }
+    #[inline(always)]
+    fn csum_unnecessary(&self) -> bool {
+        // BPF_CSUM_LEVEL_QUERY: the csum level when CHECKSUM_UNNECESSARY,
+        // an error otherwise.
+        unsafe { bpf_csum_level(self.0.skb.skb, 0) >= 0 }
+    }
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        unsafe { (*self.0.skb.skb).gso_segs }
+    }
 }
 
 #[inline(always)]
@@ -117,22 +148,33 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
         return Action::Pass;
     };
     bump(st, Stat::Packets, 1);
-    let l4 = match parse::find_tcp(p) {
-        Some(l4) => l4,
-        None => {
-            // Headers may sit beyond the linear part of an skb: pull once.
-            let want = core::cmp::min(p.len(), 128) as u32;
-            if p.data_end() - p.data() >= want as usize || !p.pull(want) {
-                return Action::Pass;
-            }
-            match parse::find_tcp(p) {
-                Some(l4) => l4,
-                None => return Action::Pass,
-            }
+    let mut found = parse::find_tcp(p);
+    if let Found::Unreadable(Stat::Unparsed) = found {
+        // Headers may sit beyond the linear part of an skb: pull once.
+        let want = core::cmp::min(p.len(), 256) as u32;
+        if p.data_end() - p.data() < want as usize && p.pull(want) {
+            found = parse::find_tcp(p);
         }
+    }
+    let (l4, fragment) = match found {
+        Found::Other => return Action::Pass,
+        Found::Tcp(l4) => (l4, false),
+        Found::FirstFragment(l4) => (l4, true),
+        Found::Unreadable(reason) => return fail_closed(st, reason),
     };
-    let Some((sport, dport)) = parse::ports(p.data(), p.data_end(), &l4) else {
-        return Action::Pass;
+    let ports = match parse::ports(p.data(), p.data_end(), &l4) {
+        Some(ports) => Some(ports),
+        None => parse::ports_load(p, &l4),
+    };
+    let Some((sport, dport)) = ports else {
+        // A first fragment too short to hold the ports (RFC 1858's tiny
+        // fragment) or a TCP header cut short: its port is unknown.
+        let reason = if fragment {
+            Stat::Fragments
+        } else {
+            Stat::Unparsed
+        };
+        return fail_closed(st, reason);
     };
     let Some(cfg) = CONFIG.get(0) else {
         return Action::Pass;
@@ -147,7 +189,28 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
     if !(dst_mon || src_mon) {
         return Action::Pass;
     }
-    monitored(p, hook, &l4, dst_mon, cfg.enforce != 0, cfg.gate != 0, st)
+    if fragment {
+        // The monitor cannot see the whole segment; without this first
+        // fragment the server never reassembles it.
+        bump(st, Stat::MonitoredPackets, 1);
+        return fail_closed(st, Stat::Fragments);
+    }
+    monitored(p, hook, &l4, dst_mon, cfg, st)
+}
+
+/// Counts a packet the program cannot record by `reason`; drops it while
+/// enforcing unless the operator chose `--unparsed pass`.
+#[inline(always)]
+fn fail_closed(st: &mut Stats, reason: Stat) -> Action {
+    bump(st, reason, 1);
+    let Some(cfg) = CONFIG.get(0) else {
+        return Action::Pass;
+    };
+    if cfg.enforce != 0 && cfg.unparsed_pass == 0 {
+        bump(st, Stat::DroppedUnparsed, 1);
+        return Action::Drop;
+    }
+    Action::Pass
 }
 
 #[inline(always)]
@@ -156,16 +219,14 @@ fn monitored<P: Packet>(
     hook: u8,
     l4: &parse::L4,
     dst_mon: bool,
-    enforce: bool,
-    gate_on: bool,
+    cfg: &Config,
     st: &mut Stats,
 ) -> Action {
     bump(st, Stat::MonitoredPackets, 1);
-    let (data, end) = (p.data(), p.data_end());
-    let (Some(tcp), Some((src, dst))) = (parse::tcp(data, end, l4), parse::addrs(data, end, l4))
-    else {
-        bump(st, Stat::Unparsed, 1);
-        return Action::Pass;
+    let enforce = cfg.enforce != 0;
+    let gate_on = cfg.gate != 0;
+    let (Some(tcp), Some((src, dst))) = (parse::tcp(p, l4), parse::addrs(p, l4)) else {
+        return fail_closed(st, Stat::Unparsed);
     };
     let (key, src_is_lo) = FlowKey::new(l4.family, src, tcp.sport, dst, tcp.dport);
     let pkt_len = p.len();
@@ -176,11 +237,21 @@ fn monitored<P: Packet>(
         l4.ip_end
     };
     let payload_len = ip_end.saturating_sub(payload_off) as u32;
+    // A payload-less RST always passes: resets sent by the monitor (or by
+    // the peers) must reach both ends of a stopped connection.
+    let bare_rst = payload_len == 0 && tcp.flags & TCP_RST != 0;
+    if tcp.flags & TCP_URG != 0 {
+        // SMTP never sends urgent data; the receiver would take the urgent
+        // byte out of the stream. Monitor mode records urg_ptr instead.
+        bump(st, Stat::Urgent, 1);
+        if enforce && cfg.unparsed_pass == 0 && !bare_rst {
+            bump(st, Stat::DroppedUnparsed, 1);
+            return Action::Drop;
+        }
+    }
     let mut rec_flags = 0;
+    let mut replay_ack = false;
     if enforce {
-        // A payload-less RST always passes: resets sent by the monitor (or
-        // by the peers) must reach both ends of a stopped connection.
-        let bare_rst = payload_len == 0 && tcp.flags & TCP_RST != 0;
         let client = if dst_mon { src } else { dst };
         if !bare_rst && blocked(l4.family, client) {
             bump(st, Stat::DroppedByBlocklist, 1);
@@ -206,13 +277,23 @@ fn monitored<P: Packet>(
                 GateAction::Hold => {
                     bump(st, Stat::GateHeld, 1);
                     rec_flags = REC_HELD;
+                    replay_ack = true;
                 }
             }
         }
     }
     bump(st, Stat::MonitoredBytes, payload_len as u64);
     if payload_len == 0 && tcp.flags & 0x07 == 0 {
-        return Action::Pass; // pure ACK: nothing for userspace
+        // Pure ACK: nothing for userspace, but a gated flow remembers the
+        // server's latest one, replayed when the gate holds.
+        if enforce && gate_on && !dst_mon && GATES.get_ptr(&key).is_some() {
+            let seen = AckSeen {
+                seq: tcp.seq,
+                ack: tcp.ack,
+            };
+            let _ = SERVER_ACKS.insert(&key, &seen, 0);
+        }
+        return Action::Pass;
     }
     let hdr = RecordHeader {
         key,
@@ -233,14 +314,82 @@ fn monitored<P: Packet>(
         src_is_lo: src_is_lo as u8,
         hook,
         rec_flags,
-        urg_ptr: 0,
+        urg_ptr: tcp.urg_ptr,
         _pad: 0,
     };
-    emit(p, hdr, payload_off as u32, st);
+    if replay_ack {
+        if let Some(a) = unsafe { SERVER_ACKS.get(&key) } {
+            let replay = RecordHeader {
+                seq: a.seq,
+                ack: a.ack,
+                payload_len: 0,
+                tcp_flags: TCP_ACK,
+                dir: DIR_SERVER_TO_CLIENT,
+                src_is_lo: !src_is_lo as u8,
+                rec_flags: REC_ACK_REPLAY,
+                urg_ptr: 0,
+                ..hdr
+            };
+            bump(st, Stat::AckReplays, 1);
+            emit(p, replay, 0, Csum::Good, st);
+        }
+    }
+    let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
+    let verdict = emit(p, hdr, payload_off as u32, check, st);
+    match verdict {
+        Csum::Good => bump(st, Stat::ChecksumGood, 1),
+        Csum::Bad => {
+            bump(st, Stat::ChecksumBad, 1);
+            if enforce {
+                // The receiver discards it; so does the monitor.
+                return Action::Drop;
+            }
+        }
+        _ => {}
+    }
     if rec_flags & REC_HELD != 0 {
         Action::Drop
     } else {
         Action::Pass
+    }
+}
+
+/// The checksum verdict before the payload (see [`crate::csum`]).
+#[inline(always)]
+fn checksum<P: Packet>(
+    p: &P,
+    hook: u8,
+    l4: &parse::L4,
+    tcp: &parse::Tcp,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    payload_len: u32,
+) -> Csum {
+    if hook == HOOK_TC_EGRESS || p.csum_unnecessary() {
+        return Csum::Good;
+    }
+    let tcp_len = tcp.doff as u32 + payload_len;
+    let Some(pseudo) = csum::pseudo(l4.family, src, dst, tcp_len) else {
+        return Csum::Unknown;
+    };
+    let partial_like = csum::fold(pseudo) == tcp.csum_raw;
+    if partial_like && p.gso_segs() > 0 {
+        return Csum::Good; // CHECKSUM_PARTIAL: a local sender, or GRO
+    }
+    if payload_len as usize > CHUNK {
+        return Csum::Unknown;
+    }
+    let mut h = [0u8; 60];
+    let doff = tcp.doff as u32;
+    // doff is 20 to 60 (parse::tcp); the masking shows the verifier a
+    // non-zero size (LLVM folds a plain range check into one it cannot use).
+    let doff = (core::hint::black_box(doff).wrapping_sub(1) & 63) + 1;
+    if doff > 60 || p.load(l4.l4_off as u32, h.as_mut_ptr() as *mut c_void, doff) != 0 {
+        return Csum::Unknown;
+    }
+    match csum::add(h.as_ptr(), doff, pseudo) {
+        Some(sum) => Csum::Verify { sum, partial_like },
+        None => Csum::Unknown,
     }
 }
 
@@ -313,19 +462,80 @@ fn gate<P: Packet>(p: &P, key: &FlowKey, seq: u32, payload_off: u32, len: u32) -
     GateAction::Hold
 }
 
-/// Sends the segment as records of at most `CHUNK` payload bytes.
+/// Final verdict of a checksum from the sum over everything.
 #[inline(always)]
-fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
+fn finish(sum: u32, partial_like: bool) -> Csum {
+    if csum::fold(sum) == 0xffff {
+        Csum::Good
+    } else if partial_like {
+        Csum::Unknown
+    } else {
+        Csum::Bad
+    }
+}
+
+#[inline(always)]
+fn csum_flags(c: Csum) -> u32 {
+    match c {
+        Csum::Good => REC_CSUM_GOOD,
+        Csum::Bad => REC_CSUM_BAD,
+        _ => 0,
+    }
+}
+
+/// Sums the first `n` bytes of the scratch payload onto `seed` (pads them
+/// to a multiple of 4 with zeros).
+#[inline(always)]
+fn sum_payload(data: &mut [u8; CHUNK], n: u32, seed: u32) -> Option<u32> {
+    let n = n as usize;
+    let padded = (n + 3) & !3;
+    for i in 0..3 {
+        let idx = n + i;
+        if idx < padded && idx < CHUNK {
+            data[idx & (CHUNK - 1)] = 0;
+        }
+    }
+    let mut sum = seed;
+    for k in 0..CHUNK / csum::STEP {
+        let o = k * csum::STEP;
+        if o >= padded {
+            break;
+        }
+        let len = core::hint::black_box(padded - o);
+        let len = if len > csum::STEP { csum::STEP } else { len };
+        if len == 0 || len > csum::STEP || o + len > CHUNK {
+            return None;
+        }
+        sum = csum::add(data[o..].as_ptr(), len as u32, sum)?;
+    }
+    Some(sum)
+}
+
+/// Sends the segment as records of at most `CHUNK` payload bytes, with the
+/// checksum verdict in their flags; returns that verdict.
+#[inline(always)]
+fn emit<P: Packet>(
+    p: &P,
+    hdr: RecordHeader,
+    payload_off: u32,
+    check: Csum,
+    st: &mut Stats,
+) -> Csum {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
+        return check;
     };
     let scratch = unsafe { &mut *scratch };
+    let mut check = check;
     scratch.hdr = hdr;
     let total = hdr.payload_len;
     let limit = (CHUNK * MAX_CHUNKS) as u32;
     let capturable = if total > limit { limit } else { total };
     let tail = total - capturable;
     if total == 0 {
+        if let Csum::Verify { sum, partial_like } = check {
+            check = finish(sum, partial_like);
+        }
+        scratch.hdr.rec_flags |= csum_flags(check);
         let bytes = unsafe {
             core::slice::from_raw_parts(scratch as *const _ as *const u8, RECORD_HEADER_LEN)
         };
@@ -333,8 +543,48 @@ fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
             Ok(()) => bump(st, Stat::RecordsSent, 1),
             Err(_) => bump(st, Stat::RecordsLost, 1),
         }
-        return;
+        return check;
     }
+    if let Csum::Verify { sum, partial_like } = check {
+        // The checksum is verified only for payloads of one record (see
+        // `checksum`): load, sum, flag, send.
+        let n = core::hint::black_box(total);
+        let n = (n.wrapping_sub(1) & (CHUNK as u32 - 1)) + 1;
+        scratch.hdr.offset = 0;
+        scratch.hdr.captured_len = n;
+        scratch.hdr.uncaptured = 0;
+        let loaded =
+            p.load(payload_off, scratch.data.as_mut_ptr() as *mut c_void, n) == 0 && n == total;
+        check = if loaded {
+            match sum_payload(&mut scratch.data, n, sum) {
+                Some(sum) => finish(sum, partial_like),
+                None => Csum::Unknown,
+            }
+        } else {
+            Csum::Unknown
+        };
+        scratch.hdr.rec_flags |= csum_flags(check);
+        let len = if loaded {
+            RECORD_HEADER_LEN + n as usize
+        } else {
+            scratch.hdr.captured_len = 0;
+            scratch.hdr.uncaptured = total;
+            bump(st, Stat::BytesUncaptured, total as u64);
+            RECORD_HEADER_LEN
+        };
+        let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
+        match RECORDS.output::<[u8]>(bytes, 0) {
+            Ok(()) => bump(st, Stat::RecordsSent, 1),
+            Err(_) => {
+                bump(st, Stat::RecordsLost, 1);
+                if loaded {
+                    bump(st, Stat::BytesUncaptured, n as u64);
+                }
+            }
+        }
+        return check;
+    }
+    scratch.hdr.rec_flags |= csum_flags(check);
     let mut off: u32 = 0;
     for _ in 0..MAX_CHUNKS {
         if off >= capturable {
@@ -371,7 +621,7 @@ fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
                 Ok(()) => bump(st, Stat::RecordsSent, 1),
                 Err(_) => bump(st, Stat::RecordsLost, 1),
             }
-            return;
+            return check;
         }
         let bytes = unsafe {
             core::slice::from_raw_parts(
@@ -394,4 +644,5 @@ fn emit<P: Packet>(p: &P, hdr: RecordHeader, payload_off: u32, st: &mut Stats) {
     if tail > 0 {
         bump(st, Stat::BytesUncaptured, tail as u64);
     }
+    check
 }

@@ -1,20 +1,29 @@
-//! The kernel parser on crafted frames: one VLAN tag (802.1Q, 802.1ad),
-//! IPv4 options, IPv6 extension headers and fragments, truncated headers.
-//! Frames that carry a TCP header to port 25 give a record with the right
-//! payload; non-first fragments and truncated headers give none.
+//! The kernel parser on crafted frames: VLAN tags (802.1Q, 802.1ad, QinQ,
+//! beyond the limit), IPv4 options, IPv6 extension headers (up to and
+//! beyond the limit) and fragments, truncated headers. Frames that carry a
+//! whole TCP segment to port 25 give a record with the right payload; first
+//! fragments, chains beyond the limits and truncated headers give none and
+//! are counted by reason (and dropped: the monitor enforces); non-first
+//! fragments give none. Userspace's frame parser (replay) is run on the same
+//! frames and must agree on every unfragmented one: the limits are shared
+//! (`smtp_common::MAX_VLAN_TAGS`, `MAX_IPV6_EXT_HEADERS`).
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
+use smtp_common::{Stat, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
 use smtp_e2e::{
     frames::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6},
     in_netns,
     netns::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
     require_root, MonitorThread, NetPair,
 };
-use smtp_user::datapath::IngressMode;
+use smtp_user::{
+    capture::{parse_frame, wire::linktype},
+    datapath::IngressMode,
+};
 
 const TCP: u8 = 6;
 const HOPOPTS: u8 = 0;
@@ -25,6 +34,16 @@ const PSH_ACK: u8 = 0x18;
 
 /// (source port, frame, expected payload if a record must appear)
 type Case = (u16, Vec<u8>, Option<&'static [u8]>);
+
+/// `n` destination-options headers, then TCP.
+fn dstopts_chain(n: usize, tcp: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.extend(frames::ext8(if i + 1 == n { TCP } else { DSTOPTS }));
+    }
+    v.extend_from_slice(tcp);
+    v
+}
 
 fn cases() -> Vec<Case> {
     let (c4, s4): (Ipv4Addr, Ipv4Addr) = (CLIENT_V4.parse().unwrap(), SERVER_V4.parse().unwrap());
@@ -55,11 +74,12 @@ fn cases() -> Vec<Case> {
             frames::eth(&[], ETH_P_IP, &v4(&[1; 8], 0, &t(41003, b"ipv4-opts"))),
             Some(b"ipv4-opts"),
         ),
-        // IPv4 first fragment (MF set, offset 0): TCP header present.
+        // IPv4 first fragment (MF set, offset 0): the segment is not
+        // complete, counted as a fragment.
         (
             41004,
             frames::eth(&[], ETH_P_IP, &v4(&[], 0x2000, &t(41004, b"first-frag"))),
-            Some(b"first-frag"),
+            None,
         ),
         // IPv4 non-first fragment whose bytes look like a TCP header to 25.
         (
@@ -87,7 +107,7 @@ fn cases() -> Vec<Case> {
             ),
             Some(b"v6-ext"),
         ),
-        // IPv6 first fragment.
+        // IPv6 first fragment: counted as a fragment.
         (
             41007,
             frames::eth(
@@ -100,7 +120,7 @@ fn cases() -> Vec<Case> {
                     &cat(&[&frames::frag6(TCP, 0, true), &t(41007, b"v6-first")]),
                 ),
             ),
-            Some(b"v6-first"),
+            None,
         ),
         // IPv6 non-first fragment that looks like TCP to 25.
         (
@@ -142,7 +162,79 @@ fn cases() -> Vec<Case> {
             },
             None,
         ),
+        // QinQ: the limit of VLAN tags.
+        (
+            41011,
+            frames::eth(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_IP,
+                &v4(&[], 0, &t(41011, b"qinq")),
+            ),
+            Some(b"qinq"),
+        ),
+        // Two tags beyond the limit (TC ingress sees one fewer: the kernel
+        // moved the outer one out of the frame; still beyond).
+        (
+            41012,
+            frames::eth(
+                &[ETH_P_8021AD; MAX_VLAN_TAGS + 2],
+                ETH_P_IP,
+                &v4(&[], 0, &t(41012, b"vlan-stack")),
+            ),
+            None,
+        ),
+        // The limit of IPv6 extension headers.
+        (
+            41013,
+            frames::eth(
+                &[],
+                ETH_P_IPV6,
+                &frames::ipv6(
+                    c6,
+                    s6,
+                    DSTOPTS,
+                    &dstopts_chain(MAX_IPV6_EXT_HEADERS, &t(41013, b"v6-ext-max")),
+                ),
+            ),
+            Some(b"v6-ext-max"),
+        ),
+        // One extension header beyond the limit.
+        (
+            41014,
+            frames::eth(
+                &[],
+                ETH_P_IPV6,
+                &frames::ipv6(
+                    c6,
+                    s6,
+                    DSTOPTS,
+                    &dstopts_chain(MAX_IPV6_EXT_HEADERS + 1, &t(41014, b"v6-ext-long")),
+                ),
+            ),
+            None,
+        ),
     ]
+}
+
+/// Source ports of the cases that are IP fragments (userspace parses first
+/// fragments as partial segments; replay reassembles them).
+const FRAGMENT_CASES: [u16; 4] = [41004, 41005, 41007, 41008];
+
+#[test]
+fn userspace_parser_agrees() {
+    for (sport, frame, expect) in cases() {
+        if FRAGMENT_CASES.contains(&sport) {
+            continue;
+        }
+        let got = parse_frame(linktype::ETHERNET, 0, &frame);
+        match expect {
+            Some(p) => {
+                let seg = got.unwrap_or_else(|e| panic!("case {sport}: userspace skipped: {e}"));
+                assert_eq!(seg.payload, p, "case {sport}");
+            }
+            None => assert!(got.is_err(), "case {sport}: userspace parsed it"),
+        }
+    }
 }
 
 fn check(ingress: IngressMode, tag: &str) {
@@ -157,7 +249,7 @@ fn check(ingress: IngressMode, tag: &str) {
     let want = cases.iter().filter(|c| c.2.is_some()).count();
     let got_all = mon.wait_for(Duration::from_secs(5), |r| {
         r.iter()
-            .filter(|r| (41001..=41010).contains(&r.src.port()))
+            .filter(|r| (41001..=41014).contains(&r.src.port()))
             .count()
             >= want
     });
@@ -180,6 +272,14 @@ fn check(ingress: IngressMode, tag: &str) {
             ),
         }
     }
+    // Counted by reason: two first fragments, one VLAN stack, one long
+    // chain, one truncated TCP header; each dropped (the monitor enforces).
+    let st = mon.kernel_stats();
+    assert_eq!(st.get(Stat::Fragments), 2, "{ingress}: {st}");
+    assert_eq!(st.get(Stat::VlanLimit), 1, "{ingress}: {st}");
+    assert_eq!(st.get(Stat::ExtHeaderLimit), 1, "{ingress}: {st}");
+    assert_eq!(st.get(Stat::Unparsed), 1, "{ingress}: {st}");
+    assert_eq!(st.get(Stat::DroppedUnparsed), 5, "{ingress}: {st}");
 }
 
 #[test]

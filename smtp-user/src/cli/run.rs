@@ -58,6 +58,15 @@ pub struct RunArgs {
     /// inspected; a blocked message never reaches the server complete.
     #[arg(long)]
     pub gate: bool,
+    /// Packets on monitored ports the kernel cannot record completely (IP
+    /// fragments, VLAN stacks or IPv6 header chains beyond the parser's
+    /// limits, unreadable TCP headers, URG segments). `drop` (fail closed,
+    /// the default) drops them while enforcing; `pass` lets them through
+    /// for operators who put availability first (their bytes reach the
+    /// server unseen: the monitor reports a `stream_gap`). Monitor mode
+    /// always passes them. Counted by reason in `ctl stats` either way.
+    #[arg(long, value_enum, default_value_t = Unparsed::Drop)]
+    pub unparsed: Unparsed,
     /// Seconds between counter summaries.
     #[arg(long, default_value_t = 10)]
     pub stats_interval: u64,
@@ -79,6 +88,15 @@ pub struct RunArgs {
     /// Most flows tracked at once (least recently active evicted beyond).
     #[arg(long, default_value_t = 65_536)]
     pub max_flows: usize,
+}
+
+/// What `--unparsed` does with packets the kernel cannot record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unparsed {
+    /// Drop them while enforcing (fail closed).
+    Drop,
+    /// Let them through.
+    Pass,
 }
 
 fn now_micros() -> u64 {
@@ -143,6 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         enforce: args.mode == Mode::Enforce,
         // The kernel arms gates at SYN only if some flow may need one.
         gate: args.gate && rules.has_gate_rules(),
+        unparsed_pass: args.unparsed == Unparsed::Pass,
         pin_root: args.pin_root.clone(),
     })?;
     // The worker thread writes verdicts itself, through its own handles on

@@ -275,25 +275,40 @@ impl KernelStats {
     }
 }
 
+impl KernelStats {
+    /// Every counter with its `ctl stats` name, in [`Stat`] order.
+    pub const NAMES: [(Stat, &'static str); STAT_COUNT] = [
+        (Stat::Packets, "packets"),
+        (Stat::MonitoredPackets, "monitored_packets"),
+        (Stat::MonitoredBytes, "monitored_bytes"),
+        (Stat::RecordsSent, "records_sent"),
+        (Stat::RecordsLost, "records_lost"),
+        (Stat::BytesUncaptured, "bytes_uncaptured"),
+        (Stat::DroppedByVerdict, "dropped_by_verdict"),
+        (Stat::Unparsed, "unparsed"),
+        (Stat::DroppedByBlocklist, "dropped_by_blocklist"),
+        (Stat::GateHeld, "gate_held"),
+        (Stat::GatePassed, "gate_passed"),
+        (Stat::Fragments, "fragments"),
+        (Stat::ExtHeaderLimit, "ext_header_limit"),
+        (Stat::VlanLimit, "vlan_limit"),
+        (Stat::Urgent, "urgent"),
+        (Stat::DroppedUnparsed, "dropped_unparsed"),
+        (Stat::ChecksumGood, "checksum_good"),
+        (Stat::ChecksumBad, "checksum_bad"),
+        (Stat::AckReplays, "ack_replays"),
+    ];
+}
+
 impl fmt::Display for KernelStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "packets={} monitored_packets={} monitored_bytes={} records_sent={} records_lost={} \
-             bytes_uncaptured={} dropped_by_verdict={} unparsed={} dropped_by_blocklist={} \
-             gate_held={} gate_passed={}",
-            self.get(Stat::Packets),
-            self.get(Stat::MonitoredPackets),
-            self.get(Stat::MonitoredBytes),
-            self.get(Stat::RecordsSent),
-            self.get(Stat::RecordsLost),
-            self.get(Stat::BytesUncaptured),
-            self.get(Stat::DroppedByVerdict),
-            self.get(Stat::Unparsed),
-            self.get(Stat::DroppedByBlocklist),
-            self.get(Stat::GateHeld),
-            self.get(Stat::GatePassed),
-        )
+        for (i, (stat, name)) in Self::NAMES.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{name}={}", self.get(*stat))?;
+        }
+        Ok(())
     }
 }
 
@@ -322,8 +337,11 @@ mod tests {
         s.0[Stat::GateHeld as usize] = 4;
         s.0[Stat::GatePassed as usize] = 5;
         let text = s.to_string();
-        assert!(text.ends_with("dropped_by_blocklist=3 gate_held=4 gate_passed=5"));
+        assert!(text.contains("dropped_by_blocklist=3 gate_held=4 gate_passed=5"));
         assert_eq!(text.matches('=').count(), STAT_COUNT);
+        for (i, (stat, _)) in KernelStats::NAMES.iter().enumerate() {
+            assert_eq!(*stat as usize, i, "NAMES in Stat order");
+        }
     }
 
     #[test]

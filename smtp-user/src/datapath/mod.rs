@@ -30,8 +30,42 @@
 //! | `GATES` | LRU hash (16384) | [`FlowKey`] → [`smtp_common::Gate`] | end-of-data gate: the client segment ending a message (`\n.\r\n` at its end, exactly `.\r\n`, or carrying the last byte before `bdat_end`) is copied with `REC_HELD` and dropped, unless released up to the message end (`release_end`, wrapping compare); the client's TCP retransmits it, and after [`Control::release_gate`] the retransmission passes. Created by userspace, or by the kernel at the client's SYN when `CONFIG.gate` is set. |
 //! | `STATS` | per-CPU array[1] | 0 → [`smtp_common::Stats`] | counters ([`smtp_common::Stat`]), see [`KernelStats`]. |
 //!
-//! Order of the checks on a monitored packet while enforcing: blocklist,
-//! verdict, gate. [`Control`] reads and writes all of them, in this process
+//! `SERVER_ACKS` (LRU hash, [`FlowKey`] → [`smtp_common::AckSeen`], not
+//! pinned) keeps the server's latest pure ACK on gated flows; it is replayed
+//! as a payload-less record flagged `REC_ACK_REPLAY` just before each held
+//! record, so reassembly learns how far the server got and declares a hole
+//! it never saw as a gap rather than waiting (pure ACKs are otherwise not
+//! recorded).
+//!
+//! # What cannot be recorded (fail closed)
+//! Parser limits, shared with userspace (`smtp_common`): at most
+//! [`smtp_common::MAX_VLAN_TAGS`] VLAN tags (2, QinQ; TC ingress sees one
+//! more, the kernel has moved the outer tag out of the frame) and
+//! [`smtp_common::MAX_IPV6_EXT_HEADERS`] IPv6 extension headers (8). While
+//! enforcing, the program drops, and counts by reason (`ctl stats`):
+//!
+//! | packet | counter | why it is known to be monitored |
+//! |---|---|---|
+//! | IPv4 first fragment (MF, offset 0) / IPv6 first fragment of TCP | `fragments` | its TCP ports are in it; a first fragment too short to show them (RFC 1858's tiny fragment) is dropped whatever its port |
+//! | IPv6 extension-header chain longer than the limit | `ext_header_limit` | ports unknown: any port |
+//! | more VLAN tags than the limit | `vlan_limit` | content unknown: any frame |
+//! | IP says TCP, TCP header unreadable or impossible | `unparsed` | ports unknown: any port |
+//! | URG flag on a monitored segment (payload-less RSTs excepted) | `urgent` | ports |
+//!
+//! `dropped_unparsed` counts the drops. Non-first fragments carry no ports
+//! and pass: a datagram whose first fragment was dropped is never
+//! reassembled, and Linux discards overlapping fragments, so the ports
+//! cannot be rewritten by a later one. `--unparsed pass`
+//! ([`MonitorOptions::unparsed_pass`]) passes them all while enforcing (the
+//! fragment's bytes then reach the server unseen: reassembly declares a
+//! gap); monitor mode passes and counts them. Bad TCP checksums (see
+//! `smtp-ebpf/src/csum.rs`: trusted when the stack verified or will not
+//! verify, else verified by the program for segments of up to one record)
+//! are recorded with `REC_CSUM_BAD`, counted (`checksum_bad`) and dropped
+//! while enforcing; `REC_CSUM_GOOD` marks the rest the kernel vouches for.
+//!
+//! Order of the checks on a monitored packet while enforcing: fail closed,
+//! blocklist, verdict, gate, checksum. [`Control`] reads and writes all of them, in this process
 //! ([`Monitor::control_mut`]) or through the pins.
 //!
 //! # Gate latency
@@ -105,6 +139,9 @@ pub struct MonitorOptions {
     /// End-of-data gate on: the kernel arms a flow's gate at the client's
     /// SYN ([`smtp_common::Config::gate`]).
     pub gate: bool,
+    /// Packets the program cannot record completely pass while enforcing
+    /// (`--unparsed pass`); default: dropped ([`smtp_common::Config::unparsed_pass`]).
+    pub unparsed_pass: bool,
     /// bpffs directory holding `<iface>/` pin directories.
     pub pin_root: PathBuf,
 }
@@ -118,6 +155,7 @@ impl Default for MonitorOptions {
             ingress: IngressMode::default(),
             enforce: true,
             gate: false,
+            unparsed_pass: false,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
         }
     }
@@ -259,6 +297,7 @@ impl Monitor {
                 })?;
             let config = Config {
                 gate: opts.gate as u32,
+                unparsed_pass: opts.unparsed_pass as u32,
                 ..Config::new(&ports, opts.enforce)
             };
             cfg.set(0, config, 0).map_err(|source| DatapathError::Map {
@@ -304,7 +343,7 @@ impl Monitor {
 
         tracing::info!(
             iface = %iface, ifindex, ingress = %ingress, ports = ?ports,
-            enforce = opts.enforce, ringbuf_size = opts.ringbuf_size,
+            enforce = opts.enforce, unparsed_pass = opts.unparsed_pass, ringbuf_size = opts.ringbuf_size,
             pins = %pins.path().display(), "datapath attached"
         );
         Ok(Monitor {
