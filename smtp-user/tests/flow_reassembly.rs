@@ -114,7 +114,7 @@ fn find(p: &[Packet], d: Direction, rel: i64) -> usize {
 }
 
 #[test]
-fn overlapping_retransmissions_first_wins() {
+fn overlapping_retransmissions_as_linux_keeps_them() {
     let c = conv(1000);
     let ups: Vec<i64> = c
         .packets()
@@ -140,7 +140,8 @@ fn overlapping_retransmissions_first_wins() {
     assert_clean(&flow, &c);
 
     // Buffered out of order, then a conflicting copy of buffered bytes
-    // arrives, then the hole is filled: the buffered bytes win and the conflict is counted.
+    // arrives, then the hole is filled: the buffered bytes (of the segment
+    // that starts first) win and the conflict is counted.
     let mut p = c.packets();
     let a = find(&p, Up, rel);
     let b = find(&p, Up, rel + 1000);
@@ -151,8 +152,9 @@ fn overlapping_retransmissions_first_wins() {
     let st = flow.stats().unwrap();
     assert_eq!(st.up.overlap_conflicts, 1, "{st:?}");
 
-    // A conflicting copy that arrives FIRST wins (the policy is first data
-    // wins, not "original wins"): the later original bytes are discarded.
+    // A conflicting copy buffered out of order and delivered as soon as the
+    // hole before it is filled wins, as in Linux's receive queue: the
+    // original arrives after it was delivered and is discarded.
     let mut p = c.packets();
     let a = find(&p, Up, rel);
     p.insert(a, c.retransmission(Up, rel as usize + 1000, 500, true));
@@ -779,6 +781,10 @@ fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
     t.segment(&seg(s, c, 507, 101, psh, b" ESMTP\r\n"));
     // The client acknowledges both and sends EHLO in the same segment.
     t.segment(&seg(c, s, 101, 515, psh, b"EHLO c\r\n"));
+    // Both wait (the hole for a late copy, the EHLO for the greeting it
+    // acknowledges) until the reordering wait is over.
+    assert!(t.handler().0.is_empty());
+    t.expire(1 + FlowConfig::default().reorder_wait_micros);
     let log = &t.handler().0;
     assert_eq!(
         log,

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod key;
+pub mod order;
 pub mod recorder;
 pub mod stats;
 pub mod stream;
@@ -48,6 +49,7 @@ pub mod table;
 use std::net::SocketAddr;
 
 pub use key::FlowKey;
+pub use order::Order;
 pub use recorder::Recorder;
 pub use stats::{CloseReason, DirStats, FlowStats, TableStats};
 pub use table::FlowTable;
@@ -72,6 +74,18 @@ pub struct FlowInfo {
     /// The segment being processed was held back by the kernel's
     /// end-of-data gate ([`crate::capture::Segment::held`]).
     pub held: bool,
+}
+
+/// What reassembly reports about a flow beyond its bytes and gaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowAnomaly {
+    /// Overlapping segments of this direction carried different bytes: the
+    /// receiver's policy chose (see [`stream`]); reported once per flow
+    /// and direction.
+    OverlapConflict,
+    /// The global memory cap (`--memcap`) shed this flow: its buffered
+    /// data was given up as gaps and it is closed.
+    Memcap,
 }
 
 /// Consumer of reassembled flows.
@@ -101,6 +115,22 @@ pub trait FlowHandler {
         ts_micros: u64,
         len: u64,
     );
+
+    /// Reassembly noticed `what` in direction `dir`.
+    fn anomaly(
+        &mut self,
+        _s: &mut Self::Session,
+        _flow: &FlowInfo,
+        _dir: Direction,
+        _what: FlowAnomaly,
+    ) {
+    }
+
+    /// Heap bytes the consumer holds for this flow (counted against the
+    /// table's global memory cap).
+    fn memory(&self, _s: &Self::Session) -> usize {
+        0
+    }
 
     /// The flow is gone; everything seen was delivered before this call.
     fn close(&mut self, s: Self::Session, flow: &FlowInfo, stats: &FlowStats, reason: CloseReason);
@@ -134,11 +164,15 @@ pub struct FlowConfig {
     pub idle_timeout_micros: u64,
     /// Most flows tracked at once; beyond, the least recently active is evicted.
     pub max_flows: usize,
-    /// Most out-of-order bytes buffered per direction of a flow (plus
-    /// bookkeeping overhead per piece).
+    /// Most heap bytes of out-of-order data buffered per direction of a
+    /// flow (the real allocation: bytes, allocator and tree overhead).
     pub max_buffer_per_direction: usize,
-    /// Most out-of-order bytes buffered across all flows.
+    /// Most heap bytes of out-of-order data buffered across all flows.
     pub max_buffer_total: usize,
+    /// Longest a direction's bytes wait (capture time) for the peer bytes
+    /// they acknowledge, and a hole the receiver acknowledged for its
+    /// late copy, before going on without them. 0: arrival order.
+    pub reorder_wait_micros: u64,
 }
 
 impl Default for FlowConfig {
@@ -149,6 +183,7 @@ impl Default for FlowConfig {
             max_flows: 65_536,
             max_buffer_per_direction: 1 << 20,
             max_buffer_total: 256 << 20,
+            reorder_wait_micros: 100_000,
         }
     }
 }

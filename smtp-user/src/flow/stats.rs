@@ -20,11 +20,26 @@ pub struct DirStats {
     pub duplicates: u64,
     /// Segments partly overlapping delivered or buffered data.
     pub overlaps: u64,
-    /// Overlaps whose bytes differed from the buffered ones (first data
-    /// won; the later bytes were discarded).
+    /// Overlaps whose bytes differed from the ones kept (the receiver's
+    /// policy decided which; see [`super::stream`]).
     pub overlap_conflicts: u64,
-    /// Largest out-of-order buffer of this direction (bytes + overhead).
+    /// Buffered bytes replaced by overlapping data that won.
+    pub overridden_bytes: u64,
+    /// Bytes received between holes but given up with them (slivers too
+    /// short to parse, inside one gap); not counted in `gap_bytes`.
+    pub sliver_bytes: u64,
+    /// Largest out-of-order buffer of this direction (real heap bytes).
     pub ooo_peak: usize,
+    /// Segments with a bad TCP checksum: the receiver drops them, so do we.
+    pub bad_checksum: u64,
+    /// Segments without ACK (neither SYN nor RST): the receiver drops them.
+    pub no_ack: u64,
+    /// Bytes carried in SYNs, and SYNs whose data the receiver did not
+    /// acknowledge (no Fast Open): ignored, as the receiver ignored them.
+    pub syn_data: u64,
+    pub syn_data_ignored: u64,
+    /// Urgent bytes removed from the stream (as Linux removes them).
+    pub urgent_removed: u64,
     /// Times a buffering limit (per direction or global) forced a gap.
     pub limit_hits: u64,
     /// Segments starting more than a maximal TCP window ahead: ignored.
@@ -122,6 +137,15 @@ pub struct TableStats {
     pub skipped: [u64; Skip::ALL.len()],
     /// Times the global buffer limit forced a gap.
     pub memcap_hits: u64,
+    /// Segments of no known flow dropped before tracking because the
+    /// receiver drops them too (bad checksum, data without ACK).
+    pub rejected: u64,
+    /// Times a direction's data waited for the other direction's bytes it
+    /// acknowledges, and times the wait ran out (bounded waiting).
+    pub order_waits: u64,
+    pub order_timeouts: u64,
+    /// Flows shed by the global memory cap (`--memcap`), and the cap's hits.
+    pub memcap_shed: u64,
     /// Bytes buffered out of order now, and the peak.
     pub buffered: usize,
     pub buffered_peak: usize,

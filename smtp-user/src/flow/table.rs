@@ -5,6 +5,18 @@
 //! The LRU tail is both the eviction victim when the flow limit is reached
 //! and where idle-timeout expiry starts. Memory is bounded by the flow limit,
 //! the per-direction buffer limit and the global buffer limit.
+//!
+//! Before reassembly, segments the receiver's stack throws away are thrown
+//! away here too, and counted: a bad TCP checksum ([`Checksum::Bad`]), and
+//! any segment without ACK that is neither a SYN nor a RST (Linux discards
+//! them in every synchronised state). The urgent pointer of an URG segment
+//! is passed to the stream, which removes the urgent byte.
+//!
+//! Chunks go from the streams to the handler through the flow's
+//! [`Order`](super::order): a direction's bytes never overtake the peer
+//! bytes they acknowledge. Waits (a held chunk, a hole the receiver
+//! acknowledged) last at most [`FlowConfig::reorder_wait_micros`] of capture
+//! time; they are checked at every segment of the flow and at `expire`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,10 +24,11 @@ use std::net::SocketAddr;
 use tracing::{debug, trace};
 
 use super::key::FlowKey;
+use super::order::Order;
 use super::stats::{CloseReason, FlowStats, TableStats};
-use super::stream::{Budget, Chunk, Stream};
-use super::{FlowConfig, FlowHandler, FlowInfo};
-use crate::capture::{parse_frame, Segment, Skip};
+use super::stream::{Budget, Chunk, Data, Mark, Stream};
+use super::{FlowAnomaly, FlowConfig, FlowHandler, FlowInfo};
+use crate::capture::{parse_frame, Checksum, Segment, Skip};
 use crate::Direction;
 
 const NIL: u32 = u32::MAX;
@@ -27,8 +40,12 @@ struct Flow<S> {
     session: S,
     /// Index 0: client → server (`Direction::Up`); 1: server → client.
     streams: [Stream; 2],
+    /// Chunks waiting for the other direction (see the module doc).
+    order: Order,
     syn_seen: bool,
     midstream: bool,
+    /// The flow is in `FlowTable::waiting`.
+    listed: bool,
 }
 
 struct Slot<S> {
@@ -52,8 +69,98 @@ pub struct FlowTable<H: FlowHandler> {
     tail: u32,
     /// Last flow looked up: consecutive segments of one flow skip the hash.
     last: Option<(FlowKey, u32)>,
+    /// Flows with something waiting (held chunks or an acknowledged hole),
+    /// as (slot, flow id): `expire` ends their waits when they are due.
+    waiting: Vec<(u32, u64)>,
     stats: TableStats,
 }
+
+/// Where a flow's chunks go: through its [`Order`] to the handler.
+struct Sink<'a, H: FlowHandler> {
+    handler: &'a mut H,
+    session: &'a mut H::Session,
+    info: &'a FlowInfo,
+    order: &'a mut Order,
+    /// Capture time of the segment being processed.
+    ts: u64,
+    /// Waits that started (a direction's first held chunk).
+    waits: u64,
+}
+
+impl<H: FlowHandler> Sink<'_, H> {
+    fn put(&mut self, d: Direction, c: Chunk<'_>, m: Mark) {
+        if self.order.may_pass(d, m) {
+            self.hand(d, c, self.ts);
+            self.order.delivered(d, m.end);
+            self.pump();
+        } else {
+            if self.order.is_empty() {
+                self.waits += 1;
+            }
+            trace!(flow_id = self.info.flow_id, dir = ?d, need = m.need, "held: waits for the peer bytes it acknowledges");
+            self.order.hold(d, c, m, self.ts);
+        }
+    }
+
+    fn hand(&mut self, d: Direction, c: Chunk<'_>, ts: u64) {
+        match c {
+            Chunk::Data([]) => {}
+            Chunk::Data(b) => self.handler.data(self.session, self.info, d, ts, b),
+            Chunk::Gap(n) => {
+                debug!(flow_id = self.info.flow_id, dir = ?d, len = n, "gap: bytes missing from the capture");
+                self.handler.gap(self.session, self.info, d, ts, n)
+            }
+        }
+    }
+
+    /// Delivers the held chunks whose wait is over.
+    fn pump(&mut self) {
+        while let Some((d, h)) = self.order.pop_ready() {
+            self.hand(d, h.chunk(), h.ts);
+        }
+    }
+
+    /// Ends the waits that are due at `now`: holes the receiver acknowledged
+    /// become gaps, held chunks stop waiting for peer bytes never seen, and
+    /// mutual waits are broken at once. Returns the waits that timed out.
+    fn settle(&mut self, streams: &mut [Stream; 2], now: u64, wait: u64) -> u64 {
+        for d in [Direction::Up, Direction::Down] {
+            let s = &mut streams[di(d)];
+            if s.hole_acked_since()
+                .is_some_and(|t| now.saturating_sub(t) >= wait)
+            {
+                s.give_up_acked(&mut |c, m| self.put(d, c, m));
+            }
+        }
+        let mut timeouts = 0;
+        // Each round delivers at least one held chunk, or stops.
+        for _ in 0..MAX_FORCED_PER_SETTLE {
+            let Some((d, since, need)) = self.order.oldest() else {
+                break;
+            };
+            if now.saturating_sub(since) < wait && !self.order.deadlocked() {
+                break;
+            }
+            let peer = d.reverse();
+            // The receiver had the peer's bytes this chunk acknowledges:
+            // holes among them are gaps.
+            streams[di(peer)].give_up_before(need, &mut |c, m| self.put(peer, c, m));
+            if self.order.oldest().is_some_and(|o| o == (d, since, need)) {
+                timeouts += 1;
+                debug!(flow_id = self.info.flow_id, dir = ?d, need, "wait for the peer's bytes over: delivered in arrival order");
+                if let Some((d, h)) = self.order.force(d) {
+                    self.hand(d, h.chunk(), h.ts);
+                }
+                self.pump();
+            }
+        }
+        timeouts
+    }
+}
+
+/// Most held chunks one settle forces (the rest wait for the next segment
+/// or `expire`), so that one call stays short.
+const MAX_FORCED_PER_SETTLE: usize = 1 << 16;
 
 fn di(d: Direction) -> usize {
     match d {
@@ -73,6 +180,7 @@ impl<H: FlowHandler> FlowTable<H> {
             head: NIL,
             tail: NIL,
             last: None,
+            waiting: Vec::new(),
             stats: TableStats::default(),
         }
     }
@@ -151,17 +259,25 @@ impl<H: FlowHandler> FlowTable<H> {
     pub fn segment(&mut self, seg: &Segment<'_>) {
         self.stats.segments += 1;
         let key = FlowKey::new(seg.src, seg.dst);
+        // What the receiver's stack throws away before reassembly.
+        let discard = seg.checksum == Checksum::Bad
+            || !(seg.flags.ack() || seg.flags.syn() || seg.flags.rst());
         let slot = match self.last {
             Some((k, s)) if k == key => Some(s),
             _ => self.index.get(&key).copied(),
         };
         let slot = match slot {
-            Some(s) if self.reuses(s, seg) => {
+            Some(s) if !discard && self.reuses(s, seg) => {
                 debug!(src = %seg.src, dst = %seg.dst, "new SYN on a known 5-tuple: port reuse");
                 self.close(s, CloseReason::Reused);
                 self.create(key, seg)
             }
             Some(s) => s,
+            None if discard => {
+                trace!(src = %seg.src, dst = %seg.dst, "segment the receiver drops (bad checksum or no ACK): not tracked");
+                self.stats.rejected += 1;
+                return;
+            }
             None => {
                 let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
                 if seg.flags.rst() || !(carries || seg.flags.syn()) {
@@ -174,6 +290,7 @@ impl<H: FlowHandler> FlowTable<H> {
         };
         self.last = Some((key, slot));
         self.touch(slot);
+        let wait = self.config.reorder_wait_micros;
         let Some(Some(entry)) = self.slots.get_mut(slot as usize) else {
             return;
         };
@@ -181,7 +298,9 @@ impl<H: FlowHandler> FlowTable<H> {
             info,
             session,
             streams,
+            order,
             syn_seen,
+            listed,
             ..
         } = &mut entry.flow;
         info.last_ts = seg.ts_micros.max(info.last_ts);
@@ -190,6 +309,51 @@ impl<H: FlowHandler> FlowTable<H> {
             Direction::Up
         } else {
             Direction::Down
+        };
+        let wire = seg.payload.len() as u64 + u64::from(seg.uncaptured);
+        {
+            let mine = &mut streams[di(dir)];
+            mine.stats.packets += 1;
+            mine.stats.bytes += wire;
+            if seg.checksum == Checksum::Bad {
+                trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "bad TCP checksum: the receiver drops it");
+                mine.stats.bad_checksum += 1;
+                return;
+            }
+            if discard {
+                trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "no ACK flag: the receiver drops it");
+                mine.stats.no_ack += 1;
+                return;
+            }
+            if seg.flags.rst() {
+                // A RST's payload and ACK are not data (Linux ignores both).
+                if mine.rst_acceptable(seg.seq) {
+                    self.close(slot, CloseReason::Reset);
+                } else {
+                    trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "RST out of window: ignored");
+                    mine.stats.bad_rst += 1;
+                }
+                return;
+            }
+        }
+        let held_before = order.held();
+        let before = streams[0].buffered() + streams[1].buffered() + held_before;
+        let mut budget = Budget {
+            per_direction: self.config.max_buffer_per_direction,
+            global_room: self
+                .config
+                .max_buffer_total
+                .saturating_sub(self.stats.buffered),
+            global_hits: 0,
+        };
+        let ts = seg.ts_micros;
+        let mut sink = Sink {
+            handler: &mut self.handler,
+            session,
+            info,
+            order,
+            ts,
+            waits: 0,
         };
         let (mine, theirs) = match dir {
             Direction::Up => {
@@ -201,79 +365,114 @@ impl<H: FlowHandler> FlowTable<H> {
                 (&mut b[0], &mut a[0])
             }
         };
-        let wire = seg.payload.len() as u64 + u64::from(seg.uncaptured);
-        mine.stats.packets += 1;
-        mine.stats.bytes += wire;
-        if seg.flags.rst() {
-            // A RST's payload and ACK are not data (Linux ignores both).
-            if mine.rst_acceptable(seg.seq) {
-                self.close(slot, CloseReason::Reset);
-            } else {
-                trace!(src = %seg.src, dst = %seg.dst, seq = seg.seq, "RST out of window: ignored");
-                mine.stats.bad_rst += 1;
-            }
-            return;
-        }
-        let before = mine.buffered() + theirs.buffered();
-        let mut budget = Budget {
-            per_direction: self.config.max_buffer_per_direction,
-            global_room: self
-                .config
-                .max_buffer_total
-                .saturating_sub(self.stats.buffered),
-            global_hits: 0,
-        };
-        let handler = &mut self.handler;
-        let ts = seg.ts_micros;
-        let mut deliver = |d: Direction, c: Chunk<'_>| match c {
-            Chunk::Data(b) => handler.data(session, info, d, ts, b),
-            Chunk::Gap(n) => {
-                debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap: bytes missing from the capture");
-                handler.gap(session, info, d, ts, n)
-            }
-        };
         // The ACK first: the sender had received the peer's bytes up to it
-        // before it sent this payload, so a hole the ACK proves lost is a gap
-        // that comes before this segment's data in the session's order.
-        if seg.flags.ack() {
-            theirs.peer_ack(seg.ack, &mut |c| deliver(dir.reverse(), c));
-        }
+        // before it sent this payload.
+        let need = if seg.flags.ack() {
+            let need = theirs.ack_offset(seg.ack);
+            theirs.peer_ack(need, ts, &mut |c, m| sink.put(dir.reverse(), c, m));
+            need
+        } else {
+            0
+        };
         let mut seq = seg.seq;
         if seg.flags.syn() {
             *syn_seen = true;
-            mine.syn(seg.seq);
+            mine.syn(seg.seq, seg.payload);
             seq = seg.seq.wrapping_add(1);
         }
-        if wire > 0 || seg.flags.fin() || !seg.flags.syn() {
-            mine.segment(
-                seq,
-                seg.payload,
-                seg.uncaptured,
-                seg.flags.fin(),
-                &mut budget,
-                &mut |c| deliver(dir, c),
+        if seg.flags.urg() && mine.started() {
+            // Linux: the urgent byte is the one before the pointer.
+            mine.urgent(
+                seg.seq
+                    .wrapping_add(u32::from(seg.urgent.saturating_sub(1))),
             );
         }
+        if !seg.flags.syn() || seg.flags.fin() {
+            let (payload, uncaptured) = if seg.flags.syn() {
+                (&[][..], 0)
+            } else {
+                (seg.payload, seg.uncaptured)
+            };
+            let data = Data {
+                seq,
+                payload,
+                uncaptured,
+                fin: seg.flags.fin(),
+                need,
+            };
+            mine.segment(data, &mut budget, &mut |c, m| sink.put(dir, c, m));
+        }
+        // Both sides closed and acknowledged each other's FIN: nothing late
+        // can still come, so nothing needs to wait.
+        let done = streams[0].fin_acked() && streams[1].fin_acked();
+        let timeouts = sink.settle(streams, ts, if done { 0 } else { wait });
+        let waits = sink.waits;
+        let waiting = !order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some());
         let next_seq = [streams[0].next_seq(), streams[1].next_seq()];
         self.handler.after_segment(session, info, next_seq);
         for d in [dir, dir.reverse()] {
             let s = &mut streams[di(d)];
+            if s.take_conflict() {
+                self.handler
+                    .anomaly(session, info, d, FlowAnomaly::OverlapConflict);
+            }
             if s.started() && !self.handler.wants_data(session, d) {
                 s.bypass();
             }
         }
-        let after = streams[0].buffered() + streams[1].buffered();
+        let after = streams[0].buffered() + streams[1].buffered() + order.held();
         self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
         self.stats.buffered_peak = self.stats.buffered_peak.max(self.stats.buffered);
         self.stats.memcap_hits += budget.global_hits;
-        if streams[0].finished() && streams[1].finished() {
+        self.stats.order_waits += waits;
+        self.stats.order_timeouts += timeouts;
+        if waiting && !*listed {
+            *listed = true;
+            self.waiting.push((slot, info.flow_id));
+        }
+        if streams[0].finished() && streams[1].finished() && order.is_empty() {
             self.close(slot, CloseReason::Closed);
         }
+    }
+
+    /// Ends the waits due at `now_micros` on every flow with something
+    /// waiting (see the module doc).
+    fn settle_waiting(&mut self, now_micros: u64) {
+        let wait = self.config.reorder_wait_micros;
+        let mut list = std::mem::take(&mut self.waiting);
+        list.retain(|&(slot, id)| {
+            let Some(Some(entry)) = self.slots.get_mut(slot as usize) else {
+                return false;
+            };
+            let fl = &mut entry.flow;
+            if fl.info.flow_id != id {
+                return false;
+            }
+            let before = fl.streams[0].buffered() + fl.streams[1].buffered() + fl.order.held();
+            let mut sink = Sink {
+                handler: &mut self.handler,
+                session: &mut fl.session,
+                info: &fl.info,
+                order: &mut fl.order,
+                ts: now_micros,
+                waits: 0,
+            };
+            self.stats.order_timeouts += sink.settle(&mut fl.streams, now_micros, wait);
+            let after = fl.streams[0].buffered() + fl.streams[1].buffered() + fl.order.held();
+            self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
+            let waiting =
+                !fl.order.is_empty() || fl.streams.iter().any(|s| s.hole_acked_since().is_some());
+            fl.listed = waiting;
+            waiting
+        });
+        list.append(&mut self.waiting);
+        self.waiting = list;
     }
 
     /// Closes flows idle for the configured timeout at time `now_micros`
     /// (capture time in replay, wall clock live), oldest first.
     pub fn expire(&mut self, now_micros: u64) {
+        self.settle_waiting(now_micros);
         while self.tail != NIL {
             let tail = self.tail;
             let Some(Some(s)) = self.slots.get(tail as usize) else {
@@ -327,8 +526,10 @@ impl<H: FlowHandler> FlowTable<H> {
             info,
             session,
             streams: [Stream::default(), Stream::default()],
+            order: Order::default(),
             syn_seen: false,
             midstream: !syn,
+            listed: false,
         };
         let slot = Slot {
             flow,
@@ -399,21 +600,33 @@ impl<H: FlowHandler> FlowTable<H> {
             info,
             mut session,
             mut streams,
+            mut order,
             syn_seen,
             midstream,
+            ..
         } = slot.flow;
         self.index.remove(&key);
-        let before = streams[0].buffered() + streams[1].buffered();
-        let handler = &mut self.handler;
-        let ts = info.last_ts;
+        let before = streams[0].buffered() + streams[1].buffered() + order.held();
+        let mut sink = Sink {
+            handler: &mut self.handler,
+            session: &mut session,
+            info: &info,
+            order: &mut order,
+            ts: info.last_ts,
+            waits: 0,
+        };
         for d in [Direction::Up, Direction::Down] {
-            streams[di(d)].flush(&mut |c| match c {
-                Chunk::Data(b) => handler.data(&mut session, &info, d, ts, b),
-                Chunk::Gap(n) => {
-                    debug!(flow_id = info.flow_id, dir = ?d, len = n, "gap at close: bytes never seen");
-                    handler.gap(&mut session, &info, d, ts, n)
-                }
-            });
+            streams[di(d)].flush(&mut |c, m| sink.put(d, c, m));
+        }
+        // What still waits goes in the best order there is.
+        for (d, h) in sink.order.drain_all() {
+            sink.hand(d, h.chunk(), h.ts);
+        }
+        for d in [Direction::Up, Direction::Down] {
+            if streams[di(d)].take_conflict() {
+                self.handler
+                    .anomaly(&mut session, &info, d, FlowAnomaly::OverlapConflict);
+            }
         }
         self.stats.buffered = self.stats.buffered.saturating_sub(before);
         let stats = FlowStats {

@@ -15,7 +15,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use crate::flow::{CloseReason, FlowHandler, FlowInfo, FlowStats};
+use crate::flow::{CloseReason, FlowAnomaly, FlowHandler, FlowInfo, FlowStats};
 use crate::output::{EveWriter, FlowContext, FlowSummary};
 use crate::policy::{Action, Alert, PolicySession, RuleSet};
 use crate::smtp::{Anomaly, AnomalyKind, ContentPart, Event, EventSink, Session, State, Verb};
@@ -481,6 +481,33 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
     fn gap(&mut self, s: &mut FlowSession, flow: &FlowInfo, dir: Direction, ts: u64, len: u64) {
         self.out.counters.gap_bytes += len;
         self.feed(s, flow, dir, ts, Input::Gap(len));
+    }
+
+    fn anomaly(&mut self, s: &mut FlowSession, flow: &FlowInfo, dir: Direction, what: FlowAnomaly) {
+        let (kind, detail) = match what {
+            FlowAnomaly::OverlapConflict => (
+                AnomalyKind::StreamOverlapConflict,
+                format!(
+                    "overlapping segments ({dir:?}) carried different bytes; \
+                     the stream holds the ones the receiver kept"
+                ),
+            ),
+            FlowAnomaly::Memcap => (
+                AnomalyKind::Memcap,
+                "the memory cap for reassembly and dissection was reached: \
+                 flow shed, its buffered data given up"
+                    .to_string(),
+            ),
+        };
+        let anomaly = Event::Anomaly(Anomaly {
+            kind,
+            severity: kind.default_severity(),
+            detail,
+            tx_id: s.smtp.transactions_seen().checked_sub(1),
+            drop_requested: false,
+        });
+        Emit::new(&mut self.out, &mut s.st, flow.last_ts).event(anomaly);
+        self.act_on_alerts(&mut s.st, flow.last_ts);
     }
 
     fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {

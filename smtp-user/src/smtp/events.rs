@@ -310,6 +310,13 @@ pub enum AnomalyKind {
     MimeHeaderTooLong,
     /// The transport lost bytes (capture gap); parsing resynchronised.
     StreamGap,
+    /// Overlapping TCP segments of one direction carried different bytes;
+    /// the stream holds what the receiver (Linux) kept. Once per flow and
+    /// direction.
+    StreamOverlapConflict,
+    /// The global memory cap for reassembly and dissection was reached and
+    /// this flow was shed (its buffered data given up).
+    Memcap,
     /// A per-session bound (commands awaiting replies, recipients, reply
     /// lines, open transactions, client bytes held before a reply) was
     /// reached; the excess was counted and dropped.
@@ -342,6 +349,8 @@ impl AnomalyKind {
             AnomalyKind::MimeInvalidBase64 => "mime_invalid_base64",
             AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
             AnomalyKind::StreamGap => "stream_gap",
+            AnomalyKind::StreamOverlapConflict => "stream_overlap_conflict",
+            AnomalyKind::Memcap => "memcap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
             AnomalyKind::GateMissed => "gate_missed",
         }
@@ -354,7 +363,10 @@ impl AnomalyKind {
     pub fn default_severity(self) -> Severity {
         use AnomalyKind as A;
         match self {
-            A::InvalidReply | A::BdatInvalid | A::SmugglingBareLfEndOfData => Severity::High,
+            A::InvalidReply
+            | A::BdatInvalid
+            | A::SmugglingBareLfEndOfData
+            | A::StreamOverlapConflict => Severity::High,
             A::InvalidCommand
             | A::LineTooLong
             | A::ReplyCodeMismatch
@@ -362,6 +374,7 @@ impl AnomalyKind {
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
             | A::StreamGap
+            | A::Memcap
             | A::LimitExceeded
             | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting
