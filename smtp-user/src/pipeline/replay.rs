@@ -24,13 +24,26 @@ const EXPIRE_EVERY_MICROS: u64 = 1_000_000;
 const PROGRESS_EVERY_FRAMES: u64 = 1 << 14;
 
 /// Replay settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub flow: FlowConfig,
     /// Also write `smtp_command` / `smtp_reply` events.
     pub log_commands: bool,
+    /// Anomaly lines of one kind written per flow (the rest are counted).
+    pub anomalies_per_kind: u32,
     /// Rules and mode (the gate has no meaning offline and is ignored).
     pub policy: PolicyOptions,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            flow: FlowConfig::default(),
+            log_commands: false,
+            anomalies_per_kind: crate::output::DEFAULT_ANOMALIES_PER_KIND,
+            policy: PolicyOptions::default(),
+        }
+    }
 }
 
 /// Where a replay is, for a progress indicator.
@@ -89,7 +102,7 @@ impl ReplaySummary {
         let secs = self.elapsed.as_secs_f64();
         let mb = self.file_bytes as f64 / 1e6;
         format!(
-            "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies, \
+            "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies{}, \
              {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
              in {:.3} s ({:.1} MB/s){}",
             self.files,
@@ -98,6 +111,7 @@ impl ReplaySummary {
             self.pipeline.flows,
             self.pipeline.transactions,
             self.pipeline.anomalies,
+            suppressed(&self.pipeline.anomalies_suppressed),
             self.pipeline.alerts,
             self.verdicts,
             self.pipeline.gap_bytes,
@@ -112,6 +126,18 @@ impl ReplaySummary {
             }
         )
     }
+}
+
+/// ` (N not written: kind n, …)` for anomalies over the per-flow limit, or "".
+fn suppressed(t: &crate::output::AnomalyTally) -> String {
+    if t.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = t
+        .iter()
+        .map(|(k, n)| format!("{} {n}", k.as_str()))
+        .collect();
+    format!(" ({} not written: {})", t.total(), kinds.join(", "))
 }
 
 /// The kernel's filter, for files: a segment belongs to a monitored flow
@@ -142,7 +168,10 @@ pub fn replay_files<W: Write>(
         gate: false,
         ..opts.policy.clone()
     };
-    let handler = SmtpFlows::with_policy(EveWriter::new(out, opts.log_commands), policy);
+    let handler = SmtpFlows::with_policy(
+        EveWriter::new(out, opts.log_commands).with_anomalies_per_kind(opts.anomalies_per_kind),
+        policy,
+    );
     let mut table = FlowTable::new(opts.flow.clone(), handler);
     let mut summary = ReplaySummary {
         files: paths.len(),

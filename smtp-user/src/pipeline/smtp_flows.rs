@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::flow::{CloseReason, FlowHandler, FlowInfo, FlowStats};
-use crate::output::{EveWriter, FlowContext, FlowSummary};
+use crate::output::{AnomalyBudget, AnomalyTally, EveWriter, FlowContext, FlowSummary};
 use crate::policy::{Action, Alert, PolicySession, RuleSet};
 use crate::smtp::{Anomaly, AnomalyKind, ContentPart, Event, EventSink, Session, State, Verb};
 use crate::Direction;
@@ -29,6 +29,9 @@ pub struct PipelineCounters {
     pub flows: u64,
     pub transactions: u64,
     pub anomalies: u64,
+    /// Anomalies not written (their kind reached the per-flow limit), by
+    /// kind; they are counted in `anomalies` and seen by the policy.
+    pub anomalies_suppressed: AnomalyTally,
     /// Reassembled payload bytes given to the dissector.
     pub bytes: u64,
     /// Bytes reported lost by reassembly.
@@ -97,6 +100,10 @@ struct FlowState {
     drop_reported: bool,
     /// The strongest blocking action requested so far.
     verdict: Option<Action>,
+    /// A rule fired on the flow.
+    alerted: bool,
+    /// Bounds the anomaly lines of this flow.
+    budget: AnomalyBudget,
     /// The end-of-data gate is armed on this flow.
     gated: bool,
     /// Client bytes that may end a message were inspected since the last
@@ -176,6 +183,12 @@ impl<'a, W: Write> Emit<'a, W> {
     }
 
     fn write(&mut self, event: &Event<'_>) {
+        if let Event::Anomaly(a) = event {
+            if !self.st.budget.admit(a.kind) {
+                self.out.counters.anomalies_suppressed.add(a.kind, 1);
+                return;
+            }
+        }
         if self.out.error.is_none() {
             let r = self.out.writer.event(self.ts_micros, &self.st.ctx, event);
             self.out.result(r);
@@ -371,6 +384,7 @@ impl<W: Write> SmtpFlows<W> {
         let alerts = std::mem::take(&mut self.out.alerts);
         for alert in &alerts {
             self.out.counters.alerts += 1;
+            st.alerted = true;
             let blocks = alert.action.blocks();
             if self.out.error.is_none() {
                 let r = self
@@ -448,13 +462,11 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             smtp,
             st: FlowState {
                 policy: self.policy.rules.session(flow.client, flow.server),
-                ctx: FlowContext {
-                    flow_id: flow.flow_id,
-                    client: flow.client,
-                    server: flow.server,
-                },
+                ctx: FlowContext::new(flow.flow_id, flow.client, flow.server),
                 drop_reported: false,
                 verdict: None,
+                alerted: false,
+                budget: self.out.writer.anomaly_budget(),
                 gated,
                 release_pending: false,
                 bdat_gate: None,
@@ -562,6 +574,8 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             state: reason.as_str().to_string(),
             tls: s.smtp.is_tls(),
             transactions: s.smtp.transactions_seen(),
+            alerted: s.st.alerted,
+            anomalies_suppressed: *s.st.budget.suppressed(),
         };
         let r = self.out.writer.flow(&ctx, &summary);
         self.out.result(r);
