@@ -336,6 +336,8 @@ impl Daemon {
                         "transactions": p.transactions,
                         "anomalies": p.anomalies,
                         "anomalies_suppressed": p.anomalies_suppressed,
+                        "single_packet_flows": p.single_packet_flows,
+                        "single_packet_lines": p.single_packet_lines,
                         "alerts": p.alerts,
                         "blocked_flows": p.blocked_flows,
                         "bytes": p.bytes,
@@ -416,10 +418,11 @@ fn flow_row(f: &LiveFlow) -> FlowRow {
 
 fn report_line(r: &LiveReport) {
     tracing::info!(
-        "pipeline: flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
+        "pipeline: flows={} single_packet_flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
          gate_releases={} gate_missed={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
          memcap_hits={}",
         r.pipeline.flows,
+        r.pipeline.single_packet_flows,
         r.pipeline.transactions,
         r.pipeline.anomalies,
         r.pipeline.anomalies_suppressed.total(),

@@ -353,6 +353,11 @@ impl<W: Write> EveWriter<W> {
         AnomalyBudget::new(self.anomalies_per_kind)
     }
 
+    /// `smtp_command` / `smtp_reply` lines are written.
+    pub fn logs_commands(&self) -> bool {
+        self.log_commands
+    }
+
     pub fn counters(&self) -> OutputCounters {
         self.counters
     }

@@ -103,7 +103,7 @@ impl ReplaySummary {
         let mb = self.file_bytes as f64 / 1e6;
         format!(
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies{}, \
-             {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
+             {}{} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
              in {:.3} s ({:.1} MB/s){}",
             self.files,
             self.frames,
@@ -112,6 +112,14 @@ impl ReplaySummary {
             self.pipeline.transactions,
             self.pipeline.anomalies,
             suppressed(&self.pipeline.anomalies_suppressed),
+            if self.pipeline.single_packet_flows > 0 {
+                format!(
+                    "{} single-packet flows ({} lines not written), ",
+                    self.pipeline.single_packet_flows, self.pipeline.single_packet_lines
+                )
+            } else {
+                String::new()
+            },
             self.pipeline.alerts,
             self.verdicts,
             self.pipeline.gap_bytes,
