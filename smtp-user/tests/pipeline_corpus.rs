@@ -6,6 +6,7 @@
 //! Skipped (with a printed line) when `../shared/corpus` is absent.
 
 mod corpus;
+mod eve_schema;
 
 use std::path::PathBuf;
 
@@ -567,11 +568,7 @@ fn replay_events(path: PathBuf) -> Vec<Value> {
         path.display(),
         summary.errors
     );
-    String::from_utf8(buf)
-        .expect("utf-8 output")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    eve_schema::parse(&buf)
 }
 
 fn str_field(v: &Value) -> Option<&str> {

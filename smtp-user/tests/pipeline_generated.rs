@@ -82,7 +82,6 @@ fn expected_transactions() -> Vec<Value> {
                 "reply_code": 250,
                 "size": 0,
                 "tls": false,
-                "mail_params": [],
                 "recipients": [{"path": "<nobody@example.net>", "reply_code": 550}],
             },
         }),

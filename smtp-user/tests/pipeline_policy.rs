@@ -3,6 +3,8 @@
 //! right flow and sequence numbers, and the end-of-data gate is armed,
 //! released and reported missed exactly when it should.
 
+mod eve_schema;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -159,11 +161,7 @@ fn run_with(conv: &Conversation, mode: Mode, gate: bool, kernel_arms: bool) -> R
     table.close_all();
     requests.extend(table.handler_mut().take_requests());
     let out = table.into_handler().into_writer().into_inner();
-    let events = String::from_utf8(out)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let events = eve_schema::parse(&out);
     Run { events, requests }
 }
 
@@ -183,7 +181,18 @@ fn forbidden_sender_alerts_blocks_and_blocks_the_ip() {
     let alert = &a[0]["alert"];
     assert_eq!(alert["action"], "blocked");
     assert_eq!(alert["signature_id"], 1001);
-    assert_eq!(alert["rule"], "forbidden-sender-domain");
+    assert_eq!(alert["rule_name"], "forbidden-sender-domain");
+    // Suricata's keys: generator 1 (rules), revision 1 by default, and
+    // `rule` the rule's text as written in the rules file.
+    assert_eq!(alert["gid"], 1);
+    assert_eq!(alert["rev"], 1);
+    assert_eq!(
+        alert["rule"],
+        "[[rule]]\nsid = 1001\nname = \"forbidden-sender-domain\"\n\
+         message = \"MAIL FROM a forbidden domain\"\nseverity = \"high\"\n\
+         action = \"drop\"\nblock_ip_for = \"10m\"\n[rule.when]\n\
+         mail_from_domain = [\"forbidden.example\"]"
+    );
     assert_eq!(alert["signature"], "MAIL FROM a forbidden domain");
     assert_eq!(alert["severity"], 1);
     assert_eq!(alert["enforcement"], "drop");
@@ -253,7 +262,7 @@ fn clean_mail_raises_nothing_and_alert_rules_never_block() {
     let r = run(&conv, Mode::Enforce, false);
     let a = alerts(&r.events);
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0]["alert"]["rule"], "many-recipients");
+    assert_eq!(a[0]["alert"]["rule_name"], "many-recipients");
     assert_eq!(a[0]["alert"]["action"], "allowed");
     assert_eq!(a[0]["smtp"]["rcpt_to"].as_array().map(Vec::len), Some(3));
     assert!(r.requests.is_empty());
@@ -327,7 +336,7 @@ fn gate_stays_shut_when_the_content_is_blocked() {
     )));
     let a = alerts(&r.events);
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0]["alert"]["rule"], "forbidden-keyword");
+    assert_eq!(a[0]["alert"]["rule_name"], "forbidden-keyword");
     assert_eq!(a[0]["alert"]["action"], "blocked");
 }
 

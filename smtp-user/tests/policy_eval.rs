@@ -273,7 +273,7 @@ fn protocol_error_default_rule() {
     let a = run(&std::sync::Arc::new(RuleSet::builtin()), bad_greeting);
     assert_eq!(sids(&a), vec![1]);
     assert_eq!(
-        (a[0].rule.as_str(), a[0].category.as_str()),
+        (a[0].rule_name.as_str(), a[0].category.as_str()),
         ("protocol-error", "protocol-error")
     );
     assert_eq!(

@@ -229,3 +229,54 @@ fn shipped_example_loads() {
     let sids: Vec<u32> = r.rules().iter().map(|r| r.sid).collect();
     assert!(sids.contains(&1001) && sids.contains(&1010));
 }
+
+/// The anomaly names a rule accepts are the dissector's kinds, every one
+/// (derived from the enum: `gate_missed` was once missing from a copied list).
+#[test]
+fn every_anomaly_kind_is_a_valid_rule_condition() {
+    use smtp_user::smtp::AnomalyKind;
+    use strum::VariantArray;
+    for kind in AnomalyKind::VARIANTS {
+        let text = format!("{HEAD}anomaly = [\"{}\"]\n", kind.as_str());
+        if let Err(e) = RuleSet::from_toml(&text, &origin()) {
+            panic!("anomaly {:?} refused: {e}", kind.as_str());
+        }
+    }
+    let text = format!("{HEAD}anomaly = [\"gate_missed\"]\n");
+    assert!(RuleSet::from_toml(&text, &origin()).is_ok());
+}
+
+/// `as_str` (rule names, EVE `anomaly.event`) and the serde name agree for
+/// every kind.
+#[test]
+fn anomaly_names_agree_with_serde() {
+    use smtp_user::smtp::AnomalyKind;
+    use strum::VariantArray;
+    for kind in AnomalyKind::VARIANTS {
+        assert_eq!(
+            serde_json::to_value(kind).unwrap(),
+            serde_json::Value::from(kind.as_str())
+        );
+    }
+}
+
+/// `rev` is read from the rule (1 when absent) and the rule's text is kept
+/// for the alert's `rule` key, without the comments and blank lines after it.
+#[test]
+fn rule_rev_and_text() {
+    let text = "# rules\n[[rule]]\nsid = 7\nrev = 4\nname = \"r\"\n[rule.when]\nhelo = [\"x\"]\n\n# next\n[[rule]]\nsid = 8\nname = \"s\"\n[rule.when]\nhelo = [\"y\"]\n";
+    let rules = RuleSet::from_toml(text, &origin()).expect("valid");
+    let r = rules.rules();
+    assert_eq!(r.len(), 3);
+    assert_eq!((r[1].sid, r[1].rev), (7, 4));
+    assert_eq!(
+        r[1].text.as_deref(),
+        Some("[[rule]]\nsid = 7\nrev = 4\nname = \"r\"\n[rule.when]\nhelo = [\"x\"]")
+    );
+    assert_eq!((r[2].sid, r[2].rev), (8, 1));
+    assert_eq!(
+        r[2].text.as_deref(),
+        Some("[[rule]]\nsid = 8\nname = \"s\"\n[rule.when]\nhelo = [\"y\"]")
+    );
+    assert_eq!(r[0].text, None, "the built-in rule has no text");
+}

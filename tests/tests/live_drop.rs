@@ -101,7 +101,7 @@ fn protocol_error_drops_the_violating_session_only() {
     assert_eq!(a["anomaly"]["drop_requested"], true);
     let alert = protocol_error_alert(&events);
     assert_eq!(alert["alert"]["action"], "blocked");
-    assert_eq!(alert["alert"]["rule"], "protocol-error");
+    assert_eq!(alert["alert"]["rule_name"], "protocol-error");
     assert_eq!(alert["alert"]["severity"], 1);
 }
 

@@ -48,7 +48,7 @@ fn as_stored(data: &[u8]) -> Vec<u8> {
 
 fn assert_alert(a: &Value, sid: u64, rule: &str, action: &str) {
     assert_eq!(a["alert"]["signature_id"], sid, "{a}");
-    assert_eq!(a["alert"]["rule"], rule, "{a}");
+    assert_eq!(a["alert"]["rule_name"], rule, "{a}");
     assert_eq!(a["alert"]["action"], action, "{a}");
     assert_eq!(a["src_ip"], CLIENT_IP, "{a}");
     assert_eq!(a["dest_ip"], SERVER, "{a}");

@@ -457,7 +457,7 @@ pub fn run(root: &Path, bin: &Path) -> Result<()> {
                 "     alert [sid {}] {} (rule {}) -> action {}, enforcement {}",
                 al["signature_id"],
                 al["signature"].as_str().unwrap_or("?"),
-                al["rule"].as_str().unwrap_or("?"),
+                al["rule_name"].as_str().unwrap_or("?"),
                 al["action"].as_str().unwrap_or("?"),
                 al["enforcement"].as_str().unwrap_or("?"),
             );

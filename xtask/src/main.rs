@@ -16,6 +16,7 @@
 mod demo;
 mod prereqs;
 mod sh;
+mod suricata_schema;
 
 use std::process::ExitCode;
 

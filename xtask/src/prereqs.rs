@@ -19,6 +19,7 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("tshark", "pcap inspection in tests"),
     ("swaks", "SMTP client for end-to-end tests"),
     ("socat", "ad-hoc TCP endpoints"),
+    ("curl", "fetches Suricata's EVE schema for the output tests"),
     ("postfix", "smtp-sink/smtp-source SMTP load generators"),
     (
         "python3-aiosmtpd",
@@ -144,5 +145,6 @@ pub fn ensure() -> Result<()> {
             &install.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )?;
     }
+    crate::suricata_schema::ensure();
     Ok(())
 }

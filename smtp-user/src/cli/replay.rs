@@ -33,6 +33,11 @@ pub struct ReplayArgs {
     /// Also log every command and reply (`smtp_command` / `smtp_reply`).
     #[arg(long)]
     pub log_commands: bool,
+    /// Anomaly events of one kind written per flow; later ones are counted
+    /// (`anomalies_suppressed` on the flow event and in the stats). Bounds
+    /// the output an attacker can cause; alerts are never suppressed.
+    #[arg(long, value_name = "N", default_value_t = smtp_user::output::DEFAULT_ANOMALIES_PER_KIND)]
+    pub anomalies_per_kind: u32,
     /// SMTP server ports: only TCP flows on these ports are dissected (as the
     /// kernel filter does live); also tells client from server midstream.
     #[arg(long, value_delimiter = ',', default_value = "25,587,2525")]
@@ -87,6 +92,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             ..FlowConfig::default()
         },
         log_commands: args.log_commands,
+        anomalies_per_kind: args.anomalies_per_kind,
         policy: PolicyOptions {
             rules: Arc::new(load_rules(args.rules.as_deref())?),
             mode: ModeSwitch::new(args.mode),

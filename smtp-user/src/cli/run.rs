@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// Also log every command and reply (`smtp_command` / `smtp_reply`).
     #[arg(long)]
     pub log_commands: bool,
+    /// Anomaly events of one kind written per flow; later ones are counted
+    /// (`anomalies_suppressed` on the flow event and in the stats). Bounds
+    /// the output an attacker can cause; alerts are never suppressed.
+    #[arg(long, value_name = "N", default_value_t = smtp_user::output::DEFAULT_ANOMALIES_PER_KIND)]
+    pub anomalies_per_kind: u32,
     /// Close flows idle for this many seconds.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
@@ -178,6 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pipeline = LivePipeline::start(
         flow,
         args.log_commands,
+        args.anomalies_per_kind,
         policy,
         BufWriter::new(out),
         enforce,
@@ -348,6 +354,9 @@ impl Daemon {
                         "flows": p.flows,
                         "transactions": p.transactions,
                         "anomalies": p.anomalies,
+                        "anomalies_suppressed": p.anomalies_suppressed,
+                        "single_packet_flows": p.single_packet_flows,
+                        "single_packet_lines": p.single_packet_lines,
                         "alerts": p.alerts,
                         "blocked_flows": p.blocked_flows,
                         "bytes": p.bytes,
@@ -428,12 +437,14 @@ fn flow_row(f: &LiveFlow) -> FlowRow {
 
 fn report_line(r: &LiveReport) {
     tracing::info!(
-        "pipeline: flows={} transactions={} anomalies={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
+        "pipeline: flows={} single_packet_flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
          gate_releases={} gate_missed={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
          memcap_hits={}",
         r.pipeline.flows,
+        r.pipeline.single_packet_flows,
         r.pipeline.transactions,
         r.pipeline.anomalies,
+        r.pipeline.anomalies_suppressed.total(),
         r.pipeline.alerts,
         r.pipeline.blocked_flows,
         r.pipeline.bytes,

@@ -1,18 +1,28 @@
-//! EVE JSON lines: one object per event, Suricata's field names.
+//! EVE JSON lines: one object per event, Suricata 8's field names and forms.
 //!
-//! Every line carries `timestamp`, `flow_id`, `event_type`, `src_ip`,
-//! `src_port`, `dest_ip`, `dest_port` (client → server orientation), `proto`
-//! and `app_proto`; transaction-scoped events add `tx_id`. The schema is the
-//! table in README.md ("Output schema"); tests in `tests/output_eve.rs` check it.
+//! Every line carries `timestamp` (Suricata's `…+0000` form), `flow_id`,
+//! `community_id` (Community ID v1), `event_type`, `src_ip`, `src_port`,
+//! `dest_ip`, `dest_port` (client → server orientation), `proto` and
+//! `app_proto`; transaction-scoped events add `tx_id`. As Suricata does,
+//! absent values, empty strings and empty lists are left out rather than
+//! written empty. The schema is `smtp-user/schema/eve.json` (Suricata's EVE
+//! schema extended with our fields); every output test validates against it.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::timestamp::rfc3339_micros;
+use super::budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};
+use super::timestamp::eve_micros;
 use crate::policy::Alert;
 use crate::smtp::{Anomaly, Command, Email, Event, Response, Transaction};
+
+/// Suricata's generator id for rule (signature) alerts.
+pub const ALERT_GID: u32 = 1;
+
+/// Length of a Community ID v1 string: `1:` and base64 of a SHA-1 digest.
+const COMMUNITY_ID_LEN: usize = 30;
 
 /// The flow an event belongs to, oriented client → server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +31,42 @@ pub struct FlowContext {
     pub flow_id: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
+    /// Community ID v1 (seed 0) of the TCP 5-tuple, computed once per flow;
+    /// all zero bytes when it could not be computed (never, for TCP).
+    community_id: [u8; COMMUNITY_ID_LEN],
+}
+
+impl FlowContext {
+    pub fn new(flow_id: u64, client: SocketAddr, server: SocketAddr) -> FlowContext {
+        let mut community_id = [0u8; COMMUNITY_ID_LEN];
+        if let Ok(id) = community_id::calculate_community_id(
+            0,
+            client.ip(),
+            server.ip(),
+            Some(client.port()),
+            Some(server.port()),
+            6,
+            false,
+        ) {
+            if id.len() == COMMUNITY_ID_LEN {
+                community_id.copy_from_slice(id.as_bytes());
+            }
+        }
+        FlowContext {
+            flow_id,
+            client,
+            server,
+            community_id,
+        }
+    }
+
+    /// The flow's Community ID v1 (`1:` + base64 of SHA-1), as Zeek and
+    /// Suricata write it; `None` only if it could not be computed.
+    pub fn community_id(&self) -> Option<&str> {
+        std::str::from_utf8(&self.community_id)
+            .ok()
+            .filter(|s| s.starts_with("1:"))
+    }
 }
 
 /// What a `flow` event reports when a flow ends.
@@ -43,6 +89,10 @@ pub struct FlowSummary {
     pub tls: bool,
     /// Transactions seen on the flow.
     pub transactions: u32,
+    /// A rule fired on the flow (Suricata's `flow.alerted`).
+    pub alerted: bool,
+    /// Anomalies not written because their kind reached the per-flow limit.
+    pub anomalies_suppressed: AnomalyTally,
 }
 
 /// Lines written, by event type (for the summary line and tests).
@@ -54,19 +104,38 @@ pub struct OutputCounters {
     pub smtp_reply: u64,
     pub flow: u64,
     pub alert: u64,
+    /// Bytes written (all lines, newlines included).
+    pub bytes: u64,
 }
 
 /// Writes EVE JSON lines to any `Write` (stdout, a file, a `Vec<u8>` in tests).
 pub struct EveWriter<W: Write> {
     out: W,
     log_commands: bool,
+    /// Anomaly lines of one kind written per flow (see [`super::budget`]).
+    anomalies_per_kind: u32,
     counters: OutputCounters,
+    /// Serialisation buffer of the line being written (reused).
+    buf: Vec<u8>,
+}
+
+/// `Some(s)` unless `s` is absent or empty: Suricata leaves such keys out.
+fn text(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// Non-empty strings of `items`, or `None` when none is left.
+fn list<'a, I: IntoIterator<Item = &'a str>>(items: I) -> Option<Vec<&'a str>> {
+    let v: Vec<&str> = items.into_iter().filter(|s| !s.is_empty()).collect();
+    (!v.is_empty()).then_some(v)
 }
 
 #[derive(Serialize)]
 struct Header<'a> {
     timestamp: String,
     flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tx_id: Option<u32>,
     event_type: &'a str,
@@ -94,7 +163,14 @@ struct SmtpObject<'a> {
     helo: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail_from: Option<&'a str>,
-    rcpt_to: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcpt_to: Option<Vec<&'a str>>,
+}
+
+impl SmtpObject<'_> {
+    fn is_empty(&self) -> bool {
+        self.helo.is_none() && self.mail_from.is_none() && self.rcpt_to.is_none()
+    }
 }
 
 #[derive(Serialize)]
@@ -102,8 +178,10 @@ struct EmailObject<'a> {
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
-    to: &'a [String],
-    cc: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cc: Option<Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,7 +190,8 @@ struct EmailObject<'a> {
     message_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     x_mailer: Option<&'a str>,
-    attachment: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachment: Option<Vec<&'a str>>,
 }
 
 #[derive(Serialize)]
@@ -130,7 +209,9 @@ struct TransactionObject<'a> {
     reply_code: Option<u16>,
     size: u64,
     tls: bool,
-    mail_params: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_params: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     recipients: Vec<RecipientObject<'a>>,
 }
 
@@ -143,12 +224,15 @@ struct AnomalyLine<'a> {
 
 #[derive(Serialize)]
 struct AnomalyObject<'a> {
+    /// Suricata's anomaly class: `applayer` for protocol-parser events.
     #[serde(rename = "type")]
     kind_type: &'static str,
+    app_proto: &'static str,
     event: &'static str,
     layer: &'static str,
     severity: crate::smtp::Severity,
-    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
     drop_requested: bool,
 }
 
@@ -156,14 +240,30 @@ struct AnomalyObject<'a> {
 struct CommandLine<'a> {
     #[serde(flatten)]
     header: Header<'a>,
-    smtp_command: &'a Command,
+    smtp_command: CommandObject<'a>,
+}
+
+#[derive(Serialize)]
+struct CommandObject<'a> {
+    verb: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct ReplyLine<'a> {
     #[serde(flatten)]
     header: Header<'a>,
-    smtp_reply: &'a Response,
+    smtp_reply: ReplyObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ReplyObject<'a> {
+    code: u16,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    lines: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -183,10 +283,13 @@ struct FlowObject<'a> {
     end: String,
     age: u64,
     state: &'a str,
+    alerted: bool,
     gaps: u64,
     gap_bytes: u64,
     tls: bool,
     transactions: u32,
+    #[serde(skip_serializing_if = "AnomalyTally::is_empty")]
+    anomalies_suppressed: &'a AnomalyTally,
 }
 
 #[derive(Serialize)]
@@ -194,6 +297,7 @@ struct AlertLine<'a> {
     #[serde(flatten)]
     header: Header<'a>,
     alert: AlertObject<'a>,
+    #[serde(skip_serializing_if = "SmtpObject::is_empty")]
     smtp: SmtpObject<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<AlertEmail<'a>>,
@@ -202,20 +306,28 @@ struct AlertLine<'a> {
 #[derive(Serialize)]
 struct AlertObject<'a> {
     action: &'static str,
+    gid: u32,
     signature_id: u32,
+    rev: u32,
     signature: &'a str,
     category: &'a str,
     severity: u8,
-    rule: &'a str,
+    /// The rule's text as written in the rules file (Suricata: the rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    /// Our additions: the rule's name, what it asks for, what matched.
+    rule_name: &'a str,
     enforcement: &'static str,
-    matched: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct AlertEmail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
-    attachment: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachment: Option<Vec<&'a str>>,
 }
 
 impl<W: Write> EveWriter<W> {
@@ -224,8 +336,26 @@ impl<W: Write> EveWriter<W> {
         EveWriter {
             out,
             log_commands,
+            anomalies_per_kind: DEFAULT_ANOMALIES_PER_KIND,
             counters: OutputCounters::default(),
+            buf: Vec::with_capacity(1024),
         }
+    }
+
+    /// Sets how many anomalies of one kind a flow writes (the rest are counted).
+    pub fn with_anomalies_per_kind(mut self, limit: u32) -> Self {
+        self.anomalies_per_kind = limit;
+        self
+    }
+
+    /// A fresh anomaly budget for a flow that starts now.
+    pub fn anomaly_budget(&self) -> AnomalyBudget {
+        AnomalyBudget::new(self.anomalies_per_kind)
+    }
+
+    /// `smtp_command` / `smtp_reply` lines are written.
+    pub fn logs_commands(&self) -> bool {
+        self.log_commands
     }
 
     pub fn counters(&self) -> OutputCounters {
@@ -242,13 +372,14 @@ impl<W: Write> EveWriter<W> {
 
     fn header<'a>(
         ts_micros: u64,
-        flow: &FlowContext,
+        flow: &'a FlowContext,
         tx_id: Option<u32>,
         event_type: &'a str,
     ) -> Header<'a> {
         Header {
-            timestamp: rfc3339_micros(ts_micros),
+            timestamp: eve_micros(ts_micros),
             flow_id: flow.flow_id,
+            community_id: flow.community_id(),
             tx_id,
             event_type,
             src_ip: flow.client.ip().to_string(),
@@ -260,9 +391,14 @@ impl<W: Write> EveWriter<W> {
         }
     }
 
+    /// Serialises `value` as one line; a line is written whole or not at all.
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, value).map_err(io::Error::other)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)?;
+        self.counters.bytes += self.buf.len() as u64;
+        Ok(())
     }
 
     /// Writes the line(s) for one dissector event. `MailContent` produces no
@@ -276,28 +412,37 @@ impl<W: Write> EveWriter<W> {
         match event {
             Event::Transaction(tx) => self.transaction(ts_micros, flow, tx),
             Event::Anomaly(a) => self.anomaly(ts_micros, flow, a),
-            Event::Command(c) if self.log_commands => {
-                self.counters.smtp_command += 1;
-                let header = Self::header(ts_micros, flow, None, "smtp_command");
-                self.line(&CommandLine {
-                    header,
-                    smtp_command: c,
-                })
-            }
-            Event::Response(r) if self.log_commands => {
-                self.counters.smtp_reply += 1;
-                let header = Self::header(ts_micros, flow, None, "smtp_reply");
-                self.line(&ReplyLine {
-                    header,
-                    smtp_reply: r,
-                })
-            }
+            Event::Command(c) if self.log_commands => self.command(ts_micros, flow, c),
+            Event::Response(r) if self.log_commands => self.reply(ts_micros, flow, r),
             Event::Command(_)
             | Event::Response(_)
             | Event::MailContent(_)
             | Event::Header(_)
             | Event::MimePart(_) => Ok(()),
         }
+    }
+
+    fn command(&mut self, ts_micros: u64, flow: &FlowContext, c: &Command) -> io::Result<()> {
+        self.counters.smtp_command += 1;
+        self.line(&CommandLine {
+            header: Self::header(ts_micros, flow, None, "smtp_command"),
+            smtp_command: CommandObject {
+                verb: c.verb.as_str(),
+                args: text(Some(&c.args)),
+            },
+        })
+    }
+
+    fn reply(&mut self, ts_micros: u64, flow: &FlowContext, r: &Response) -> io::Result<()> {
+        self.counters.smtp_reply += 1;
+        self.line(&ReplyLine {
+            header: Self::header(ts_micros, flow, None, "smtp_reply"),
+            smtp_reply: ReplyObject {
+                code: r.code,
+                lines: &r.lines,
+                to: text(r.to.as_ref().map(|v| v.as_str())),
+            },
+        })
     }
 
     fn transaction(
@@ -309,21 +454,21 @@ impl<W: Write> EveWriter<W> {
         self.counters.smtp += 1;
         let email = tx.email.as_ref().map(|e: &Email| EmailObject {
             status: tx.email_status.as_deref().unwrap_or("PARSE_DONE"),
-            from: e.from.as_deref(),
-            to: &e.to,
-            cc: &e.cc,
-            subject: e.subject.as_deref(),
-            date: e.date.as_deref(),
-            message_id: e.message_id.as_deref(),
-            x_mailer: e.x_mailer.as_deref(),
-            attachment: &e.attachment,
+            from: text(e.from.as_deref()),
+            to: list(e.to.iter().map(String::as_str)),
+            cc: list(e.cc.iter().map(String::as_str)),
+            subject: text(e.subject.as_deref()),
+            date: text(e.date.as_deref()),
+            message_id: text(e.message_id.as_deref()),
+            x_mailer: text(e.x_mailer.as_deref()),
+            attachment: list(e.attachment.iter().map(String::as_str)),
         });
         let line = SmtpLine {
             header: Self::header(ts_micros, flow, Some(tx.id), "smtp"),
             smtp: SmtpObject {
-                helo: tx.helo.as_deref(),
-                mail_from: tx.mail_from.as_deref(),
-                rcpt_to: tx.rcpt_to.iter().map(|r| r.path.as_str()).collect(),
+                helo: text(tx.helo.as_deref()),
+                mail_from: text(tx.mail_from.as_deref()),
+                rcpt_to: list(tx.rcpt_to.iter().map(|r| r.path.as_str())),
             },
             email,
             transaction: TransactionObject {
@@ -332,10 +477,11 @@ impl<W: Write> EveWriter<W> {
                 reply_code: tx.reply_code,
                 size: tx.size,
                 tls: tx.tls,
-                mail_params: &tx.mail_params,
+                mail_params: list(tx.mail_params.iter().map(String::as_str)),
                 recipients: tx
                     .rcpt_to
                     .iter()
+                    .filter(|r| !r.path.is_empty())
                     .map(|r| RecipientObject {
                         path: &r.path,
                         reply_code: r.reply_code,
@@ -352,10 +498,11 @@ impl<W: Write> EveWriter<W> {
             header: Self::header(ts_micros, flow, a.tx_id, "anomaly"),
             anomaly: AnomalyObject {
                 kind_type: "applayer",
+                app_proto: "smtp",
                 event: a.kind.as_str(),
                 layer: "proto_parser",
                 severity: a.severity,
-                detail: &a.detail,
+                detail: text(Some(&a.detail)),
                 drop_requested: a.drop_requested,
             },
         };
@@ -372,14 +519,16 @@ impl<W: Write> EveWriter<W> {
                 pkts_toclient: summary.pkts_toclient,
                 bytes_toserver: summary.bytes_toserver,
                 bytes_toclient: summary.bytes_toclient,
-                start: rfc3339_micros(summary.start_micros),
-                end: rfc3339_micros(summary.end_micros),
+                start: eve_micros(summary.start_micros),
+                end: eve_micros(summary.end_micros),
                 age: summary.end_micros.saturating_sub(summary.start_micros) / 1_000_000,
                 state: &summary.state,
+                alerted: summary.alerted,
                 gaps: summary.gaps,
                 gap_bytes: summary.gap_bytes,
                 tls: summary.tls,
                 transactions: summary.transactions,
+                anomalies_suppressed: &summary.anomalies_suppressed,
             },
         };
         self.line(&line)
@@ -396,29 +545,71 @@ impl<W: Write> EveWriter<W> {
     ) -> io::Result<()> {
         self.counters.alert += 1;
         let c = &alert.context;
-        let email = (c.subject.is_some() || !c.attachments.is_empty()).then(|| AlertEmail {
-            subject: c.subject.as_deref(),
-            attachment: &c.attachments,
+        let attachment = list(c.attachments.iter().map(String::as_str));
+        let subject = text(c.subject.as_deref());
+        let email = (subject.is_some() || attachment.is_some()).then_some(AlertEmail {
+            subject,
+            attachment,
         });
         let line = AlertLine {
             header: Self::header(ts_micros, flow, alert.tx_id, "alert"),
             alert: AlertObject {
                 action: if blocked { "blocked" } else { "allowed" },
+                gid: ALERT_GID,
                 signature_id: alert.signature_id,
+                rev: alert.rev,
                 signature: &alert.signature,
                 category: &alert.category,
                 severity: alert.severity,
-                rule: &alert.rule,
+                rule: alert.rule_text.as_deref().and_then(|t| text(Some(t))),
+                rule_name: &alert.rule_name,
                 enforcement: alert.action.as_str(),
-                matched: &alert.matched,
+                matched: text(Some(&alert.matched)),
             },
             smtp: SmtpObject {
-                helo: c.helo.as_deref(),
-                mail_from: c.mail_from.as_deref(),
-                rcpt_to: c.rcpt_to.iter().map(String::as_str).collect(),
+                helo: text(c.helo.as_deref()),
+                mail_from: text(c.mail_from.as_deref()),
+                rcpt_to: list(c.rcpt_to.iter().map(String::as_str)),
             },
             email,
         };
         self.line(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(client: &str, server: &str) -> String {
+        let c = FlowContext::new(1, client.parse().unwrap(), server.parse().unwrap());
+        c.community_id().unwrap().to_string()
+    }
+
+    /// The TCP vector of the Community ID specification (corelight's
+    /// community-id-spec, baseline `tcp.pcap`), in both orientations.
+    #[test]
+    fn community_id_spec_vector() {
+        let want = "1:LQU9qZlK+B5F3KDmev6m5PMibrg=";
+        assert_eq!(cid("128.232.110.120:34855", "66.35.250.204:80"), want);
+        assert_eq!(cid("66.35.250.204:80", "128.232.110.120:34855"), want);
+    }
+
+    /// Vectors computed independently (Python: SHA-1 over seed, ordered
+    /// addresses, protocol, pad, ordered ports; base64), IPv6 and equal ports.
+    #[test]
+    fn community_id_independent_vectors() {
+        assert_eq!(
+            cid("[2001:2::1]:40000", "[2001:2::2]:25"),
+            "1:hnSR+rdWLXFxU7qQR1TpoSbWEY0="
+        );
+        assert_eq!(
+            cid("198.18.0.1:40000", "198.18.0.2:25"),
+            "1:BdcLZH0zm7T897yf2DX226rQOVA="
+        );
+        assert_eq!(
+            cid("198.18.0.2:25", "198.18.0.1:25"),
+            "1:xctR0wNgzu83mNqyrBEg9hstIU4="
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! Output: events written as EVE-style JSON lines (Suricata's format), so that
-//! existing SIEM pipelines read smtp-monitor's logs unchanged.
+//! Output: events written as EVE JSON lines (Suricata's format), so that
+//! existing SIEM pipelines and EVE browsers read smtp-monitor's logs unchanged.
 //!
 //! `eve` turns dissector events and flow summaries into one JSON object per
-//! line; `timestamp` formats capture times as RFC 3339 with microseconds.
+//! line; `budget` bounds how many anomalies a flow writes; `timestamp`
+//! formats capture times. The schema of the lines is `smtp-user/schema/eve.json`.
 
+pub mod budget;
 pub mod eve;
 pub mod timestamp;
 
-pub use eve::{EveWriter, FlowContext, FlowSummary, OutputCounters};
+pub use budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};
+pub use eve::{EveWriter, FlowContext, FlowSummary, OutputCounters, ALERT_GID};

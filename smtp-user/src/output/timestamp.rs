@@ -1,17 +1,31 @@
-//! RFC 3339 timestamps with microseconds, from microseconds since the Unix epoch.
+//! Timestamps from microseconds since the Unix epoch, in the two forms the
+//! product writes: Suricata's EVE form ([`eve_micros`],
+//! `2026-12-01T15:12:50.123456+0000`, which Suricata's schema requires) and
+//! RFC 3339 ([`rfc3339_micros`], `…+00:00`, for `ctl stats`).
 //!
 //! Written by hand (no calendar crate): the conversion is Howard Hinnant's
 //! `civil_from_days`, exact for every date the u64 input can express.
 
+/// Formats `micros` since the Unix epoch as Suricata writes EVE times:
+/// `YYYY-MM-DDTHH:MM:SS.ffffff+0000` (strftime `%Y-%m-%dT%H:%M:%S.%06u%z`, UTC).
+pub fn eve_micros(micros: u64) -> String {
+    format!("{}+0000", utc_micros(micros))
+}
+
 /// Formats `micros` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`.
 pub fn rfc3339_micros(micros: u64) -> String {
+    format!("{}+00:00", utc_micros(micros))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC, without offset.
+fn utc_micros(micros: u64) -> String {
     let secs = micros / 1_000_000;
     let frac = micros % 1_000_000;
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}+00:00",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60
@@ -39,6 +53,7 @@ mod tests {
     #[test]
     fn epoch() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000+00:00");
+        assert_eq!(eve_micros(0), "1970-01-01T00:00:00.000000+0000");
     }
 
     #[test]
@@ -56,6 +71,15 @@ mod tests {
         assert_eq!(
             rfc3339_micros(1_796_083_199_999_999),
             "2026-11-30T23:59:59.999999+00:00"
+        );
+    }
+
+    #[test]
+    fn eve_form_is_suricatas() {
+        // Suricata 8 writes e.g. "2026-12-01T15:12:50.123456+0000".
+        assert_eq!(
+            eve_micros(1_796_137_970_123_456),
+            "2026-12-01T15:12:50.123456+0000"
         );
     }
 }

@@ -153,6 +153,7 @@ impl LivePipeline {
     pub fn start<W, E>(
         flow: FlowConfig,
         log_commands: bool,
+        anomalies_per_kind: u32,
         policy: PolicyOptions,
         out: W,
         mut enforce: E,
@@ -165,7 +166,10 @@ impl LivePipeline {
         let worker = std::thread::Builder::new()
             .name("smtp-pipeline".into())
             .spawn(move || {
-                let handler = SmtpFlows::with_policy(EveWriter::new(out, log_commands), policy);
+                let handler = SmtpFlows::with_policy(
+                    EveWriter::new(out, log_commands).with_anomalies_per_kind(anomalies_per_kind),
+                    policy,
+                );
                 let mut table = FlowTable::new(flow, handler);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {

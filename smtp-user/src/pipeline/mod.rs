@@ -7,6 +7,7 @@
 //! produce the same events for the same traffic.
 
 pub mod enforcement;
+pub mod first_packet;
 pub mod live;
 pub mod replay;
 pub mod smtp_flows;

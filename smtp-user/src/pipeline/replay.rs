@@ -25,17 +25,32 @@ const EXPIRE_EVERY_MICROS: u64 = 1_000_000;
 const PROGRESS_EVERY_FRAMES: u64 = 1 << 14;
 
 /// Replay settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub flow: FlowConfig,
     /// Also write `smtp_command` / `smtp_reply` events.
     pub log_commands: bool,
+    /// Anomaly lines of one kind written per flow (the rest are counted).
+    pub anomalies_per_kind: u32,
     /// Rules and mode (the gate has no meaning offline and is ignored).
     pub policy: PolicyOptions,
     /// TCP checksum verification (`--checksum`).
     pub checksum: ChecksumMode,
     /// IP reassembly limits.
     pub fragments: FragConfig,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            flow: FlowConfig::default(),
+            log_commands: false,
+            anomalies_per_kind: crate::output::DEFAULT_ANOMALIES_PER_KIND,
+            policy: PolicyOptions::default(),
+            checksum: ChecksumMode::default(),
+            fragments: FragConfig::default(),
+        }
+    }
 }
 
 /// Where a replay is, for a progress indicator.
@@ -99,8 +114,8 @@ impl ReplaySummary {
         let secs = self.elapsed.as_secs_f64();
         let mb = self.file_bytes as f64 / 1e6;
         format!(
-            "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies, \
-             {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports, \
+            "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies{}, \
+             {}{} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports, \
              checksums {}, {} bad segments, {} IP fragments ({} datagrams reassembled, \
              {} overlapping, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s){}",
             self.files,
@@ -109,6 +124,15 @@ impl ReplaySummary {
             self.pipeline.flows,
             self.pipeline.transactions,
             self.pipeline.anomalies,
+            suppressed(&self.pipeline.anomalies_suppressed),
+            if self.pipeline.single_packet_flows > 0 {
+                format!(
+                    "{} single-packet flows ({} lines not written), ",
+                    self.pipeline.single_packet_flows, self.pipeline.single_packet_lines
+                )
+            } else {
+                String::new()
+            },
             self.pipeline.alerts,
             self.verdicts,
             self.pipeline.gap_bytes,
@@ -172,6 +196,18 @@ fn checksum_decision(mode: ChecksumMode, path: &Path) -> (bool, Option<ChecksumS
     }
 }
 
+/// ` (N not written: kind n, …)` for anomalies over the per-flow limit, or "".
+fn suppressed(t: &crate::output::AnomalyTally) -> String {
+    if t.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = t
+        .iter()
+        .map(|(k, n)| format!("{} {n}", k.as_str()))
+        .collect();
+    format!(" ({} not written: {})", t.total(), kinds.join(", "))
+}
+
 /// The kernel's filter, for files: a segment belongs to a monitored flow
 /// when either port is monitored.
 fn monitored(ports: &[u16], seg: &crate::capture::Segment<'_>) -> bool {
@@ -200,7 +236,10 @@ pub fn replay_files<W: Write>(
         gate: false,
         ..opts.policy.clone()
     };
-    let handler = SmtpFlows::with_policy(EveWriter::new(out, opts.log_commands), policy);
+    let handler = SmtpFlows::with_policy(
+        EveWriter::new(out, opts.log_commands).with_anomalies_per_kind(opts.anomalies_per_kind),
+        policy,
+    );
     let mut table = FlowTable::new(opts.flow.clone(), handler);
     let mut summary = ReplaySummary {
         files: paths.len(),

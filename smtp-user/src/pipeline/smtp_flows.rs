@@ -16,12 +16,13 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::flow::{CloseReason, FlowAnomaly, FlowHandler, FlowInfo, FlowStats};
-use crate::output::{EveWriter, FlowContext, FlowSummary};
+use crate::output::{AnomalyBudget, AnomalyTally, EveWriter, FlowContext, FlowSummary};
 use crate::policy::{Action, Alert, PolicySession, RuleSet};
 use crate::smtp::{Anomaly, AnomalyKind, ContentPart, Event, EventSink, Session, State, Verb};
 use crate::Direction;
 
 use super::enforcement::{Enforcement, ModeSwitch};
+use super::first_packet::FirstPacket;
 
 /// Totals over every flow the handler saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +30,14 @@ pub struct PipelineCounters {
     pub flows: u64,
     pub transactions: u64,
     pub anomalies: u64,
+    /// Anomalies not written (their kind reached the per-flow limit), by
+    /// kind; they are counted in `anomalies` and seen by the policy.
+    pub anomalies_suppressed: AnomalyTally,
+    /// Flows that ended after a single packet: their lines (other than
+    /// alerts) were not written (see [`super::first_packet`]).
+    pub single_packet_flows: u64,
+    /// Lines of those flows not written, their `flow` lines included.
+    pub single_packet_lines: u64,
     /// Reassembled payload bytes given to the dissector.
     pub bytes: u64,
     /// Bytes reported lost by reassembly.
@@ -97,6 +106,14 @@ struct FlowState {
     drop_reported: bool,
     /// The strongest blocking action requested so far.
     verdict: Option<Action>,
+    /// A rule fired on the flow.
+    alerted: bool,
+    /// Bounds the anomaly lines of this flow.
+    budget: AnomalyBudget,
+    /// Holds the lines of the flow's first packet.
+    first: FirstPacket,
+    /// The flow ended after a single packet: its lines are counted, not written.
+    single_packet_end: bool,
     /// The end-of-data gate is armed on this flow.
     gated: bool,
     /// Client bytes that may end a message were inspected since the last
@@ -153,6 +170,38 @@ impl<W: Write> Out<W> {
             self.error = Some(e);
         }
     }
+
+    fn write(&mut self, ts_micros: u64, ctx: &FlowContext, event: &Event<'_>) {
+        if self.error.is_none() {
+            let r = self.writer.event(ts_micros, ctx, event);
+            self.result(r);
+        }
+    }
+
+    /// Writes the lines held back while the flow had a single packet.
+    fn release_held(&mut self, st: &mut FlowState) {
+        if st.first.has_held() {
+            for (ts, line) in st.first.take() {
+                self.write(ts, &st.ctx, &line.event());
+            }
+        }
+    }
+
+    /// Counts the line `event` would have made on a single-packet flow.
+    fn not_written(&mut self, event: &Event<'_>) {
+        let line = match event {
+            Event::Anomaly(a) => {
+                self.counters.anomalies_suppressed.add(a.kind, 1);
+                true
+            }
+            Event::Transaction(_) => true,
+            Event::Command(_) | Event::Response(_) => self.writer.logs_commands(),
+            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) => false,
+        };
+        if line {
+            self.counters.single_packet_lines += 1;
+        }
+    }
 }
 
 /// Adapter from dissector events to policy and EVE lines, stamped with the
@@ -176,9 +225,19 @@ impl<'a, W: Write> Emit<'a, W> {
     }
 
     fn write(&mut self, event: &Event<'_>) {
-        if self.out.error.is_none() {
-            let r = self.out.writer.event(self.ts_micros, &self.st.ctx, event);
-            self.out.result(r);
+        if let Event::Anomaly(a) = event {
+            if !self.st.budget.admit(a.kind) {
+                self.out.counters.anomalies_suppressed.add(a.kind, 1);
+                return;
+            }
+        }
+        if self.st.single_packet_end {
+            self.out.not_written(event);
+        } else if self.st.first.holding() {
+            self.st.first.hold(self.ts_micros, event);
+        } else {
+            self.out.release_held(self.st);
+            self.out.write(self.ts_micros, &self.st.ctx, event);
         }
     }
 
@@ -371,6 +430,7 @@ impl<W: Write> SmtpFlows<W> {
         let alerts = std::mem::take(&mut self.out.alerts);
         for alert in &alerts {
             self.out.counters.alerts += 1;
+            st.alerted = true;
             let blocks = alert.action.blocks();
             if self.out.error.is_none() {
                 let r = self
@@ -448,13 +508,13 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             smtp,
             st: FlowState {
                 policy: self.policy.rules.session(flow.client, flow.server),
-                ctx: FlowContext {
-                    flow_id: flow.flow_id,
-                    client: flow.client,
-                    server: flow.server,
-                },
+                ctx: FlowContext::new(flow.flow_id, flow.client, flow.server),
                 drop_reported: false,
                 verdict: None,
+                alerted: false,
+                budget: self.out.writer.anomaly_budget(),
+                first: FirstPacket::default(),
+                single_packet_end: false,
                 gated,
                 release_pending: false,
                 bdat_gate: None,
@@ -512,6 +572,10 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
 
     fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {
         let st = &mut s.st;
+        st.first.packet_done();
+        if !st.first.single() {
+            self.out.release_held(st);
+        }
         // Blocks decided during this segment learn where each side is.
         for r in self.requests.iter_mut().rev() {
             if let Enforcement::Block {
@@ -562,6 +626,12 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         reason: CloseReason,
     ) {
         let ts = flow.last_ts;
+        if s.st.first.single() {
+            s.st.single_packet_end = true;
+            for (_, line) in s.st.first.take() {
+                self.out.not_written(&line.event());
+            }
+        }
         s.smtp.finish(&mut Emit::new(&mut self.out, &mut s.st, ts));
         self.act_on_alerts(&mut s.st, ts);
         let (restarts, failures) = s.st.policy.regex_counters();
@@ -573,6 +643,11 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
                 client: ctx.client,
                 server: ctx.server,
             });
+        }
+        if s.st.single_packet_end {
+            self.out.counters.single_packet_flows += 1;
+            self.out.counters.single_packet_lines += 1;
+            return;
         }
         if self.out.error.is_some() {
             return;
@@ -589,6 +664,8 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             state: reason.as_str().to_string(),
             tls: s.smtp.is_tls(),
             transactions: s.smtp.transactions_seen(),
+            alerted: s.st.alerted,
+            anomalies_suppressed: *s.st.budget.suppressed(),
         };
         let r = self.out.writer.flow(&ctx, &summary);
         self.out.result(r);

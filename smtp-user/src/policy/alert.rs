@@ -4,6 +4,7 @@
 //! The pipeline writes each alert as an EVE `alert` line and turns its
 //! [`Action`] into kernel state (verdict, IP blocklist) in enforce mode.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,8 +57,12 @@ pub struct AlertContext {
 pub struct Alert {
     /// The rule's `sid` (Suricata's `signature_id`).
     pub signature_id: u32,
+    /// The rule's `rev` (revision, 1 unless the rule says otherwise).
+    pub rev: u32,
     /// The rule's `name`.
-    pub rule: String,
+    pub rule_name: String,
+    /// The rule as written in the rules file (`None` for built-in rules).
+    pub rule_text: Option<Arc<str>>,
     /// The rule's `message` (Suricata's `signature`).
     pub signature: String,
     /// The rule's `category`.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
+use strum::VariantArray;
 
 use super::content::{check_regex, regex_reason, KeywordSpec, Keywords, Matchers, Owner, Regexes};
 use super::error::RulesError;
@@ -22,29 +23,6 @@ use crate::smtp::{AnomalyKind, Severity};
 
 /// sid of the built-in protocol-error rule.
 pub const PROTOCOL_ERROR_SID: u32 = 1;
-
-/// Every anomaly kind, for name lookup at load time.
-const ANOMALY_KINDS: &[AnomalyKind] = &[
-    AnomalyKind::InvalidReply,
-    AnomalyKind::UnexpectedServerGreeting,
-    AnomalyKind::CommandBeforeGreeting,
-    AnomalyKind::NoHelo,
-    AnomalyKind::InvalidCommand,
-    AnomalyKind::UnknownCommand,
-    AnomalyKind::LineTooLong,
-    AnomalyKind::ReplyCodeMismatch,
-    AnomalyKind::UnmatchedReply,
-    AnomalyKind::InvalidPipelinedSequence,
-    AnomalyKind::SmugglingBareLfEndOfData,
-    AnomalyKind::BdatInvalid,
-    AnomalyKind::BdatChunkOverflow,
-    AnomalyKind::TlsRejected,
-    AnomalyKind::DataAfterQuit,
-    AnomalyKind::MimeInvalidBase64,
-    AnomalyKind::MimeHeaderTooLong,
-    AnomalyKind::StreamGap,
-    AnomalyKind::LimitExceeded,
-];
 
 /// How a header condition matches the value.
 #[derive(Debug)]
@@ -124,7 +102,12 @@ impl Cond {
 #[derive(Debug)]
 pub struct Rule {
     pub sid: u32,
+    /// Revision (Suricata's `rev`).
+    pub rev: u32,
     pub name: String,
+    /// The rule's text in the rules file, at most [`MAX_RULE_TEXT`] bytes
+    /// (`None` for the built-in rule, or a longer text).
+    pub text: Option<Arc<str>>,
     pub message: String,
     pub category: String,
     /// 1 = high … 3 = low.
@@ -292,10 +275,51 @@ impl RuleSet {
     }
 }
 
+/// Longest rule text carried into alerts.
+pub const MAX_RULE_TEXT: usize = 4096;
+
+/// The `[[rule]]` table around byte `at` of the rules file, as written: from
+/// its header line to the line before the next table that is not one of its
+/// own (`[rule.when]`, `[[rule.when.header]]`), trailing blank lines and
+/// comments removed. `None` when the rule is not written as such a table
+/// (inline array) or is longer than [`MAX_RULE_TEXT`].
+fn rule_text(text: &str, at: usize) -> Option<&str> {
+    let before = text.get(..at)?;
+    let start = line_starts(before)
+        .filter(|&i| text.get(i..).is_some_and(|l| l.starts_with("[[rule]]")))
+        .last()?;
+    let end = line_starts(text)
+        .filter(|&i| i > at)
+        .find(|&i| {
+            let l = text.get(i..).unwrap_or("").trim_start();
+            l.starts_with('[') && !(l.starts_with("[rule.") || l.starts_with("[[rule."))
+        })
+        .unwrap_or(text.len());
+    let block = text.get(start..end)?;
+    // Up to the end of its last line that is neither blank nor a comment.
+    let (mut keep, mut pos) = (0, 0);
+    for line in block.split_inclusive('\n') {
+        pos += line.len();
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            keep = pos;
+        }
+    }
+    let block = block.get(..keep)?.trim_end();
+    (block.len() <= MAX_RULE_TEXT).then_some(block)
+}
+
+/// Byte offsets at which the lines of `s` start.
+fn line_starts(s: &str) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0).chain(s.match_indices('\n').map(|(i, _)| i + 1))
+}
+
 fn protocol_error_rule(action: Action) -> Rule {
     Rule {
         sid: PROTOCOL_ERROR_SID,
+        rev: 1,
         name: "protocol-error".to_string(),
+        text: None,
         message: "SMTP protocol error: the dissector took the error transition".to_string(),
         category: "protocol-error".to_string(),
         severity: 1,
@@ -423,7 +447,9 @@ impl Compiler<'_> {
         }
         Ok(Rule {
             sid: *r.sid.get_ref(),
+            rev: r.rev.unwrap_or(1),
             name: r.name.get_ref().clone(),
+            text: rule_text(self.text, r.sid.span().start).map(Arc::from),
             message: r
                 .message
                 .clone()
@@ -581,13 +607,19 @@ impl Compiler<'_> {
                     let l = self.nonempty("anomaly", l)?;
                     let mut kinds = Vec::new();
                     for v in l {
-                        let k = ANOMALY_KINDS
+                        let k = AnomalyKind::VARIANTS
                             .iter()
                             .find(|k| k.as_str() == v.get_ref().as_str())
                             .ok_or_else(|| {
+                                let known: Vec<&str> =
+                                    AnomalyKind::VARIANTS.iter().map(|k| k.as_str()).collect();
                                 self.err(
                                     v.span(),
-                                    format!("unknown anomaly kind {:?}", v.get_ref()),
+                                    format!(
+                                        "unknown anomaly kind {:?} (known: {})",
+                                        v.get_ref(),
+                                        known.join(", ")
+                                    ),
                                 )
                             })?;
                         kinds.push(*k);

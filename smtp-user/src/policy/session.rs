@@ -510,7 +510,9 @@ impl PolicySession {
             truncate(&mut matched, MAX_MATCHED);
             out.push(Alert {
                 signature_id: rule.sid,
-                rule: rule.name.clone(),
+                rev: rule.rev,
+                rule_name: rule.name.clone(),
+                rule_text: rule.text.clone(),
                 signature: rule.message.clone(),
                 category: rule.category.clone(),
                 severity: rule.severity,

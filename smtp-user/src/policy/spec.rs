@@ -28,6 +28,8 @@ pub struct Defaults {
 #[serde(deny_unknown_fields)]
 pub struct RuleDoc {
     pub sid: Spanned<u32>,
+    /// Revision of the rule (Suricata's `rev`); 1 when absent.
+    pub rev: Option<u32>,
     pub name: Spanned<String>,
     pub message: Option<String>,
     pub category: Option<String>,

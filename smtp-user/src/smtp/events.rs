@@ -288,7 +288,11 @@ pub struct Anomaly {
 }
 
 /// Stable, snake_case anomaly names (they appear in JSON and in policy rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// Lists of every kind (rule names, per-kind counters) are derived from this
+/// enum (`strum::VariantArray`, `strum::EnumCount`): add a kind here only.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::VariantArray, strum::EnumCount,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     InvalidReply,

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../eve_schema/mod.rs"]
+pub mod eve_schema;
+
 use serde_json::Value;
 use smtp_user::capture::synth::{render, Conversation, Packet, PcapWriter, RenderOptions};
 use smtp_user::capture::wire::linktype;
@@ -158,13 +161,10 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-/// Parses EVE output into JSON values, one per line; panics on a bad line.
+/// Parses EVE output into JSON values, one per line; panics on a bad line
+/// or on one that does not validate against the EVE schemas.
 pub fn parse_lines(out: &[u8]) -> Vec<Value> {
-    std::str::from_utf8(out)
-        .expect("EVE output is UTF-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad EVE line {l:?}: {e}")))
-        .collect()
+    eve_schema::parse(out)
 }
 
 /// Replays files with the CLI's default ports (25, 587, 2525).
