@@ -71,7 +71,11 @@ fn no_helo() {
             (Up, b"MAIL FROM:<a@b>\r\n"),
             (Down, b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
         ],
-        &[(A::NoHelo, Severity::Low, false)],
+        // The server's 503 says the same: out of sequence.
+        &[
+            (A::NoHelo, Severity::Low, false),
+            (A::OutOfSequence, Severity::Low, false),
+        ],
     );
     assert_eq!(transactions(&ev)[0].state, TransactionState::Rejected);
 }
@@ -401,8 +405,17 @@ fn limit_exceeded_with_small_session_bounds() {
         .into_iter()
         .map(|a| a.0)
         .collect::<Vec<_>>();
-    // Reply lines beyond 2, the second open transaction, the fourth pending command.
-    assert_eq!(kinds, [A::LimitExceeded; 3]);
+    // Reply lines beyond 2, the second open transaction, the fourth
+    // pending command; then the 503 to the nested MAIL.
+    assert_eq!(
+        kinds,
+        [
+            A::LimitExceeded,
+            A::LimitExceeded,
+            A::LimitExceeded,
+            A::OutOfSequence
+        ]
+    );
     assert_eq!(responses(&ev)[0].lines, ["a", "b"]);
     let t = transactions(&ev);
     assert_eq!((t[0].id, t[0].state), (0, TransactionState::Aborted));

@@ -465,9 +465,10 @@ fn all_recipients_and_data_rejected() {
         (TransactionState::Rejected, Some(553))
     );
     assert_eq!(anomalies(&ev), []);
+    // DATA refused: the server still holds the transaction until the RSET.
     assert_eq!(
-        trace(&ev)[10..12],
-        ["R:554".to_string(), "T:0:Rejected".into()]
+        trace(&ev)[10..14],
+        ["R:554", "C:RSET", "R:250", "T:0:Rejected"].map(String::from)
     );
 }
 
@@ -545,18 +546,22 @@ fn data_refused_then_held_lines_are_commands_again() {
         (Down, b"503 5.5.1 need RCPT\r\n250 reset\r\n"),
     ]);
     assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Mail, Verb::Data, Verb::Rset]);
+    // The refused DATA leaves the transaction open (RFC 5321 §4.1.4); the
+    // RSET ends it, rejected with the DATA's code.
     assert_eq!(
         trace(&ev)[6..],
         [
             "C:DATA",
             "R:503",
-            "T:0:Rejected",
+            "A:out_of_sequence",
             "A:invalid_pipelined_sequence",
             "C:RSET",
-            "R:250"
+            "R:250",
+            "T:0:Rejected"
         ]
         .map(String::from)
     );
+    assert_eq!(transactions(&ev)[0].reply_code, Some(503));
 }
 
 #[test]

@@ -44,6 +44,8 @@ const ANOMALY_KINDS: &[AnomalyKind] = &[
     AnomalyKind::MimeHeaderTooLong,
     AnomalyKind::StreamGap,
     AnomalyKind::LimitExceeded,
+    AnomalyKind::GateMissed,
+    AnomalyKind::OutOfSequence,
 ];
 
 /// How a header condition matches the value.

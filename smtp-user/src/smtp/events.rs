@@ -33,6 +33,7 @@ pub enum Event<'a> {
     Anomaly(Anomaly),
     Header(Header),
     MimePart(MimePart),
+    Envelope(Envelope),
 }
 
 /// [`Event`] with owned content.
@@ -46,6 +47,7 @@ pub enum OwnedEvent {
     Anomaly(Anomaly),
     Header(Header),
     MimePart(MimePart),
+    Envelope(Envelope),
 }
 
 impl Event<'_> {
@@ -62,6 +64,7 @@ impl Event<'_> {
             Event::Anomaly(a) => OwnedEvent::Anomaly(a.clone()),
             Event::Header(h) => OwnedEvent::Header(h.clone()),
             Event::MimePart(m) => OwnedEvent::MimePart(m.clone()),
+            Event::Envelope(e) => OwnedEvent::Envelope(e.clone()),
         }
     }
 }
@@ -90,6 +93,38 @@ pub struct MimePart {
     pub content_type: String,
     /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
     pub filename: Option<String>,
+}
+
+/// A change of the envelope the server took: emitted when the server
+/// accepts the command (2xx reply), or when the command is taken as
+/// accepted because no reply can tell (server unheard, reply lost in a
+/// gap). A command the server refuses changes nothing and produces no
+/// `Envelope` event. Together these events are the transaction's envelope
+/// as [`Transaction`] reports it (accepted recipients): policy and
+/// `ctl flows` follow them rather than parse command text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Envelope {
+    /// The transaction changed (`None` for HELO/EHLO outside a transaction).
+    pub tx_id: Option<u32>,
+    pub change: EnvelopeChange,
+}
+
+/// What changed in the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeChange {
+    /// HELO/EHLO accepted: its argument; any open transaction is over.
+    Helo(String),
+    /// MAIL accepted: a transaction starts (path as in [`Transaction::mail_from`]).
+    MailFrom {
+        path: String,
+        /// SIZE= parameter, if given.
+        declared_size: Option<u64>,
+    },
+    /// RCPT accepted (path as in [`Recipient::path`]).
+    Rcpt(String),
+    /// RSET accepted: the transaction is over.
+    Reset,
 }
 
 /// A client command (tutorial event `command`).
@@ -319,6 +354,10 @@ pub enum AnomalyKind {
     /// than the end of the message, e.g. a pipelined command, or the end was
     /// split oddly): a content verdict can no longer stop that message.
     GateMissed,
+    /// The server answered a command 503 (bad sequence of commands): a
+    /// nested MAIL, RCPT before MAIL, DATA without recipients… The command
+    /// changed nothing (Suricata's `DATA_COMMAND_REJECTED` is one case).
+    OutOfSequence,
 }
 
 impl AnomalyKind {
@@ -344,6 +383,7 @@ impl AnomalyKind {
             AnomalyKind::StreamGap => "stream_gap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
             AnomalyKind::GateMissed => "gate_missed",
+            AnomalyKind::OutOfSequence => "out_of_sequence",
         }
     }
 
@@ -371,6 +411,7 @@ impl AnomalyKind {
             | A::UnmatchedReply
             | A::TlsRejected
             | A::DataAfterQuit
+            | A::OutOfSequence
             | A::MimeInvalidBase64 => Severity::Low,
         }
     }

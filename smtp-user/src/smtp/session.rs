@@ -70,10 +70,12 @@ use std::collections::VecDeque;
 
 use crate::Direction;
 
+use super::pending::{Awaiting, Pending, PendingQueue, Undo};
+
 use super::data::{DotDecoder, Piece};
 use super::events::{
-    Anomaly, AnomalyKind, Command, ContentPart, Event, EventSink, MailContent, Recipient, Response,
-    TransactionState, Verb,
+    Anomaly, AnomalyKind, Command, ContentPart, Envelope, EnvelopeChange, Event, EventSink,
+    MailContent, Recipient, Response, TransactionState, Verb,
 };
 use super::grammar;
 use super::lines::{LineBuffer, Split};
@@ -112,47 +114,6 @@ impl Default for SessionConfig {
             max_bdat_chunk: 128 * 1024 * 1024,
             midstream: false,
         }
-    }
-}
-
-/// What the reply to a pending command will be matched against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Awaiting {
-    /// A command line.
-    Command(Verb),
-    /// The end of DATA content.
-    EndOfData,
-    /// A DATA sent while the server was unheard: its content started at once.
-    DataStarted,
-    /// A BDAT chunk (`last`: BDAT … LAST).
-    Bdat { last: bool },
-}
-
-/// A command awaiting its reply.
-#[derive(Debug, Clone)]
-struct Pending {
-    what: Awaiting,
-    /// Transaction the command belongs to; it holds one `refs` count for this entry.
-    tx: Option<u32>,
-    /// Index into that transaction's `rcpt_to` (RCPT only).
-    rcpt: Option<usize>,
-}
-
-impl Pending {
-    fn verb(&self) -> Verb {
-        match &self.what {
-            Awaiting::Command(v) => v.clone(),
-            Awaiting::EndOfData | Awaiting::DataStarted => Verb::Data,
-            Awaiting::Bdat { .. } => Verb::Bdat,
-        }
-    }
-
-    /// Commands after which client bytes cannot be interpreted before the reply.
-    fn blocks_client(&self) -> bool {
-        matches!(
-            self.what,
-            Awaiting::Command(Verb::Data | Verb::Auth | Verb::StartTls | Verb::Quit)
-        )
     }
 }
 
@@ -209,11 +170,9 @@ pub struct Session {
     /// start we missed; its content is parsed but opens no transaction.
     joined: bool,
     /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
-    pending: VecDeque<Pending>,
-    /// The first `lost_replies` entries of `pending` were queued when server
-    /// bytes were lost: their replies may be gone, so replies are matched to
-    /// them by meaning (see the module doc). At most `pending.len()`.
-    lost_replies: usize,
+    /// Replies to the ones queued when server bytes were lost are matched
+    /// by meaning (see the module doc).
+    pending: PendingQueue,
     /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
@@ -244,6 +203,8 @@ pub struct Session {
     drop_requested: bool,
     /// `data_after_quit` was reported.
     quit_reported: bool,
+    /// The last reply to a command refused it (4xx/5xx).
+    last_refused: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
     /// Pending commands forgotten because the queue was full while the
@@ -291,6 +252,7 @@ impl Session {
 
     pub fn with_config(cfg: SessionConfig) -> Session {
         let midstream = cfg.midstream;
+        let pending = PendingQueue::new(cfg.max_pending);
         Session {
             up_lines: LineBuffer::new(cfg.line_limit),
             down_lines: LineBuffer::new(cfg.line_limit),
@@ -306,8 +268,7 @@ impl Session {
             helo: None,
             helo_seen: midstream,
             joined: midstream,
-            pending: VecDeque::new(),
-            lost_replies: 0,
+            pending,
             hold: Vec::new(),
             hold_lost: 0,
             hold_gap_at: None,
@@ -325,6 +286,7 @@ impl Session {
             tls: false,
             drop_requested: false,
             quit_reported: false,
+            last_refused: false,
             early_reported: false,
             unheard_forgotten: 0,
             quit_sent: false,
@@ -359,6 +321,12 @@ impl Session {
     pub fn bdat_last_remaining(&self) -> Option<u64> {
         (self.state == State::BdatTransmission && self.bdat_last && self.bdat_remaining > 0)
             .then_some(self.bdat_remaining)
+    }
+
+    /// A MAIL or RCPT awaits its reply: the envelope may still change
+    /// (the end-of-data gate keeps holding a message end until it is known).
+    pub fn envelope_undecided(&self) -> bool {
+        self.pending.envelope_undecided()
     }
 
     /// Bytes seen in a direction (including gaps).
@@ -410,7 +378,7 @@ impl Session {
                 self.down_lines.reset();
                 self.down_resync = true;
                 // Every queued command may have lost its reply.
-                self.lost_replies = self.pending.len();
+                self.pending.mark_all_lost();
                 self.take_lost_data(sink);
             }
             Direction::Up => match self.up_mode() {
@@ -532,8 +500,7 @@ impl Session {
     /// or, if the first line is a command, a refusal. Waits for that first
     /// line (bounded by the hold limit).
     fn take_lost_data(&mut self, sink: &mut impl EventSink) {
-        let lost_data = self.lost_replies > 0
-            && self.lost_replies == self.pending.len()
+        let lost_data = self.pending.all_lost()
             && self
                 .pending
                 .back()
@@ -554,7 +521,7 @@ impl Session {
             .is_some_and(|(_, c)| grammar::well_formed(&c));
         // Every queued command lost its reply, DATA included.
         let mut data = None;
-        while let Some(p) = self.pop_pending() {
+        while let Some(p) = self.pending.pop() {
             if let Some(id) = p.tx {
                 if let Some(tx) = self.tx_mut(id) {
                     tx.refs = tx.refs.saturating_sub(1);
@@ -562,51 +529,40 @@ impl Session {
             }
             if self.pending.is_empty() {
                 data = Some(p);
-            } else if let Some(id) = p.tx {
-                self.try_emit(id, sink);
+            } else {
+                self.reply_lost(&p, sink);
             }
         }
         if let Some(p) = data.filter(|_| !refused) {
             tracing::debug!("reply to DATA lost: content taken at once");
-            self.reply_effects(&p, 354, Class::Intermediate);
+            self.reply_effects(&p, 354, Class::Intermediate, sink);
             self.apply(Direction::Up, Message::DataReplyLost, sink);
         }
         self.replay_held(sink);
     }
 
-    /// Takes the oldest pending command (keeps `lost_replies` in step).
-    fn pop_pending(&mut self) -> Option<Pending> {
-        let p = self.pending.pop_front()?;
-        self.lost_replies = self.lost_replies.saturating_sub(1);
-        Some(p)
-    }
-
     /// A reply after a down gap: the commands queued before the one it
     /// answers by meaning lost their replies; drop them.
     fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
-        let what = match code {
-            354 => Awaiting::Command(Verb::Data),
-            221 => Awaiting::Command(Verb::Quit),
-            334 => Awaiting::Command(Verb::Auth),
-            220 => Awaiting::Command(Verb::StartTls),
-            _ => return,
-        };
-        // The command answered may be the first one queued after the gap.
-        let Some(pos) = self
-            .pending
-            .iter()
-            .take(self.lost_replies.saturating_add(1))
-            .position(|p| p.what == what)
-        else {
+        let Some(pos) = self.pending.position_named(code) else {
             return;
         };
         for _ in 0..pos {
-            if let Some(id) = self.pop_pending().and_then(|p| p.tx) {
-                if let Some(tx) = self.tx_mut(id) {
+            if let Some(p) = self.pending.pop() {
+                if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
                     tx.refs = tx.refs.saturating_sub(1);
                 }
-                self.try_emit(id, sink);
+                self.reply_lost(&p, sink);
             }
+        }
+    }
+
+    /// A command whose reply was lost: taken as accepted (what it added to
+    /// the envelope stays, as the server most likely took it).
+    fn reply_lost(&mut self, p: &Pending, sink: &mut impl EventSink) {
+        self.announce(p, sink);
+        if let Some(id) = p.tx {
+            self.try_emit(id, sink);
         }
     }
 
@@ -789,7 +745,7 @@ impl Session {
         // Not judged while the server is unheard, nor when the previous
         // command's reply may have been in a server-side gap.
         let unheard = self.server_unheard();
-        let judged = !unheard && self.lost_replies < self.pending.len();
+        let judged = !unheard && self.pending.lost() < self.pending.len();
         if let Some(prev) = self.pending.back().filter(|_| judged) {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
                 let detail = format!(
@@ -822,16 +778,21 @@ impl Session {
         }
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
-                if verb != Verb::Rset {
-                    self.helo = Some(args);
+                let before = self.helo.clone();
+                let arg = (verb != Verb::Rset).then_some(args);
+                if let Some(a) = &arg {
+                    self.helo = Some(a.clone());
                     self.helo_seen = true;
                 }
                 // A BDAT message without its LAST chunk is abandoned.
                 self.cut_content(sink);
                 let tx = self.up_tx.take();
-                self.push_pending(Awaiting::Command(verb), tx, None, sink);
+                let mut p = Pending::new(Awaiting::Command(verb), tx);
+                p.undo = Undo::Helo { before, arg };
+                self.queue(p, sink);
             }
             Verb::Mail => {
+                let open_before = self.up_tx;
                 let id = self.new_tx(sink);
                 if let Some(tx) = self.tx_mut(id) {
                     match grammar::path_args(cmd.args, "FROM:") {
@@ -852,7 +813,9 @@ impl Session {
                     }
                 }
                 self.up_tx = Some(id);
-                self.push_pending(Awaiting::Command(verb), Some(id), None, sink);
+                let mut p = Pending::new(Awaiting::Command(verb), Some(id));
+                p.undo = Undo::Mail { open_before };
+                self.queue(p, sink);
             }
             Verb::Rcpt => {
                 let path = match grammar::path_args(cmd.args, "TO:") {
@@ -1187,9 +1150,7 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
-        if self.lost_replies > 0 {
-            self.drop_lost_replies(code, sink);
-        }
+        self.drop_lost_replies(code, sink);
         // The first reply is the greeting, unless the client already sent
         // commands and it is not a 220: then the capture started after the
         // greeting and the reply answers the first queued command.
@@ -1206,7 +1167,7 @@ impl Session {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
-            match self.pop_pending() {
+            match self.pending.pop() {
                 Some(p) => {
                     let answers = match p.what {
                         Awaiting::Command(Verb::Data) => Answers::Data,
@@ -1234,7 +1195,7 @@ impl Session {
             to: to.clone(),
         }));
         if let Some(p) = entry {
-            self.reply_effects(&p, code, class);
+            self.reply_effects(&p, code, class, sink);
             if let Some(id) = p.tx {
                 if let Some(tx) = self.tx_mut(id) {
                     tx.refs = tx.refs.saturating_sub(1);
@@ -1262,21 +1223,49 @@ impl Session {
     }
 
     /// What a reply means for the transaction of the command it answers.
-    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class) {
+    /// A refused command changes nothing (RFC 5321 §4.1.4): the
+    /// transaction and HELO name it would have changed are restored.
+    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class, sink: &mut impl EventSink) {
         let ok = matches!(class, Class::Positive | Class::Ready);
         let id = p.tx;
-        match &p.what {
-            Awaiting::Command(Verb::Mail) if !ok => {
-                self.decide(id, TransactionState::Rejected, code)
+        // A 503 to a command pipelined behind a refused one follows from
+        // that refusal (RFC 2920 §3.1): the client could not know.
+        let consequence = p.behind && self.last_refused;
+        self.last_refused = !ok && class != Class::Intermediate;
+        if code == 503 && !consequence {
+            let detail = format!(
+                "{} answered 503 (bad sequence of commands)",
+                p.verb().as_str()
+            );
+            self.anomaly(AnomalyKind::OutOfSequence, detail, id.or(self.up_tx), sink);
+        }
+        match (&p.what, &p.undo) {
+            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) if ok => {
+                // A server that takes a nested MAIL dropped the open transaction.
+                if let Some(prev) = open_before.filter(|&prev| Some(prev) != id) {
+                    self.decide(Some(prev), TransactionState::Reset, code);
+                    self.try_emit(prev, sink);
+                }
+                self.announce(p, sink);
             }
-            Awaiting::Command(Verb::Rcpt) => {
+            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) => {
+                match (id, open_before.filter(|&prev| self.is_open(prev))) {
+                    // A nested MAIL refused: the open transaction goes on.
+                    (Some(id), Some(prev)) => self.merge_refused_mail(id, prev),
+                    _ => self.decide(id, TransactionState::Rejected, code),
+                }
+            }
+            (Awaiting::Command(Verb::Rcpt), _) => {
                 if let (Some(tx), Some(i)) = (id.and_then(|id| self.tx_mut(id)), p.rcpt) {
                     if let Some(r) = tx.rcpt_to.get_mut(i) {
                         r.reply_code = Some(code);
                     }
                 }
+                if ok {
+                    self.announce(p, sink);
+                }
             }
-            Awaiting::Command(Verb::Data) if class == Class::Intermediate => {
+            (Awaiting::Command(Verb::Data), _) if class == Class::Intermediate => {
                 let id = match id {
                     Some(id) => Some(id),
                     None if self.joined => None,
@@ -1284,8 +1273,15 @@ impl Session {
                 };
                 self.start_content(id);
             }
-            Awaiting::Command(Verb::Data) => self.decide(id, TransactionState::Rejected, code),
-            Awaiting::EndOfData | Awaiting::Bdat { last: true } => {
+            // DATA refused: the transaction stays open (the client may RSET,
+            // add recipients, or try again); it ends rejected unless a later
+            // DATA delivers it.
+            (Awaiting::Command(Verb::Data), _) => {
+                if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
+                    tx.refused = Some(code);
+                }
+            }
+            (Awaiting::EndOfData | Awaiting::Bdat { last: true }, _) => {
                 let state = if ok {
                     TransactionState::Delivered
                 } else {
@@ -1294,16 +1290,69 @@ impl Session {
                 self.decide(id, state, code);
             }
             // The content was taken at once; the server refused it after all.
-            Awaiting::DataStarted if class != Class::Intermediate => {
+            (Awaiting::DataStarted, _) if class != Class::Intermediate => {
                 self.decide(id, TransactionState::Rejected, code)
             }
-            Awaiting::Bdat { last: false } if !ok => {
+            (Awaiting::Bdat { last: false }, _) if !ok => {
                 self.decide(id, TransactionState::Rejected, code)
             }
-            Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo) => {
-                self.decide(id, TransactionState::Reset, code)
+            (Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo), _) if ok => {
+                self.decide(id, TransactionState::Reset, code);
+                self.announce(p, sink);
+            }
+            // HELO/EHLO/RSET refused: same HELO name, same transaction.
+            (
+                Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo),
+                Undo::Helo { before, arg },
+            ) => {
+                if arg.is_some() && self.helo == *arg {
+                    self.helo = before.clone();
+                }
+                if let Some(prev) = id.filter(|&prev| self.up_tx.is_none() && self.is_open(prev)) {
+                    self.up_tx = Some(prev);
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Whether transaction `id` is still being built and undecided.
+    fn is_open(&self, id: u32) -> bool {
+        self.txs.iter().any(|t| t.id == id && t.state.is_none())
+    }
+
+    /// A nested MAIL (transaction `id`) was refused while `prev` was open:
+    /// `id` never existed for the server; the commands queued after it
+    /// (recipients, DATA, BDAT) belong to `prev`.
+    fn merge_refused_mail(&mut self, id: u32, prev: u32) {
+        let Some(pos) = self.txs.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let Some(refused) = self.txs.remove(pos) else {
+            return;
+        };
+        let mut rcpts = refused.rcpt_to.into_iter().map(Some).collect::<Vec<_>>();
+        let Some(tx) = self.txs.iter_mut().find(|t| t.id == prev) else {
+            return;
+        };
+        // Entries move in queue order; recipients are appended to `prev`.
+        for p in self.pending.iter_mut().filter(|p| p.tx == Some(id)) {
+            p.tx = Some(prev);
+            tx.refs += 1;
+            let r = p.rcpt.take().and_then(|i| rcpts.get_mut(i)?.take());
+            if let Some(r) = r.filter(|_| tx.rcpt_to.len() < MAX_RECIPIENTS) {
+                tx.rcpt_to.push(r);
+                p.rcpt = Some(tx.rcpt_to.len() - 1);
+            }
+        }
+        if self.up_tx == Some(id) {
+            self.up_tx = Some(prev);
+        }
+        if self.content_tx == Some(id) {
+            self.content_tx = Some(prev);
+        }
+        if self.next_tx == id.saturating_add(1) {
+            self.next_tx = id;
         }
     }
 
@@ -1367,12 +1416,10 @@ impl Session {
                 self.unparsed[0] += self.hold.len() as u64;
                 self.hold.clear();
                 self.pending.clear();
-                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Finish => {
                 self.pending.clear();
-                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Error => {
@@ -1421,10 +1468,20 @@ impl Session {
         rcpt: Option<usize>,
         sink: &mut impl EventSink,
     ) {
-        if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
+        let mut p = Pending::new(what, tx);
+        p.rcpt = rcpt;
+        self.queue(p, sink);
+    }
+
+    /// Queues a command until its reply. While the server is unheard no
+    /// reply will tell whether it was accepted: its envelope change is
+    /// reported at once.
+    fn queue(&mut self, mut p: Pending, sink: &mut impl EventSink) {
+        let tx = p.tx;
+        if self.pending.is_full() && self.server_unheard() {
             // Nothing answers a one-sided capture: forget the oldest command
             // rather than refuse every new one (reported once per session).
-            if let Some(old) = self.pop_pending() {
+            if let Some(old) = self.pending.pop() {
                 if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
                     t.refs = t.refs.saturating_sub(1);
                 }
@@ -1438,7 +1495,7 @@ impl Session {
                 self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
             }
         }
-        if self.pending.len() >= self.cfg.max_pending {
+        if self.pending.is_full() {
             let detail = format!(
                 "more than {} commands awaiting replies",
                 self.cfg.max_pending
@@ -1446,10 +1503,47 @@ impl Session {
             self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
             return;
         }
+        if self.server_unheard() {
+            self.announce(&p, sink);
+            p.announced = true;
+        }
+        p.behind = !self.pending.is_empty();
         if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
             t.refs += 1;
         }
-        self.pending.push_back(Pending { what, tx, rcpt });
+        self.pending.push(p);
+    }
+
+    /// Reports the envelope change of an accepted command (once).
+    fn announce(&mut self, p: &Pending, sink: &mut impl EventSink) {
+        if p.announced {
+            return;
+        }
+        let tx = p.tx.and_then(|id| self.txs.iter().find(|t| t.id == id));
+        let change = match (&p.what, &p.undo) {
+            (Awaiting::Command(Verb::Mail), _) => match tx {
+                Some(t) => EnvelopeChange::MailFrom {
+                    path: t.mail_from.clone().unwrap_or_default(),
+                    declared_size: t.declared_size,
+                },
+                None => return,
+            },
+            (Awaiting::Command(Verb::Rcpt), _) => {
+                match tx.zip(p.rcpt).and_then(|(t, i)| t.rcpt_to.get(i)) {
+                    Some(r) => EnvelopeChange::Rcpt(r.path.clone()),
+                    None => return,
+                }
+            }
+            (Awaiting::Command(Verb::Helo | Verb::Ehlo), Undo::Helo { arg: Some(a), .. }) => {
+                EnvelopeChange::Helo(a.clone())
+            }
+            (Awaiting::Command(Verb::Rset), _) => EnvelopeChange::Reset,
+            _ => return,
+        };
+        sink.event(Event::Envelope(Envelope {
+            tx_id: p.tx,
+            change,
+        }));
     }
 
     fn tx_mut(&mut self, id: u32) -> Option<&mut TxBuilder> {

@@ -1,0 +1,300 @@
+//! Issue 9, from the attacker's side: sessions crafted to steer the
+//! dissector away from the message the server delivers. Each test says
+//! which transaction must be reported and which rule must fire, through the
+//! whole pipeline (dissector → policy → EVE), in enforce and monitor mode.
+//! The test feeds every segment of the capture, as a replay does, or as the
+//! live monitor sees a session the datapath did not stop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use smtp_user::capture::parse_frame;
+use smtp_user::capture::synth::{render, Conversation, RenderOptions};
+use smtp_user::capture::wire::linktype;
+use smtp_user::flow::{FlowConfig, FlowTable};
+use smtp_user::output::EveWriter;
+use smtp_user::pipeline::{Enforcement, Mode, ModeSwitch, PolicyOptions, SmtpFlows};
+use smtp_user::policy::RuleSet;
+use smtp_user::Direction::{self, Down, Up};
+
+const RULES: &str = r#"
+[defaults]
+protocol_error = "drop"
+
+[[rule]]
+sid = 2001
+name = "alice-to-anyone"
+message = "alice sends to at least one recipient"
+severity = "high"
+action = "drop"
+[rule.when]
+mail_from = ["alice@example.com"]
+rcpt_count_over = 0
+
+[[rule]]
+sid = 2002
+name = "bad-sender"
+message = "sender from bad.example"
+severity = "high"
+action = "drop"
+[rule.when]
+mail_from_domain = ["bad.example"]
+"#;
+
+struct Run {
+    events: Vec<Value>,
+    requests: Vec<Enforcement>,
+}
+
+fn run(steps: &[(Direction, &[u8])], mode: Mode, rules_text: &str) -> Run {
+    let rules =
+        Arc::new(RuleSet::from_toml(rules_text, Path::new("test-rules.toml")).expect("rules"));
+    let policy = PolicyOptions {
+        rules,
+        mode: ModeSwitch::new(mode),
+        gate: false,
+    };
+    let conv = Conversation::new(steps.iter().map(|(d, b)| (*d, b.to_vec())).collect());
+    let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
+    let mut table = FlowTable::new(FlowConfig::default(), handler);
+    let mut requests = Vec::new();
+    for (ts, frame) in render(&conv, &conv.packets(), RenderOptions::default()) {
+        let seg = parse_frame(linktype::ETHERNET, ts, &frame).expect("TCP frame");
+        table.segment(&seg);
+        requests.extend(table.handler_mut().take_requests());
+    }
+    table.close_all();
+    requests.extend(table.handler_mut().take_requests());
+    let out = table.into_handler().into_writer().into_inner();
+    let events = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    Run { events, requests }
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event_type"] == t).collect()
+}
+
+/// (mail_from, accepted recipients, state) of every `smtp` line.
+fn envelopes(events: &[Value]) -> Vec<(String, Vec<String>, String)> {
+    of_type(events, "smtp")
+        .into_iter()
+        .map(|e| {
+            let t = &e["transaction"];
+            let rcpts = t["recipients"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|r| r["reply_code"].as_u64().is_none_or(|c| c < 300))
+                        .map(|r| r["path"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                e["smtp"]["mail_from"].as_str().unwrap_or("").to_string(),
+                rcpts,
+                t["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn alert_sids(events: &[Value]) -> Vec<u64> {
+    of_type(events, "alert")
+        .into_iter()
+        .filter_map(|a| a["alert"]["signature_id"].as_u64())
+        .collect()
+}
+
+fn anomaly_kinds(events: &[Value]) -> Vec<String> {
+    of_type(events, "anomaly")
+        .into_iter()
+        .filter_map(|a| a["anomaly"]["event"].as_str().map(String::from))
+        .collect()
+}
+
+fn blocks(r: &Run) -> usize {
+    r.requests
+        .iter()
+        .filter(|q| matches!(q, Enforcement::Block { .. }))
+        .count()
+}
+
+fn env(from: &str, rcpts: &[&str], state: &str) -> (String, Vec<String>, String) {
+    (
+        from.to_string(),
+        rcpts.iter().map(|r| r.to_string()).collect(),
+        state.to_string(),
+    )
+}
+
+const MESSAGE: &[u8] = b"From: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n.\r\n";
+
+/// Issue 9 item 1, the issue's own example: a nested MAIL refused 503
+/// changes nothing; the message goes from alice to bob.
+#[test]
+fn refused_nested_mail_keeps_the_envelope() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 2.1.0 Ok\r\n"),
+        (Up, b"MAIL FROM:<bob@example.com>\r\n"),
+        (Down, b"503 5.5.1 Error: nested MAIL command\r\n"),
+        (Up, b"RCPT TO:<bob@example.org>\r\n"),
+        (Down, b"250 2.1.5 Ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, MESSAGE),
+        (Down, b"250 2.0.0 queued\r\n"),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ];
+    for mode in [Mode::Enforce, Mode::Monitor] {
+        let r = run(steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [env(
+                "<alice@example.com>",
+                &["<bob@example.org>"],
+                "delivered"
+            )]
+        );
+        assert_eq!(alert_sids(&r.events), [2001], "{mode:?}");
+        assert_eq!(anomaly_kinds(&r.events), ["out_of_sequence"]);
+        assert_eq!(blocks(&r), 1);
+    }
+}
+
+/// The same with PIPELINING: the recipients queued behind the refused
+/// MAIL belong to the open transaction.
+#[test]
+fn refused_nested_mail_pipelined_keeps_the_envelope() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 PIPELINING\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 2.1.0 Ok\r\n"),
+        (
+            Up,
+            b"MAIL FROM:<bob@example.com>\r\nRCPT TO:<x@example.org>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n",
+        ),
+        (
+            Down,
+            b"503 5.5.1 nested MAIL\r\n250 ok\r\n550 no such user\r\n354 go\r\n",
+        ),
+        (Up, MESSAGE),
+        (Down, b"250 2.0.0 queued\r\n"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    assert_eq!(
+        envelopes(&r.events),
+        [env(
+            "<alice@example.com>",
+            &["<x@example.org>"],
+            "delivered"
+        )]
+    );
+    assert_eq!(alert_sids(&r.events), [2001]);
+}
+
+/// A mid-envelope EHLO refused 501 leaves the server in the same state
+/// (RFC 5321 §4.1.4); a refused DATA does not close the transaction.
+#[test]
+fn refused_ehlo_and_data_change_nothing() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"EHLO \r\n"),
+        (Down, b"501 5.5.4 Syntax: EHLO hostname\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"503 5.5.1 Error: need RCPT command\r\n"),
+        (Up, b"RCPT TO:<bob@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, MESSAGE),
+        (Down, b"250 queued\r\n"),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    assert_eq!(
+        envelopes(&r.events),
+        [env(
+            "<alice@example.com>",
+            &["<bob@example.org>"],
+            "delivered"
+        )]
+    );
+    let smtp = of_type(&r.events, "smtp");
+    assert_eq!(smtp[0]["smtp"]["helo"], "c.example");
+    assert_eq!(alert_sids(&r.events), [2001]);
+    assert_eq!(anomaly_kinds(&r.events), ["out_of_sequence"]);
+}
+
+/// Legitimate sessions where `out_of_sequence` must not fire: a sender or
+/// recipient refused 550, a DATA refused 554 for lack of recipients.
+#[test]
+fn refusals_in_sequence_are_not_out_of_sequence() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<x@bad.example>\r\n"),
+        (Down, b"550 5.7.1 sender refused\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<nobody@example.org>\r\n"),
+        (Down, b"550 5.1.1 unknown\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"554 5.5.1 no valid recipients\r\n"),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), Vec::<String>::new());
+    assert_eq!(
+        envelopes(&r.events),
+        [
+            env("<x@bad.example>", &[], "rejected"),
+            env("<alice@example.com>", &[], "rejected"),
+        ]
+    );
+    // A refused MAIL is no envelope: no rule sees the bad sender.
+    assert_eq!(alert_sids(&r.events), Vec::<u64>::new());
+}
+
+/// A pipelined group behind a refused MAIL: the server answers 503 to the
+/// RCPT and DATA that follow, as RFC 2920 expects; nothing is out of
+/// sequence from the client's side.
+#[test]
+fn pipelined_group_behind_a_refused_mail_is_not_out_of_sequence() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 PIPELINING\r\n"),
+        (
+            Up,
+            b"MAIL FROM:<x@bad.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n",
+        ),
+        (
+            Down,
+            b"553 5.1.8 sender refused\r\n503 5.0.0 Need MAIL before RCPT\r\n503 5.0.0 Need MAIL command\r\n",
+        ),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), Vec::<String>::new());
+    assert_eq!(alert_sids(&r.events), Vec::<u64>::new());
+}
