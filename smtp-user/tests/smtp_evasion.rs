@@ -298,3 +298,141 @@ fn pipelined_group_behind_a_refused_mail_is_not_out_of_sequence() {
     assert_eq!(anomaly_kinds(&r.events), Vec::<String>::new());
     assert_eq!(alert_sids(&r.events), Vec::<u64>::new());
 }
+
+/// A second mail of the session, from the bad sender, after the first.
+fn evil_mail() -> Vec<(Direction, &'static [u8])> {
+    vec![
+        (Up, b"MAIL FROM:<evil@bad.example>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<victim@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, MESSAGE),
+        (Down, b"250 queued\r\n"),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ]
+}
+
+const PROTOCOL_ERROR_SID: u64 = 1;
+
+/// Issue 9 item 3: an invalid `BDAT 5 X` (server: 501) takes the error
+/// transition (drop requested); when the session goes on anyway the
+/// dissector resynchronises and the later mail from evil@bad.example is
+/// reported and its rule fires — in monitor mode, with
+/// `protocol_error = "alert"`, and in a replay of an enforce-mode run.
+#[test]
+fn after_an_invalid_bdat_a_later_mail_is_reported() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 CHUNKING\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<bob@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"BDAT 5 X\r\n"),
+        (Down, b"501 5.5.4 Syntax error in parameters\r\n"),
+        (Up, b"RSET\r\n"),
+        (Down, b"250 reset\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let alert_rules = RULES.replace("protocol_error = \"drop\"", "protocol_error = \"alert\"");
+    for (mode, rules) in [
+        (Mode::Monitor, RULES),
+        (Mode::Enforce, RULES),
+        (Mode::Enforce, alert_rules.as_str()),
+    ] {
+        let r = run(&steps, mode, rules);
+        assert_eq!(
+            envelopes(&r.events),
+            [
+                env("<alice@example.com>", &["<bob@example.org>"], "reset"),
+                env("<evil@bad.example>", &["<victim@example.org>"], "delivered"),
+            ],
+            "{mode:?}"
+        );
+        assert_eq!(
+            alert_sids(&r.events),
+            [2001, PROTOCOL_ERROR_SID, 2002],
+            "{mode:?}"
+        );
+        assert_eq!(anomaly_kinds(&r.events), ["bdat_invalid"]);
+        let drop_requested = of_type(&r.events, "anomaly")[0]["anomaly"]["drop_requested"].clone();
+        assert_eq!(drop_requested, true);
+    }
+}
+
+/// Issue 9 item 3: one garbage reply line (the EHLO's reply) takes the
+/// error transition; the later mail is still reported.
+#[test]
+fn after_a_garbage_reply_line_a_later_mail_is_reported() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"\x00\x01garbage\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let r = run(&steps, Mode::Monitor, RULES);
+    assert_eq!(
+        envelopes(&r.events),
+        [env(
+            "<evil@bad.example>",
+            &["<victim@example.org>"],
+            "delivered"
+        )]
+    );
+    assert_eq!(alert_sids(&r.events), [PROTOCOL_ERROR_SID, 2002]);
+    assert_eq!(anomaly_kinds(&r.events), ["invalid_reply"]);
+}
+
+/// Issue 9 item 10: in monitor mode a drop verdict changes nothing in the
+/// analysis: the next mail of the session is reported and alerts again.
+/// A replay of an enforce-mode capture in which the session went on
+/// reports it as well (the datapath, not the dissector, stops sessions).
+#[test]
+fn a_verdict_does_not_end_the_analysis() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<first@bad.example>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<victim@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, MESSAGE),
+        (Down, b"250 queued\r\n"),
+    ];
+    steps.extend(evil_mail());
+    for mode in [Mode::Monitor, Mode::Enforce] {
+        let r = run(&steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [
+                env(
+                    "<first@bad.example>",
+                    &["<victim@example.org>"],
+                    "delivered"
+                ),
+                env("<evil@bad.example>", &["<victim@example.org>"], "delivered"),
+            ],
+            "{mode:?}"
+        );
+        assert_eq!(alert_sids(&r.events), [2002, 2002], "{mode:?}");
+        let actions: Vec<_> = of_type(&r.events, "alert")
+            .iter()
+            .map(|a| a["alert"]["action"].as_str().unwrap_or("").to_string())
+            .collect();
+        let expected = if mode == Mode::Monitor {
+            "allowed"
+        } else {
+            "blocked"
+        };
+        assert_eq!(actions[0], expected);
+        // One block request per session: the strongest verdict only.
+        assert_eq!(blocks(&r), 1);
+    }
+}

@@ -573,9 +573,11 @@ fn invalid_reply_takes_the_error_transition() {
         (Up, b"MAIL FROM:<a@b>\r\n"),
         (Down, b"250 ok\r\n"),
     ]);
+    // The drop is requested; the session went on, so the dissector
+    // resynchronised at the next command (issue 9: no blind spot).
     assert!(s.drop_requested());
-    assert_eq!(s.state(), State::Error);
-    assert_eq!(verbs(&ev), [Verb::Ehlo]);
+    assert_eq!(s.state(), State::Command);
+    assert_eq!(verbs(&ev), [Verb::Ehlo, Verb::Mail]);
     let a: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {
@@ -591,9 +593,13 @@ fn invalid_reply_takes_the_error_transition() {
             true
         )]
     );
-    assert_eq!(s.unparsed_bytes(Direction::Up), 17);
+    assert_eq!(s.unparsed_bytes(Direction::Up), 0);
     s.finish(&mut ev);
-    assert_eq!(transactions(&ev), []);
+    let t = transactions(&ev);
+    assert_eq!(
+        (t[0].mail_from.as_deref(), t[0].state),
+        (Some("<a@b>"), TransactionState::Aborted)
+    );
 }
 
 #[test]
@@ -634,8 +640,9 @@ fn gaps_resynchronise() {
         (Some("<x@y>"), 7, TransactionState::Delivered)
     );
     assert_eq!(verbs(&ev).last(), Some(&Verb::Quit));
-    // Everything fed was parsed; only the 108 lost bytes are unparsed.
-    assert_eq!((s.bytes(up), s.unparsed_bytes(up)), (140 + 108, 108));
+    // Everything fed was parsed but the rest of the command line cut by
+    // the gap ("b>\r\n", skipped); the 108 lost bytes are unparsed.
+    assert_eq!((s.bytes(up), s.unparsed_bytes(up)), (140 + 108, 108 + 4));
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub enum Awaiting {
     DataStarted,
     /// A BDAT chunk (`last`: BDAT … LAST).
     Bdat { last: bool },
+    /// `count` commands sent while the queue was full: not kept, but
+    /// their replies are counted off so later replies stay aligned.
+    Unqueued { count: u64 },
 }
 
 /// What a refused command must not have changed.
@@ -73,6 +76,7 @@ impl Pending {
             Awaiting::Command(v) => v.clone(),
             Awaiting::EndOfData | Awaiting::DataStarted => Verb::Data,
             Awaiting::Bdat { .. } => Verb::Bdat,
+            Awaiting::Unqueued { .. } => Verb::Unknown(String::new()),
         }
     }
 
@@ -85,10 +89,12 @@ impl Pending {
     }
 }
 
-/// The commands awaiting replies, oldest first.
+/// The commands awaiting replies, oldest first. When it is full, further
+/// commands are counted in one [`Awaiting::Unqueued`] entry (memory stays
+/// bounded, replies stay aligned).
 #[derive(Debug, Clone)]
 pub struct PendingQueue {
-    /// At most `limit` entries.
+    /// At most `limit + 1` entries (the last may be `Unqueued`).
     entries: VecDeque<Pending>,
     /// The first `lost` entries were queued when server bytes were lost:
     /// their replies may be gone. Invariant: `lost <= entries.len()`.
@@ -113,6 +119,7 @@ impl PendingQueue {
         self.entries.is_empty()
     }
 
+    /// No more commands are kept (later ones are only counted).
     pub fn is_full(&self) -> bool {
         self.entries.len() >= self.limit
     }
@@ -133,16 +140,44 @@ impl PendingQueue {
         self.entries.iter_mut()
     }
 
-    /// Queues a command; the caller checked [`PendingQueue::is_full`].
-    pub fn push(&mut self, p: Pending) {
+    /// Queues a command; when the queue is full it is only counted (and
+    /// `false` is returned: nothing refers to its transaction).
+    pub fn push(&mut self, p: Pending) -> bool {
+        if let Some(Awaiting::Unqueued { count }) = self.entries.back_mut().map(|b| &mut b.what) {
+            *count = count.saturating_add(1);
+            return false;
+        }
+        if self.is_full() {
+            self.entries
+                .push_back(Pending::new(Awaiting::Unqueued { count: 1 }, None));
+            return false;
+        }
         self.entries.push_back(p);
+        true
     }
 
-    /// Takes the oldest entry (keeps `lost` in step).
+    /// Takes the oldest entry (keeps `lost` in step); an unqueued command
+    /// comes out as a command of unknown verb.
     pub fn pop(&mut self) -> Option<Pending> {
+        if let Some(front) = self.entries.front_mut() {
+            if let Awaiting::Unqueued { count } = &mut front.what {
+                if *count > 1 {
+                    *count -= 1;
+                    return Some(Pending::new(
+                        Awaiting::Command(Verb::Unknown(String::new())),
+                        None,
+                    ));
+                }
+            }
+        }
         let p = self.entries.pop_front()?;
         self.lost = self.lost.saturating_sub(1);
-        Some(p)
+        Some(match p.what {
+            Awaiting::Unqueued { .. } => {
+                Pending::new(Awaiting::Command(Verb::Unknown(String::new())), None)
+            }
+            _ => p,
+        })
     }
 
     pub fn clear(&mut self) {

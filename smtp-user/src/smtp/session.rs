@@ -205,6 +205,13 @@ pub struct Session {
     quit_reported: bool,
     /// The last reply to a command refused it (4xx/5xx).
     last_refused: bool,
+    /// `limit_exceeded` was reported for the pending queue.
+    queue_overflowed: bool,
+    /// Client bytes were lost while reading commands: until a well-formed
+    /// command, client lines are skipped (they may be message content the
+    /// gap hid the start of), as when joined midstream. The first complete
+    /// line after the gap is kept if it is a command.
+    up_resync: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
     /// Pending commands forgotten because the queue was full while the
@@ -287,6 +294,8 @@ impl Session {
             drop_requested: false,
             quit_reported: false,
             last_refused: false,
+            queue_overflowed: false,
+            up_resync: false,
             early_reported: false,
             unheard_forgotten: 0,
             quit_sent: false,
@@ -353,7 +362,7 @@ impl Session {
     pub fn gap(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += len;
         self.unparsed[idx(dir)] += len;
-        if matches!(self.state, State::Tls | State::Error) {
+        if self.state == State::Tls {
             return;
         }
         if dir == Direction::Up && self.up_mode() == UpMode::Hold {
@@ -396,11 +405,16 @@ impl Session {
                         // The gap swallowed the end of the chunk and some of what followed.
                         self.bdat_remaining = 0;
                         self.chunk_done(sink);
-                        self.up_lines.resync();
+                        self.up_lines.reset();
+                        self.up_resync = true;
                     }
                 }
                 UpMode::Hold => {}
-                UpMode::Commands | UpMode::AuthAnswer => self.up_lines.resync(),
+                UpMode::Commands => {
+                    self.up_lines.reset();
+                    self.up_resync = true;
+                }
+                UpMode::AuthAnswer => self.up_lines.resync(),
                 UpMode::AfterQuit | UpMode::Discard => {}
             },
         }
@@ -435,9 +449,15 @@ impl Session {
         self.bytes[idx(Direction::Down)] == 0
     }
 
+    /// Joined midstream, or after the `error` transition: not synchronised
+    /// with the session (see the module doc).
+    fn unsynced(&self) -> bool {
+        matches!(self.state, State::Midstream | State::Error)
+    }
+
     fn up_mode(&self) -> UpMode {
         match self.state {
-            State::Error | State::Tls => UpMode::Discard,
+            State::Tls => UpMode::Discard,
             State::Finish => UpMode::AfterQuit,
             State::DataTransmission => UpMode::Data,
             State::BdatTransmission => UpMode::Chunk,
@@ -600,7 +620,7 @@ impl Session {
         let auth = self.up_mode() == UpMode::AuthAnswer;
         let buffered = self.up_lines.pending_len();
         let split = self.up_lines.split(input);
-        if self.state == State::Midstream {
+        if (self.unsynced() || self.up_resync) && !auth {
             return self.up_line_unsynced(split, buffered, input, sink);
         }
         match split {
@@ -672,8 +692,7 @@ impl Session {
             } => (input.get(start..end).unwrap_or(&[]).to_vec(), consumed),
             Split::Buffered { consumed, .. } => (self.up_lines.line().to_vec(), consumed),
             Split::TooLong { consumed, .. } | Split::Skipped { consumed, .. } => {
-                self.unparsed[0] += (buffered + consumed) as u64;
-                self.apply(Direction::Up, Message::NotACommand, sink);
+                self.skip_up_line(buffered + consumed, sink);
                 return consumed;
             }
         };
@@ -681,18 +700,26 @@ impl Session {
             .ok()
             .is_some_and(|(_, c)| grammar::well_formed(&c));
         if command {
+            self.up_resync = false;
             self.on_command(&line, sink);
-        } else if line == b"." && self.pending.is_empty() {
+        } else if line == b"." && self.pending.is_empty() && self.unsynced() {
             // The end of the message we joined: its reply must not be
             // matched to a later command.
             self.joined = false;
             self.push_pending(Awaiting::EndOfData, None, None, sink);
             self.apply(Direction::Up, Message::EndOfData, sink);
         } else {
-            self.unparsed[0] += (buffered + consumed) as u64;
-            self.apply(Direction::Up, Message::NotACommand, sink);
+            self.skip_up_line(buffered + consumed, sink);
         }
         consumed
+    }
+
+    /// A client line skipped while not synchronised (counted, not reported).
+    fn skip_up_line(&mut self, len: usize, sink: &mut impl EventSink) {
+        self.unparsed[0] += len as u64;
+        if self.unsynced() {
+            self.apply(Direction::Up, Message::NotACommand, sink);
+        }
     }
 
     fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
@@ -1048,7 +1075,7 @@ impl Session {
     fn process_down(&mut self, data: &[u8], sink: &mut impl EventSink) {
         let mut input = data;
         while !input.is_empty() {
-            if matches!(self.state, State::Tls | State::Error) {
+            if self.state == State::Tls {
                 self.unparsed[1] += input.len() as u64;
                 return;
             }
@@ -1069,7 +1096,7 @@ impl Session {
                     self.on_reply_line(&line, buffered + consumed, sink);
                     consumed
                 }
-                Split::TooLong { consumed, .. } if self.state == State::Midstream => {
+                Split::TooLong { consumed, .. } if self.unsynced() => {
                     self.unparsed[1] += (buffered + consumed) as u64;
                     consumed
                 }
@@ -1081,7 +1108,7 @@ impl Session {
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
                     consumed
                 }
-                Split::Skipped { consumed, .. } if self.state == State::Midstream => {
+                Split::Skipped { consumed, .. } if self.unsynced() => {
                     self.unparsed[1] += consumed as u64;
                     consumed
                 }
@@ -1094,7 +1121,7 @@ impl Session {
     /// One server line; `wire_len`: its length with the line ending.
     fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
         let parsed = grammar::reply_line(line);
-        if self.down_resync || self.state == State::Midstream {
+        if self.down_resync || self.unsynced() {
             if parsed.is_err() {
                 // The rest of a line cut by the gap (already reported), or
                 // joined midstream: the rest of a line, or TLS.
@@ -1105,6 +1132,17 @@ impl Session {
         }
         let Ok((_, r)) = parsed else {
             let shown = lossy(&line[..line.len().min(32)]);
+            // The line stands where a reply was due: the oldest command's
+            // reply is garbled (taken as lost), later replies stay aligned.
+            self.greeted = true;
+            if self.reply.is_none() {
+                if let Some(p) = self.pending.pop() {
+                    if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
+                        tx.refs = tx.refs.saturating_sub(1);
+                    }
+                    self.reply_lost(&p, sink);
+                }
+            }
             self.fatal(
                 AnomalyKind::InvalidReply,
                 format!("not a reply line: {shown:?}"),
@@ -1423,7 +1461,15 @@ impl Session {
                 self.abort_all(sink);
             }
             State::Error => {
+                // The drop is requested; if the session goes on anyway
+                // (monitor mode, an `alert` action, a replay), resynchronise
+                // as when joining midstream. Transactions stay open: the
+                // server may well deliver them. Replies of the queued
+                // commands can no longer be trusted to come in order.
                 self.drop_requested = true;
+                self.reply = None;
+                self.down_resync = true;
+                self.pending.mark_all_lost();
             }
             _ => {}
         }
@@ -1440,6 +1486,7 @@ impl Session {
             drop_requested: true,
         }));
         self.apply(Direction::Up, Message::Fatal, sink);
+        self.replay_held(sink);
     }
 
     fn anomaly(
@@ -1495,23 +1542,25 @@ impl Session {
                 self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
             }
         }
-        if self.pending.is_full() {
+        if self.pending.is_full() && !std::mem::replace(&mut self.queue_overflowed, true) {
+            // Later commands are counted, not kept: their replies are
+            // counted off and later replies stay aligned. Reported once.
             let detail = format!(
-                "more than {} commands awaiting replies",
+                "more than {} commands awaiting replies: later ones not recorded",
                 self.cfg.max_pending
             );
             self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
-            return;
         }
         if self.server_unheard() {
             self.announce(&p, sink);
             p.announced = true;
         }
         p.behind = !self.pending.is_empty();
-        if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
-            t.refs += 1;
+        if self.pending.push(p) {
+            if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
+                t.refs += 1;
+            }
         }
-        self.pending.push(p);
     }
 
     /// Reports the envelope change of an accepted command (once).
