@@ -436,3 +436,271 @@ fn a_verdict_does_not_end_the_analysis() {
         assert_eq!(blocks(&r), 1);
     }
 }
+
+// ----- the dissector alone: what a transcript must yield -----
+
+mod smtp_common;
+
+use smtp_common::{anomalies, reply_codes, transactions};
+use smtp_user::smtp::{AnomalyKind as A, OwnedEvent, Session, TransactionState as S, Verb};
+
+fn dissect(s: &mut Session, script: &[(Direction, &[u8])]) -> Vec<OwnedEvent> {
+    let mut ev = Vec::new();
+    for (d, b) in script {
+        s.feed(*d, b, &mut ev);
+    }
+    s.finish(&mut ev);
+    ev
+}
+
+/// Issue 9 item 7: after a 1000-byte client gap ending on a line boundary,
+/// the next complete line (`DATA`) is kept; the message lines are content,
+/// not false `invalid_command`s.
+#[test]
+fn a_gap_ending_on_a_line_boundary_keeps_the_next_command() {
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    for (d, b) in [
+        (Down, &b"220 mx\r\n"[..]),
+        (Up, b"EHLO c\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<evil@bad.example>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<v@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+    ] {
+        s.feed(d, b, &mut ev);
+    }
+    s.gap(Up, 1000, &mut ev);
+    let ev2 = dissect(
+        &mut s,
+        &[
+            (Up, b"DATA\r\n"),
+            (Down, b"354 go\r\n"),
+            (
+                Up,
+                b"Subject: hi\r\n\r\none\r\ntwo\r\nthree\r\nfour\r\n.\r\n",
+            ),
+            (Down, b"250 queued\r\n"),
+        ],
+    );
+    ev.extend(ev2);
+    assert_eq!(anomalies(&ev), [A::StreamGap]);
+    let t = transactions(&ev);
+    assert_eq!(
+        (t[0].mail_from.as_deref(), t[0].state),
+        (Some("<evil@bad.example>"), S::Delivered)
+    );
+}
+
+/// Issue 9 item 7: a lost server reply never shifts later replies: a
+/// 334 names AUTH, a 354 names DATA.
+#[test]
+fn replies_that_name_their_command_realign_the_queue() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, b"NOOP\r\nAUTH LOGIN\r\n"),
+            // The NOOP's reply never came (a middlebox ate it).
+            (Down, b"334 VXNlcm5hbWU6\r\n"),
+            (Up, b"dXNlcg==\r\n"),
+            (Down, b"334 UGFzc3dvcmQ6\r\n"),
+            (Up, b"cGFzcw==\r\n"),
+            (Down, b"235 ok\r\n"),
+            (
+                Up,
+                b"MAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\n",
+            ),
+            (Down, b"250 ok\r\n354 go\r\n"),
+            (Up, b"Subject: s\r\n\r\nbody\r\n.\r\n"),
+            (Down, b"250 queued\r\n"),
+        ],
+    );
+    let codes = reply_codes(&ev);
+    assert_eq!(codes[2], (334, Some(Verb::Auth)));
+    assert_eq!(codes[4], (235, Some(Verb::Auth)));
+    // The RCPT's reply is lost too: 354 still answers DATA.
+    assert_eq!(codes[6], (354, Some(Verb::Data)));
+    assert_eq!(codes[7], (250, Some(Verb::Data)));
+    let t = transactions(&ev);
+    assert_eq!(
+        (t[0].mail_from.as_deref(), t[0].state),
+        (Some("<evil@bad.example>"), S::Delivered)
+    );
+}
+
+/// Issue 9 item 6: a greeting longer than the line cap is one reply, its
+/// excess skipped: the EHLO reply is not taken for the greeting and the
+/// 334 still answers AUTH.
+#[test]
+fn an_over_long_greeting_is_one_reply() {
+    let mut greeting = b"220-mx\r\n220 ".to_vec();
+    greeting.extend(std::iter::repeat_n(b'g', 6000));
+    greeting.extend_from_slice(b"\r\n");
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, &greeting),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250-mx\r\n250 AUTH LOGIN\r\n"),
+            (Up, b"AUTH LOGIN\r\n"),
+            (Down, b"334 VXNlcm5hbWU6\r\n"),
+        ],
+    );
+    let codes = reply_codes(&ev);
+    assert_eq!(
+        codes,
+        [
+            (220, None),
+            (250, Some(Verb::Ehlo)),
+            (334, Some(Verb::Auth))
+        ]
+    );
+    assert_eq!(anomalies(&ev), [A::LineTooLong]);
+}
+
+/// Issue 9 item 10: what Postfix accepts is read as Postfix reads it:
+/// `BDAT 5<TAB>LAST`, a quoted local part with a `>` in it, a source route.
+#[test]
+fn separators_and_paths_real_servers_accept() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (
+                Up,
+                b"MAIL FROM:<\"a>b\"@bad.example> SIZE=5\r\nRCPT TO:<@relay.example:v@example.org>\r\nBDAT 5\tLAST\r\nhello",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        ],
+    );
+    assert_eq!(anomalies(&ev), []);
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.mail_from.as_deref(), Some("<\"a>b\"@bad.example>"));
+    assert_eq!(t.mail_params, ["SIZE=5"]);
+    assert_eq!(t.rcpt_to[0].path, "<@relay.example:v@example.org>");
+    assert_eq!((t.state, t.size), (S::Delivered, 5));
+    // The policy sees the sender's domain.
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx\r\n"),
+        (Up, b"EHLO c\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<\"a>b\"@bad.example>\r\n"),
+        (Down, b"250 ok\r\n"),
+    ];
+    assert_eq!(alert_sids(&run(steps, Mode::Monitor, RULES).events), [2002]);
+}
+
+/// Issue 9 item 10: beyond 1,024 pipelined commands the later ones are
+/// counted, not kept: their replies are counted off, later replies stay
+/// aligned and the mail after them is reported.
+#[test]
+fn over_a_thousand_pipelined_commands_keep_replies_aligned() {
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    for _ in 0..1100 {
+        up.extend_from_slice(b"NOOP\r\n");
+        down.extend_from_slice(b"250 ok\r\n");
+    }
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, &up),
+            (Down, &down),
+            (
+                Up,
+                b"MAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\n",
+            ),
+            (
+                Down,
+                b"250 ok\r\n550 no such user\r\n554 no valid recipients\r\n",
+            ),
+        ],
+    );
+    assert_eq!(anomalies(&ev), [A::LimitExceeded]);
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.mail_from.as_deref(), Some("<evil@bad.example>"));
+    assert_eq!(t.rcpt_to[0].reply_code, Some(550));
+    assert_eq!((t.state, t.reply_code), (S::Rejected, Some(554)));
+}
+
+/// Issue 9 item 6: legitimate sessions where the RFC-limit anomalies must
+/// not fire: a 510-octet command line, a 998-octet message line, the
+/// content sent after the 354, reply codes in range.
+#[test]
+fn rfc_limits_are_not_reported_on_legitimate_mail() {
+    let mut rcpt = b"RCPT TO:<".to_vec();
+    rcpt.extend(std::iter::repeat_n(b'r', 510 - 10 - 12));
+    rcpt.extend_from_slice(b"@example.org>\r\n");
+    assert_eq!(rcpt.len(), 512);
+    let mut msg = b"Subject: s\r\n\r\n".to_vec();
+    msg.extend(std::iter::repeat_n(b'm', 998));
+    msg.extend_from_slice(b"\r\n.\r\n");
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, &rcpt),
+            (Down, b"250 ok\r\n"),
+            (Up, b"DATA\r\n"),
+            (Down, b"354 go\r\n"),
+            (Up, &msg),
+            (Down, b"250 queued\r\n"),
+        ],
+    );
+    assert_eq!(anomalies(&ev), []);
+    assert_eq!(transactions(&ev)[0].state, S::Delivered);
+}
+
+/// …and the same limits, one octet over, reported.
+#[test]
+fn rfc_limits_are_reported_one_octet_over() {
+    let mut rcpt = b"RCPT TO:<".to_vec();
+    rcpt.extend(std::iter::repeat_n(b'r', 510 - 10 - 12 + 1));
+    rcpt.extend_from_slice(b"@example.org>\r\n");
+    let mut msg = b"Subject: s\r\n\r\n".to_vec();
+    msg.extend(std::iter::repeat_n(b'm', 999));
+    msg.extend_from_slice(b"\r\n.\r\n");
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\n"),
+            (Down, b"260 ok\r\n"),
+            (Up, &rcpt),
+            (Down, b"250 ok\r\n"),
+            (Up, b"DATA\r\n"),
+            (Down, b"354 go\r\n"),
+            (Up, &msg),
+            (Down, b"250 queued\r\n"),
+        ],
+    );
+    assert_eq!(
+        anomalies(&ev),
+        [
+            A::InvalidReplyCode,
+            A::CommandLineTooLong,
+            A::MessageLineTooLong
+        ]
+    );
+}

@@ -533,7 +533,8 @@ fn content_before_354_is_held_then_read_as_content() {
         b"Subject: early\r\n\r\nMAIL FROM:<not@command>\r\n".to_vec()
     );
     assert_eq!(transactions(&ev)[0].state, TransactionState::Delivered);
-    assert_eq!(anomalies(&ev), []);
+    // RFC 2920 §3.1: the client must wait for the 354.
+    assert_eq!(anomalies(&ev), [AnomalyKind::ContentBefore354]);
 }
 
 #[test]
@@ -667,6 +668,7 @@ fn gap_while_waiting_for_354_is_replayed_in_place() {
             "C:DATA",
             "R:250",
             "R:250",
+            "A:content_before_354",
             "R:354",
             "A:stream_gap",
             "M:End:0",
@@ -892,7 +894,13 @@ fn server_heard_late_returns_to_reply_matching() {
         ),
         (Direction::Down, b"250 ok\r\n354 go\r\n250 queued\r\n"),
     ]);
-    assert_eq!(anomalies(&ev), [AnomalyKind::CommandBeforeGreeting]);
+    assert_eq!(
+        anomalies(&ev),
+        [
+            AnomalyKind::CommandBeforeGreeting,
+            AnomalyKind::ContentBefore354
+        ]
+    );
     assert_eq!(
         reply_codes(&ev),
         [

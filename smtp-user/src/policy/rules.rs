@@ -46,6 +46,10 @@ const ANOMALY_KINDS: &[AnomalyKind] = &[
     AnomalyKind::LimitExceeded,
     AnomalyKind::GateMissed,
     AnomalyKind::OutOfSequence,
+    AnomalyKind::CommandLineTooLong,
+    AnomalyKind::MessageLineTooLong,
+    AnomalyKind::InvalidReplyCode,
+    AnomalyKind::ContentBefore354,
 ];
 
 /// How a header condition matches the value.

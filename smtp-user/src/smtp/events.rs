@@ -358,6 +358,15 @@ pub enum AnomalyKind {
     /// nested MAIL, RCPT before MAIL, DATA without recipients… The command
     /// changed nothing (Suricata's `DATA_COMMAND_REJECTED` is one case).
     OutOfSequence,
+    /// A command line longer than 512 octets with its CRLF (RFC 5321
+    /// §4.5.3.1.4; AUTH excepted: RFC 4954 allows 12288).
+    CommandLineTooLong,
+    /// A message line longer than 998 octets without its CRLF (RFC 5322 §2.1.1).
+    MessageLineTooLong,
+    /// A reply code outside `[2-5][0-5][0-9]` (RFC 5321 §4.2).
+    InvalidReplyCode,
+    /// The client sent message content before the server's 354 (RFC 2920 §3.1).
+    ContentBefore354,
 }
 
 impl AnomalyKind {
@@ -384,6 +393,10 @@ impl AnomalyKind {
             AnomalyKind::LimitExceeded => "limit_exceeded",
             AnomalyKind::GateMissed => "gate_missed",
             AnomalyKind::OutOfSequence => "out_of_sequence",
+            AnomalyKind::CommandLineTooLong => "command_line_too_long",
+            AnomalyKind::MessageLineTooLong => "message_line_too_long",
+            AnomalyKind::InvalidReplyCode => "invalid_reply_code",
+            AnomalyKind::ContentBefore354 => "content_before_354",
         }
     }
 
@@ -403,6 +416,8 @@ impl AnomalyKind {
             | A::MimeHeaderTooLong
             | A::StreamGap
             | A::LimitExceeded
+            | A::InvalidReplyCode
+            | A::ContentBefore354
             | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting
             | A::CommandBeforeGreeting
@@ -412,6 +427,8 @@ impl AnomalyKind {
             | A::TlsRejected
             | A::DataAfterQuit
             | A::OutOfSequence
+            | A::CommandLineTooLong
+            | A::MessageLineTooLong
             | A::MimeInvalidBase64 => Severity::Low,
         }
     }

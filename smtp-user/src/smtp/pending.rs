@@ -207,13 +207,11 @@ impl PendingQueue {
         self.lost > 0 && self.lost == self.entries.len()
     }
 
-    /// After lost replies, the position of the entry a reply names by its
-    /// code (354 DATA, 221 QUIT, 334 AUTH, 220 STARTTLS) among the entries
-    /// whose reply may be lost and the first one after them.
+    /// The position of the entry a reply names by its code (354 DATA, 221
+    /// QUIT, 334 AUTH, 220 STARTTLS): only that command can be answered so,
+    /// and the server answers in order, so the replies of the entries
+    /// before it were lost. `None` if no entry is named (or the oldest is).
     pub fn position_named(&self, code: u16) -> Option<usize> {
-        if self.lost == 0 {
-            return None;
-        }
         let verb = match code {
             354 => Verb::Data,
             221 => Verb::Quit,
@@ -222,9 +220,6 @@ impl PendingQueue {
             _ => return None,
         };
         let what = Awaiting::Command(verb);
-        self.entries
-            .iter()
-            .take(self.lost.saturating_add(1))
-            .position(|p| p.what == what)
+        self.entries.iter().position(|p| p.what == what)
     }
 }

@@ -83,6 +83,13 @@ use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
+/// Longest command line RFC 5321 allows, CRLF included (§4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+
+/// Longest message line RFC 5322 allows, CRLF excluded (§2.1.1); one more
+/// for the CR of a CRLF line ending.
+const MAX_MESSAGE_LINE: u64 = 998 + 1;
+
 /// Bounds of one session (memory per session is bounded by these).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -197,8 +204,6 @@ pub struct Session {
     bdat_remaining: u64,
     /// The current BDAT chunk is the LAST one.
     bdat_last: bool,
-    /// BDAT octets of the current message (for SIZE= checks).
-    bdat_total: u64,
     tls: bool,
     drop_requested: bool,
     /// `data_after_quit` was reported.
@@ -207,6 +212,9 @@ pub struct Session {
     last_refused: bool,
     /// `limit_exceeded` was reported for the pending queue.
     queue_overflowed: bool,
+    /// Octets of the current message line so far; `u64::MAX` once
+    /// `message_line_too_long` was reported for the message.
+    line_len: u64,
     /// Client bytes were lost while reading commands: until a well-formed
     /// command, client lines are skipped (they may be message content the
     /// gap hid the start of), as when joined midstream. The first complete
@@ -289,12 +297,12 @@ impl Session {
             mime: MimeParser::new(),
             bdat_remaining: 0,
             bdat_last: false,
-            bdat_total: 0,
             tls: false,
             drop_requested: false,
             quit_reported: false,
             last_refused: false,
             queue_overflowed: false,
+            line_len: 0,
             up_resync: false,
             early_reported: false,
             unheard_forgotten: 0,
@@ -561,8 +569,9 @@ impl Session {
         self.replay_held(sink);
     }
 
-    /// A reply after a down gap: the commands queued before the one it
-    /// answers by meaning lost their replies; drop them.
+    /// A reply that names its command (354, 334, 221, 220): the commands
+    /// queued before that one lost their replies (a down gap, or a reply
+    /// we could not read); drop them so later replies are not shifted.
     fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
         let Some(pos) = self.pending.position_named(code) else {
             return;
@@ -755,6 +764,14 @@ impl Session {
             return;
         };
         let verb = grammar::verb(cmd.verb);
+        if line.len() > MAX_COMMAND_LINE - 2 && verb != Verb::Auth {
+            let detail = format!(
+                "{} command line of {} octets (RFC 5321 limit: 512 with CRLF)",
+                verb.as_str(),
+                line.len() + 2
+            );
+            self.anomaly(AnomalyKind::CommandLineTooLong, detail, self.up_tx, sink);
+        }
         self.after_auth = false;
         self.quit_sent |= verb == Verb::Quit;
         let args = match verb {
@@ -917,17 +934,6 @@ impl Session {
             );
             self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
-        self.bdat_total = self.bdat_total.saturating_add(b.size);
-        let declared = id
-            .and_then(|id| self.tx_mut(id))
-            .and_then(|t| t.declared_size);
-        if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
-            let detail = format!(
-                "BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}",
-                self.bdat_total
-            );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
-        }
         self.bdat_remaining = b.size;
         self.bdat_last = b.last;
         self.push_pending(Awaiting::Bdat { last: b.last }, id, None, sink);
@@ -1003,7 +1009,7 @@ impl Session {
         self.content_tx = id;
         self.dots.reset();
         self.mime.reset();
-        self.bdat_total = 0;
+        self.line_len = 0;
         if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
             tx.email = Some(Default::default());
         }
@@ -1012,6 +1018,16 @@ impl Session {
     fn content(&mut self, data: &[u8], sink: &mut impl EventSink) {
         if data.is_empty() {
             return;
+        }
+        if self.line_len != u64::MAX && self.long_message_line(data) {
+            self.line_len = u64::MAX;
+            let detail = format!("message line longer than {} octets", MAX_MESSAGE_LINE - 1);
+            self.anomaly(
+                AnomalyKind::MessageLineTooLong,
+                detail,
+                self.content_tx,
+                sink,
+            );
         }
         let Some(id) = self.content_tx else { return };
         if let Some(tx) = self.tx_mut(id) {
@@ -1023,6 +1039,21 @@ impl Session {
             data,
         }));
         self.mime.feed(data, id, sink);
+    }
+
+    /// Follows the length of the current message line over `data`; true
+    /// when a line is longer than RFC 5322 allows.
+    fn long_message_line(&mut self, data: &[u8]) -> bool {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if self.line_len + (nl - start) as u64 > MAX_MESSAGE_LINE {
+                return true;
+            }
+            self.line_len = 0;
+            start = nl + 1;
+        }
+        self.line_len += (data.len() - start) as u64;
+        self.line_len > MAX_MESSAGE_LINE
     }
 
     /// End of message: record what MIME parsing found; returns the transaction.
@@ -1102,10 +1133,16 @@ impl Session {
                 }
                 Split::TooLong { consumed, .. } => {
                     let detail = format!(
-                        "reply line longer than {} bytes skipped",
+                        "reply line longer than {} bytes: its excess skipped",
                         self.cfg.line_limit
                     );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    // Its first bytes say what it is (code and separator):
+                    // still one line of one reply, so replies stay aligned.
+                    let head = self.down_lines.too_long_head().to_vec();
+                    if grammar::reply_line(&head).is_ok() {
+                        self.on_reply_line(&head, buffered + consumed, sink);
+                    }
                     consumed
                 }
                 Split::Skipped { consumed, .. } if self.unsynced() => {
@@ -1150,6 +1187,10 @@ impl Session {
             );
             return;
         };
+        if self.reply.is_none() && (r.code / 10) % 10 > 5 {
+            let detail = format!("reply code {} outside [2-5][0-5][0-9]", r.code);
+            self.anomaly(AnomalyKind::InvalidReplyCode, detail, self.up_tx, sink);
+        }
         let max_lines = self.cfg.max_reply_lines;
         let builder = self.reply.get_or_insert_with(|| ReplyBuilder {
             code: r.code,
@@ -1188,12 +1229,14 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
-        self.drop_lost_replies(code, sink);
         // The first reply is the greeting, unless the client already sent
         // commands and it is not a 220: then the capture started after the
         // greeting and the reply answers the first queued command.
         let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
         self.greeted = true;
+        if !greeting {
+            self.drop_lost_replies(code, sink);
+        }
         let (entry, answers) = if greeting {
             (None, Answers::Greeting)
         } else if code == 334
@@ -1225,6 +1268,10 @@ impl Session {
             _ => None,
         };
         self.after_auth = answers == Answers::Auth;
+        if answers == Answers::Data && class == Class::Intermediate && !self.hold.is_empty() {
+            let detail = format!("{} bytes sent after DATA before the 354", self.hold.len());
+            self.anomaly(AnomalyKind::ContentBefore354, detail, self.up_tx, sink);
+        }
         let refused =
             entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
         sink.event(Event::Response(Response {
