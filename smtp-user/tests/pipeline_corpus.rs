@@ -203,6 +203,10 @@ const EXPECTED: &[Expect] = &[
             "invalid_command",
             "invalid_reply",
             "invalid_reply",
+            // A 472 reply: second digit outside [0-5] (RFC 5321 §4.2).
+            "invalid_reply_code",
+            // A message line over RFC 5322's 998 octets.
+            "message_line_too_long",
             "mime_invalid_base64",
             "unknown_command",
         ],
@@ -222,15 +226,17 @@ const EXPECTED: &[Expect] = &[
             "Testing testing 1 2 3 (Multiple attachments)",
             &["winmail.dat"],
         )],
-        anomalies: &[],
+        // The capture's point: a message line over RFC 5322's 998 octets.
+        anomalies: &["message_line_too_long"],
         tls_flows: 0,
     },
     Expect {
-        // A 2576-byte EHLO argument: under the 4096-byte line limit.
+        // A 2576-byte EHLO argument: under the 4096-byte line limit, over
+        // RFC 5321's 512 octets.
         file: "sv-smtp-long-command.pcap",
         flows: 1,
         txs: &[],
-        anomalies: &[],
+        anomalies: &["command_line_too_long"],
         tls_flows: 0,
     },
     Expect {
@@ -299,7 +305,8 @@ const EXPECTED: &[Expect] = &[
             subject: None,
             attachments: &[],
         }],
-        anomalies: &[],
+        // The message is sent with DATA, before the 354 (RFC 2920 §3.1).
+        anomalies: &["content_before_354"],
         tls_flows: 0,
     },
     Expect {

@@ -219,10 +219,12 @@ fn forbidden_sender_alerts_blocks_and_blocks_the_ip() {
     let (action, client, server, next_seq) = blocks[0];
     assert_eq!(action, Action::Drop);
     assert_eq!((client, server), (conv.client, conv.server));
-    // Right after the MAIL FROM segment: client ISN + 1 + the bytes of
-    // EHLO and MAIL; server ISN + 1 + greeting and EHLO reply.
+    // Decided when the server accepts the MAIL (a refused MAIL changes
+    // no envelope): client ISN + 1 + the bytes of EHLO and MAIL; server
+    // ISN + 1 + greeting, EHLO reply and MAIL reply.
     let up = "EHLO client.example\r\nMAIL FROM:<eve@mail.forbidden.example>\r\n".len() as u32;
-    let down = "220 mx.example ESMTP\r\n250-mx.example\r\n250 PIPELINING\r\n".len() as u32;
+    let down =
+        "220 mx.example ESMTP\r\n250-mx.example\r\n250 PIPELINING\r\n250 2.1.0 Ok\r\n".len() as u32;
     assert_eq!(
         next_seq,
         [

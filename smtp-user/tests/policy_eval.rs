@@ -141,6 +141,8 @@ fn size_condition_counts_content_and_declared_size() {
         (Up, b"EHLO c\r\n"),
         (Down, b"250 ok\r\n"),
         (Up, b"MAIL FROM:<a@b> SIZE=5000\r\n"),
+        // Rules see the envelope once the server accepted the MAIL.
+        (Down, b"250 ok\r\n"),
     ];
     let a = run(&r, &script);
     assert_eq!(sids(&a), vec![30]);

@@ -59,6 +59,19 @@ fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
             (Up, b"QUIT\r\nNOOP\r\n"),
             (Down, b"221 bye\r\n"),
         ]),
+        // Errors, then the session goes on: an invalid BDAT (501), a
+        // garbage reply line; the dissector resynchronises after each.
+        own(&[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\nBDAT 5 X\r\n"),
+            (Down, b"250 ok\r\n250 ok\r\n501 syntax\r\n"),
+            (Up, b"hello\r\nRSET\r\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\n"),
+            (Down, b"500 what\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (Up, b"Subject: s\r\n\r\nbody\r\n.\r\nNOOP\r\n"),
+            (Down, b"250 queued\r\n\x80garbage\r\n"),
+            (Up, b"MAIL FROM:<evil2@bad.example>\r\nRCPT TO:<v@x>\r\nBDAT 3 LAST\r\nabc"),
+            (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        ]),
     ]
 }
 
@@ -174,14 +187,32 @@ fn transcripts_produce_what_they_are_about() {
     );
     assert_eq!(
         anomalies(&ev),
-        [smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData]
+        [
+            smtp_user::smtp::AnomalyKind::ContentBefore354,
+            smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData
+        ]
+    );
+    // Resynchronised after each error: the later mails are reported.
+    let ev = feed_split(&t[4], &[usize::MAX]);
+    let froms: Vec<_> = transactions(&ev)
+        .iter()
+        .map(|t| (t.mail_from.clone().unwrap_or_default(), t.state))
+        .collect();
+    use smtp_user::smtp::TransactionState::Reset;
+    assert_eq!(
+        froms,
+        [
+            ("<a@b>".to_string(), Reset),
+            ("<evil@bad.example>".to_string(), Delivered),
+            ("<evil2@bad.example>".to_string(), Delivered)
+        ]
     );
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
-    fn any_chunking_gives_the_same_events(which in 0usize..4, sizes in proptest::collection::vec(1usize..40, 1..16)) {
+    fn any_chunking_gives_the_same_events(which in 0usize..5, sizes in proptest::collection::vec(1usize..40, 1..16)) {
         let script = &transcripts()[which];
         let whole = feed_split(script, &[usize::MAX]);
         prop_assert_eq!(feed_split(script, &sizes), whole);

@@ -418,7 +418,8 @@ impl<W: Write> EveWriter<W> {
             | Event::Response(_)
             | Event::MailContent(_)
             | Event::Header(_)
-            | Event::MimePart(_) => Ok(()),
+            | Event::MimePart(_)
+            | Event::Envelope(_) => Ok(()),
         }
     }
 

@@ -63,7 +63,9 @@ impl FirstPacket {
             Event::Anomaly(a) => HeldLine::Anomaly(a.clone()),
             Event::Command(c) => HeldLine::Command(c.clone()),
             Event::Response(r) => HeldLine::Response(r.clone()),
-            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) => return,
+            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) | Event::Envelope(_) => {
+                return
+            }
         };
         self.held.push((ts_micros, line));
     }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use crate::flow::{CloseReason, FlowAnomaly, FlowHandler, FlowInfo, FlowStats};
 use crate::output::{AnomalyBudget, AnomalyTally, EveWriter, FlowContext, FlowSummary};
 use crate::policy::{Action, Alert, PolicySession, RuleSet};
-use crate::smtp::{Anomaly, AnomalyKind, ContentPart, Event, EventSink, Session, State, Verb};
+use crate::smtp::{
+    Anomaly, AnomalyKind, ContentPart, EnvelopeChange, Event, EventSink, Session, State, Verb,
+};
 use crate::Direction;
 
 use super::enforcement::{Enforcement, ModeSwitch};
@@ -196,7 +198,9 @@ impl<W: Write> Out<W> {
             }
             Event::Transaction(_) => true,
             Event::Command(_) | Event::Response(_) => self.writer.logs_commands(),
-            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) => false,
+            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) | Event::Envelope(_) => {
+                false
+            }
         };
         if line {
             self.counters.single_packet_lines += 1;
@@ -247,42 +251,33 @@ impl<'a, W: Write> Emit<'a, W> {
             Event::Transaction(_) => self.out.counters.transactions += 1,
             Event::Anomaly(_) => self.out.counters.anomalies += 1,
             Event::MailContent(m) if m.part == ContentPart::End => self.message_ended = true,
+            // The envelope as the dissector's transaction has it.
+            Event::Envelope(e) => match &e.change {
+                EnvelopeChange::Helo(arg) => {
+                    st.helo = Some(arg.clone());
+                    st.mail_from = None;
+                    st.rcpt_to.clear();
+                }
+                EnvelopeChange::MailFrom { path, .. } => {
+                    st.mail_from = Some(path.clone());
+                    st.rcpt_to.clear();
+                }
+                EnvelopeChange::Rcpt(path) if st.rcpt_to.len() < VIEW_MAX_RCPT => {
+                    st.rcpt_to.push(path.clone());
+                }
+                EnvelopeChange::Rcpt(_) => {}
+                EnvelopeChange::Reset => {
+                    st.mail_from = None;
+                    st.rcpt_to.clear();
+                }
+            },
             Event::Command(c) => match c.verb {
-                Verb::Helo | Verb::Ehlo => {
-                    st.helo = Some(c.args.clone());
-                    st.mail_from = None;
-                    st.rcpt_to.clear();
-                }
-                Verb::Mail => {
-                    st.mail_from = Some(envelope_path(&c.args, "FROM:"));
-                    st.rcpt_to.clear();
-                }
-                Verb::Rcpt if st.rcpt_to.len() < VIEW_MAX_RCPT => {
-                    st.rcpt_to.push(envelope_path(&c.args, "TO:"));
-                }
-                Verb::Rset => {
-                    st.mail_from = None;
-                    st.rcpt_to.clear();
-                }
                 Verb::Data => st.bdat_message = false,
                 Verb::Bdat => st.bdat_message = true,
                 _ => {}
             },
             _ => {}
         }
-    }
-}
-
-/// The path of `MAIL FROM:<…> params` / `RCPT TO:<…> params`.
-fn envelope_path(args: &str, prefix: &str) -> String {
-    let rest = match args.get(..prefix.len()) {
-        Some(p) if p.eq_ignore_ascii_case(prefix) => args.get(prefix.len()..).unwrap_or(""),
-        _ => args,
-    };
-    let rest = rest.trim_start();
-    match rest.find('>') {
-        Some(end) if rest.starts_with('<') => rest.get(..=end).unwrap_or(rest).to_string(),
-        _ => rest.split(' ').next().unwrap_or("").to_string(),
     }
 }
 
@@ -595,7 +590,9 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         let Some(up_next) = next_seq[0] else {
             return;
         };
-        if st.release_pending {
+        // Rules see the envelope the server accepted: while a MAIL or RCPT
+        // awaits its reply (BDAT pipelined behind them), keep holding.
+        if st.release_pending && !s.smtp.envelope_undecided() {
             st.release_pending = false;
             self.out.counters.gate_releases += 1;
             self.requests.push(Enforcement::ReleaseGate {
@@ -671,23 +668,12 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         self.out.result(r);
     }
 
-    /// After STARTTLS, a fatal parse error or a blocking verdict the
-    /// dissector has nothing left to do: stop reassembling.
+    /// After STARTTLS the dissector has nothing left to do: stop
+    /// reassembling. A fatal parse error or a verdict does not stop the
+    /// analysis: in enforce mode the datapath drops what follows, and if
+    /// the session goes on anyway (monitor mode, an `alert` action, a
+    /// replayed capture) every later transaction is still reported.
     fn wants_data(&mut self, s: &FlowSession, _dir: Direction) -> bool {
-        !s.smtp.is_tls() && !s.smtp.drop_requested() && s.st.verdict.is_none()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::envelope_path;
-
-    #[test]
-    fn envelope_paths() {
-        assert_eq!(envelope_path("FROM:<a@b> SIZE=10", "FROM:"), "<a@b>");
-        assert_eq!(envelope_path("from: <a@b>", "FROM:"), "<a@b>");
-        assert_eq!(envelope_path("TO:<c@d>", "TO:"), "<c@d>");
-        assert_eq!(envelope_path("TO:c@d x", "TO:"), "c@d");
-        assert_eq!(envelope_path("", "TO:"), "");
+        !s.smtp.is_tls()
     }
 }

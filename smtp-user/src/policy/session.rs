@@ -23,8 +23,7 @@ use super::content::{Matchers, ScanState, Source};
 use super::matchers::{bare_address, domain_of};
 use super::rules::{Cond, HeaderTest, RuleSet};
 use super::{Alert, AlertContext};
-use crate::smtp::grammar::path_args;
-use crate::smtp::{Anomaly, Command, ContentPart, Event, Header, MimePart, Verb};
+use crate::smtp::{Anomaly, ContentPart, Envelope, EnvelopeChange, Event, Header, MimePart};
 
 /// Recipients kept for the alert context (the count is always exact).
 pub const MAX_CONTEXT_RCPTS: usize = 32;
@@ -138,7 +137,7 @@ impl PolicySession {
             self.check_all(out);
         }
         match ev {
-            Event::Command(c) => self.command(c, out),
+            Event::Envelope(e) => self.envelope(e, out),
             Event::MailContent(m) => {
                 self.sync_tx(m.tx_id);
                 match m.part {
@@ -170,7 +169,7 @@ impl PolicySession {
                 self.mime_part(p, out);
             }
             Event::Anomaly(a) => self.anomaly(a, out),
-            Event::Response(_) | Event::Transaction(_) => {}
+            Event::Command(_) | Event::Response(_) | Event::Transaction(_) => {}
         }
     }
 
@@ -214,11 +213,13 @@ impl PolicySession {
         }
     }
 
-    fn command(&mut self, c: &Command, out: &mut Vec<Alert>) {
-        match c.verb {
-            Verb::Helo | Verb::Ehlo => {
+    /// The envelope as the dissector's transaction has it: changes the
+    /// server accepted (refused commands never reach here).
+    fn envelope(&mut self, e: &Envelope, out: &mut Vec<Alert>) {
+        match &e.change {
+            EnvelopeChange::Helo(arg) => {
                 self.reset_tx();
-                let helo = c.args.trim().to_string();
+                let helo = arg.trim().to_string();
                 for ri in 0..self.rules.rules.len() {
                     for ci in 0..self.rules.rules[ri].conds.len() {
                         if let Cond::Helo(globs) = &self.rules.rules[ri].conds[ci] {
@@ -232,21 +233,16 @@ impl PolicySession {
                 self.helo = Some(helo);
                 self.check_all(out);
             }
-            Verb::Rset => self.reset_tx(),
-            Verb::Mail => {
+            EnvelopeChange::Reset => self.reset_tx(),
+            EnvelopeChange::MailFrom {
+                path,
+                declared_size,
+            } => {
                 self.reset_tx();
-                self.tx = Some(self.next_tx);
-                self.next_tx = self.next_tx.saturating_add(1);
-                let (path, declared) = match path_args(c.args.as_bytes(), "FROM:") {
-                    Ok((_, p)) => {
-                        let size = p.params.iter().find_map(|p| {
-                            p.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE="))?;
-                            std::str::from_utf8(p.get(5..)?).ok()?.parse::<u64>().ok()
-                        });
-                        (String::from_utf8_lossy(p.path).into_owned(), size)
-                    }
-                    Err(_) => (c.args.clone(), None),
-                };
+                let id = e.tx_id.unwrap_or(self.next_tx);
+                self.tx = Some(id);
+                self.next_tx = self.next_tx.max(id.saturating_add(1));
+                let (path, declared) = (path.clone(), *declared_size);
                 let addr = bare_address(&path);
                 let domain = domain_of(&addr);
                 for ri in 0..self.rules.rules.len() {
@@ -269,11 +265,8 @@ impl PolicySession {
                 }
                 self.check_all(out);
             }
-            Verb::Rcpt => {
-                let path = match path_args(c.args.as_bytes(), "TO:") {
-                    Ok((_, p)) => String::from_utf8_lossy(p.path).into_owned(),
-                    Err(_) => c.args.clone(),
-                };
+            EnvelopeChange::Rcpt(path) => {
+                let path = path.clone();
                 self.rcpt_count = self.rcpt_count.saturating_add(1);
                 let addr = bare_address(&path);
                 let domain = domain_of(&addr);
@@ -300,7 +293,6 @@ impl PolicySession {
                 }
                 self.check_all(out);
             }
-            _ => {}
         }
     }
 

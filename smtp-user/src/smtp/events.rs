@@ -33,6 +33,7 @@ pub enum Event<'a> {
     Anomaly(Anomaly),
     Header(Header),
     MimePart(MimePart),
+    Envelope(Envelope),
 }
 
 /// [`Event`] with owned content.
@@ -46,6 +47,7 @@ pub enum OwnedEvent {
     Anomaly(Anomaly),
     Header(Header),
     MimePart(MimePart),
+    Envelope(Envelope),
 }
 
 impl Event<'_> {
@@ -62,6 +64,7 @@ impl Event<'_> {
             Event::Anomaly(a) => OwnedEvent::Anomaly(a.clone()),
             Event::Header(h) => OwnedEvent::Header(h.clone()),
             Event::MimePart(m) => OwnedEvent::MimePart(m.clone()),
+            Event::Envelope(e) => OwnedEvent::Envelope(e.clone()),
         }
     }
 }
@@ -90,6 +93,38 @@ pub struct MimePart {
     pub content_type: String,
     /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
     pub filename: Option<String>,
+}
+
+/// A change of the envelope the server took: emitted when the server
+/// accepts the command (2xx reply), or when the command is taken as
+/// accepted because no reply can tell (server unheard, reply lost in a
+/// gap). A command the server refuses changes nothing and produces no
+/// `Envelope` event. Together these events are the transaction's envelope
+/// as [`Transaction`] reports it (accepted recipients): policy and
+/// `ctl flows` follow them rather than parse command text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Envelope {
+    /// The transaction changed (`None` for HELO/EHLO outside a transaction).
+    pub tx_id: Option<u32>,
+    pub change: EnvelopeChange,
+}
+
+/// What changed in the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeChange {
+    /// HELO/EHLO accepted: its argument; any open transaction is over.
+    Helo(String),
+    /// MAIL accepted: a transaction starts (path as in [`Transaction::mail_from`]).
+    MailFrom {
+        path: String,
+        /// SIZE= parameter, if given.
+        declared_size: Option<u64>,
+    },
+    /// RCPT accepted (path as in [`Recipient::path`]).
+    Rcpt(String),
+    /// RSET accepted: the transaction is over.
+    Reset,
 }
 
 /// A client command (tutorial event `command`).
@@ -330,6 +365,19 @@ pub enum AnomalyKind {
     /// than the end of the message, e.g. a pipelined command, or the end was
     /// split oddly): a content verdict can no longer stop that message.
     GateMissed,
+    /// The server answered a command 503 (bad sequence of commands): a
+    /// nested MAIL, RCPT before MAIL, DATA without recipients… The command
+    /// changed nothing (Suricata's `DATA_COMMAND_REJECTED` is one case).
+    OutOfSequence,
+    /// A command line longer than 512 octets with its CRLF (RFC 5321
+    /// §4.5.3.1.4; AUTH excepted: RFC 4954 allows 12288).
+    CommandLineTooLong,
+    /// A message line longer than 998 octets without its CRLF (RFC 5322 §2.1.1).
+    MessageLineTooLong,
+    /// A reply code outside `[2-5][0-5][0-9]` (RFC 5321 §4.2).
+    InvalidReplyCode,
+    /// The client sent message content before the server's 354 (RFC 2920 §3.1).
+    ContentBefore354,
 }
 
 impl AnomalyKind {
@@ -357,6 +405,11 @@ impl AnomalyKind {
             AnomalyKind::Memcap => "memcap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
             AnomalyKind::GateMissed => "gate_missed",
+            AnomalyKind::OutOfSequence => "out_of_sequence",
+            AnomalyKind::CommandLineTooLong => "command_line_too_long",
+            AnomalyKind::MessageLineTooLong => "message_line_too_long",
+            AnomalyKind::InvalidReplyCode => "invalid_reply_code",
+            AnomalyKind::ContentBefore354 => "content_before_354",
         }
     }
 
@@ -380,6 +433,8 @@ impl AnomalyKind {
             | A::StreamGap
             | A::Memcap
             | A::LimitExceeded
+            | A::InvalidReplyCode
+            | A::ContentBefore354
             | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting
             | A::CommandBeforeGreeting
@@ -388,6 +443,9 @@ impl AnomalyKind {
             | A::UnmatchedReply
             | A::TlsRejected
             | A::DataAfterQuit
+            | A::OutOfSequence
+            | A::CommandLineTooLong
+            | A::MessageLineTooLong
             | A::MimeInvalidBase64 => Severity::Low,
         }
     }

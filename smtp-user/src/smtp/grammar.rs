@@ -114,11 +114,26 @@ pub struct PathArgs<'a> {
     pub params: Vec<&'a [u8]>,
 }
 
+/// `<...>` up to and including the `>` that closes it: a `>` inside a
+/// quoted local part (`<"a>b"@example>`, RFC 5321 §4.1.2 Quoted-string,
+/// backslash escapes included) does not close the path; a source route
+/// (`<@relay,@relay2:user@example>`) is kept as written.
 fn angle_path(i: &[u8]) -> IResult<&[u8], &[u8]> {
-    // `<...>`: everything up to and including the first `>`.
-    let (r, _) = (tag("<"), take_till(|c| c == b'>'), tag(">")).parse(i)?;
-    let len = i.len() - r.len();
-    Ok((r, &i[..len]))
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Tag));
+    if i.first() != Some(&b'<') {
+        return Err(fail());
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (k, &c) in i.iter().enumerate().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return Ok((&i[k + 1..], &i[..=k])),
+            _ => {}
+        }
+    }
+    Err(fail())
 }
 
 fn path(i: &[u8]) -> IResult<&[u8], &[u8]> {
@@ -158,7 +173,11 @@ type BdatParts<'a> = (&'a [u8], Option<(&'a [u8], &'a [u8])>, &'a [u8], &'a [u8]
 pub fn bdat_args(args: &[u8]) -> Option<BdatArgs> {
     let parsed: IResult<&[u8], BdatParts<'_>> = (
         take_while_m_n(1, 19, |c: u8| c.is_ascii_digit()),
-        opt((take_while1(|c| c == b' '), tag_no_case("LAST"))),
+        // Tabs separate as spaces do (Postfix accepts `BDAT 5<TAB>LAST`).
+        opt((
+            take_while1(|c| c == b' ' || c == b'\t'),
+            tag_no_case("LAST"),
+        )),
         space0,
         eof,
     )
@@ -265,6 +284,13 @@ mod tests {
         let (_, p) = path_args(b"TO:bare@x SMTPUTF8", "TO:").unwrap();
         assert_eq!((p.path, p.params), (&b"bare@x"[..], vec![&b"SMTPUTF8"[..]]));
         assert!(path_args(b"<a@b>", "FROM:").is_err());
+        let (_, p) = path_args(br#"FROM:<"a>b"@bad.example> SIZE=1"#, "FROM:").unwrap();
+        assert_eq!(p.path, br#"<"a>b"@bad.example>"#);
+        assert_eq!(p.params, vec![&b"SIZE=1"[..]]);
+        let (_, p) = path_args(br#"TO:<"a\"> x"@b>"#, "TO:").unwrap();
+        assert_eq!(p.path, br#"<"a\"> x"@b>"#);
+        let (_, p) = path_args(b"TO:<@r1,@r2:u@d>", "TO:").unwrap();
+        assert_eq!(p.path, b"<@r1,@r2:u@d>");
     }
 
     #[test]
@@ -281,6 +307,13 @@ mod tests {
             Some(BdatArgs {
                 size: 0,
                 last: false
+            })
+        );
+        assert_eq!(
+            bdat_args(b"5\tLAST"),
+            Some(BdatArgs {
+                size: 5,
+                last: true
             })
         );
         assert_eq!(bdat_args(b"x"), None);

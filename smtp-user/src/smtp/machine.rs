@@ -40,7 +40,12 @@ pub enum State {
     Tls,
     /// After 221 to QUIT or a 421: the session is over (tutorial `finish`).
     Finish,
-    /// A fatal parse error took the `error` transition; bytes are only counted.
+    /// A fatal parse error took the `error` transition: the drop is
+    /// requested. Should the session go on (monitor mode, an `alert`
+    /// action, a replay), it is not synchronised, as in `Midstream`: client
+    /// lines that are not well-formed commands and server lines that are
+    /// not replies are skipped; the first command synchronises. Open
+    /// transactions stay open.
     Error,
 }
 
@@ -163,10 +168,10 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
     use Message as M;
     use State::*;
     match (state, dir, msg) {
-        // terminal states: bytes are only counted
-        (Error, _, _)                                                                  => to(Error),
+        // terminal state: bytes are only counted
         (Tls, _, _)                                                                    => to(Tls),
-        // the tutorial's `error` transition
+        // the tutorial's `error` transition: the drop is requested, then
+        // the session resynchronises as when joined midstream
         (_, _, M::Fatal)                                                               => to(Error),
         // 421 closes the service whatever was going on
         (_, Down, M::Reply { class: Class::Closing, .. })                              => to(Finish),
@@ -186,13 +191,14 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
         // midstream: joined during the session, perhaps inside DATA; the
         // first command synchronises, a lone `.` ended the message we joined
         // and its reply synchronises
-        (Midstream, Up,   M::NotACommand)                                              => to(Midstream),
-        (Midstream, Up,   M::EndOfData)                                                => to(Midstream),
-        (Midstream, Up,   M::Command { bdat: true })                                   => to(BdatTransmission),
-        (Midstream, Up,   M::Command { bdat: false })                                  => to(Response),
-        (Midstream, Up,   M::DataUnheard)                                              => to(DataTransmission),
-        (Midstream, Down, M::Reply { to: Answers::Nothing, .. })                       => to(Midstream),
-        (Midstream, Down, M::Reply { .. })                                             => transition(Command, Down, msg),
+        // error: the same, after a fatal parse error
+        (Midstream | Error, Up,   M::NotACommand)                                      => to(state),
+        (Midstream | Error, Up,   M::EndOfData)                                        => to(state),
+        (Midstream | Error, Up,   M::Command { bdat: true })                           => to(BdatTransmission),
+        (Midstream | Error, Up,   M::Command { bdat: false })                          => to(Response),
+        (Midstream | Error, Up,   M::DataUnheard)                                      => to(DataTransmission),
+        (Midstream | Error, Down, M::Reply { to: Answers::Nothing, .. })               => to(state),
+        (Midstream | Error, Down, M::Reply { .. })                                     => transition(Command, Down, msg),
 
         // client_initiation / command / response: commands queue up, replies answer them in order
         (ClientInitiation | Command | Response, Up, M::Command { bdat: true })         => to(BdatTransmission),
@@ -414,8 +420,12 @@ mod tests {
             to(State::Error)
         );
         assert_eq!(
-            transition(State::Error, Up, Message::Command { bdat: false }),
+            transition(State::Error, Up, Message::NotACommand),
             to(State::Error)
+        );
+        assert_eq!(
+            transition(State::Error, Up, Message::Command { bdat: false }),
+            to(State::Response)
         );
         assert_eq!(
             transition(

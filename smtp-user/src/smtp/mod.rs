@@ -14,7 +14,7 @@
 //! session.feed(Up, b"EHLO client\r\n", &mut events);
 //! session.feed(Down, b"250 mx\r\n", &mut events);
 //! session.finish(&mut events);
-//! assert_eq!(events.len(), 3); // Response, Command, Response
+//! assert_eq!(events.len(), 4); // Response, Command, Response, Envelope (HELO accepted)
 //! ```
 //!
 //! A flow whose start was not seen (no SYN) uses [`Session::midstream`]:
@@ -22,7 +22,8 @@
 //! synchronised (see [`session`]).
 //!
 //! Event order follows the protocol: a `Command` when its line is complete, a
-//! `Response` when its last line is complete, `MailContent` (Raw, then the
+//! `Response` when its last line is complete (then the `Envelope` change
+//! when it accepts a HELO/EHLO, MAIL, RCPT or RSET), `MailContent` (Raw, then the
 //! DecodedBody bytes of the same piece) while content streams, an `End`
 //! piece at CRLF.CRLF / the last BDAT octet, and a `Transaction` once it is
 //! decided (reply to end of data, rejection, RSET/HELO reply, QUIT reply,
@@ -42,6 +43,7 @@ pub mod grammar;
 pub mod lines;
 pub mod machine;
 pub mod mime;
+pub mod pending;
 pub mod session;
 pub mod transaction;
 

@@ -70,16 +70,25 @@ use std::collections::VecDeque;
 
 use crate::Direction;
 
+use super::pending::{Awaiting, Pending, PendingQueue, Undo};
+
 use super::data::{DotDecoder, Piece};
 use super::events::{
-    Anomaly, AnomalyKind, Command, ContentPart, Event, EventSink, MailContent, Recipient, Response,
-    TransactionState, Verb,
+    Anomaly, AnomalyKind, Command, ContentPart, Envelope, EnvelopeChange, Event, EventSink,
+    MailContent, Recipient, Response, TransactionState, Verb,
 };
 use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
+
+/// Longest command line RFC 5321 allows, CRLF included (§4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+
+/// Longest message line RFC 5322 allows, CRLF excluded (§2.1.1); one more
+/// for the CR of a CRLF line ending.
+const MAX_MESSAGE_LINE: u64 = 998 + 1;
 
 /// Bounds of one session (memory per session is bounded by these).
 #[derive(Debug, Clone)]
@@ -112,47 +121,6 @@ impl Default for SessionConfig {
             max_bdat_chunk: 128 * 1024 * 1024,
             midstream: false,
         }
-    }
-}
-
-/// What the reply to a pending command will be matched against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Awaiting {
-    /// A command line.
-    Command(Verb),
-    /// The end of DATA content.
-    EndOfData,
-    /// A DATA sent while the server was unheard: its content started at once.
-    DataStarted,
-    /// A BDAT chunk (`last`: BDAT … LAST).
-    Bdat { last: bool },
-}
-
-/// A command awaiting its reply.
-#[derive(Debug, Clone)]
-struct Pending {
-    what: Awaiting,
-    /// Transaction the command belongs to; it holds one `refs` count for this entry.
-    tx: Option<u32>,
-    /// Index into that transaction's `rcpt_to` (RCPT only).
-    rcpt: Option<usize>,
-}
-
-impl Pending {
-    fn verb(&self) -> Verb {
-        match &self.what {
-            Awaiting::Command(v) => v.clone(),
-            Awaiting::EndOfData | Awaiting::DataStarted => Verb::Data,
-            Awaiting::Bdat { .. } => Verb::Bdat,
-        }
-    }
-
-    /// Commands after which client bytes cannot be interpreted before the reply.
-    fn blocks_client(&self) -> bool {
-        matches!(
-            self.what,
-            Awaiting::Command(Verb::Data | Verb::Auth | Verb::StartTls | Verb::Quit)
-        )
     }
 }
 
@@ -209,11 +177,9 @@ pub struct Session {
     /// start we missed; its content is parsed but opens no transaction.
     joined: bool,
     /// Commands awaiting replies, oldest first; at most `cfg.max_pending`.
-    pending: VecDeque<Pending>,
-    /// The first `lost_replies` entries of `pending` were queued when server
-    /// bytes were lost: their replies may be gone, so replies are matched to
-    /// them by meaning (see the module doc). At most `pending.len()`.
-    lost_replies: usize,
+    /// Replies to the ones queued when server bytes were lost are matched
+    /// by meaning (see the module doc).
+    pending: PendingQueue,
     /// Client bytes held until the reply to a blocking command; at most `cfg.hold_limit`.
     hold: Vec<u8>,
     /// Client bytes dropped because `hold` was full (replayed as a gap).
@@ -238,12 +204,22 @@ pub struct Session {
     bdat_remaining: u64,
     /// The current BDAT chunk is the LAST one.
     bdat_last: bool,
-    /// BDAT octets of the current message (for SIZE= checks).
-    bdat_total: u64,
     tls: bool,
     drop_requested: bool,
     /// `data_after_quit` was reported.
     quit_reported: bool,
+    /// The last reply to a command refused it (4xx/5xx).
+    last_refused: bool,
+    /// `limit_exceeded` was reported for the pending queue.
+    queue_overflowed: bool,
+    /// Octets of the current message line so far; `u64::MAX` once
+    /// `message_line_too_long` was reported for the message.
+    line_len: u64,
+    /// Client bytes were lost while reading commands: until a well-formed
+    /// command, client lines are skipped (they may be message content the
+    /// gap hid the start of), as when joined midstream. The first complete
+    /// line after the gap is kept if it is a command.
+    up_resync: bool,
     /// `command_before_greeting` was reported.
     early_reported: bool,
     /// Pending commands forgotten because the queue was full while the
@@ -291,6 +267,7 @@ impl Session {
 
     pub fn with_config(cfg: SessionConfig) -> Session {
         let midstream = cfg.midstream;
+        let pending = PendingQueue::new(cfg.max_pending);
         Session {
             up_lines: LineBuffer::new(cfg.line_limit),
             down_lines: LineBuffer::new(cfg.line_limit),
@@ -306,8 +283,7 @@ impl Session {
             helo: None,
             helo_seen: midstream,
             joined: midstream,
-            pending: VecDeque::new(),
-            lost_replies: 0,
+            pending,
             hold: Vec::new(),
             hold_lost: 0,
             hold_gap_at: None,
@@ -321,10 +297,13 @@ impl Session {
             mime: MimeParser::new(),
             bdat_remaining: 0,
             bdat_last: false,
-            bdat_total: 0,
             tls: false,
             drop_requested: false,
             quit_reported: false,
+            last_refused: false,
+            queue_overflowed: false,
+            line_len: 0,
+            up_resync: false,
             early_reported: false,
             unheard_forgotten: 0,
             quit_sent: false,
@@ -361,6 +340,12 @@ impl Session {
             .then_some(self.bdat_remaining)
     }
 
+    /// A MAIL or RCPT awaits its reply: the envelope may still change
+    /// (the end-of-data gate keeps holding a message end until it is known).
+    pub fn envelope_undecided(&self) -> bool {
+        self.pending.envelope_undecided()
+    }
+
     /// Bytes seen in a direction (including gaps).
     pub fn bytes(&self, dir: Direction) -> u64 {
         self.bytes[idx(dir)]
@@ -385,7 +370,7 @@ impl Session {
     pub fn gap(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += len;
         self.unparsed[idx(dir)] += len;
-        if matches!(self.state, State::Tls | State::Error) {
+        if self.state == State::Tls {
             return;
         }
         if dir == Direction::Up && self.up_mode() == UpMode::Hold {
@@ -410,7 +395,7 @@ impl Session {
                 self.down_lines.reset();
                 self.down_resync = true;
                 // Every queued command may have lost its reply.
-                self.lost_replies = self.pending.len();
+                self.pending.mark_all_lost();
                 self.take_lost_data(sink);
             }
             Direction::Up => match self.up_mode() {
@@ -428,11 +413,16 @@ impl Session {
                         // The gap swallowed the end of the chunk and some of what followed.
                         self.bdat_remaining = 0;
                         self.chunk_done(sink);
-                        self.up_lines.resync();
+                        self.up_lines.reset();
+                        self.up_resync = true;
                     }
                 }
                 UpMode::Hold => {}
-                UpMode::Commands | UpMode::AuthAnswer => self.up_lines.resync(),
+                UpMode::Commands => {
+                    self.up_lines.reset();
+                    self.up_resync = true;
+                }
+                UpMode::AuthAnswer => self.up_lines.resync(),
                 UpMode::AfterQuit | UpMode::Discard => {}
             },
         }
@@ -467,9 +457,15 @@ impl Session {
         self.bytes[idx(Direction::Down)] == 0
     }
 
+    /// Joined midstream, or after the `error` transition: not synchronised
+    /// with the session (see the module doc).
+    fn unsynced(&self) -> bool {
+        matches!(self.state, State::Midstream | State::Error)
+    }
+
     fn up_mode(&self) -> UpMode {
         match self.state {
-            State::Error | State::Tls => UpMode::Discard,
+            State::Tls => UpMode::Discard,
             State::Finish => UpMode::AfterQuit,
             State::DataTransmission => UpMode::Data,
             State::BdatTransmission => UpMode::Chunk,
@@ -532,8 +528,7 @@ impl Session {
     /// or, if the first line is a command, a refusal. Waits for that first
     /// line (bounded by the hold limit).
     fn take_lost_data(&mut self, sink: &mut impl EventSink) {
-        let lost_data = self.lost_replies > 0
-            && self.lost_replies == self.pending.len()
+        let lost_data = self.pending.all_lost()
             && self
                 .pending
                 .back()
@@ -554,7 +549,7 @@ impl Session {
             .is_some_and(|(_, c)| grammar::well_formed(&c));
         // Every queued command lost its reply, DATA included.
         let mut data = None;
-        while let Some(p) = self.pop_pending() {
+        while let Some(p) = self.pending.pop() {
             if let Some(id) = p.tx {
                 if let Some(tx) = self.tx_mut(id) {
                     tx.refs = tx.refs.saturating_sub(1);
@@ -562,51 +557,41 @@ impl Session {
             }
             if self.pending.is_empty() {
                 data = Some(p);
-            } else if let Some(id) = p.tx {
-                self.try_emit(id, sink);
+            } else {
+                self.reply_lost(&p, sink);
             }
         }
         if let Some(p) = data.filter(|_| !refused) {
             tracing::debug!("reply to DATA lost: content taken at once");
-            self.reply_effects(&p, 354, Class::Intermediate);
+            self.reply_effects(&p, 354, Class::Intermediate, sink);
             self.apply(Direction::Up, Message::DataReplyLost, sink);
         }
         self.replay_held(sink);
     }
 
-    /// Takes the oldest pending command (keeps `lost_replies` in step).
-    fn pop_pending(&mut self) -> Option<Pending> {
-        let p = self.pending.pop_front()?;
-        self.lost_replies = self.lost_replies.saturating_sub(1);
-        Some(p)
-    }
-
-    /// A reply after a down gap: the commands queued before the one it
-    /// answers by meaning lost their replies; drop them.
+    /// A reply that names its command (354, 334, 221, 220): the commands
+    /// queued before that one lost their replies (a down gap, or a reply
+    /// we could not read); drop them so later replies are not shifted.
     fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
-        let what = match code {
-            354 => Awaiting::Command(Verb::Data),
-            221 => Awaiting::Command(Verb::Quit),
-            334 => Awaiting::Command(Verb::Auth),
-            220 => Awaiting::Command(Verb::StartTls),
-            _ => return,
-        };
-        // The command answered may be the first one queued after the gap.
-        let Some(pos) = self
-            .pending
-            .iter()
-            .take(self.lost_replies.saturating_add(1))
-            .position(|p| p.what == what)
-        else {
+        let Some(pos) = self.pending.position_named(code) else {
             return;
         };
         for _ in 0..pos {
-            if let Some(id) = self.pop_pending().and_then(|p| p.tx) {
-                if let Some(tx) = self.tx_mut(id) {
+            if let Some(p) = self.pending.pop() {
+                if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
                     tx.refs = tx.refs.saturating_sub(1);
                 }
-                self.try_emit(id, sink);
+                self.reply_lost(&p, sink);
             }
+        }
+    }
+
+    /// A command whose reply was lost: taken as accepted (what it added to
+    /// the envelope stays, as the server most likely took it).
+    fn reply_lost(&mut self, p: &Pending, sink: &mut impl EventSink) {
+        self.announce(p, sink);
+        if let Some(id) = p.tx {
+            self.try_emit(id, sink);
         }
     }
 
@@ -644,7 +629,7 @@ impl Session {
         let auth = self.up_mode() == UpMode::AuthAnswer;
         let buffered = self.up_lines.pending_len();
         let split = self.up_lines.split(input);
-        if self.state == State::Midstream {
+        if (self.unsynced() || self.up_resync) && !auth {
             return self.up_line_unsynced(split, buffered, input, sink);
         }
         match split {
@@ -716,8 +701,7 @@ impl Session {
             } => (input.get(start..end).unwrap_or(&[]).to_vec(), consumed),
             Split::Buffered { consumed, .. } => (self.up_lines.line().to_vec(), consumed),
             Split::TooLong { consumed, .. } | Split::Skipped { consumed, .. } => {
-                self.unparsed[0] += (buffered + consumed) as u64;
-                self.apply(Direction::Up, Message::NotACommand, sink);
+                self.skip_up_line(buffered + consumed, sink);
                 return consumed;
             }
         };
@@ -725,18 +709,26 @@ impl Session {
             .ok()
             .is_some_and(|(_, c)| grammar::well_formed(&c));
         if command {
+            self.up_resync = false;
             self.on_command(&line, sink);
-        } else if line == b"." && self.pending.is_empty() {
+        } else if line == b"." && self.pending.is_empty() && self.unsynced() {
             // The end of the message we joined: its reply must not be
             // matched to a later command.
             self.joined = false;
             self.push_pending(Awaiting::EndOfData, None, None, sink);
             self.apply(Direction::Up, Message::EndOfData, sink);
         } else {
-            self.unparsed[0] += (buffered + consumed) as u64;
-            self.apply(Direction::Up, Message::NotACommand, sink);
+            self.skip_up_line(buffered + consumed, sink);
         }
         consumed
+    }
+
+    /// A client line skipped while not synchronised (counted, not reported).
+    fn skip_up_line(&mut self, len: usize, sink: &mut impl EventSink) {
+        self.unparsed[0] += len as u64;
+        if self.unsynced() {
+            self.apply(Direction::Up, Message::NotACommand, sink);
+        }
     }
 
     fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
@@ -772,6 +764,14 @@ impl Session {
             return;
         };
         let verb = grammar::verb(cmd.verb);
+        if line.len() > MAX_COMMAND_LINE - 2 && verb != Verb::Auth {
+            let detail = format!(
+                "{} command line of {} octets (RFC 5321 limit: 512 with CRLF)",
+                verb.as_str(),
+                line.len() + 2
+            );
+            self.anomaly(AnomalyKind::CommandLineTooLong, detail, self.up_tx, sink);
+        }
         self.after_auth = false;
         self.quit_sent |= verb == Verb::Quit;
         let args = match verb {
@@ -789,7 +789,7 @@ impl Session {
         // Not judged while the server is unheard, nor when the previous
         // command's reply may have been in a server-side gap.
         let unheard = self.server_unheard();
-        let judged = !unheard && self.lost_replies < self.pending.len();
+        let judged = !unheard && self.pending.lost() < self.pending.len();
         if let Some(prev) = self.pending.back().filter(|_| judged) {
             if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
                 let detail = format!(
@@ -822,16 +822,21 @@ impl Session {
         }
         match verb {
             Verb::Helo | Verb::Ehlo | Verb::Rset => {
-                if verb != Verb::Rset {
-                    self.helo = Some(args);
+                let before = self.helo.clone();
+                let arg = (verb != Verb::Rset).then_some(args);
+                if let Some(a) = &arg {
+                    self.helo = Some(a.clone());
                     self.helo_seen = true;
                 }
                 // A BDAT message without its LAST chunk is abandoned.
                 self.cut_content(sink);
                 let tx = self.up_tx.take();
-                self.push_pending(Awaiting::Command(verb), tx, None, sink);
+                let mut p = Pending::new(Awaiting::Command(verb), tx);
+                p.undo = Undo::Helo { before, arg };
+                self.queue(p, sink);
             }
             Verb::Mail => {
+                let open_before = self.up_tx;
                 let id = self.new_tx(sink);
                 if let Some(tx) = self.tx_mut(id) {
                     match grammar::path_args(cmd.args, "FROM:") {
@@ -852,7 +857,9 @@ impl Session {
                     }
                 }
                 self.up_tx = Some(id);
-                self.push_pending(Awaiting::Command(verb), Some(id), None, sink);
+                let mut p = Pending::new(Awaiting::Command(verb), Some(id));
+                p.undo = Undo::Mail { open_before };
+                self.queue(p, sink);
             }
             Verb::Rcpt => {
                 let path = match grammar::path_args(cmd.args, "TO:") {
@@ -924,17 +931,6 @@ impl Session {
             let detail = format!(
                 "BDAT chunk of {} bytes (limit {})",
                 b.size, self.cfg.max_bdat_chunk
-            );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
-        }
-        self.bdat_total = self.bdat_total.saturating_add(b.size);
-        let declared = id
-            .and_then(|id| self.tx_mut(id))
-            .and_then(|t| t.declared_size);
-        if let Some(declared) = declared.filter(|&d| self.bdat_total > d) {
-            let detail = format!(
-                "BDAT chunks total {} bytes, MAIL FROM declared SIZE={declared}",
-                self.bdat_total
             );
             self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
         }
@@ -1013,7 +1009,7 @@ impl Session {
         self.content_tx = id;
         self.dots.reset();
         self.mime.reset();
-        self.bdat_total = 0;
+        self.line_len = 0;
         if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
             tx.email = Some(Default::default());
         }
@@ -1022,6 +1018,16 @@ impl Session {
     fn content(&mut self, data: &[u8], sink: &mut impl EventSink) {
         if data.is_empty() {
             return;
+        }
+        if self.line_len != u64::MAX && self.long_message_line(data) {
+            self.line_len = u64::MAX;
+            let detail = format!("message line longer than {} octets", MAX_MESSAGE_LINE - 1);
+            self.anomaly(
+                AnomalyKind::MessageLineTooLong,
+                detail,
+                self.content_tx,
+                sink,
+            );
         }
         let Some(id) = self.content_tx else { return };
         if let Some(tx) = self.tx_mut(id) {
@@ -1033,6 +1039,21 @@ impl Session {
             data,
         }));
         self.mime.feed(data, id, sink);
+    }
+
+    /// Follows the length of the current message line over `data`; true
+    /// when a line is longer than RFC 5322 allows.
+    fn long_message_line(&mut self, data: &[u8]) -> bool {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if self.line_len + (nl - start) as u64 > MAX_MESSAGE_LINE {
+                return true;
+            }
+            self.line_len = 0;
+            start = nl + 1;
+        }
+        self.line_len += (data.len() - start) as u64;
+        self.line_len > MAX_MESSAGE_LINE
     }
 
     /// End of message: record what MIME parsing found; returns the transaction.
@@ -1085,7 +1106,7 @@ impl Session {
     fn process_down(&mut self, data: &[u8], sink: &mut impl EventSink) {
         let mut input = data;
         while !input.is_empty() {
-            if matches!(self.state, State::Tls | State::Error) {
+            if self.state == State::Tls {
                 self.unparsed[1] += input.len() as u64;
                 return;
             }
@@ -1106,19 +1127,25 @@ impl Session {
                     self.on_reply_line(&line, buffered + consumed, sink);
                     consumed
                 }
-                Split::TooLong { consumed, .. } if self.state == State::Midstream => {
+                Split::TooLong { consumed, .. } if self.unsynced() => {
                     self.unparsed[1] += (buffered + consumed) as u64;
                     consumed
                 }
                 Split::TooLong { consumed, .. } => {
                     let detail = format!(
-                        "reply line longer than {} bytes skipped",
+                        "reply line longer than {} bytes: its excess skipped",
                         self.cfg.line_limit
                     );
                     self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
+                    // Its first bytes say what it is (code and separator):
+                    // still one line of one reply, so replies stay aligned.
+                    let head = self.down_lines.too_long_head().to_vec();
+                    if grammar::reply_line(&head).is_ok() {
+                        self.on_reply_line(&head, buffered + consumed, sink);
+                    }
                     consumed
                 }
-                Split::Skipped { consumed, .. } if self.state == State::Midstream => {
+                Split::Skipped { consumed, .. } if self.unsynced() => {
                     self.unparsed[1] += consumed as u64;
                     consumed
                 }
@@ -1131,7 +1158,7 @@ impl Session {
     /// One server line; `wire_len`: its length with the line ending.
     fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
         let parsed = grammar::reply_line(line);
-        if self.down_resync || self.state == State::Midstream {
+        if self.down_resync || self.unsynced() {
             if parsed.is_err() {
                 // The rest of a line cut by the gap (already reported), or
                 // joined midstream: the rest of a line, or TLS.
@@ -1142,6 +1169,17 @@ impl Session {
         }
         let Ok((_, r)) = parsed else {
             let shown = lossy(&line[..line.len().min(32)]);
+            // The line stands where a reply was due: the oldest command's
+            // reply is garbled (taken as lost), later replies stay aligned.
+            self.greeted = true;
+            if self.reply.is_none() {
+                if let Some(p) = self.pending.pop() {
+                    if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
+                        tx.refs = tx.refs.saturating_sub(1);
+                    }
+                    self.reply_lost(&p, sink);
+                }
+            }
             self.fatal(
                 AnomalyKind::InvalidReply,
                 format!("not a reply line: {shown:?}"),
@@ -1149,6 +1187,10 @@ impl Session {
             );
             return;
         };
+        if self.reply.is_none() && (r.code / 10) % 10 > 5 {
+            let detail = format!("reply code {} outside [2-5][0-5][0-9]", r.code);
+            self.anomaly(AnomalyKind::InvalidReplyCode, detail, self.up_tx, sink);
+        }
         let max_lines = self.cfg.max_reply_lines;
         let builder = self.reply.get_or_insert_with(|| ReplyBuilder {
             code: r.code,
@@ -1187,14 +1229,14 @@ impl Session {
 
     fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
         let class = Class::of(code);
-        if self.lost_replies > 0 {
-            self.drop_lost_replies(code, sink);
-        }
         // The first reply is the greeting, unless the client already sent
         // commands and it is not a 220: then the capture started after the
         // greeting and the reply answers the first queued command.
         let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
         self.greeted = true;
+        if !greeting {
+            self.drop_lost_replies(code, sink);
+        }
         let (entry, answers) = if greeting {
             (None, Answers::Greeting)
         } else if code == 334
@@ -1206,7 +1248,7 @@ impl Session {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
-            match self.pop_pending() {
+            match self.pending.pop() {
                 Some(p) => {
                     let answers = match p.what {
                         Awaiting::Command(Verb::Data) => Answers::Data,
@@ -1226,6 +1268,10 @@ impl Session {
             _ => None,
         };
         self.after_auth = answers == Answers::Auth;
+        if answers == Answers::Data && class == Class::Intermediate && !self.hold.is_empty() {
+            let detail = format!("{} bytes sent after DATA before the 354", self.hold.len());
+            self.anomaly(AnomalyKind::ContentBefore354, detail, self.up_tx, sink);
+        }
         let refused =
             entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
         sink.event(Event::Response(Response {
@@ -1234,7 +1280,7 @@ impl Session {
             to: to.clone(),
         }));
         if let Some(p) = entry {
-            self.reply_effects(&p, code, class);
+            self.reply_effects(&p, code, class, sink);
             if let Some(id) = p.tx {
                 if let Some(tx) = self.tx_mut(id) {
                     tx.refs = tx.refs.saturating_sub(1);
@@ -1262,21 +1308,49 @@ impl Session {
     }
 
     /// What a reply means for the transaction of the command it answers.
-    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class) {
+    /// A refused command changes nothing (RFC 5321 §4.1.4): the
+    /// transaction and HELO name it would have changed are restored.
+    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class, sink: &mut impl EventSink) {
         let ok = matches!(class, Class::Positive | Class::Ready);
         let id = p.tx;
-        match &p.what {
-            Awaiting::Command(Verb::Mail) if !ok => {
-                self.decide(id, TransactionState::Rejected, code)
+        // A 503 to a command pipelined behind a refused one follows from
+        // that refusal (RFC 2920 §3.1): the client could not know.
+        let consequence = p.behind && self.last_refused;
+        self.last_refused = !ok && class != Class::Intermediate;
+        if code == 503 && !consequence {
+            let detail = format!(
+                "{} answered 503 (bad sequence of commands)",
+                p.verb().as_str()
+            );
+            self.anomaly(AnomalyKind::OutOfSequence, detail, id.or(self.up_tx), sink);
+        }
+        match (&p.what, &p.undo) {
+            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) if ok => {
+                // A server that takes a nested MAIL dropped the open transaction.
+                if let Some(prev) = open_before.filter(|&prev| Some(prev) != id) {
+                    self.decide(Some(prev), TransactionState::Reset, code);
+                    self.try_emit(prev, sink);
+                }
+                self.announce(p, sink);
             }
-            Awaiting::Command(Verb::Rcpt) => {
+            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) => {
+                match (id, open_before.filter(|&prev| self.is_open(prev))) {
+                    // A nested MAIL refused: the open transaction goes on.
+                    (Some(id), Some(prev)) => self.merge_refused_mail(id, prev),
+                    _ => self.decide(id, TransactionState::Rejected, code),
+                }
+            }
+            (Awaiting::Command(Verb::Rcpt), _) => {
                 if let (Some(tx), Some(i)) = (id.and_then(|id| self.tx_mut(id)), p.rcpt) {
                     if let Some(r) = tx.rcpt_to.get_mut(i) {
                         r.reply_code = Some(code);
                     }
                 }
+                if ok {
+                    self.announce(p, sink);
+                }
             }
-            Awaiting::Command(Verb::Data) if class == Class::Intermediate => {
+            (Awaiting::Command(Verb::Data), _) if class == Class::Intermediate => {
                 let id = match id {
                     Some(id) => Some(id),
                     None if self.joined => None,
@@ -1284,8 +1358,15 @@ impl Session {
                 };
                 self.start_content(id);
             }
-            Awaiting::Command(Verb::Data) => self.decide(id, TransactionState::Rejected, code),
-            Awaiting::EndOfData | Awaiting::Bdat { last: true } => {
+            // DATA refused: the transaction stays open (the client may RSET,
+            // add recipients, or try again); it ends rejected unless a later
+            // DATA delivers it.
+            (Awaiting::Command(Verb::Data), _) => {
+                if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
+                    tx.refused = Some(code);
+                }
+            }
+            (Awaiting::EndOfData | Awaiting::Bdat { last: true }, _) => {
                 let state = if ok {
                     TransactionState::Delivered
                 } else {
@@ -1294,16 +1375,69 @@ impl Session {
                 self.decide(id, state, code);
             }
             // The content was taken at once; the server refused it after all.
-            Awaiting::DataStarted if class != Class::Intermediate => {
+            (Awaiting::DataStarted, _) if class != Class::Intermediate => {
                 self.decide(id, TransactionState::Rejected, code)
             }
-            Awaiting::Bdat { last: false } if !ok => {
+            (Awaiting::Bdat { last: false }, _) if !ok => {
                 self.decide(id, TransactionState::Rejected, code)
             }
-            Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo) => {
-                self.decide(id, TransactionState::Reset, code)
+            (Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo), _) if ok => {
+                self.decide(id, TransactionState::Reset, code);
+                self.announce(p, sink);
+            }
+            // HELO/EHLO/RSET refused: same HELO name, same transaction.
+            (
+                Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo),
+                Undo::Helo { before, arg },
+            ) => {
+                if arg.is_some() && self.helo == *arg {
+                    self.helo = before.clone();
+                }
+                if let Some(prev) = id.filter(|&prev| self.up_tx.is_none() && self.is_open(prev)) {
+                    self.up_tx = Some(prev);
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Whether transaction `id` is still being built and undecided.
+    fn is_open(&self, id: u32) -> bool {
+        self.txs.iter().any(|t| t.id == id && t.state.is_none())
+    }
+
+    /// A nested MAIL (transaction `id`) was refused while `prev` was open:
+    /// `id` never existed for the server; the commands queued after it
+    /// (recipients, DATA, BDAT) belong to `prev`.
+    fn merge_refused_mail(&mut self, id: u32, prev: u32) {
+        let Some(pos) = self.txs.iter().position(|t| t.id == id) else {
+            return;
+        };
+        let Some(refused) = self.txs.remove(pos) else {
+            return;
+        };
+        let mut rcpts = refused.rcpt_to.into_iter().map(Some).collect::<Vec<_>>();
+        let Some(tx) = self.txs.iter_mut().find(|t| t.id == prev) else {
+            return;
+        };
+        // Entries move in queue order; recipients are appended to `prev`.
+        for p in self.pending.iter_mut().filter(|p| p.tx == Some(id)) {
+            p.tx = Some(prev);
+            tx.refs += 1;
+            let r = p.rcpt.take().and_then(|i| rcpts.get_mut(i)?.take());
+            if let Some(r) = r.filter(|_| tx.rcpt_to.len() < MAX_RECIPIENTS) {
+                tx.rcpt_to.push(r);
+                p.rcpt = Some(tx.rcpt_to.len() - 1);
+            }
+        }
+        if self.up_tx == Some(id) {
+            self.up_tx = Some(prev);
+        }
+        if self.content_tx == Some(id) {
+            self.content_tx = Some(prev);
+        }
+        if self.next_tx == id.saturating_add(1) {
+            self.next_tx = id;
         }
     }
 
@@ -1367,16 +1501,22 @@ impl Session {
                 self.unparsed[0] += self.hold.len() as u64;
                 self.hold.clear();
                 self.pending.clear();
-                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Finish => {
                 self.pending.clear();
-                self.lost_replies = 0;
                 self.abort_all(sink);
             }
             State::Error => {
+                // The drop is requested; if the session goes on anyway
+                // (monitor mode, an `alert` action, a replay), resynchronise
+                // as when joining midstream. Transactions stay open: the
+                // server may well deliver them. Replies of the queued
+                // commands can no longer be trusted to come in order.
                 self.drop_requested = true;
+                self.reply = None;
+                self.down_resync = true;
+                self.pending.mark_all_lost();
             }
             _ => {}
         }
@@ -1393,6 +1533,7 @@ impl Session {
             drop_requested: true,
         }));
         self.apply(Direction::Up, Message::Fatal, sink);
+        self.replay_held(sink);
     }
 
     fn anomaly(
@@ -1421,10 +1562,20 @@ impl Session {
         rcpt: Option<usize>,
         sink: &mut impl EventSink,
     ) {
-        if self.pending.len() >= self.cfg.max_pending && self.server_unheard() {
+        let mut p = Pending::new(what, tx);
+        p.rcpt = rcpt;
+        self.queue(p, sink);
+    }
+
+    /// Queues a command until its reply. While the server is unheard no
+    /// reply will tell whether it was accepted: its envelope change is
+    /// reported at once.
+    fn queue(&mut self, mut p: Pending, sink: &mut impl EventSink) {
+        let tx = p.tx;
+        if self.pending.is_full() && self.server_unheard() {
             // Nothing answers a one-sided capture: forget the oldest command
             // rather than refuse every new one (reported once per session).
-            if let Some(old) = self.pop_pending() {
+            if let Some(old) = self.pending.pop() {
                 if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
                     t.refs = t.refs.saturating_sub(1);
                 }
@@ -1438,18 +1589,57 @@ impl Session {
                 self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
             }
         }
-        if self.pending.len() >= self.cfg.max_pending {
+        if self.pending.is_full() && !std::mem::replace(&mut self.queue_overflowed, true) {
+            // Later commands are counted, not kept: their replies are
+            // counted off and later replies stay aligned. Reported once.
             let detail = format!(
-                "more than {} commands awaiting replies",
+                "more than {} commands awaiting replies: later ones not recorded",
                 self.cfg.max_pending
             );
             self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
+        }
+        if self.server_unheard() {
+            self.announce(&p, sink);
+            p.announced = true;
+        }
+        p.behind = !self.pending.is_empty();
+        if self.pending.push(p) {
+            if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
+                t.refs += 1;
+            }
+        }
+    }
+
+    /// Reports the envelope change of an accepted command (once).
+    fn announce(&mut self, p: &Pending, sink: &mut impl EventSink) {
+        if p.announced {
             return;
         }
-        if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
-            t.refs += 1;
-        }
-        self.pending.push_back(Pending { what, tx, rcpt });
+        let tx = p.tx.and_then(|id| self.txs.iter().find(|t| t.id == id));
+        let change = match (&p.what, &p.undo) {
+            (Awaiting::Command(Verb::Mail), _) => match tx {
+                Some(t) => EnvelopeChange::MailFrom {
+                    path: t.mail_from.clone().unwrap_or_default(),
+                    declared_size: t.declared_size,
+                },
+                None => return,
+            },
+            (Awaiting::Command(Verb::Rcpt), _) => {
+                match tx.zip(p.rcpt).and_then(|(t, i)| t.rcpt_to.get(i)) {
+                    Some(r) => EnvelopeChange::Rcpt(r.path.clone()),
+                    None => return,
+                }
+            }
+            (Awaiting::Command(Verb::Helo | Verb::Ehlo), Undo::Helo { arg: Some(a), .. }) => {
+                EnvelopeChange::Helo(a.clone())
+            }
+            (Awaiting::Command(Verb::Rset), _) => EnvelopeChange::Reset,
+            _ => return,
+        };
+        sink.event(Event::Envelope(Envelope {
+            tx_id: p.tx,
+            change,
+        }));
     }
 
     fn tx_mut(&mut self, id: u32) -> Option<&mut TxBuilder> {

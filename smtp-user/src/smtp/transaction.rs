@@ -33,6 +33,9 @@ pub struct TxBuilder {
     pub refs: u32,
     /// Content was lost (stream gap): the message cannot be PARSE_DONE.
     pub incomplete: bool,
+    /// Reply code of a refused DATA: the transaction stayed open; unless
+    /// a later DATA delivers it, it ends `rejected` with this code.
+    pub refused: Option<u16>,
 }
 
 impl TxBuilder {
@@ -51,11 +54,20 @@ impl TxBuilder {
             email_status: None,
             refs: 0,
             incomplete: false,
+            refused: None,
         }
     }
 
-    /// Records how the transaction ends; the first decision wins.
+    /// Records how the transaction ends; the first decision wins. A
+    /// transaction whose DATA was refused and that ends without delivery
+    /// ends `rejected`.
     pub fn decide(&mut self, state: TransactionState, code: Option<u16>) {
+        let (state, code) = match self.refused {
+            Some(c) if state != TransactionState::Delivered => {
+                (TransactionState::Rejected, Some(c))
+            }
+            _ => (state, code),
+        };
         if self.state.is_none() {
             self.state = Some(state);
             if code.is_some() {

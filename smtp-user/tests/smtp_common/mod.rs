@@ -164,7 +164,10 @@ pub fn trace(ev: &[OwnedEvent]) -> Vec<String> {
             OwnedEvent::MailContent(m) if m.part == ContentPart::End => {
                 Some(format!("M:End:{}", m.tx_id))
             }
-            OwnedEvent::MailContent(_) | OwnedEvent::Header(_) | OwnedEvent::MimePart(_) => None,
+            OwnedEvent::MailContent(_)
+            | OwnedEvent::Header(_)
+            | OwnedEvent::MimePart(_)
+            | OwnedEvent::Envelope(_) => None,
         })
         .collect()
 }
