@@ -186,8 +186,10 @@ pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
-/// [`RecordHeader::rec_flags`]: the segment was held by a gate (dropped
-/// after this copy; its retransmission comes again).
+/// [`RecordHeader::rec_flags`]: the segment was held by a gate: dropped
+/// after this copy (its retransmission comes again) or, with
+/// [`Config::gate_mark`], marked for the netfilter queue, where it waits for
+/// the monitor's verdict.
 pub const REC_HELD: u32 = 1;
 /// [`RecordHeader::rec_flags`]: the kernel (or NIC) verified the TCP checksum.
 pub const REC_CSUM_GOOD: u32 = 2;
@@ -280,6 +282,14 @@ pub struct Config {
     /// from the first byte even when userspace is late; userspace removes
     /// the entry of flows no rule applies to.
     pub gate: u32,
+    /// Non-zero (with [`Config::gate`] flows): the netfilter-queue gate. On
+    /// TC ingress, every client→server segment with payload of a flow with a
+    /// [`Gate`] entry gets these bits set in `skb->mark` and passes; the
+    /// monitor's netfilter rule queues marked packets to userspace, which
+    /// accepts each once the bytes up to its end were inspected (no kernel
+    /// hold, no retransmission wait). Other hooks (XDP, TC egress) hold
+    /// message ends in the kernel as without it.
+    pub gate_mark: u32,
 }
 
 impl Config {
@@ -296,6 +306,7 @@ impl Config {
             ports: slots,
             enforce: enforce as u32,
             gate: 0,
+            gate_mark: 0,
         }
     }
 }
@@ -326,10 +337,13 @@ pub enum Stat {
     GateHeld = 9,
     /// Message-ending segments a released gate let through.
     GatePassed = 10,
+    /// Client segments of gated flows marked for the netfilter queue
+    /// ([`Config::gate_mark`]).
+    GateQueued = 11,
 }
 
 /// Number of counters.
-pub const STAT_COUNT: usize = 11;
+pub const STAT_COUNT: usize = 12;
 
 /// Per-CPU counters (the single entry of the per-CPU stats map).
 #[repr(C)]

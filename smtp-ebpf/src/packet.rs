@@ -12,7 +12,7 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use smtp_common::{
     seq_ge, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK, DIR_CLIENT_TO_SERVER,
-    DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
+    DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, HOOK_TC_INGRESS, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN,
     REC_HELD,
 };
 
@@ -44,6 +44,10 @@ pub trait Packet {
     fn load(&self, off: u32, dst: *mut c_void, len: u32) -> i64;
     /// Makes the first `len` bytes linear (TC only); false if impossible.
     fn pull(&self, _len: u32) -> bool {
+        false
+    }
+    /// Sets `bits` in the packet's mark (TC only); false if impossible.
+    fn set_mark_bits(&self, _bits: u32) -> bool {
         false
     }
 }
@@ -99,6 +103,12 @@ impl Packet for SkbCtx<'_> {
     fn pull(&self, len: u32) -> bool {
         self.0.pull_data(len).is_ok()
     }
+    #[inline(always)]
+    fn set_mark_bits(&self, bits: u32) -> bool {
+        let old = unsafe { (*self.0.skb.skb).mark };
+        self.0.set_mark(old | bits);
+        true
+    }
 }
 
 #[inline(always)]
@@ -147,7 +157,25 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
     if !(dst_mon || src_mon) {
         return Action::Pass;
     }
-    monitored(p, hook, &l4, dst_mon, cfg.enforce != 0, cfg.gate != 0, st)
+    let gate = GateMode {
+        arm_at_syn: cfg.gate != 0,
+        mark: if hook == HOOK_TC_INGRESS {
+            cfg.gate_mark
+        } else {
+            0
+        },
+    };
+    monitored(p, hook, &l4, dst_mon, cfg.enforce != 0, gate, st)
+}
+
+/// How gates work for this packet.
+#[derive(Clone, Copy)]
+struct GateMode {
+    /// A client SYN arms its flow's gate ([`smtp_common::Config::gate`]).
+    arm_at_syn: bool,
+    /// Non-zero: gated client segments are marked with these bits for the
+    /// netfilter queue instead of being held here (TC ingress only).
+    mark: u32,
 }
 
 #[inline(always)]
@@ -157,7 +185,7 @@ fn monitored<P: Packet>(
     l4: &parse::L4,
     dst_mon: bool,
     enforce: bool,
-    gate_on: bool,
+    gate_mode: GateMode,
     st: &mut Stats,
 ) -> Action {
     bump(st, Stat::MonitoredPackets, 1);
@@ -177,6 +205,7 @@ fn monitored<P: Packet>(
     };
     let payload_len = ip_end.saturating_sub(payload_off) as u32;
     let mut rec_flags = 0;
+    let mut queued = false;
     if enforce {
         // A payload-less RST always passes: resets sent by the monitor (or
         // by the peers) must reach both ends of a stopped connection.
@@ -196,10 +225,21 @@ fn monitored<P: Packet>(
         }
         // The gate on: a client's SYN arms its flow's gate right here, so
         // no message end can pass before userspace has seen the flow.
-        if gate_on && dst_mon && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if gate_mode.arm_at_syn && dst_mon && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             let _ = GATES.insert(&key, &Gate::default(), BPF_NOEXIST);
         }
-        if dst_mon && payload_len > 0 {
+        // The queue gate: every client segment with payload of a gated flow
+        // goes through the monitor's netfilter queue, wherever a message
+        // end sits in it; userspace accepts it once inspected.
+        queued = dst_mon
+            && payload_len > 0
+            && gate_mode.mark != 0
+            && unsafe { GATES.get(&key) }.is_some()
+            && p.set_mark_bits(gate_mode.mark);
+        if queued {
+            bump(st, Stat::GateQueued, 1);
+            rec_flags = REC_HELD;
+        } else if dst_mon && payload_len > 0 {
             match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {
                 GateAction::None => {}
                 GateAction::Passed => bump(st, Stat::GatePassed, 1),
@@ -237,7 +277,7 @@ fn monitored<P: Packet>(
         _pad: 0,
     };
     emit(p, hdr, payload_off as u32, st);
-    if rec_flags & REC_HELD != 0 {
+    if rec_flags & REC_HELD != 0 && !queued {
         Action::Drop
     } else {
         Action::Pass
