@@ -133,7 +133,7 @@ impl Postfix {
                          relayhost = [198.18.0.2]:25\n"
             .to_string();
         if opts.tls {
-            extra.push_str("smtp_tls_security_level = may\n");
+            extra.push_str("smtp_tls_security_level = may\nsmtp_tls_loglevel = 1\n");
         }
         Postfix::start(ns, root, "client.test.example", &extra, false)
     }
@@ -254,6 +254,19 @@ impl Postfix {
         }
         files.sort();
         files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    }
+
+    /// Waits (at most `timeout`) until the Maildir holds `n` messages or
+    /// more; returns how many it holds.
+    pub fn wait_maildir(&self, n: usize, timeout: Duration) -> usize {
+        let end = Instant::now() + timeout;
+        loop {
+            let have = self.maildir().len();
+            if have >= n || Instant::now() >= end {
+                return have;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Messages in the queue (incoming, active, deferred, hold, maildrop).
