@@ -291,7 +291,7 @@ impl fmt::Display for KernelStats {
             f,
             "packets={} monitored_packets={} monitored_bytes={} records_sent={} records_lost={} \
              bytes_uncaptured={} dropped_by_verdict={} unparsed={} dropped_by_blocklist={} \
-             gate_held={} gate_passed={}",
+             gate_held={} gate_passed={} gate_queued={}",
             self.get(Stat::Packets),
             self.get(Stat::MonitoredPackets),
             self.get(Stat::MonitoredBytes),
@@ -303,6 +303,7 @@ impl fmt::Display for KernelStats {
             self.get(Stat::DroppedByBlocklist),
             self.get(Stat::GateHeld),
             self.get(Stat::GatePassed),
+            self.get(Stat::GateQueued),
         )
     }
 }
@@ -332,7 +333,7 @@ mod tests {
         s.0[Stat::GateHeld as usize] = 4;
         s.0[Stat::GatePassed as usize] = 5;
         let text = s.to_string();
-        assert!(text.ends_with("dropped_by_blocklist=3 gate_held=4 gate_passed=5"));
+        assert!(text.ends_with("dropped_by_blocklist=3 gate_held=4 gate_passed=5 gate_queued=0"));
         assert_eq!(text.matches('=').count(), STAT_COUNT);
     }
 
