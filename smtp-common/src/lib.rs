@@ -214,8 +214,10 @@ pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
-/// [`RecordHeader::rec_flags`]: the segment was held by a gate (dropped
-/// after this copy; its retransmission comes again).
+/// [`RecordHeader::rec_flags`]: the segment was held by a gate: dropped
+/// after this copy (its retransmission comes again) or, with
+/// [`Config::gate_mark`], marked for the netfilter queue, where it waits for
+/// the monitor's verdict.
 pub const REC_HELD: u32 = 1;
 /// [`RecordHeader::rec_flags`]: the kernel (or NIC) verified the TCP checksum.
 pub const REC_CSUM_GOOD: u32 = 2;
@@ -322,6 +324,14 @@ pub struct Config {
     /// headers, URG segments) pass while enforcing, as in monitor mode. Zero
     /// (the default): enforcing drops them (fail closed).
     pub unparsed_pass: u32,
+    /// Non-zero (with [`Config::gate`] flows): the netfilter-queue gate. On
+    /// TC ingress, every client→server segment with payload of a flow with a
+    /// [`Gate`] entry gets these bits set in `skb->mark` and passes; the
+    /// monitor's netfilter rule queues marked packets to userspace, which
+    /// accepts each once the bytes up to its end were inspected (no kernel
+    /// hold, no retransmission wait). Other hooks (XDP, TC egress) hold
+    /// message ends in the kernel as without it.
+    pub gate_mark: u32,
 }
 
 impl Config {
@@ -339,6 +349,7 @@ impl Config {
             enforce: enforce as u32,
             gate: 0,
             unparsed_pass: 0,
+            gate_mark: 0,
         }
     }
 }
@@ -399,10 +410,13 @@ pub enum Stat {
     /// Server pure ACKs replayed to userspace at a gate hold
     /// ([`REC_ACK_REPLAY`]).
     AckReplays = 18,
+    /// Client segments of gated flows marked for the netfilter queue
+    /// ([`Config::gate_mark`]).
+    GateQueued = 19,
 }
 
 /// Number of counters.
-pub const STAT_COUNT: usize = 19;
+pub const STAT_COUNT: usize = 20;
 
 /// Per-CPU counters (the single entry of the per-CPU stats map).
 #[repr(C)]

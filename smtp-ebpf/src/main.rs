@@ -7,7 +7,10 @@
 //! monitored segments are dropped when their client address is in the
 //! blocklist or their flow has a drop verdict (payload-less RSTs excepted),
 //! and a client segment ending a message on a gated flow is held (copied to
-//! userspace flagged `REC_HELD`, then dropped). The rest is copied to the
+//! userspace flagged `REC_HELD`, then dropped) — or, with the netfilter-queue
+//! gate on (`Config::gate_mark`, TC ingress), every client segment with
+//! payload of a gated flow is marked for the monitor's queue and passes,
+//! flagged `REC_HELD` too. The rest is copied to the
 //! ring buffer (header + payload, split in records of at most
 //! [`smtp_common::CHUNK`] bytes).
 #![no_std]

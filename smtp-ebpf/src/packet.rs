@@ -22,7 +22,8 @@ use core::ffi::c_void;
 use smtp_common::{
     seq_ge, AckSeen, Config, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK,
     DIR_CLIENT_TO_SERVER, DIR_SERVER_TO_CLIENT, GATE_BDAT, GATE_RELEASED, HOOK_TC_EGRESS,
-    MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN, REC_ACK_REPLAY, REC_CSUM_BAD, REC_CSUM_GOOD,
+    HOOK_TC_INGRESS, MAX_CHUNKS, MAX_PORTS, RECORD_HEADER_LEN, REC_ACK_REPLAY, REC_CSUM_BAD,
+    REC_CSUM_GOOD,
     REC_HELD,
 };
 
@@ -66,6 +67,10 @@ pub trait Packet {
     /// `skb_shinfo->gso_segs` (TC); 0 when unknown (XDP).
     fn gso_segs(&self) -> u32 {
         0
+    }
+    /// Sets `bits` in the packet's mark (TC only); false if impossible.
+    fn set_mark_bits(&self, _bits: u32) -> bool {
+        false
     }
 }
 
@@ -129,6 +134,12 @@ impl Packet for SkbCtx<'_> {
     #[inline(always)]
     fn gso_segs(&self) -> u32 {
         unsafe { (*self.0.skb.skb).gso_segs }
+    }
+    #[inline(always)]
+    fn set_mark_bits(&self, bits: u32) -> bool {
+        let old = unsafe { (*self.0.skb.skb).mark };
+        self.0.set_mark(old | bits);
+        true
     }
 }
 
@@ -195,7 +206,15 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
         bump(st, Stat::MonitoredPackets, 1);
         return fail_closed(st, Stat::Fragments);
     }
-    monitored(p, hook, &l4, dst_mon, cfg, st)
+    let gate = GateMode {
+        arm_at_syn: cfg.gate != 0,
+        mark: if hook == HOOK_TC_INGRESS {
+            cfg.gate_mark
+        } else {
+            0
+        },
+    };
+    monitored(p, hook, &l4, dst_mon, cfg, gate, st)
 }
 
 /// Counts a packet the program cannot record by `reason`; drops it while
@@ -213,6 +232,16 @@ fn fail_closed(st: &mut Stats, reason: Stat) -> Action {
     Action::Pass
 }
 
+/// How gates work for this packet.
+#[derive(Clone, Copy)]
+struct GateMode {
+    /// A client SYN arms its flow's gate ([`smtp_common::Config::gate`]).
+    arm_at_syn: bool,
+    /// Non-zero: gated client segments are marked with these bits for the
+    /// netfilter queue instead of being held here (TC ingress only).
+    mark: u32,
+}
+
 #[inline(always)]
 fn monitored<P: Packet>(
     p: &P,
@@ -220,6 +249,7 @@ fn monitored<P: Packet>(
     l4: &parse::L4,
     dst_mon: bool,
     cfg: &Config,
+    gate_mode: GateMode,
     st: &mut Stats,
 ) -> Action {
     bump(st, Stat::MonitoredPackets, 1);
@@ -251,6 +281,7 @@ fn monitored<P: Packet>(
     }
     let mut rec_flags = 0;
     let mut replay_ack = false;
+    let mut queued = false;
     if enforce {
         let client = if dst_mon { src } else { dst };
         if !bare_rst && blocked(l4.family, client) {
@@ -267,10 +298,21 @@ fn monitored<P: Packet>(
         }
         // The gate on: a client's SYN arms its flow's gate right here, so
         // no message end can pass before userspace has seen the flow.
-        if gate_on && dst_mon && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if gate_mode.arm_at_syn && dst_mon && tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             let _ = GATES.insert(&key, &Gate::default(), BPF_NOEXIST);
         }
-        if dst_mon && payload_len > 0 {
+        // The queue gate: every client segment with payload of a gated flow
+        // goes through the monitor's netfilter queue, wherever a message
+        // end sits in it; userspace accepts it once inspected.
+        queued = dst_mon
+            && payload_len > 0
+            && gate_mode.mark != 0
+            && unsafe { GATES.get(&key) }.is_some()
+            && p.set_mark_bits(gate_mode.mark);
+        if queued {
+            bump(st, Stat::GateQueued, 1);
+            rec_flags = REC_HELD;
+        } else if dst_mon && payload_len > 0 {
             match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {
                 GateAction::None => {}
                 GateAction::Passed => bump(st, Stat::GatePassed, 1),
@@ -347,7 +389,7 @@ fn monitored<P: Packet>(
         }
         _ => {}
     }
-    if rec_flags & REC_HELD != 0 {
+    if rec_flags & REC_HELD != 0 && !queued {
         Action::Drop
     } else {
         Action::Pass

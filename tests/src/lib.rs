@@ -9,6 +9,8 @@
 //! * [`mail`]: real SMTP software (smtp-sink, swaks, smtp-source).
 //! * [`live`]: namespaces + smtp-sink + `smtp-user run --rules`, for policy tests.
 //! * [`sink`]: smtp-sink storing each delivered message as a file.
+//! * [`postfix`]: real Postfix instances (server, relaying client) and a
+//!   monitored MX ([`postfix::MxLive`]) for the end-of-data gate tests.
 //! * [`fake_server`]: a socat-driven server with a chosen greeting.
 //! * [`streams`]: rebuilds each direction's byte stream from records.
 //!
@@ -21,6 +23,7 @@ pub mod live;
 pub mod mail;
 pub mod monitor;
 pub mod netns;
+pub mod postfix;
 pub mod process;
 pub mod reassemble;
 pub mod router;

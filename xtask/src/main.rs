@@ -9,6 +9,8 @@
 //! * `cargo xtask bench-datapath`: the datapath benchmark tables (README).
 //! * `cargo xtask bench-enforcement`: verdict latency and end-of-data gate
 //!   latency tables (README).
+//! * `cargo xtask bench-gate`: what the end-of-data gate adds per message
+//!   with real Postfix (netfilter queue, fallback, baseline) (README).
 //! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
 //!   `examples/rules.toml` in two namespaces: what gets delivered, what
 //!   gets blocked and why.
@@ -61,6 +63,13 @@ enum Cmd {
     /// Verdict latency and end-of-data gate latency through the daemon
     /// (arguments after `--`: `--sessions N`).
     BenchEnforcement {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The end-of-data gate's added latency per message with real Postfix
+    /// as server, Postfix and smtplib as clients (arguments after `--`:
+    /// `--messages N`).
+    BenchGate {
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -159,6 +168,24 @@ fn run(cli: Cli) -> Result<()> {
                 "smtp-e2e",
                 "--bench",
                 "enforcement",
+                "--",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            cmd.extend(args);
+            sh::privileged(&root, &cmd)
+        }
+        Cmd::BenchGate { args } => {
+            prereqs::ensure()?;
+            build_release(&root)?;
+            let mut cmd: Vec<String> = [
+                "cargo",
+                "bench",
+                "-p",
+                "smtp-e2e",
+                "--bench",
+                "gate_latency",
                 "--",
             ]
             .iter()

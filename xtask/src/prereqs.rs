@@ -20,7 +20,15 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("swaks", "SMTP client for end-to-end tests"),
     ("socat", "ad-hoc TCP endpoints"),
     ("curl", "fetches Suricata's EVE schema for the output tests"),
-    ("postfix", "smtp-sink/smtp-source SMTP load generators"),
+    (
+        "postfix",
+        "smtp-sink/smtp-source load generators; real Postfix MTAs for the gate tests",
+    ),
+    (
+        "iptables",
+        "the gate's NFQUEUE rule (iptables/ip6tables, run by the daemon)",
+    ),
+    ("openssl", "a certificate for the STARTTLS gate test"),
     (
         "python3-aiosmtpd",
         "scriptable SMTP server for end-to-end tests",

@@ -3,6 +3,7 @@
 //! until SIGINT/SIGTERM (then detach and unpin). SIGHUP reloads the rules.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,12 +15,12 @@ use smtp_common::Verdict;
 use smtp_user::control::{
     default_socket_path, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
 };
-use smtp_user::daemon::Enforcer;
+use smtp_user::daemon::{Enforcer, QueueGate};
 use smtp_user::datapath::{Control, IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
 use smtp_user::flow::FlowConfig;
 use smtp_user::output::timestamp::rfc3339_micros;
 use smtp_user::pipeline::{
-    kernel_flow_key, LiveFlow, LivePipeline, LiveReport, Mode, ModeSwitch, PolicyOptions,
+    kernel_flow_key, LiveFlow, LiveGate, LivePipeline, LiveReport, Mode, ModeSwitch, PolicyOptions,
     SegmentBatch,
 };
 use smtp_user::policy::RuleSet;
@@ -67,6 +68,27 @@ pub struct RunArgs {
     /// always passes them. Counted by reason in `ctl stats` either way.
     #[arg(long, value_enum, default_value_t = Unparsed::Drop)]
     pub unparsed: Unparsed,
+    /// Netfilter queue number of the gate. With `--gate` and TC ingress,
+    /// every client segment of a gated flow waits in this queue (an
+    /// `NFQUEUE` rule the daemon installs with iptables/ip6tables) until
+    /// its bytes were inspected: a clean message end passes within
+    /// microseconds, wherever it sits in the segment. Without netfilter
+    /// queueing the gate falls back to the kernel hold (a log line says so).
+    #[arg(long, default_value_t = 2525)]
+    pub gate_queue: u16,
+    /// Mark bit(s) the kernel sets on packets for the gate's queue (must
+    /// not be used by other marks on this host).
+    #[arg(long, default_value = "0x00200000", value_parser = parse_mark)]
+    pub gate_mark: u32,
+    /// Use the kernel hold without the netfilter queue: a message end is
+    /// dropped until released, then passes with TCP's retransmission
+    /// (~200 ms per message); pipelined ends are missed (`gate_missed`).
+    #[arg(long)]
+    pub gate_fallback: bool,
+    /// Reply of the `reject` action, sent to the client on the server's
+    /// behalf (one line: a 5xx code, enhanced status, text).
+    #[arg(long, default_value = smtp_user::pipeline::DEFAULT_REJECT_REPLY, value_parser = parse_reply)]
+    pub reject_reply: String,
     /// Seconds between counter summaries.
     #[arg(long, default_value_t = 10)]
     pub stats_interval: u64,
@@ -102,6 +124,34 @@ pub enum Unparsed {
     Drop,
     /// Let them through.
     Pass,
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("not a mark: {e}"))?;
+    if v == 0 {
+        return Err("the gate mark needs at least one bit".into());
+    }
+    Ok(v)
+}
+
+/// A reject reply: one line starting with a 5xx code.
+fn parse_reply(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let ok = b.len() >= 4
+        && b.len() <= 500
+        && b[0] == b'5'
+        && b[1].is_ascii_digit()
+        && b[2].is_ascii_digit()
+        && b[3] == b' '
+        && s.bytes().all(|c| (0x20..0x7f).contains(&c));
+    if !ok {
+        return Err("expected one printable line starting with a 5xx code and a space".into());
+    }
+    Ok(s.to_string())
 }
 
 fn now_micros() -> u64 {
@@ -158,8 +208,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         mode: mode.clone(),
         gate: args.gate,
     };
-    let mon = Monitor::start(MonitorOptions {
-        iface: args.iface,
+    let mut mon = Monitor::start(MonitorOptions {
+        iface: args.iface.clone(),
         ports: args.ports.clone(),
         ringbuf_size: args.ringbuf_size,
         ingress: args.ingress,
@@ -180,6 +230,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             e.apply(&mut control, request, &worker_mode, now_micros());
         }
     };
+    let mut queue_gate = if args.gate {
+        open_queue_gate(&args, &mon)
+    } else {
+        None
+    };
+    let gate = LiveGate {
+        reject_reply: args.reject_reply.clone(),
+        verdict: queue_gate.as_ref().map(QueueGate::verdict_fn),
+    };
     let pipeline = LivePipeline::start(
         flow,
         args.log_commands,
@@ -187,8 +246,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         policy,
         BufWriter::new(out),
         enforce,
+        gate,
     )
     .context("cannot start the pipeline thread")?;
+    if let Some(q) = queue_gate.as_mut() {
+        q.start_reader(pipeline.queue_feed())
+            .context("cannot start the netfilter queue reader")?;
+        // Only now: marked packets have a reader.
+        let c = mon.control();
+        c.config()
+            .and_then(|cfg| {
+                c.set_config(&smtp_common::Config {
+                    gate_mark: args.gate_mark,
+                    ..cfg
+                })
+            })
+            .context("cannot switch the kernel to the queue gate")?;
+        tracing::info!(
+            queue = args.gate_queue,
+            mark = format_args!("{:#x}", args.gate_mark),
+            "gate: client segments of gated flows wait in the netfilter queue until inspected"
+        );
+    }
     let socket_path = args
         .control_socket
         .unwrap_or_else(|| default_socket_path(mon.iface()));
@@ -223,6 +302,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         let mut batch = SegmentBatch::default();
         tokio::select! {
+            // Signals first: once SIGTERM is pending nothing more is read
+            // (and so nothing more accepted from the gate's queue).
+            biased;
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
             r = d.mon.next_batch(|rec| {
                 let seg = rec.segment(&clock);
                 tracing::trace!(
@@ -252,28 +336,122 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     tracing::error!("reload rejected, the old rules stay in force: {e}");
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
         }
         if !batch.is_empty() && !d.pipeline.send(batch).await {
             break;
         }
     }
     drop(server);
+    // Fail closed: from here nothing queued is accepted, and the gated
+    // sessions still open are answered 421 and reset on the server side.
+    if let Some(q) = &queue_gate {
+        q.stop_accepting();
+    }
+    if args.gate {
+        let _ = d.pipeline.shutdown_gate().await;
+    }
+    if let Some(q) = queue_gate.as_mut() {
+        q.stop_reader();
+    }
+    let mode_at_exit = d.mode.mode();
     let Daemon {
-        mon,
+        mut mon,
         pipeline,
         enforcer,
+        ports,
         ..
     } = d;
     let report = pipeline.finish();
+    if args.gate && mode_at_exit == Mode::Enforce {
+        reset_unseen_gated(&mut mon, &ports);
+    }
     summary_line(&mon, &enforcer);
     report_line(&report);
     mon.shutdown();
+    // The kernel no longer marks: the rule can go.
+    if let Some(q) = queue_gate {
+        q.remove_rule();
+    }
     if let Some(e) = report.output_error {
         anyhow::bail!("cannot write output: {e}");
     }
     Ok(())
+}
+
+/// At exit, gated flows the pipeline never saw (their records were still in
+/// the ring buffer) are reset through their local server socket, so none of
+/// them goes on unheld once the datapath is detached. (Flows it knew were
+/// answered 421 already; their sockets are gone.)
+fn reset_unseen_gated(mon: &mut Monitor, ports: &[u16]) {
+    let keys = match mon.control().gated_flows() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the gated flows at exit");
+            return;
+        }
+    };
+    let mut reset = 0;
+    for k in keys {
+        let Some((client, server)) = key_endpoints(&k, ports) else {
+            continue;
+        };
+        let ep = smtp_user::enforce::TcpEndpoints {
+            client,
+            server,
+            client_next_seq: None,
+            server_next_seq: None,
+        };
+        if smtp_user::enforce::reset_connection(&ep).is_ok() {
+            reset += 1;
+        }
+    }
+    if reset > 0 {
+        tracing::warn!(
+            sessions = reset,
+            "stopping: gated sessions not yet seen were reset"
+        );
+    }
+}
+
+/// Client and server of a kernel flow key (the server's port is monitored).
+fn key_endpoints(k: &smtp_common::FlowKey, ports: &[u16]) -> Option<(SocketAddr, SocketAddr)> {
+    let ip = |a: &[u8; 16]| -> Option<IpAddr> {
+        match k.family {
+            smtp_common::FAMILY_V4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+            smtp_common::FAMILY_V6 => Some(IpAddr::from(*a)),
+            _ => None,
+        }
+    };
+    let lo = SocketAddr::new(ip(&k.lo_addr)?, k.lo_port);
+    let hi = SocketAddr::new(ip(&k.hi_addr)?, k.hi_port);
+    if ports.contains(&k.lo_port) {
+        Some((hi, lo))
+    } else {
+        Some((lo, hi))
+    }
+}
+
+/// The netfilter-queue gate, or `None` (with the reason logged) for the
+/// kernel-hold fallback.
+fn open_queue_gate(args: &RunArgs, mon: &Monitor) -> Option<QueueGate> {
+    const FALLBACK: &str = "the gate falls back to the kernel hold: message ends wait for TCP's \
+                            retransmission after release (~200 ms each) and ends pipelined with \
+                            more commands are missed (gate_missed)";
+    if args.gate_fallback {
+        tracing::info!("--gate-fallback: {FALLBACK}");
+        return None;
+    }
+    if mon.ingress() != IngressMode::Tc {
+        tracing::warn!(ingress = %mon.ingress(), "only TC ingress can mark packets for the netfilter queue; {FALLBACK}");
+        return None;
+    }
+    match QueueGate::open(args.gate_queue, args.gate_mark) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            tracing::warn!(error = %e, "netfilter queue unavailable; {FALLBACK}");
+            None
+        }
+    }
 }
 
 impl Daemon {
@@ -363,6 +541,14 @@ impl Daemon {
                         "gap_bytes": p.gap_bytes,
                         "gate_releases": p.gate_releases,
                         "gate_missed": p.gate_missed,
+                        "rejects": p.rejects,
+                        "gate_queue": {
+                            "queued": p.queue.queued,
+                            "accepted": p.queue.accepted,
+                            "dropped_blocked": p.queue.dropped_blocked,
+                            "dropped_timeout": p.queue.dropped_timeout,
+                            "dropped_unparsed": p.queue.dropped_unparsed,
+                        },
                         "regex_restarts": p.regex_restarts,
                         "regex_failures": p.regex_failures,
                     })),
@@ -438,7 +624,7 @@ fn flow_row(f: &LiveFlow) -> FlowRow {
 fn report_line(r: &LiveReport) {
     tracing::info!(
         "pipeline: flows={} single_packet_flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
-         gate_releases={} gate_missed={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
+         gate_releases={} gate_missed={} rejects={} queue_accepted={} queue_dropped={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
          memcap_hits={}",
         r.pipeline.flows,
         r.pipeline.single_packet_flows,
@@ -451,6 +637,11 @@ fn report_line(r: &LiveReport) {
         r.pipeline.gap_bytes,
         r.pipeline.gate_releases,
         r.pipeline.gate_missed,
+        r.pipeline.rejects,
+        r.pipeline.queue.accepted,
+        r.pipeline.queue.dropped_blocked
+            + r.pipeline.queue.dropped_timeout
+            + r.pipeline.queue.dropped_unparsed,
         r.pipeline.regex_restarts,
         r.pipeline.regex_failures,
         r.table.evicted,

@@ -11,7 +11,9 @@ use serde::Serialize;
 use smtp_common::Verdict;
 
 use crate::datapath::Control;
-use crate::enforce::{reset_connection, ResetMethod, TcpEndpoints};
+use crate::enforce::{
+    reject_connection, reset_connection, RejectTarget, ResetMethod, TcpEndpoints,
+};
 use crate::pipeline::{kernel_flow_key, Enforcement, ModeSwitch};
 use crate::policy::Action;
 
@@ -28,6 +30,10 @@ pub struct EnforcerCounters {
     pub resets_injected: u64,
     /// Resets that could not be done (the drop verdict still holds).
     pub reset_failures: u64,
+    /// Transactions answered with the reject reply (server side reset).
+    pub rejects: u64,
+    /// Rejects that could not be sent (the gate still holds the message end).
+    pub reject_failures: u64,
     /// Client addresses put on the blocklist.
     pub ip_blocks: u64,
     /// Gate map writes (arm, release, BDAT end, disarm).
@@ -72,7 +78,9 @@ impl Enforcer {
                         "session blocked: drop verdict written"
                     );
                 }
-                if action == Action::Reset && mode.enforcing() {
+                // `reject` without a gate on the flow: nothing holds the
+                // message end to answer, so it acts as `reset`.
+                if matches!(action, Action::Reset | Action::Reject) && mode.enforcing() {
                     self.reset(TcpEndpoints {
                         client,
                         server,
@@ -81,6 +89,48 @@ impl Enforcer {
                     });
                 }
                 r
+            }
+            Enforcement::Reject {
+                flow_id,
+                client,
+                server,
+                reply,
+                server_next_seq,
+                client_ack,
+                server_rcv_next,
+                decided_at_micros,
+            } => {
+                if mode.enforcing() {
+                    let target = RejectTarget {
+                        client,
+                        server,
+                        server_next_seq,
+                        client_ack,
+                        server_rcv_next,
+                        reply: reply.into_bytes(),
+                    };
+                    match reject_connection(&target) {
+                        Ok(method) => {
+                            self.counters.rejects += 1;
+                            let latency = now_micros.saturating_sub(decided_at_micros);
+                            if decided_at_micros != 0 {
+                                self.latency.record(latency);
+                            }
+                            tracing::warn!(
+                                flow_id, %client, %server, method = method.as_str(),
+                                latency_us = latency,
+                                reply = %String::from_utf8_lossy(&target.reply).trim_end(),
+                                "transaction rejected: reply sent to the client, server side reset"
+                            );
+                        }
+                        Err(e) => {
+                            self.counters.reject_failures += 1;
+                            tracing::error!(flow_id, %client, %server, error = %e,
+                                "cannot send the reject reply; the gate keeps the message end");
+                        }
+                    }
+                }
+                Ok(())
             }
             Enforcement::BlockIp { ip, duration } => {
                 let r = control.block_ip(ip, Some(duration));

@@ -1,9 +1,11 @@
 //! The live daemon's parts that are not the pipeline itself: carrying out
-//! enforcement requests on the kernel ([`enforcer`]) and measuring how fast
-//! verdicts land ([`latency`]).
+//! enforcement requests on the kernel ([`enforcer`]), measuring how fast
+//! verdicts land ([`latency`]) and the netfilter-queue gate ([`queue_gate`]).
 
 pub mod enforcer;
 pub mod latency;
+pub mod queue_gate;
 
 pub use enforcer::{Enforcer, EnforcerCounters};
 pub use latency::LatencySamples;
+pub use queue_gate::{QueueGate, QueueGateError};

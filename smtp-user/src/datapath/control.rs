@@ -192,6 +192,16 @@ impl Control {
         remove(&mut self.gates, key, MAP_GATES).map(|_| ())
     }
 
+    /// Flows with an armed gate.
+    pub fn gated_flows(&self) -> Result<Vec<FlowKey>, DatapathError> {
+        let mut out = Vec::new();
+        for item in self.gates.iter() {
+            let (k, _) = item.map_err(map_err(MAP_GATES))?;
+            out.push(k);
+        }
+        Ok(out)
+    }
+
     /// The gate of a flow, if armed.
     pub fn gate(&self, key: &FlowKey) -> Option<Gate> {
         self.gates.get(key, 0).ok()
@@ -297,6 +307,7 @@ impl KernelStats {
         (Stat::ChecksumGood, "checksum_good"),
         (Stat::ChecksumBad, "checksum_bad"),
         (Stat::AckReplays, "ack_replays"),
+        (Stat::GateQueued, "gate_queued"),
     ];
 }
 

@@ -37,12 +37,16 @@
 
 mod diag;
 mod error;
+pub mod netfilter;
+pub mod nfqueue;
 mod raw;
+mod reject;
 mod segment;
 
 use std::net::SocketAddr;
 
 pub use error::ResetError;
+pub use reject::{reject_connection, RejectTarget};
 
 /// The connection to reset, as the monitor saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,10 @@
-//! Wire format of a forged RST: the IPv4 or IPv6 header and a 20-byte TCP
-//! header with the RST and ACK flags, checksums included.
+//! Wire format of forged segments: the IPv4 or IPv6 header and a 20-byte
+//! TCP header (RST|ACK for [`rst_packet`], PSH|ACK with a payload for
+//! [`data_packet`]), checksums included.
 //!
-//! Pure byte building, no sockets: [`rst_packet`] returns the packet a raw
-//! socket sends as is (IPv4 `IP_HDRINCL`, IPv6 `IPPROTO_RAW`). The bytes
-//! come from the shared frame builder ([`crate::capture::builder`]).
+//! Pure byte building, no sockets: each returns the packet a raw socket
+//! sends as is (IPv4 `IP_HDRINCL`, IPv6 `IPPROTO_RAW`). The bytes come
+//! from the shared frame builder ([`crate::capture::builder`]).
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,30 @@ pub fn rst_packet(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32) -> Optio
     }
     let mut p = TcpPacket::new(src, dst, seq, ack, TcpFlags::RST | TcpFlags::ACK, &[]);
     p.window = 0;
+    Some(p.ip())
+}
+
+/// One forged data segment `src` → `dst` carrying `payload` (PSH|ACK, and
+/// FIN when `fin`: `src` has nothing more to say), `seq` the sequence number
+/// of its first byte, `ack` the next byte expected from `dst`, an open
+/// window. What the gate's `reject` answers the client with.
+///
+/// Returns `None` when `src` and `dst` are not of one address family or the
+/// payload does not fit one packet.
+pub fn data_packet(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+    fin: bool,
+) -> Option<Vec<u8>> {
+    if src.is_ipv4() != dst.is_ipv4() || payload.len() > 1200 {
+        return None;
+    }
+    let flags = TcpFlags::PSH | TcpFlags::ACK | if fin { TcpFlags::FIN } else { 0 };
+    let mut p = TcpPacket::new(src, dst, seq, ack, flags, payload);
+    p.window = 0xffff;
     Some(p.ip())
 }
 
@@ -96,6 +121,39 @@ mod tests {
         assert_eq!(seg.seq, u32::MAX);
         assert_eq!(seg.ack, 0x8000_0000);
         assert_eq!(seg.flags.0, TcpFlags::RST | TcpFlags::ACK);
+    }
+
+    #[test]
+    fn data_segment_carries_the_reply() {
+        let reply = b"550 5.7.1 rejected\r\n";
+        let p = data_packet(
+            sa("198.18.0.2:25"),
+            sa("198.18.0.1:40000"),
+            9,
+            77,
+            reply,
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.len(), 40 + reply.len());
+        assert_eq!(checksum(&[&p[..20]]), 0);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6, 0, (20 + reply.len()) as u8]);
+        assert_eq!(checksum(&[&pseudo, &p[20..]]), 0);
+        let seg = parse_frame(linktype::RAW, 0, &p).unwrap();
+        assert_eq!((seg.seq, seg.ack), (9, 77));
+        assert_eq!(seg.payload, reply);
+        assert_eq!(seg.flags.0, TcpFlags::PSH | TcpFlags::ACK | TcpFlags::FIN);
+        assert!(data_packet(
+            sa("198.18.0.2:25"),
+            sa("198.18.0.1:1"),
+            0,
+            0,
+            &[0; 1300],
+            false
+        )
+        .is_none());
     }
 
     #[test]

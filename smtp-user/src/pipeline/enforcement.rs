@@ -31,6 +31,25 @@ pub enum Enforcement {
         /// to measure the verdict latency.
         decided_at_micros: u64,
     },
+    /// Answer the client with `reply` on the server's behalf and reset the
+    /// server side (the `reject` action at a held message end, and every
+    /// gated session when the monitor stops).
+    Reject {
+        flow_id: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        /// The reply line, CRLF-terminated (`550 5.7.1 …`).
+        reply: String,
+        /// The server's next sequence number (where the reply starts).
+        server_next_seq: u32,
+        /// End of the client bytes the reply acknowledges.
+        client_ack: u32,
+        /// The first client byte the server did not get (start of the held
+        /// segment).
+        server_rcv_next: u32,
+        /// Capture time (µs since the epoch) of the segment that decided it.
+        decided_at_micros: u64,
+    },
     /// Put the client address on the kernel blocklist for `duration`.
     BlockIp { ip: IpAddr, duration: Duration },
     /// Hold the client segment that ends a message on this flow until released.

@@ -12,21 +12,30 @@
 //! openings) to the enforcement callback right after the segment that
 //! decided them, on its own thread: a verdict reaches the kernel without
 //! waiting for the rest of the batch or for the reader.
+//!
+//! With the netfilter-queue gate, the queue reader thread sends the packets
+//! it reads ([`QueueFeed`]) down the same channel; the worker gives each its
+//! verdict (the [`LiveGate::verdict`] callback) as soon as the flow was
+//! inspected up to the packet's end — after the very segment whose record
+//! completes it.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use smtp_common::{FlowKey, FAMILY_V4, FAMILY_V6};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capture::{Checksum, Segment, TcpFlags};
+use crate::capture::{parse_frame, wire::linktype, Checksum, Segment, TcpFlags};
+use crate::enforce::nfqueue::QueuedPacket;
 use crate::flow::{FlowConfig, FlowInfo, FlowTable, TableStats};
 use crate::output::{EveWriter, OutputCounters};
 use crate::policy::RuleSet;
 
 use super::enforcement::Enforcement;
+use super::gate_queue::QueuedSegment;
 use super::smtp_flows::{FlowView, PipelineCounters, PolicyOptions, SmtpFlows};
 
 /// Batches in flight between reader and worker.
@@ -117,6 +126,74 @@ enum Msg {
     Flows(oneshot::Sender<Vec<LiveFlow>>),
     /// The pipeline's counters so far.
     Counters(oneshot::Sender<PipelineCounters>),
+    /// Packets read from the netfilter queue, waiting for verdicts.
+    Queued(Vec<QueuedPacket>, Instant),
+    /// The monitor stops: answer the gated sessions still open.
+    Shutdown,
+}
+
+/// The gate's live parts.
+pub struct LiveGate {
+    /// Reply of the `reject` action (one line, no CRLF).
+    pub reject_reply: String,
+    /// Gives a queued packet its verdict `(id, accept)`; `None` without
+    /// the netfilter-queue gate.
+    pub verdict: Option<Box<dyn FnMut(u32, bool) + Send>>,
+}
+
+impl Default for LiveGate {
+    fn default() -> Self {
+        LiveGate {
+            reject_reply: super::smtp_flows::DEFAULT_REJECT_REPLY.to_string(),
+            verdict: None,
+        }
+    }
+}
+
+/// The queue reader's way into the worker.
+#[derive(Clone)]
+pub struct QueueFeed(mpsc::Sender<Msg>);
+
+impl QueueFeed {
+    /// Hands packets read from the queue to the worker (blocking while it
+    /// is behind); false once the worker is gone.
+    pub fn send(&self, packets: Vec<QueuedPacket>) -> bool {
+        self.0
+            .blocking_send(Msg::Queued(packets, Instant::now()))
+            .is_ok()
+    }
+}
+
+/// Gives the queued segments that can be decided now their verdicts (and
+/// the ones already in `verdicts`).
+fn settle<W: Write>(
+    h: &mut SmtpFlows<W>,
+    verdict: &mut Option<Box<dyn FnMut(u32, bool) + Send>>,
+    verdicts: &mut Vec<(u32, bool)>,
+) {
+    let Some(v) = verdict.as_mut() else {
+        verdicts.clear();
+        return;
+    };
+    if h.queue_pending() {
+        h.settle_queue(Instant::now(), verdicts);
+    }
+    for (id, accept) in verdicts.drain(..) {
+        v(id, accept);
+    }
+}
+
+/// A queued packet as the gate sees it; `None` when it is not a TCP segment.
+fn queued_segment(p: &QueuedPacket, since: Instant) -> Option<QueuedSegment> {
+    let seg = parse_frame(linktype::RAW, 0, &p.packet).ok()?;
+    let len = (seg.payload.len() as u32).wrapping_add(seg.uncaptured);
+    Some(QueuedSegment {
+        id: p.id,
+        client: seg.src,
+        server: seg.dst,
+        end_seq: seg.seq.wrapping_add(len),
+        since,
+    })
 }
 
 /// One tracked flow, for `ctl flows`.
@@ -157,6 +234,7 @@ impl LivePipeline {
         policy: PolicyOptions,
         out: W,
         mut enforce: E,
+        gate: LiveGate,
     ) -> std::io::Result<LivePipeline>
     where
         W: Write + Send + 'static,
@@ -166,10 +244,13 @@ impl LivePipeline {
         let worker = std::thread::Builder::new()
             .name("smtp-pipeline".into())
             .spawn(move || {
-                let handler = SmtpFlows::with_policy(
+                let mut handler = SmtpFlows::with_policy(
                     EveWriter::new(out, log_commands).with_anomalies_per_kind(anomalies_per_kind),
                     policy,
                 );
+                handler.set_reject_reply(&gate.reject_reply);
+                let mut verdict = gate.verdict;
+                let mut verdicts = Vec::new();
                 let mut table = FlowTable::new(flow, handler);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
@@ -178,8 +259,32 @@ impl LivePipeline {
                             for r in table.handler_mut().take_requests() {
                                 enforce(r);
                             }
+                            settle(table.handler_mut(), &mut verdict, &mut verdicts);
                         }),
+                        Msg::Queued(packets, since) => {
+                            let h = table.handler_mut();
+                            for p in &packets {
+                                match queued_segment(p, since) {
+                                    Some(q) => h.queue_segment(q),
+                                    None => {
+                                        h.queue_unparsed();
+                                        verdicts.push((p.id, false));
+                                    }
+                                }
+                            }
+                            settle(h, &mut verdict, &mut verdicts);
+                        }
+                        Msg::Shutdown => {
+                            let n = table.handler_mut().reject_open_gated();
+                            if n > 0 {
+                                tracing::warn!(
+                                    sessions = n,
+                                    "stopping: gated sessions still open answered 421 and reset"
+                                );
+                            }
+                        }
                         Msg::Tick(now) => {
+                            settle(table.handler_mut(), &mut verdict, &mut verdicts);
                             table.expire(now);
                             if let Err(e) = table.handler_mut().finish_output() {
                                 tracing::error!(error = %e, "cannot write output");
@@ -222,6 +327,17 @@ impl LivePipeline {
                 }
             })?;
         Ok(LivePipeline { tx, worker })
+    }
+
+    /// The queue reader's way into the worker.
+    pub fn queue_feed(&self) -> QueueFeed {
+        QueueFeed(self.tx.clone())
+    }
+
+    /// The monitor stops: gated sessions still open are answered 421 and
+    /// their server side reset (after what is queued before this).
+    pub async fn shutdown_gate(&self) -> bool {
+        self.tx.send(Msg::Shutdown).await.is_ok()
     }
 
     /// Queues a batch; waits while the worker is behind.

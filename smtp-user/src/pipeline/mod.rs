@@ -8,11 +8,17 @@
 
 pub mod enforcement;
 pub mod first_packet;
+pub mod gate_queue;
 pub mod live;
 pub mod replay;
 pub mod smtp_flows;
 
 pub use enforcement::{Enforcement, Mode, ModeSwitch};
-pub use live::{kernel_flow_key, LiveFlow, LivePipeline, LiveReport, SegmentBatch};
+pub use gate_queue::{GateQueue, QueueCounters, QueuedSegment};
+pub use live::{
+    kernel_flow_key, LiveFlow, LiveGate, LivePipeline, LiveReport, QueueFeed, SegmentBatch,
+};
 pub use replay::{replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary};
-pub use smtp_flows::{FlowView, PipelineCounters, PolicyOptions, SmtpFlows};
+pub use smtp_flows::{
+    FlowView, PipelineCounters, PolicyOptions, SmtpFlows, DEFAULT_REJECT_REPLY, SHUTDOWN_REPLY,
+};

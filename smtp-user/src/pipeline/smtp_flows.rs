@@ -9,11 +9,21 @@
 //! could end a message were inspected (the message's `End`, or bytes ending
 //! in `.\r\n`) and no rule blocked the flow, the gate is released up to the
 //! client's next sequence number, so the kernel lets the retransmission of
-//! the held segment through. A message whose end reached the server without
-//! being held is reported as `gate_missed`.
+//! the held segment through. With the netfilter-queue gate every client
+//! segment of a gated flow waits in the queue instead, and
+//! [`GateQueue`](super::gate_queue::GateQueue) accepts it once inspected. A
+//! message whose end reached the server without being held is reported as
+//! `gate_missed`.
+//!
+//! A `reject` rule does not stop the session when it fires: the session is
+//! dissected on to the end of the transaction's data, whose segment the gate
+//! holds; there the client is answered `550 5.7.1 …` on the server's behalf
+//! and the server side is reset ([`Enforcement::Reject`]). Without a gate
+//! on the flow, `reject` acts as `reset`.
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::flow::{CloseReason, FlowAnomaly, FlowHandler, FlowInfo, FlowStats};
 use crate::output::{AnomalyBudget, AnomalyTally, EveWriter, FlowContext, FlowSummary};
@@ -25,6 +35,12 @@ use crate::Direction;
 
 use super::enforcement::{Enforcement, ModeSwitch};
 use super::first_packet::FirstPacket;
+use super::gate_queue::{GateQueue, QueueCounters, QueuedSegment};
+
+/// Default reply of the `reject` action.
+pub const DEFAULT_REJECT_REPLY: &str = "550 5.7.1 Message rejected by content policy";
+/// Reply to the gated sessions still open when the monitor stops.
+pub const SHUTDOWN_REPLY: &str = "421 4.3.2 Service shutting down, try again later";
 
 /// Totals over every flow the handler saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +70,10 @@ pub struct PipelineCounters {
     pub gate_releases: u64,
     /// Messages whose end slipped past the gate (`gate_missed`).
     pub gate_missed: u64,
+    /// Transactions answered with the `reject` reply.
+    pub rejects: u64,
+    /// The netfilter-queue gate's verdicts.
+    pub queue: QueueCounters,
     /// Regex scans restarted after a byte the lazy DFA could not decide
     /// (`\b` next to non-ASCII; a match across it may be missed).
     pub regex_restarts: u64,
@@ -123,6 +143,13 @@ struct FlowState {
     release_pending: bool,
     /// End of the `BDAT … LAST` chunk the gate was told to hold, if any.
     bdat_gate: Option<u32>,
+    /// Client stream position before the segment being processed (where a
+    /// held segment starts: the server's `RCV.NXT`).
+    up_start: Option<u32>,
+    /// A message ended in the client bytes of the segment being processed.
+    ended_in_segment: bool,
+    /// The `reject` reply was sent (or requested): the session is over.
+    rejected: bool,
     /// The message in transfer uses BDAT (else DATA).
     bdat_message: bool,
     /// Envelope as seen, for `ctl flows`.
@@ -152,6 +179,10 @@ const VIEW_MAX_RCPT: usize = 16;
 pub struct SmtpFlows<W: Write> {
     out: Out<W>,
     policy: PolicyOptions,
+    /// The netfilter-queue gate's waiting segments and per-flow state.
+    queue: GateQueue,
+    /// Reply of the `reject` action.
+    reject_reply: String,
     /// Requests for the datapath since the last [`SmtpFlows::take_requests`].
     requests: Vec<Enforcement>,
 }
@@ -304,12 +335,78 @@ impl<W: Write> SmtpFlows<W> {
                 alerts: Vec::new(),
             },
             policy,
+            queue: GateQueue::default(),
+            reject_reply: DEFAULT_REJECT_REPLY.to_string(),
             requests: Vec::new(),
         }
     }
 
+    /// Sets the reply of the `reject` action (one line, without CRLF).
+    pub fn set_reject_reply(&mut self, reply: &str) {
+        self.reject_reply = reply.to_string();
+    }
+
+    /// A client segment read from the netfilter queue, to be decided.
+    pub fn queue_segment(&mut self, q: QueuedSegment) {
+        self.queue.push(q);
+    }
+
+    /// A queued packet that could not be parsed (its verdict is drop).
+    pub fn queue_unparsed(&mut self) {
+        self.queue.unparsed();
+    }
+
+    /// True while queued segments wait for a verdict.
+    pub fn queue_pending(&self) -> bool {
+        self.queue.has_pending()
+    }
+
+    /// Verdicts of the queued segments that can be decided now:
+    /// `(packet id, accept)`.
+    pub fn settle_queue(&mut self, now: Instant, out: &mut Vec<(u32, bool)>) {
+        let enforcing = self.policy.mode.enforcing();
+        self.queue.settle(now, enforcing, out);
+    }
+
+    /// The monitor stops: every gated session still open is answered
+    /// [`SHUTDOWN_REPLY`] and its server side reset, so no message gets
+    /// through unheld once the gate is gone (the sending MTA retries later).
+    /// Returns how many.
+    pub fn reject_open_gated(&mut self) -> usize {
+        if !self.policy.mode.enforcing() {
+            return 0;
+        }
+        let mut n = 0;
+        for (&(client, server), f) in self.queue.flows() {
+            let (Some(up), Some(down)) = (f.up_next, f.down_next) else {
+                continue;
+            };
+            if !f.gated || f.blocked {
+                continue;
+            }
+            n += 1;
+            self.requests.push(Enforcement::Reject {
+                flow_id: 0,
+                client,
+                server,
+                reply: format!("{SHUTDOWN_REPLY}\r\n"),
+                server_next_seq: down,
+                client_ack: up,
+                server_rcv_next: up,
+                decided_at_micros: 0,
+            });
+        }
+        for (_, f) in self.queue.flows_mut() {
+            f.blocked = true;
+        }
+        n
+    }
+
     pub fn counters(&self) -> PipelineCounters {
-        self.out.counters
+        PipelineCounters {
+            queue: self.queue.counters,
+            ..self.out.counters
+        }
     }
 
     pub fn writer(&self) -> &EveWriter<W> {
@@ -360,6 +457,9 @@ impl<W: Write> SmtpFlows<W> {
             Input::Gap(n) => s.smtp.gap(dir, n, &mut emit),
         }
         let ended = emit.message_ended;
+        if dir == Direction::Up {
+            s.st.ended_in_segment |= ended;
+        }
         if dir == Direction::Up && s.st.gated {
             self.watch_gate(s, flow.held, ts, input, ended);
         }
@@ -417,6 +517,53 @@ impl<W: Write> SmtpFlows<W> {
         s.st.release_pending |= ended || bytes.ends_with(b".\r\n");
     }
 
+    /// The gate's part of [`FlowHandler::after_segment`]: answers a
+    /// rejected transaction at its end of data, lets TLS sessions go (their
+    /// content cannot be inspected), and tells the queue gate how far the
+    /// flow was inspected.
+    fn gate_after_segment(&mut self, s: &mut FlowSession, ts: u64, next_seq: [Option<u32>; 2]) {
+        let enforcing = self.policy.mode.enforcing();
+        let st = &mut s.st;
+        let ended = std::mem::take(&mut st.ended_in_segment);
+        if st.verdict == Some(Action::Reject) && !st.rejected && ended && st.gated {
+            if let (Some(up), Some(down)) = (next_seq[0], next_seq[1]) {
+                st.rejected = true;
+                self.out.counters.rejects += 1;
+                self.requests.push(Enforcement::Reject {
+                    flow_id: st.ctx.flow_id,
+                    client: st.ctx.client,
+                    server: st.ctx.server,
+                    reply: format!("{}\r\n", self.reject_reply),
+                    server_next_seq: down,
+                    client_ack: up,
+                    server_rcv_next: st.up_start.unwrap_or(up),
+                    decided_at_micros: ts,
+                });
+            }
+        }
+        if st.gated && s.smtp.is_tls() {
+            // After STARTTLS nothing can be inspected: the gate lets the
+            // session go (tls = "allow").
+            st.gated = false;
+            self.requests.push(Enforcement::DisarmGate {
+                client: st.ctx.client,
+                server: st.ctx.server,
+            });
+        }
+        st.up_start = next_seq[0];
+        if let Some(f) = self.queue.flow_mut(st.ctx.client, st.ctx.server) {
+            f.up_next = next_seq[0];
+            f.down_next = next_seq[1];
+            f.gated = st.gated;
+            f.blocked = enforcing
+                && match st.verdict {
+                    None => false,
+                    Some(Action::Reject) => st.rejected,
+                    Some(a) => a.blocks(),
+                };
+        }
+    }
+
     fn act_on_alerts(&mut self, st: &mut FlowState, ts: u64) {
         if self.out.alerts.is_empty() {
             return;
@@ -449,6 +596,11 @@ impl<W: Write> SmtpFlows<W> {
                     self.out.counters.blocked_flows += 1;
                 }
                 st.verdict = Some(alert.action);
+                if alert.action == Action::Reject && st.gated {
+                    // Answered at the transaction's end of data, which the
+                    // gate holds (after_segment).
+                    continue;
+                }
                 self.requests.push(Enforcement::Block {
                     flow_id: st.ctx.flow_id,
                     client: st.ctx.client,
@@ -484,6 +636,9 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             Session::new()
         };
         let gated = self.policy.gate && self.policy.rules.gate_rules_for(flow.client.ip());
+        if self.policy.gate {
+            self.queue.open(flow.client, flow.server, gated);
+        }
         if gated {
             // (Re)arm: the kernel armed it at the SYN already, unless the
             // flow started before the monitor (midstream).
@@ -513,6 +668,9 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
                 gated,
                 release_pending: false,
                 bdat_gate: None,
+                up_start: None,
+                ended_in_segment: false,
+                rejected: false,
                 bdat_message: false,
                 helo: None,
                 mail_from: None,
@@ -565,7 +723,8 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         self.act_on_alerts(&mut s.st, flow.last_ts);
     }
 
-    fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {
+    fn after_segment(&mut self, s: &mut FlowSession, flow: &FlowInfo, next_seq: [Option<u32>; 2]) {
+        self.gate_after_segment(s, flow.last_ts, next_seq);
         let st = &mut s.st;
         st.first.packet_done();
         if !st.first.single() {
@@ -635,6 +794,7 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         self.out.counters.regex_restarts += restarts;
         self.out.counters.regex_failures += failures;
         let ctx = s.st.ctx;
+        self.queue.close(ctx.client, ctx.server);
         if s.st.gated {
             self.requests.push(Enforcement::DisarmGate {
                 client: ctx.client,

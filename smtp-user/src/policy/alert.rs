@@ -16,6 +16,11 @@ use serde::Serialize;
 pub enum Action {
     /// Only write the alert.
     Alert,
+    /// Answer the transaction's end of data on the server's behalf with a
+    /// permanent failure (`550 5.7.1 …`, the rule's `reject_reply`) and reset
+    /// the server side, so the sending MTA bounces the message instead of
+    /// retrying; needs the end-of-data gate (without it: like `reset`).
+    Reject,
     /// Drop the session silently in the kernel (the tutorial's `self:drop()`).
     Drop,
     /// Tear the connection down so both ends learn at once that it is gone.
@@ -26,6 +31,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Alert => "alert",
+            Action::Reject => "reject",
             Action::Drop => "drop",
             Action::Reset => "reset",
         }

@@ -10,7 +10,7 @@
 //!
 //! ```toml
 //! [defaults]
-//! protocol_error = "drop"      # action of the built-in rule sid 1: alert | drop | reset
+//! protocol_error = "drop"      # action of the built-in rule sid 1: alert | reject | drop | reset
 //!
 //! [[rule]]
 //! sid = 1001                   # unique, 1 is reserved (protocol-error rule)
@@ -18,7 +18,7 @@
 //! message = "MAIL FROM a forbidden domain"   # optional, default: name
 //! category = "policy-violation"              # optional, default "policy"
 //! severity = "high"            # high|medium|low or 1..3 (1 = high); default medium
-//! action = "drop"              # alert|drop|reset; default alert
+//! action = "drop"              # alert|reject|drop|reset; default alert
 //! block_ip_for = "10m"         # optional: put the client on the kernel blocklist (s|m|h|d)
 //! [rule.when]                  # all conditions must hold (AND); entries of a list are ORed
 //! mail_from_domain = ["forbidden.example"]

@@ -350,9 +350,12 @@ impl Compiler<'_> {
             "alert" => Ok(Action::Alert),
             "drop" => Ok(Action::Drop),
             "reset" => Ok(Action::Reset),
+            "reject" => Ok(Action::Reject),
             other => Err(self.err(
                 a.span(),
-                format!("unknown action {other:?}: expected \"alert\", \"drop\" or \"reset\""),
+                format!(
+                    "unknown action {other:?}: expected \"alert\", \"reject\", \"drop\" or \"reset\""
+                ),
             )),
         }
     }
