@@ -326,9 +326,17 @@ pub struct Anomaly {
 /// Lists of every kind (rule names, per-kind counters) are derived from this
 /// enum (`strum::VariantArray`, `strum::EnumCount`): add a kind here only.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::VariantArray, strum::EnumCount,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::VariantArray,
+    strum::EnumCount,
+    strum::IntoStaticStr,
 )]
-#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AnomalyKind {
     InvalidReply,
     UnexpectedServerGreeting,
@@ -377,40 +385,21 @@ pub enum AnomalyKind {
     /// A reply code outside `[2-5][0-5][0-9]` (RFC 5321 §4.2).
     InvalidReplyCode,
     /// The client sent message content before the server's 354 (RFC 2920 §3.1).
+    #[strum(serialize = "content_before_354")]
     ContentBefore354,
 }
 
+/// JSON writes the kind's one name ([`AnomalyKind::as_str`]).
+impl Serialize for AnomalyKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl AnomalyKind {
+    /// The kind's stable snake_case name, derived from the variant.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AnomalyKind::InvalidReply => "invalid_reply",
-            AnomalyKind::UnexpectedServerGreeting => "unexpected_server_greeting",
-            AnomalyKind::CommandBeforeGreeting => "command_before_greeting",
-            AnomalyKind::NoHelo => "no_helo",
-            AnomalyKind::InvalidCommand => "invalid_command",
-            AnomalyKind::UnknownCommand => "unknown_command",
-            AnomalyKind::LineTooLong => "line_too_long",
-            AnomalyKind::ReplyCodeMismatch => "reply_code_mismatch",
-            AnomalyKind::UnmatchedReply => "unmatched_reply",
-            AnomalyKind::InvalidPipelinedSequence => "invalid_pipelined_sequence",
-            AnomalyKind::SmugglingBareLfEndOfData => "smuggling_bare_lf_end_of_data",
-            AnomalyKind::BdatInvalid => "bdat_invalid",
-            AnomalyKind::BdatChunkOverflow => "bdat_chunk_overflow",
-            AnomalyKind::TlsRejected => "tls_rejected",
-            AnomalyKind::DataAfterQuit => "data_after_quit",
-            AnomalyKind::MimeInvalidBase64 => "mime_invalid_base64",
-            AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
-            AnomalyKind::StreamGap => "stream_gap",
-            AnomalyKind::StreamOverlapConflict => "stream_overlap_conflict",
-            AnomalyKind::Memcap => "memcap",
-            AnomalyKind::LimitExceeded => "limit_exceeded",
-            AnomalyKind::GateMissed => "gate_missed",
-            AnomalyKind::OutOfSequence => "out_of_sequence",
-            AnomalyKind::CommandLineTooLong => "command_line_too_long",
-            AnomalyKind::MessageLineTooLong => "message_line_too_long",
-            AnomalyKind::InvalidReplyCode => "invalid_reply_code",
-            AnomalyKind::ContentBefore354 => "content_before_354",
-        }
+        self.into()
     }
 
     /// The severity the dissector reports this anomaly with (Haka's levels):
