@@ -169,6 +169,11 @@ pub struct FlowConfig {
     pub max_buffer_per_direction: usize,
     /// Most heap bytes of out-of-order data buffered across all flows.
     pub max_buffer_total: usize,
+    /// Most heap bytes for reassembly (buffered and held data) plus the
+    /// consumer's per-flow state ([`FlowHandler::memory`]) across all flows;
+    /// beyond, the largest flows are shed (reported, then closed) until
+    /// 90 % of it is used. 0: no cap.
+    pub memcap: usize,
     /// Longest a direction's bytes wait (capture time) for the peer bytes
     /// they acknowledge, and a hole the receiver acknowledged for its
     /// late copy, before going on without them. 0: arrival order.
@@ -184,6 +189,7 @@ impl Default for FlowConfig {
             max_buffer_per_direction: 1 << 20,
             max_buffer_total: 256 << 20,
             reorder_wait_micros: 100_000,
+            memcap: 1 << 30,
         }
     }
 }

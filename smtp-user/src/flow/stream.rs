@@ -44,6 +44,7 @@
 //! the chunk (its ACK), which the flow table uses to order the two
 //! directions.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::mem::size_of;
 
@@ -103,16 +104,33 @@ pub struct Data<'a> {
     pub need: u64,
 }
 
-/// Memory the stream may still take for buffering, and where to count a
-/// refusal.
+/// Memory a flow may still take for buffering (shared by its two streams
+/// and its [`Order`](super::order::Order)), and where to count a refusal.
 #[derive(Debug)]
 pub struct Budget {
-    /// Limit on this direction's buffered bytes (real heap cost).
+    /// Limit on one direction's buffered bytes (real heap cost), and on
+    /// the flow's chunks held for ordering.
     pub per_direction: usize,
     /// Bytes the whole table can still buffer.
-    pub global_room: usize,
+    pub global_room: Cell<usize>,
     /// Incremented when the global room (not the per-direction limit) refused.
-    pub global_hits: u64,
+    pub global_hits: Cell<u64>,
+}
+
+impl Budget {
+    pub fn new(per_direction: usize, global_room: usize) -> Budget {
+        Budget {
+            per_direction,
+            global_room: Cell::new(global_room),
+            global_hits: Cell::new(0),
+        }
+    }
+
+    /// Takes `n` bytes of the global room.
+    pub fn take(&self, n: usize) {
+        self.global_room
+            .set(self.global_room.get().saturating_sub(n));
+    }
 }
 
 /// An out-of-order piece: bytes of one segment (or of adjacent segments
@@ -197,12 +215,6 @@ impl Stream {
     /// True once the FIN was seen and everything before it delivered.
     pub fn finished(&self) -> bool {
         self.fin.is_some_and(|f| self.next >= f)
-    }
-
-    /// True once the receiver acknowledged this direction's FIN: the sender
-    /// is done and the receiver had every byte (a hole left is the capture's).
-    pub fn fin_acked(&self) -> bool {
-        self.fin.is_some_and(|f| self.acked >= f)
     }
 
     /// True if a SYN or data fixed the sequence base.
@@ -299,7 +311,7 @@ impl Stream {
     pub fn segment(
         &mut self,
         seg: Data<'_>,
-        budget: &mut Budget,
+        budget: &Budget,
         out: &mut impl FnMut(Chunk<'_>, Mark),
     ) {
         if !self.started {
@@ -370,20 +382,18 @@ impl Stream {
                 piece_cost(payload.len())
             };
             let over_dir = self.buffered + cost > budget.per_direction;
-            let over_global = cost > budget.global_room;
+            let over_global = cost > budget.global_room.get();
             if payload.is_empty() || !(over_dir || over_global) {
                 let before = self.buffered;
                 self.insert(start, end, payload, seg.need);
-                budget.global_room = budget
-                    .global_room
-                    .saturating_sub(self.buffered.saturating_sub(before));
+                budget.take(self.buffered.saturating_sub(before));
                 self.stats.ooo_peak = self.stats.ooo_peak.max(self.buffered);
                 return;
             }
             // No room to wait for the hole: give it up.
             self.stats.limit_hits += 1;
             if over_global && !over_dir {
-                budget.global_hits += 1;
+                budget.global_hits.set(budget.global_hits.get() + 1);
             }
             self.skip_to(start, out);
             if self.next > start {
@@ -561,9 +571,13 @@ impl Stream {
         };
         let mut pos = start;
         for k in overlapping {
-            let Some(p) = self.ooo.get(&k) else {
+            let Some(p) = self.ooo.get_mut(&k) else {
                 continue;
             };
+            // Copies of the same bytes wait only for the smallest ACK (a
+            // retransmission carries a later one).
+            p.need = p.need.min(need);
+            let p = &*p;
             let kend = k + p.data.len() as u64;
             let owner = p.owner;
             let (a, b) = (pos.max(k), data_end.min(kend));
@@ -586,7 +600,7 @@ impl Stream {
                         if let Some(head) = old.data.get(..(a - k) as usize) {
                             self.store(k, head, old.owner, old.need);
                         }
-                        self.store(a, slice(a, b), (start, end), need);
+                        self.store(a, slice(a, b), (start, end), need.min(old.need));
                         if let Some(tail) = old.data.get((b - k) as usize..) {
                             self.store(b, tail, old.owner, old.need);
                         }
@@ -719,11 +733,7 @@ mod tests {
     use super::*;
 
     fn budget(per_dir: usize) -> Budget {
-        Budget {
-            per_direction: per_dir,
-            global_room: usize::MAX,
-            global_hits: 0,
-        }
+        Budget::new(per_dir, usize::MAX)
     }
 
     fn seg(seq: u32, payload: &[u8]) -> Data<'_> {
@@ -736,9 +746,9 @@ mod tests {
 
     fn run(stream: &mut Stream, segs: &[(u32, &[u8])], per_dir: usize) -> Vec<Chunk<'static>> {
         let mut got = Vec::new();
-        let mut budget = budget(per_dir);
+        let budget = budget(per_dir);
         for &(seq, p) in segs {
-            stream.segment(seg(seq, p), &mut budget, &mut |c, _| {
+            stream.segment(seg(seq, p), &budget, &mut |c, _| {
                 got.push(match c {
                     Chunk::Data(d) => Chunk::Data(Vec::leak(d.to_vec())),
                     Chunk::Gap(n) => Chunk::Gap(n),
@@ -825,20 +835,20 @@ mod tests {
         let mut s = Stream::default();
         s.syn(0, b"");
         let mut got = Vec::new();
-        let mut budget = budget(1 << 20);
+        let budget = budget(1 << 20);
         let mut rec = |c: Chunk<'_>, _: Mark| {
             got.push(match c {
                 Chunk::Data(d) => format!("D{}", String::from_utf8_lossy(d)),
                 Chunk::Gap(n) => format!("G{n}"),
             })
         };
-        s.segment(seg(8, b"hi"), &mut budget, &mut rec); // buffered at 7
+        s.segment(seg(8, b"hi"), &budget, &mut rec); // buffered at 7
         let cut = Data {
             uncaptured: 6,
             fin: true,
             ..seg(1, b"abc")
         };
-        s.segment(cut, &mut budget, &mut rec); // 3 captured + 6 cut
+        s.segment(cut, &budget, &mut rec); // 3 captured + 6 cut
         assert_eq!(got, ["Dabc", "G4", "Dhi"]);
         assert_eq!((s.stats.gaps, s.stats.gap_bytes), (1, 4));
         assert_eq!(s.delivered(), 9);
@@ -890,7 +900,7 @@ mod tests {
         let mut s = Stream::default();
         s.syn(0, b"EVIL\r\n");
         s.peer_ack(0, 0, &mut rec); // SYN-ACK acks only the SYN
-        s.segment(seg(1, b"GOOD\r\n"), &mut budget(1 << 20), &mut rec);
+        s.segment(seg(1, b"GOOD\r\n"), &budget(1 << 20), &mut rec);
         assert_eq!(out, b"GOOD\r\n");
         assert_eq!(s.stats.syn_data_ignored, 1);
         out.clear();

@@ -510,6 +510,10 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         self.act_on_alerts(&mut s.st, flow.last_ts);
     }
 
+    fn memory(&self, s: &FlowSession) -> usize {
+        s.smtp.memory()
+    }
+
     fn after_segment(&mut self, s: &mut FlowSession, _: &FlowInfo, next_seq: [Option<u32>; 2]) {
         let st = &mut s.st;
         // Blocks decided during this segment learn where each side is.
