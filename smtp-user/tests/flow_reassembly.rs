@@ -865,3 +865,45 @@ fn a_large_segment_overlapped_by_differently_cut_ones_loses_nothing() {
     assert_eq!(st.up.overlap_conflicts, 0);
     assert!(st.up.overlaps > 0);
 }
+
+/// The 5-tuple is reused by a new connection whose SYN the capture lost
+/// (overload), while the old flow is still tracked: its data lands far
+/// from the old stream. It starts a new flow instead of a gap of the
+/// distance (bytes never sent).
+#[test]
+fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    t.segment(&seg(1, c, s, 100, 0, syn, b""));
+    t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+    t.segment(&seg(3, c, s, 101, 501, psh, b"EHLO a\r\n"));
+    // Two seconds later, a new connection (SYN lost), 1 GB further on.
+    let far = 101u32.wrapping_add(1 << 30);
+    t.segment(&seg(2_000_003, c, s, far, 9_000, psh, b"EHLO b\r\n"));
+    t.close_all();
+    let flows = &t.handler().flows;
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0].up.data(), b"EHLO a\r\n");
+    assert_eq!(flows[0].reason(), Some(CloseReason::Reused));
+    assert_eq!(flows[1].up.data(), b"EHLO b\r\n");
+    for f in flows {
+        let st = f.stats().unwrap();
+        assert_eq!(st.up.gap_bytes + st.down.gap_bytes, 0);
+    }
+}

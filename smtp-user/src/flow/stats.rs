@@ -150,6 +150,9 @@ pub struct TableStats {
     /// Chunks passed on in arrival order because holding them for ordering
     /// would have exceeded the buffer limits.
     pub order_overflows: u64,
+    /// Longest a chunk was held for ordering before dissection (capture
+    /// time, µs): the latency ordering added.
+    pub order_wait_max_micros: u64,
     /// Times the global memory cap (`--memcap`) was exceeded, and the flows
     /// it shed.
     pub memcap_exceeded: u64,

@@ -54,6 +54,11 @@ use super::stats::DirStats;
 /// TCP window (2^30 with window scaling).
 pub const MAX_AHEAD: u64 = 1 << 30;
 
+/// How far from the data seen a segment must land to be taken, on a flow
+/// that was idle or closing, for a new connection on the same 5-tuple whose
+/// SYN was not seen (see [`Stream::is_far`]).
+pub const FAR_JUMP: i64 = 16 << 20;
+
 /// How far from the highest byte seen a RST's sequence number may be and
 /// still be believed (a receiver accepts RSTs within its window).
 pub const RST_WINDOW: i64 = 1 << 24;
@@ -257,6 +262,17 @@ impl Stream {
     /// not end monitoring of a live connection.
     pub fn rst_acceptable(&self, seq: u32) -> bool {
         !self.started || (self.offset(seq) - self.max_end as i64).abs() <= RST_WINDOW
+    }
+
+    /// True if a segment at `seq` lands more than [`FAR_JUMP`] away from
+    /// the data seen: on an idle or closing flow, another connection.
+    pub fn is_far(&self, seq: u32) -> bool {
+        self.started && (self.offset(seq) - self.max_end as i64).abs() > FAR_JUMP
+    }
+
+    /// True once a FIN of this direction was seen.
+    pub fn fin_seen(&self) -> bool {
+        self.fin.is_some()
     }
 
     /// A SYN with sequence number `isn` carrying `payload`: data starts at

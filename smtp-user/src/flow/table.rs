@@ -91,6 +91,8 @@ struct Sink<'a, H: FlowHandler> {
     /// passed on unordered because holding them would exceed the budget.
     waits: u64,
     overflows: u64,
+    /// Longest a chunk handed over in this call was held (capture time).
+    max_wait: u64,
 }
 
 impl<H: FlowHandler> Sink<'_, H> {
@@ -126,6 +128,7 @@ impl<H: FlowHandler> Sink<'_, H> {
     }
 
     fn hand(&mut self, d: Direction, c: Chunk<'_>, ts: u64) {
+        self.max_wait = self.max_wait.max(self.ts.saturating_sub(ts));
         match c {
             Chunk::Data([]) => {}
             Chunk::Data(b) => self.handler.data(self.session, self.info, d, ts, b),
@@ -191,6 +194,10 @@ impl<H: FlowHandler> Sink<'_, H> {
         timeouts
     }
 }
+
+/// Idle time after which data far from a flow's stream is taken for a new
+/// connection on the same 5-tuple (see `FlowTable::reuses`).
+const REUSE_IDLE_MICROS: u64 = 1_000_000;
 
 /// Most held chunks one settle forces (the rest wait for the next segment
 /// or `expire`), so that one call stays short.
@@ -389,6 +396,7 @@ impl<H: FlowHandler> FlowTable<H> {
             budget: &budget,
             waits: 0,
             overflows: 0,
+            max_wait: 0,
         };
         let (mine, theirs) = match dir {
             Direction::Up => {
@@ -444,6 +452,7 @@ impl<H: FlowHandler> FlowTable<H> {
         }
         let timeouts = sink.settle(streams, ts, wait);
         let (waits, overflows) = (sink.waits, sink.overflows);
+        self.stats.order_wait_max_micros = self.stats.order_wait_max_micros.max(sink.max_wait);
         let waiting = !order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some());
         let next_seq = [streams[0].next_seq(), streams[1].next_seq()];
         self.handler.after_segment(session, info, next_seq);
@@ -546,8 +555,13 @@ impl<H: FlowHandler> FlowTable<H> {
                 budget: &budget,
                 waits: 0,
                 overflows: 0,
+                max_wait: 0,
             };
             self.stats.order_timeouts += sink.settle(&mut fl.streams, now_micros, wait);
+            if now_micros != u64::MAX {
+                self.stats.order_wait_max_micros =
+                    self.stats.order_wait_max_micros.max(sink.max_wait);
+            }
             let after = fl.streams[0].buffered() + fl.streams[1].buffered() + fl.order.held();
             self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
             let waiting =
@@ -655,18 +669,24 @@ impl<H: FlowHandler> FlowTable<H> {
         idx
     }
 
-    /// True if `seg` is a SYN (without ACK) starting a new connection on
-    /// the 5-tuple of flow `idx`.
+    /// True if `seg` starts a new connection on the 5-tuple of flow `idx`:
+    /// a SYN or SYN-ACK with another initial sequence number, or (its SYN
+    /// lost) data far from everything seen on a flow that was idle for
+    /// [`REUSE_IDLE_MICROS`] or had a FIN: counting the distance as a gap
+    /// would report bytes that were never sent.
     fn reuses(&self, idx: u32, seg: &Segment<'_>) -> bool {
-        if !seg.flags.syn() || seg.flags.ack() {
-            return false;
-        }
         let Some(Some(s)) = self.slots.get(idx as usize) else {
             return false;
         };
         let f = &s.flow;
         let dir = if seg.src == f.info.client { 0 } else { 1 };
-        f.streams[dir].is_new_syn(seg.seq)
+        if seg.flags.syn() {
+            return f.streams[dir].is_new_syn(seg.seq);
+        }
+        let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
+        let quiet = seg.ts_micros.saturating_sub(f.info.last_ts) >= REUSE_IDLE_MICROS
+            || f.streams.iter().any(Stream::fin_seen);
+        carries && !seg.flags.rst() && quiet && f.streams[dir].is_far(seg.seq)
     }
 
     /// Client of a flow first seen without SYN: the side not on a monitored
@@ -720,6 +740,7 @@ impl<H: FlowHandler> FlowTable<H> {
             budget: &budget,
             waits: 0,
             overflows: 0,
+            max_wait: 0,
         };
         for d in [Direction::Up, Direction::Down] {
             streams[di(d)].flush(&mut |c, m| sink.put(d, c, m));

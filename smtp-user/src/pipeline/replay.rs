@@ -91,7 +91,7 @@ impl ReplaySummary {
         format!(
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies, \
              {} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports \
-             in {:.3} s ({:.1} MB/s){}",
+             in {:.3} s ({:.1} MB/s), {} held for order (longest {} µs){}",
             self.files,
             self.frames,
             mb,
@@ -105,6 +105,8 @@ impl ReplaySummary {
             self.not_monitored,
             secs,
             if secs > 0.0 { mb / secs } else { 0.0 },
+            self.table.order_waits,
+            self.table.order_wait_max_micros,
             if self.errors.is_empty() {
                 String::new()
             } else {
