@@ -907,3 +907,41 @@ fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
         assert_eq!(st.up.gap_bytes + st.down.gap_bytes, 0);
     }
 }
+
+/// The capture lost a client segment the server received and acknowledged
+/// before the capture showed anything after it; the next client segment
+/// comes later and no further ACK does (the server waits on a segment the
+/// kernel gate holds). The hole still becomes a gap once the wait is over,
+/// so the gate cannot wedge.
+#[test]
+fn an_ack_seen_before_the_data_beyond_the_hole_still_ends_the_wait() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    t.segment(&seg(1, c, s, 100, 0, syn, b""));
+    t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+    t.segment(&seg(3, c, s, 101, 501, psh, b"line 1\r\n"));
+    // "line 2\r\n" (109..117) is lost by the capture; the server's ACK of it:
+    t.segment(&seg(4, s, c, 501, 117, ack, b""));
+    // Then the last segment, and nothing more.
+    t.segment(&seg(5, c, s, 117, 501, psh, b".\r\n"));
+    t.expire(5 + FlowConfig::default().reorder_wait_micros);
+    let f = &t.handler().flows[0];
+    assert_eq!(f.up.gaps(), vec![(8, 8)]);
+    assert_eq!(f.up.data(), b"line 1\r\n.\r\n");
+}

@@ -187,9 +187,11 @@ pub struct Stream {
     fin: Option<u64>,
     /// The consumer asked for no more data: segments are only counted.
     bypass: bool,
-    /// Highest offset the receiver acknowledged, never beyond `max_end`.
+    /// Highest offset the receiver acknowledged (possibly beyond `max_end`:
+    /// bytes the capture has not shown yet).
     acked: u64,
-    /// Capture time since which `acked` is beyond a hole (`next < acked`).
+    /// Capture time since which the acknowledged data seen is beyond a hole
+    /// (`next < min(acked, max_end)`).
     hole_acked_since: Option<u64>,
     /// Offset of the pending urgent byte, removed when delivery reaches it.
     urgent: Option<u64>,
@@ -426,9 +428,6 @@ impl Stream {
             self.skip_to(target, out);
         }
         self.drain(out);
-        if self.acked <= self.next {
-            self.hole_acked_since = None;
-        }
     }
 
     /// Delivers `data`, which starts at `next`: it overrides the buffered
@@ -676,12 +675,19 @@ impl Stream {
                 self.reject_syn_data();
             }
         }
-        let a = ack.min(self.max_end);
-        if a > self.acked {
-            self.acked = a;
+        if ack > self.acked && ack <= self.max_end.max(self.next) + MAX_AHEAD {
+            self.acked = ack;
         }
-        if self.acked > self.next && self.hole_acked_since.is_none() {
-            self.hole_acked_since = Some(ts);
+        self.check_acked_hole(ts);
+    }
+
+    /// Starts (at capture time `ts`) or ends the wait on a hole before data
+    /// the receiver acknowledged; to call after every segment of either side.
+    pub fn check_acked_hole(&mut self, ts: u64) {
+        if self.acked.min(self.max_end) > self.next {
+            self.hole_acked_since.get_or_insert(ts);
+        } else {
+            self.hole_acked_since = None;
         }
     }
 
@@ -700,10 +706,11 @@ impl Stream {
     /// acknowledged are gaps.
     pub fn give_up_acked(&mut self, out: &mut impl FnMut(Chunk<'_>, Mark)) {
         self.hole_acked_since = None;
-        if self.bypass || self.acked <= self.next {
+        let target = self.acked.min(self.max_end);
+        if self.bypass || target <= self.next {
             return;
         }
-        self.skip_to(self.acked, out);
+        self.skip_to(target, out);
     }
 
     /// Gives up on holes before `target` (at most what was seen): the
@@ -713,7 +720,7 @@ impl Stream {
         if !self.bypass && t > self.next {
             self.skip_to(t, out);
         }
-        if self.acked <= self.next {
+        if self.acked.min(self.max_end) <= self.next {
             self.hole_acked_since = None;
         }
     }

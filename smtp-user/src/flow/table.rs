@@ -100,7 +100,9 @@ impl<H: FlowHandler> Sink<'_, H> {
         if self.order.may_pass(d, m) {
             self.hand(d, c, self.ts);
             self.order.delivered(d, m.end);
-            self.pump();
+            if !self.order.is_empty() {
+                self.pump();
+            }
         } else {
             let cost = Order::cost(c);
             if self.order.held() + cost > self.budget.per_direction
@@ -450,10 +452,21 @@ impl<H: FlowHandler> FlowTable<H> {
                 sink.pump();
             }
         }
-        let timeouts = sink.settle(streams, ts, wait);
+        for st in streams.iter_mut() {
+            st.check_acked_hole(ts);
+        }
+        let idle = sink.order.is_empty()
+            && streams[0].hole_acked_since().is_none()
+            && streams[1].hole_acked_since().is_none();
+        let timeouts = if idle {
+            0
+        } else {
+            sink.settle(streams, ts, wait)
+        };
         let (waits, overflows) = (sink.waits, sink.overflows);
         self.stats.order_wait_max_micros = self.stats.order_wait_max_micros.max(sink.max_wait);
-        let waiting = !order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some());
+        let waiting =
+            !idle && (!order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some()));
         let next_seq = [streams[0].next_seq(), streams[1].next_seq()];
         self.handler.after_segment(session, info, next_seq);
         for d in [dir, dir.reverse()] {
@@ -477,9 +490,12 @@ impl<H: FlowHandler> FlowTable<H> {
             *listed = true;
             self.waiting.push((slot, info.flow_id));
         }
-        let m = self.handler.memory(session);
-        self.stats.session_memory = (self.stats.session_memory + m).saturating_sub(*memory);
-        *memory = m;
+        if wire > 0 || !idle {
+            // Only bytes (or gaps) change what the consumer holds.
+            let m = self.handler.memory(session);
+            self.stats.session_memory = (self.stats.session_memory + m).saturating_sub(*memory);
+            *memory = m;
+        }
         if streams[0].finished() && streams[1].finished() && order.is_empty() {
             self.close(slot, CloseReason::Closed);
         }
