@@ -945,3 +945,66 @@ fn an_ack_seen_before_the_data_beyond_the_hole_still_ends_the_wait() {
     assert_eq!(f.up.gaps(), vec![(8, 8)]);
     assert_eq!(f.up.data(), b"line 1\r\n.\r\n");
 }
+
+/// What the server's stack throws away, the monitor throws away, from the
+/// attacker's side: a fake `MAIL FROM` in a segment with a bad checksum,
+/// in a data segment without ACK, in a SYN the server did not
+/// acknowledge; an urgent byte inside the address. The stream holds what
+/// the server reads, and each case is counted.
+#[test]
+fn segments_the_receiver_drops_are_dropped() {
+    use smtp_user::capture::{Checksum, Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: 1,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Checksum::Unknown,
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    // SYN with data; the SYN-ACK acknowledges only the SYN.
+    t.segment(&seg(c, s, 100, 0, syn, b"MAIL FROM:<fake@a>\r\n"));
+    t.segment(&seg(s, c, 500, 101, syn | ack, b""));
+    // Bad checksum, then no ACK flag: both carry the fake line.
+    t.segment(&Segment {
+        checksum: Checksum::Bad,
+        ..seg(c, s, 101, 501, psh, b"MAIL FROM:<fake@b>\r\n")
+    });
+    t.segment(&seg(
+        c,
+        s,
+        101,
+        501,
+        TcpFlags::PSH,
+        b"MAIL FROM:<fake@c>\r\n",
+    ));
+    // The real line, with an urgent byte ('X', the byte before the
+    // pointer) inside the address: Linux removes it.
+    t.segment(&Segment {
+        flags: TcpFlags(psh | TcpFlags::URG),
+        urgent: 14,
+        ..seg(c, s, 101, 501, 0, b"MAIL FROM:<baXd@d>\r\n")
+    });
+    t.close_all();
+    let f = &t.handler().flows[0];
+    assert_eq!(f.up.data(), b"MAIL FROM:<bad@d>\r\n");
+    let st = f.stats().unwrap().up;
+    assert_eq!(
+        (
+            st.syn_data_ignored,
+            st.bad_checksum,
+            st.no_ack,
+            st.urgent_removed
+        ),
+        (1, 1, 1, 1)
+    );
+}
