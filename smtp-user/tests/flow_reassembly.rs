@@ -1008,3 +1008,46 @@ fn segments_the_receiver_drops_are_dropped() {
         (1, 1, 1, 1)
     );
 }
+
+/// The global memory cap sheds the largest flow first, and says so.
+#[test]
+fn memcap_sheds_the_largest_flow_first() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |src, seq: u32, payload: &'static [u8]| Segment {
+        ts_micros: 1,
+        src,
+        dst: s,
+        seq,
+        ack: 1,
+        flags: TcpFlags(TcpFlags::ACK),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    static BIG: [u8; 3000] = [b'b'; 3000];
+    let config = FlowConfig {
+        memcap: 6000,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(config, Recorder::default());
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "198.18.0.1:40000".parse().unwrap(),
+        "198.18.0.3:40000".parse().unwrap(),
+    );
+    // Each flow: first byte, then data beyond a hole (buffered).
+    t.segment(&seg(a, 1000, b"x"));
+    t.segment(&seg(a, 1010, &BIG));
+    t.segment(&seg(b, 1000, b"y"));
+    t.segment(&seg(b, 1010, b"small"));
+    assert_eq!(t.stats().memcap_exceeded, 0);
+    t.segment(&seg(a, 5000, &BIG)); // over the cap
+    let st = t.stats().clone();
+    assert_eq!((st.memcap_exceeded, st.memcap_shed), (1, 1));
+    assert!(t.memory() <= 6000);
+    let flows = &t.handler().flows;
+    assert_eq!(flows[0].reason(), Some(CloseReason::Memcap));
+    assert_eq!(flows[1].reason(), None, "the small flow stays");
+}
