@@ -335,6 +335,41 @@ fn conflicting_overlap_in_order_data_wins() {
 }
 
 #[test]
+fn overlap_conflicts_from_both_sides_are_reported_once_per_direction() {
+    let conv = realistic_conversation(1460);
+    // Forged copies sent ahead (out of order) by both sides, twice each,
+    // inside the original segments: the originals come in order and win
+    // (Linux's rule); one anomaly per direction. (A copy that starts where
+    // the delivered data ends is delivered as soon as the data before it
+    // is: Linux's receiver takes it too.)
+    let fakes = [
+        rewrite(&conv, Up, b"<carol@example.net>", b"<ewilo@example.net>"),
+        rewrite(
+            &conv,
+            Up,
+            b"Subject: Quarterly report",
+            b"Subject: QUARTERLY REPORT",
+        ),
+        rewrite(&conv, Down, b"Ok: queued as", b"No: refused a"),
+        rewrite(&conv, Down, b"2.0.0 Bye", b"4.0.0 Bye"),
+    ];
+    let mut p = conv.packets();
+    for f in fakes {
+        p.insert(2, f);
+    }
+    let (txs, anomalies, flow) = run("conflict-both", &conv, &p);
+    assert_eq!(txs, expected_transactions());
+    assert_eq!(
+        anomalies,
+        vec![
+            "stream_overlap_conflict".to_string(),
+            "stream_overlap_conflict".to_string()
+        ]
+    );
+    assert_eq!(flow["flow"]["gap_bytes"], 0);
+}
+
+#[test]
 fn missing_segment_in_the_body_is_a_stream_gap() {
     let conv = realistic_conversation(1460);
     let mut p = conv.packets();
