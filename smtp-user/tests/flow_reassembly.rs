@@ -795,3 +795,259 @@ fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
         ]
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// Retransmissions cut differently from the originals (larger,
+    /// smaller, straddling), in any order, before or after the originals:
+    /// with consistent bytes, the streams come out whole, without gap or
+    /// conflict.
+    #[test]
+    fn resegmented_retransmissions_never_lose_data(
+        steps in small_script(),
+        mss in 1usize..200,
+        seed in any::<u64>(),
+        retrans in prop::collection::vec((any::<bool>(), 0usize..2000, 1usize..3000, 0usize..1000), 0..8),
+        acks in any::<bool>(),
+    ) {
+        let mut c = Conversation::new(steps);
+        c.mss = mss;
+        let mut p = c.packets();
+        synth::shuffle_data(&mut p, seed);
+        for (up, at, len, pos) in retrans {
+            let d = if up { Up } else { Down };
+            let total = c.stream(d).len();
+            if total == 0 {
+                continue;
+            }
+            let r = c.retransmission(d, at % total, len, false);
+            // Anywhere after the handshake and before the FINs.
+            let pos = 2 + pos % (p.len() - 3);
+            p.insert(pos, r);
+        }
+        let opts = RenderOptions { pure_acks: acks, ..RenderOptions::default() };
+        let (flow, _) = run(&c, &p, opts, FlowConfig::default());
+        for d in [Up, Down] {
+            prop_assert_eq!(flow.stream(d).gaps(), vec![]);
+            prop_assert!(flow.stream(d).data() == c.stream(d), "{:?} differs", d);
+        }
+        let st = flow.stats().unwrap();
+        prop_assert_eq!(st.up.overlap_conflicts + st.down.overlap_conflicts, 0);
+    }
+}
+
+/// The reported bug: one large segment (segmentation offload at the
+/// capture point) buffered out of order, then the same bytes again cut at
+/// the MSS and overlapping it, then the rest of the message: every byte of
+/// the ~15 KB message is delivered, in order.
+#[test]
+fn a_large_segment_overlapped_by_differently_cut_ones_loses_nothing() {
+    let mut c = Conversation::new(vec![
+        (Down, b"220 mx\r\n".to_vec()),
+        (Up, vec![b'a'; 15_000]),
+        (Down, b"250 ok\r\n".to_vec()),
+    ]);
+    c.mss = 1448;
+    let clean = c.packets();
+    let big = c.retransmission(Up, 1448, 12_000, false);
+    let mut p: Vec<Packet> = Vec::new();
+    for (i, x) in clean.iter().enumerate() {
+        // The large segment before the first MSS-sized one it overlaps.
+        if i == 3 {
+            p.push(big.clone());
+        }
+        p.push(x.clone());
+    }
+    let (flow, _) = run(&c, &p, RenderOptions::default(), FlowConfig::default());
+    assert_clean(&flow, &c);
+    let st = flow.stats().unwrap();
+    assert_eq!(st.up.overlap_conflicts, 0);
+    assert!(st.up.overlaps > 0);
+}
+
+/// The 5-tuple is reused by a new connection whose SYN the capture lost
+/// (overload), while the old flow is still tracked: its data lands far
+/// from the old stream. It starts a new flow instead of a gap of the
+/// distance (bytes never sent).
+#[test]
+fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    t.segment(&seg(1, c, s, 100, 0, syn, b""));
+    t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+    t.segment(&seg(3, c, s, 101, 501, psh, b"EHLO a\r\n"));
+    // Two seconds later, a new connection (SYN lost), 1 GB further on.
+    let far = 101u32.wrapping_add(1 << 30);
+    t.segment(&seg(2_000_003, c, s, far, 9_000, psh, b"EHLO b\r\n"));
+    t.close_all();
+    let flows = &t.handler().flows;
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0].up.data(), b"EHLO a\r\n");
+    assert_eq!(flows[0].reason(), Some(CloseReason::Reused));
+    assert_eq!(flows[1].up.data(), b"EHLO b\r\n");
+    for f in flows {
+        let st = f.stats().unwrap();
+        assert_eq!(st.up.gap_bytes + st.down.gap_bytes, 0);
+    }
+}
+
+/// The capture lost a client segment the server received and acknowledged
+/// before the capture showed anything after it; the next client segment
+/// comes later and no further ACK does (the server waits on a segment the
+/// kernel gate holds). The hole still becomes a gap once the wait is over,
+/// so the gate cannot wedge.
+#[test]
+fn an_ack_seen_before_the_data_beyond_the_hole_still_ends_the_wait() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    t.segment(&seg(1, c, s, 100, 0, syn, b""));
+    t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+    t.segment(&seg(3, c, s, 101, 501, psh, b"line 1\r\n"));
+    // "line 2\r\n" (109..117) is lost by the capture; the server's ACK of it:
+    t.segment(&seg(4, s, c, 501, 117, ack, b""));
+    // Then the last segment, and nothing more.
+    t.segment(&seg(5, c, s, 117, 501, psh, b".\r\n"));
+    t.expire(5 + FlowConfig::default().reorder_wait_micros);
+    let f = &t.handler().flows[0];
+    assert_eq!(f.up.gaps(), vec![(8, 8)]);
+    assert_eq!(f.up.data(), b"line 1\r\n.\r\n");
+}
+
+/// What the server's stack throws away, the monitor throws away, from the
+/// attacker's side: a fake `MAIL FROM` in a segment with a bad checksum,
+/// in a data segment without ACK, in a SYN the server did not
+/// acknowledge; an urgent byte inside the address. The stream holds what
+/// the server reads, and each case is counted.
+#[test]
+fn segments_the_receiver_drops_are_dropped() {
+    use smtp_user::capture::{Checksum, Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: 1,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Checksum::Unknown,
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+    // SYN with data; the SYN-ACK acknowledges only the SYN.
+    t.segment(&seg(c, s, 100, 0, syn, b"MAIL FROM:<fake@a>\r\n"));
+    t.segment(&seg(s, c, 500, 101, syn | ack, b""));
+    // Bad checksum, then no ACK flag: both carry the fake line.
+    t.segment(&Segment {
+        checksum: Checksum::Bad,
+        ..seg(c, s, 101, 501, psh, b"MAIL FROM:<fake@b>\r\n")
+    });
+    t.segment(&seg(
+        c,
+        s,
+        101,
+        501,
+        TcpFlags::PSH,
+        b"MAIL FROM:<fake@c>\r\n",
+    ));
+    // The real line, with an urgent byte ('X', the byte before the
+    // pointer) inside the address: Linux removes it.
+    t.segment(&Segment {
+        flags: TcpFlags(psh | TcpFlags::URG),
+        urgent: 14,
+        ..seg(c, s, 101, 501, 0, b"MAIL FROM:<baXd@d>\r\n")
+    });
+    t.close_all();
+    let f = &t.handler().flows[0];
+    assert_eq!(f.up.data(), b"MAIL FROM:<bad@d>\r\n");
+    let st = f.stats().unwrap().up;
+    assert_eq!(
+        (
+            st.syn_data_ignored,
+            st.bad_checksum,
+            st.no_ack,
+            st.urgent_removed
+        ),
+        (1, 1, 1, 1)
+    );
+}
+
+/// The global memory cap sheds the largest flow first, and says so.
+#[test]
+fn memcap_sheds_the_largest_flow_first() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |src, seq: u32, payload: &'static [u8]| Segment {
+        ts_micros: 1,
+        src,
+        dst: s,
+        seq,
+        ack: 1,
+        flags: TcpFlags(TcpFlags::ACK),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    static BIG: [u8; 3000] = [b'b'; 3000];
+    let config = FlowConfig {
+        memcap: 6000,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(config, Recorder::default());
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "198.18.0.1:40000".parse().unwrap(),
+        "198.18.0.3:40000".parse().unwrap(),
+    );
+    // Each flow: first byte, then data beyond a hole (buffered).
+    t.segment(&seg(a, 1000, b"x"));
+    t.segment(&seg(a, 1010, &BIG));
+    t.segment(&seg(b, 1000, b"y"));
+    t.segment(&seg(b, 1010, b"small"));
+    assert_eq!(t.stats().memcap_exceeded, 0);
+    t.segment(&seg(a, 5000, &BIG)); // over the cap
+    let st = t.stats().clone();
+    assert_eq!((st.memcap_exceeded, st.memcap_shed), (1, 1));
+    assert!(t.memory() <= 6000);
+    let flows = &t.handler().flows;
+    assert_eq!(flows[0].reason(), Some(CloseReason::Memcap));
+    assert_eq!(flows[1].reason(), None, "the small flow stays");
+}

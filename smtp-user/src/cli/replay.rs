@@ -48,6 +48,11 @@ pub struct ReplayArgs {
     /// Most flows tracked at once (least recently active evicted beyond).
     #[arg(long, default_value_t = 65_536)]
     pub max_flows: usize,
+    /// Most memory, in MiB, for TCP reassembly plus SMTP session state
+    /// across all flows; beyond, the largest flows are shed with a `memcap`
+    /// anomaly. 0: no cap.
+    #[arg(long, default_value_t = 1024)]
+    pub memcap: usize,
     /// Rules file (TOML; see examples/rules.toml). Default: the built-in
     /// policy (protocol errors alert and drop).
     #[arg(long)]
@@ -89,6 +94,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             monitored_ports: args.ports.clone(),
             idle_timeout_micros: args.idle_timeout.saturating_mul(1_000_000),
             max_flows: args.max_flows,
+            memcap: args.memcap.saturating_mul(1 << 20),
             ..FlowConfig::default()
         },
         log_commands: args.log_commands,

@@ -115,6 +115,11 @@ pub struct RunArgs {
     /// Most flows tracked at once (least recently active evicted beyond).
     #[arg(long, default_value_t = 65_536)]
     pub max_flows: usize,
+    /// Most memory, in MiB, for TCP reassembly plus SMTP session state
+    /// across all flows; beyond, the largest flows are shed with a `memcap`
+    /// anomaly. 0: no cap.
+    #[arg(long, default_value_t = 1024)]
+    pub memcap: usize,
 }
 
 /// What `--unparsed` does with packets the kernel cannot record.
@@ -200,6 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         monitored_ports: args.ports.clone(),
         idle_timeout_micros: args.idle_timeout.saturating_mul(1_000_000),
         max_flows: args.max_flows,
+        memcap: args.memcap.saturating_mul(1 << 20),
         ..FlowConfig::default()
     };
     let mode = ModeSwitch::new(args.mode);
@@ -625,7 +631,7 @@ fn report_line(r: &LiveReport) {
     tracing::info!(
         "pipeline: flows={} single_packet_flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
          gate_releases={} gate_missed={} rejects={} queue_accepted={} queue_dropped={} regex_restarts={} regex_failures={} evicted={} timed_out={} \
-         memcap_hits={}",
+         memcap_hits={} memcap_shed={} order_timeouts={}",
         r.pipeline.flows,
         r.pipeline.single_packet_flows,
         r.pipeline.transactions,
@@ -646,7 +652,9 @@ fn report_line(r: &LiveReport) {
         r.pipeline.regex_failures,
         r.table.evicted,
         r.table.timed_out,
-        r.table.memcap_hits
+        r.table.memcap_hits,
+        r.table.memcap_shed,
+        r.table.order_timeouts
     );
 }
 

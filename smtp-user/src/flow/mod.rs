@@ -2,8 +2,10 @@
 //!
 //! [`FlowTable`] takes [`Segment`](crate::capture::Segment)s in capture
 //! order, groups them into connections keyed by the normalised 5-tuple,
-//! reassembles each direction ([`stream`]) and hands ordered bytes and gaps
-//! to a [`FlowHandler`]. It knows nothing about the application protocol.
+//! reassembles each direction as the receiving Linux stack does
+//! ([`stream`]), orders the two directions by their acknowledgements
+//! ([`order`]) and hands ordered bytes and gaps to a [`FlowHandler`]. It
+//! knows nothing about the application protocol.
 //!
 //! Who is the client: the sender of a SYN without ACK; for a connection
 //! already open when the capture started, the side not on a monitored port
@@ -13,8 +15,8 @@
 //! ACK/FIN/RST of an unknown flow are counted as orphans); it is closed when
 //! both sides' FINs are reached with all data delivered, on RST, after the
 //! idle timeout (`expire`), when evicted as least recently used under the
-//! flow limit, or at `close_all`. Closing flushes buffered data, declaring
-//! holes as gaps.
+//! flow limit, when shed by the memory cap, or at `close_all`. Closing
+//! flushes buffered and held data, declaring holes as gaps.
 //!
 //! # Examples
 //!
@@ -169,6 +171,11 @@ pub struct FlowConfig {
     pub max_buffer_per_direction: usize,
     /// Most heap bytes of out-of-order data buffered across all flows.
     pub max_buffer_total: usize,
+    /// Most heap bytes for reassembly (buffered and held data) plus the
+    /// consumer's per-flow state ([`FlowHandler::memory`]) across all flows;
+    /// beyond, the largest flows are shed (reported, then closed) until
+    /// 90 % of it is used. 0: no cap.
+    pub memcap: usize,
     /// Longest a direction's bytes wait (capture time) for the peer bytes
     /// they acknowledge, and a hole the receiver acknowledged for its
     /// late copy, before going on without them. 0: arrival order.
@@ -184,6 +191,7 @@ impl Default for FlowConfig {
             max_buffer_per_direction: 1 << 20,
             max_buffer_total: 256 << 20,
             reorder_wait_micros: 100_000,
+            memcap: 1 << 30,
         }
     }
 }

@@ -80,6 +80,14 @@ fn dir_of(i: usize) -> Direction {
 }
 
 impl Order {
+    /// Heap bytes holding `chunk` would take.
+    pub fn cost(chunk: Chunk<'_>) -> usize {
+        match chunk {
+            Chunk::Data(b) => b.len() + HELD_OVERHEAD,
+            Chunk::Gap(_) => HELD_OVERHEAD,
+        }
+    }
+
     /// Heap bytes held.
     pub fn held(&self) -> usize {
         self.held
@@ -122,6 +130,61 @@ impl Order {
         self.queue[di(d)].push_back(Held { data, mark, ts });
     }
 
+    /// A copy of the bytes `[start, end)` of `d` was sent with `need`: a
+    /// retransmission carries a later ACK than the original, so held
+    /// chunks among these bytes wait only for the smallest.
+    pub fn lower_need(&mut self, d: Direction, start: u64, end: u64, need: u64) {
+        let Some(q) = self.queue.get_mut(di(d)) else {
+            return;
+        };
+        let mut from = self.handed[di(d)];
+        let mut i = 0;
+        while let Some(h) = q.get_mut(i) {
+            let to = h.mark.end;
+            if from >= end {
+                break;
+            }
+            if to > start && h.mark.need > need {
+                // Split off the parts of the chunk the copy does not cover.
+                let (a, b) = (from.max(start), to.min(end));
+                if let HeldData::Data(bytes) = &mut h.data {
+                    let (head, mid) = ((a - from) as usize, (b - from) as usize);
+                    if head > 0 || mid < bytes.len() {
+                        let old_cap = bytes.capacity();
+                        let tail = bytes.split_off(mid.min(bytes.len()));
+                        let middle = bytes.split_off(head.min(bytes.len()));
+                        let head_bytes = std::mem::take(bytes);
+                        let (ts, old) = (h.ts, h.mark.need);
+                        let pieces = [(head_bytes, a, old), (middle, b, need), (tail, to, old)];
+                        q.remove(i);
+                        self.held -= old_cap + HELD_OVERHEAD;
+                        let mut j = i;
+                        for (data, end, need) in pieces {
+                            if !data.is_empty() {
+                                self.held += data.capacity() + HELD_OVERHEAD;
+                                q.insert(
+                                    j,
+                                    Held {
+                                        data: HeldData::Data(data),
+                                        mark: Mark { end, need },
+                                        ts,
+                                    },
+                                );
+                                j += 1;
+                            }
+                        }
+                        i = j;
+                        from = to;
+                        continue;
+                    }
+                }
+                h.mark.need = need;
+            }
+            from = to;
+            i += 1;
+        }
+    }
+
     /// The next held chunk whose wait is over, with its direction (the
     /// caller delivers it; `handed` is already updated).
     pub fn pop_ready(&mut self) -> Option<(Direction, Held)> {
@@ -148,6 +211,11 @@ impl Order {
         Some((dir_of(pick), h.ts, h.mark.need))
     }
 
+    /// The first held chunk of `d`: direction, arrival time, awaited offset.
+    pub fn oldest_of(&self, d: Direction) -> Option<(Direction, u64, u64)> {
+        self.queue[di(d)].front().map(|h| (d, h.ts, h.mark.need))
+    }
+
     /// True if each direction's first held chunk waits on peer bytes that
     /// are themselves held: waiting cannot end it.
     pub fn deadlocked(&self) -> bool {
@@ -158,6 +226,25 @@ impl Order {
                 _ => false,
             }
         })
+    }
+
+    /// Which side of a deadlock to let go first: the one whose first held
+    /// chunk reaches least beyond what the peer handed over (a copy sent
+    /// later, with a later ACK, overreaches a little; a genuine answer a lot).
+    pub fn deadlock_victim(&self) -> Option<Direction> {
+        let over = |i: usize| {
+            self.queue[i]
+                .front()
+                .map(|h| h.mark.need.saturating_sub(self.handed[1 - i]))
+        };
+        match (over(0), over(1)) {
+            (Some(a), Some(b)) => Some(if a <= b {
+                Direction::Up
+            } else {
+                Direction::Down
+            }),
+            _ => None,
+        }
     }
 
     /// Takes the first held chunk of `d` whatever it waits for (the wait

@@ -89,6 +89,8 @@ pub enum CloseReason {
     Evicted,
     /// End of input (`close_all`).
     Shutdown,
+    /// Shed by the global memory cap (`--memcap`).
+    Memcap,
     /// A new SYN with another initial sequence number reused the 5-tuple:
     /// the old connection is closed, a new flow starts.
     Reused,
@@ -103,6 +105,7 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::Evicted => "evicted",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Memcap => "memcap",
             CloseReason::Reused => "reused",
         }
     }
@@ -144,8 +147,18 @@ pub struct TableStats {
     /// acknowledges, and times the wait ran out (bounded waiting).
     pub order_waits: u64,
     pub order_timeouts: u64,
-    /// Flows shed by the global memory cap (`--memcap`), and the cap's hits.
+    /// Chunks passed on in arrival order because holding them for ordering
+    /// would have exceeded the buffer limits.
+    pub order_overflows: u64,
+    /// Longest a chunk was held for ordering before dissection (capture
+    /// time, µs): the latency ordering added.
+    pub order_wait_max_micros: u64,
+    /// Times the global memory cap (`--memcap`) was exceeded, and the flows
+    /// it shed.
+    pub memcap_exceeded: u64,
     pub memcap_shed: u64,
+    /// Heap bytes of the consumer's per-flow state now (see `memcap`).
+    pub session_memory: usize,
     /// Bytes buffered out of order now, and the peak.
     pub buffered: usize,
     pub buffered_peak: usize,
@@ -172,6 +185,7 @@ impl TableStats {
             + self.evicted
             + self.shutdown
             + self.reused
+            + self.memcap_shed
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -182,6 +196,7 @@ impl TableStats {
             CloseReason::Evicted => &mut self.evicted,
             CloseReason::Shutdown => &mut self.shutdown,
             CloseReason::Reused => &mut self.reused,
+            CloseReason::Memcap => &mut self.memcap_shed,
         };
         *c += 1;
         self.active = self.active.saturating_sub(1);

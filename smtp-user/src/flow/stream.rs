@@ -44,6 +44,7 @@
 //! the chunk (its ACK), which the flow table uses to order the two
 //! directions.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::mem::size_of;
 
@@ -52,6 +53,11 @@ use super::stats::DirStats;
 /// Farthest a segment may start beyond the delivery point: the largest
 /// TCP window (2^30 with window scaling).
 pub const MAX_AHEAD: u64 = 1 << 30;
+
+/// How far from the data seen a segment must land to be taken, on a flow
+/// that was idle or closing, for a new connection on the same 5-tuple whose
+/// SYN was not seen (see [`Stream::is_far`]).
+pub const FAR_JUMP: i64 = 16 << 20;
 
 /// How far from the highest byte seen a RST's sequence number may be and
 /// still be believed (a receiver accepts RSTs within its window).
@@ -103,16 +109,33 @@ pub struct Data<'a> {
     pub need: u64,
 }
 
-/// Memory the stream may still take for buffering, and where to count a
-/// refusal.
+/// Memory a flow may still take for buffering (shared by its two streams
+/// and its [`Order`](super::order::Order)), and where to count a refusal.
 #[derive(Debug)]
 pub struct Budget {
-    /// Limit on this direction's buffered bytes (real heap cost).
+    /// Limit on one direction's buffered bytes (real heap cost), and on
+    /// the flow's chunks held for ordering.
     pub per_direction: usize,
     /// Bytes the whole table can still buffer.
-    pub global_room: usize,
+    pub global_room: Cell<usize>,
     /// Incremented when the global room (not the per-direction limit) refused.
-    pub global_hits: u64,
+    pub global_hits: Cell<u64>,
+}
+
+impl Budget {
+    pub fn new(per_direction: usize, global_room: usize) -> Budget {
+        Budget {
+            per_direction,
+            global_room: Cell::new(global_room),
+            global_hits: Cell::new(0),
+        }
+    }
+
+    /// Takes `n` bytes of the global room.
+    pub fn take(&self, n: usize) {
+        self.global_room
+            .set(self.global_room.get().saturating_sub(n));
+    }
 }
 
 /// An out-of-order piece: bytes of one segment (or of adjacent segments
@@ -164,9 +187,11 @@ pub struct Stream {
     fin: Option<u64>,
     /// The consumer asked for no more data: segments are only counted.
     bypass: bool,
-    /// Highest offset the receiver acknowledged, never beyond `max_end`.
+    /// Highest offset the receiver acknowledged (possibly beyond `max_end`:
+    /// bytes the capture has not shown yet).
     acked: u64,
-    /// Capture time since which `acked` is beyond a hole (`next < acked`).
+    /// Capture time since which the acknowledged data seen is beyond a hole
+    /// (`next < min(acked, max_end)`).
     hole_acked_since: Option<u64>,
     /// Offset of the pending urgent byte, removed when delivery reaches it.
     urgent: Option<u64>,
@@ -197,12 +222,6 @@ impl Stream {
     /// True once the FIN was seen and everything before it delivered.
     pub fn finished(&self) -> bool {
         self.fin.is_some_and(|f| self.next >= f)
-    }
-
-    /// True once the receiver acknowledged this direction's FIN: the sender
-    /// is done and the receiver had every byte (a hole left is the capture's).
-    pub fn fin_acked(&self) -> bool {
-        self.fin.is_some_and(|f| self.acked >= f)
     }
 
     /// True if a SYN or data fixed the sequence base.
@@ -245,6 +264,17 @@ impl Stream {
     /// not end monitoring of a live connection.
     pub fn rst_acceptable(&self, seq: u32) -> bool {
         !self.started || (self.offset(seq) - self.max_end as i64).abs() <= RST_WINDOW
+    }
+
+    /// True if a segment at `seq` lands more than [`FAR_JUMP`] away from
+    /// the data seen: on an idle or closing flow, another connection.
+    pub fn is_far(&self, seq: u32) -> bool {
+        self.started && (self.offset(seq) - self.max_end as i64).abs() > FAR_JUMP
+    }
+
+    /// True once a FIN of this direction was seen.
+    pub fn fin_seen(&self) -> bool {
+        self.fin.is_some()
     }
 
     /// A SYN with sequence number `isn` carrying `payload`: data starts at
@@ -299,7 +329,7 @@ impl Stream {
     pub fn segment(
         &mut self,
         seg: Data<'_>,
-        budget: &mut Budget,
+        budget: &Budget,
         out: &mut impl FnMut(Chunk<'_>, Mark),
     ) {
         if !self.started {
@@ -370,20 +400,18 @@ impl Stream {
                 piece_cost(payload.len())
             };
             let over_dir = self.buffered + cost > budget.per_direction;
-            let over_global = cost > budget.global_room;
+            let over_global = cost > budget.global_room.get();
             if payload.is_empty() || !(over_dir || over_global) {
                 let before = self.buffered;
                 self.insert(start, end, payload, seg.need);
-                budget.global_room = budget
-                    .global_room
-                    .saturating_sub(self.buffered.saturating_sub(before));
+                budget.take(self.buffered.saturating_sub(before));
                 self.stats.ooo_peak = self.stats.ooo_peak.max(self.buffered);
                 return;
             }
             // No room to wait for the hole: give it up.
             self.stats.limit_hits += 1;
             if over_global && !over_dir {
-                budget.global_hits += 1;
+                budget.global_hits.set(budget.global_hits.get() + 1);
             }
             self.skip_to(start, out);
             if self.next > start {
@@ -400,9 +428,6 @@ impl Stream {
             self.skip_to(target, out);
         }
         self.drain(out);
-        if self.acked <= self.next {
-            self.hole_acked_since = None;
-        }
     }
 
     /// Delivers `data`, which starts at `next`: it overrides the buffered
@@ -561,9 +586,13 @@ impl Stream {
         };
         let mut pos = start;
         for k in overlapping {
-            let Some(p) = self.ooo.get(&k) else {
+            let Some(p) = self.ooo.get_mut(&k) else {
                 continue;
             };
+            // Copies of the same bytes wait only for the smallest ACK (a
+            // retransmission carries a later one).
+            p.need = p.need.min(need);
+            let p = &*p;
             let kend = k + p.data.len() as u64;
             let owner = p.owner;
             let (a, b) = (pos.max(k), data_end.min(kend));
@@ -586,7 +615,7 @@ impl Stream {
                         if let Some(head) = old.data.get(..(a - k) as usize) {
                             self.store(k, head, old.owner, old.need);
                         }
-                        self.store(a, slice(a, b), (start, end), need);
+                        self.store(a, slice(a, b), (start, end), need.min(old.need));
                         if let Some(tail) = old.data.get((b - k) as usize..) {
                             self.store(b, tail, old.owner, old.need);
                         }
@@ -646,12 +675,19 @@ impl Stream {
                 self.reject_syn_data();
             }
         }
-        let a = ack.min(self.max_end);
-        if a > self.acked {
-            self.acked = a;
+        if ack > self.acked && ack <= self.max_end.max(self.next) + MAX_AHEAD {
+            self.acked = ack;
         }
-        if self.acked > self.next && self.hole_acked_since.is_none() {
-            self.hole_acked_since = Some(ts);
+        self.check_acked_hole(ts);
+    }
+
+    /// Starts (at capture time `ts`) or ends the wait on a hole before data
+    /// the receiver acknowledged; to call after every segment of either side.
+    pub fn check_acked_hole(&mut self, ts: u64) {
+        if self.acked.min(self.max_end) > self.next {
+            self.hole_acked_since.get_or_insert(ts);
+        } else {
+            self.hole_acked_since = None;
         }
     }
 
@@ -670,10 +706,11 @@ impl Stream {
     /// acknowledged are gaps.
     pub fn give_up_acked(&mut self, out: &mut impl FnMut(Chunk<'_>, Mark)) {
         self.hole_acked_since = None;
-        if self.bypass || self.acked <= self.next {
+        let target = self.acked.min(self.max_end);
+        if self.bypass || target <= self.next {
             return;
         }
-        self.skip_to(self.acked, out);
+        self.skip_to(target, out);
     }
 
     /// Gives up on holes before `target` (at most what was seen): the
@@ -683,7 +720,7 @@ impl Stream {
         if !self.bypass && t > self.next {
             self.skip_to(t, out);
         }
-        if self.acked <= self.next {
+        if self.acked.min(self.max_end) <= self.next {
             self.hole_acked_since = None;
         }
     }
@@ -719,11 +756,7 @@ mod tests {
     use super::*;
 
     fn budget(per_dir: usize) -> Budget {
-        Budget {
-            per_direction: per_dir,
-            global_room: usize::MAX,
-            global_hits: 0,
-        }
+        Budget::new(per_dir, usize::MAX)
     }
 
     fn seg(seq: u32, payload: &[u8]) -> Data<'_> {
@@ -736,9 +769,9 @@ mod tests {
 
     fn run(stream: &mut Stream, segs: &[(u32, &[u8])], per_dir: usize) -> Vec<Chunk<'static>> {
         let mut got = Vec::new();
-        let mut budget = budget(per_dir);
+        let budget = budget(per_dir);
         for &(seq, p) in segs {
-            stream.segment(seg(seq, p), &mut budget, &mut |c, _| {
+            stream.segment(seg(seq, p), &budget, &mut |c, _| {
                 got.push(match c {
                     Chunk::Data(d) => Chunk::Data(Vec::leak(d.to_vec())),
                     Chunk::Gap(n) => Chunk::Gap(n),
@@ -825,20 +858,20 @@ mod tests {
         let mut s = Stream::default();
         s.syn(0, b"");
         let mut got = Vec::new();
-        let mut budget = budget(1 << 20);
+        let budget = budget(1 << 20);
         let mut rec = |c: Chunk<'_>, _: Mark| {
             got.push(match c {
                 Chunk::Data(d) => format!("D{}", String::from_utf8_lossy(d)),
                 Chunk::Gap(n) => format!("G{n}"),
             })
         };
-        s.segment(seg(8, b"hi"), &mut budget, &mut rec); // buffered at 7
+        s.segment(seg(8, b"hi"), &budget, &mut rec); // buffered at 7
         let cut = Data {
             uncaptured: 6,
             fin: true,
             ..seg(1, b"abc")
         };
-        s.segment(cut, &mut budget, &mut rec); // 3 captured + 6 cut
+        s.segment(cut, &budget, &mut rec); // 3 captured + 6 cut
         assert_eq!(got, ["Dabc", "G4", "Dhi"]);
         assert_eq!((s.stats.gaps, s.stats.gap_bytes), (1, 4));
         assert_eq!(s.delivered(), 9);
@@ -890,7 +923,7 @@ mod tests {
         let mut s = Stream::default();
         s.syn(0, b"EVIL\r\n");
         s.peer_ack(0, 0, &mut rec); // SYN-ACK acks only the SYN
-        s.segment(seg(1, b"GOOD\r\n"), &mut budget(1 << 20), &mut rec);
+        s.segment(seg(1, b"GOOD\r\n"), &budget(1 << 20), &mut rec);
         assert_eq!(out, b"GOOD\r\n");
         assert_eq!(s.stats.syn_data_ignored, 1);
         out.clear();

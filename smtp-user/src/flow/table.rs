@@ -46,6 +46,8 @@ struct Flow<S> {
     midstream: bool,
     /// The flow is in `FlowTable::waiting`.
     listed: bool,
+    /// The consumer's memory for this flow, as last asked.
+    memory: usize,
 }
 
 struct Slot<S> {
@@ -83,8 +85,14 @@ struct Sink<'a, H: FlowHandler> {
     order: &'a mut Order,
     /// Capture time of the segment being processed.
     ts: u64,
-    /// Waits that started (a direction's first held chunk).
+    /// Memory for held chunks (shared with the streams).
+    budget: &'a Budget,
+    /// Waits that started (a direction's first held chunk), and chunks
+    /// passed on unordered because holding them would exceed the budget.
     waits: u64,
+    overflows: u64,
+    /// Longest a chunk handed over in this call was held (capture time).
+    max_wait: u64,
 }
 
 impl<H: FlowHandler> Sink<'_, H> {
@@ -92,17 +100,37 @@ impl<H: FlowHandler> Sink<'_, H> {
         if self.order.may_pass(d, m) {
             self.hand(d, c, self.ts);
             self.order.delivered(d, m.end);
-            self.pump();
+            if !self.order.is_empty() {
+                self.pump();
+            }
         } else {
+            let cost = Order::cost(c);
+            if self.order.held() + cost > self.budget.per_direction
+                || cost > self.budget.global_room.get()
+            {
+                // No room to wait: what waits of this direction goes on in
+                // arrival order, then this chunk.
+                self.overflows += 1;
+                debug!(flow_id = self.info.flow_id, dir = ?d, "no room to hold for ordering: delivered in arrival order");
+                while let Some((d, h)) = self.order.force(d) {
+                    self.hand(d, h.chunk(), h.ts);
+                }
+                self.hand(d, c, self.ts);
+                self.order.delivered(d, m.end);
+                self.pump();
+                return;
+            }
             if self.order.is_empty() {
                 self.waits += 1;
             }
             trace!(flow_id = self.info.flow_id, dir = ?d, need = m.need, "held: waits for the peer bytes it acknowledges");
             self.order.hold(d, c, m, self.ts);
+            self.budget.take(cost);
         }
     }
 
     fn hand(&mut self, d: Direction, c: Chunk<'_>, ts: u64) {
+        self.max_wait = self.max_wait.max(self.ts.saturating_sub(ts));
         match c {
             Chunk::Data([]) => {}
             Chunk::Data(b) => self.handler.data(self.session, self.info, d, ts, b),
@@ -135,11 +163,22 @@ impl<H: FlowHandler> Sink<'_, H> {
         let mut timeouts = 0;
         // Each round delivers at least one held chunk, or stops.
         for _ in 0..MAX_FORCED_PER_SETTLE {
-            let Some((d, since, need)) = self.order.oldest() else {
+            let Some((mut d, mut since, mut need)) = self.order.oldest() else {
                 break;
             };
-            if now.saturating_sub(since) < wait && !self.order.deadlocked() {
-                break;
+            if now.saturating_sub(since) < wait {
+                if !self.order.deadlocked() {
+                    break;
+                }
+                // Waiting cannot end a mutual wait: let the side that
+                // overreaches least go first.
+                if let Some(v) = self.order.deadlock_victim() {
+                    if v != d {
+                        if let Some(o) = self.order.oldest_of(v) {
+                            (d, since, need) = o;
+                        }
+                    }
+                }
             }
             let peer = d.reverse();
             // The receiver had the peer's bytes this chunk acknowledges:
@@ -157,6 +196,10 @@ impl<H: FlowHandler> Sink<'_, H> {
         timeouts
     }
 }
+
+/// Idle time after which data far from a flow's stream is taken for a new
+/// connection on the same 5-tuple (see `FlowTable::reuses`).
+const REUSE_IDLE_MICROS: u64 = 1_000_000;
 
 /// Most held chunks one settle forces (the rest wait for the next segment
 /// or `expire`), so that one call stays short.
@@ -301,6 +344,7 @@ impl<H: FlowHandler> FlowTable<H> {
             order,
             syn_seen,
             listed,
+            memory,
             ..
         } = &mut entry.flow;
         info.last_ts = seg.ts_micros.max(info.last_ts);
@@ -338,14 +382,12 @@ impl<H: FlowHandler> FlowTable<H> {
         }
         let held_before = order.held();
         let before = streams[0].buffered() + streams[1].buffered() + held_before;
-        let mut budget = Budget {
-            per_direction: self.config.max_buffer_per_direction,
-            global_room: self
-                .config
+        let budget = Budget::new(
+            self.config.max_buffer_per_direction,
+            self.config
                 .max_buffer_total
                 .saturating_sub(self.stats.buffered),
-            global_hits: 0,
-        };
+        );
         let ts = seg.ts_micros;
         let mut sink = Sink {
             handler: &mut self.handler,
@@ -353,7 +395,10 @@ impl<H: FlowHandler> FlowTable<H> {
             info,
             order,
             ts,
+            budget: &budget,
             waits: 0,
+            overflows: 0,
+            max_wait: 0,
         };
         let (mine, theirs) = match dir {
             Direction::Up => {
@@ -400,14 +445,28 @@ impl<H: FlowHandler> FlowTable<H> {
                 fin: seg.flags.fin(),
                 need,
             };
-            mine.segment(data, &mut budget, &mut |c, m| sink.put(dir, c, m));
+            mine.segment(data, &budget, &mut |c, m| sink.put(dir, c, m));
+            if wire > 0 && seg.flags.ack() && !sink.order.is_empty() {
+                let start = mine.ack_offset(seq);
+                sink.order.lower_need(dir, start, start + wire, need);
+                sink.pump();
+            }
         }
-        // Both sides closed and acknowledged each other's FIN: nothing late
-        // can still come, so nothing needs to wait.
-        let done = streams[0].fin_acked() && streams[1].fin_acked();
-        let timeouts = sink.settle(streams, ts, if done { 0 } else { wait });
-        let waits = sink.waits;
-        let waiting = !order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some());
+        for st in streams.iter_mut() {
+            st.check_acked_hole(ts);
+        }
+        let idle = sink.order.is_empty()
+            && streams[0].hole_acked_since().is_none()
+            && streams[1].hole_acked_since().is_none();
+        let timeouts = if idle {
+            0
+        } else {
+            sink.settle(streams, ts, wait)
+        };
+        let (waits, overflows) = (sink.waits, sink.overflows);
+        self.stats.order_wait_max_micros = self.stats.order_wait_max_micros.max(sink.max_wait);
+        let waiting =
+            !idle && (!order.is_empty() || streams.iter().any(|s| s.hole_acked_since().is_some()));
         let next_seq = [streams[0].next_seq(), streams[1].next_seq()];
         self.handler.after_segment(session, info, next_seq);
         for d in [dir, dir.reverse()] {
@@ -423,15 +482,62 @@ impl<H: FlowHandler> FlowTable<H> {
         let after = streams[0].buffered() + streams[1].buffered() + order.held();
         self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
         self.stats.buffered_peak = self.stats.buffered_peak.max(self.stats.buffered);
-        self.stats.memcap_hits += budget.global_hits;
+        self.stats.memcap_hits += budget.global_hits.get();
         self.stats.order_waits += waits;
+        self.stats.order_overflows += overflows;
         self.stats.order_timeouts += timeouts;
         if waiting && !*listed {
             *listed = true;
             self.waiting.push((slot, info.flow_id));
         }
+        if wire > 0 || !idle {
+            // Only bytes (or gaps) change what the consumer holds.
+            let m = self.handler.memory(session);
+            self.stats.session_memory = (self.stats.session_memory + m).saturating_sub(*memory);
+            *memory = m;
+        }
         if streams[0].finished() && streams[1].finished() && order.is_empty() {
             self.close(slot, CloseReason::Closed);
+        }
+        self.enforce_memcap();
+    }
+
+    /// Memory used by reassembly and the consumer's per-flow state.
+    pub fn memory(&self) -> usize {
+        self.stats.buffered + self.stats.session_memory
+    }
+
+    /// Beyond the global memory cap: sheds the largest flows (reported as
+    /// [`FlowAnomaly::Memcap`], then closed, their buffered data given up)
+    /// until 90 % of the cap is used.
+    fn enforce_memcap(&mut self) {
+        let cap = self.config.memcap;
+        if cap == 0 || self.memory() <= cap {
+            return;
+        }
+        self.stats.memcap_exceeded += 1;
+        let mut sizes: Vec<(usize, u32)> = Vec::with_capacity(self.index.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(s) = slot {
+                let f = &s.flow;
+                let m =
+                    f.streams[0].buffered() + f.streams[1].buffered() + f.order.held() + f.memory;
+                sizes.push((m, i as u32));
+            }
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let target = cap - cap / 10;
+        for (m, idx) in sizes {
+            if self.memory() <= target {
+                break;
+            }
+            if let Some(Some(s)) = self.slots.get_mut(idx as usize) {
+                let f = &mut s.flow;
+                debug!(flow_id = f.info.flow_id, bytes = m, "memcap: flow shed");
+                self.handler
+                    .anomaly(&mut f.session, &f.info, Direction::Up, FlowAnomaly::Memcap);
+            }
+            self.close(idx, CloseReason::Memcap);
         }
     }
 
@@ -440,6 +546,7 @@ impl<H: FlowHandler> FlowTable<H> {
     fn settle_waiting(&mut self, now_micros: u64) {
         let wait = self.config.reorder_wait_micros;
         let mut list = std::mem::take(&mut self.waiting);
+        let mut done: Vec<u32> = Vec::new();
         list.retain(|&(slot, id)| {
             let Some(Some(entry)) = self.slots.get_mut(slot as usize) else {
                 return false;
@@ -449,24 +556,43 @@ impl<H: FlowHandler> FlowTable<H> {
                 return false;
             }
             let before = fl.streams[0].buffered() + fl.streams[1].buffered() + fl.order.held();
+            let budget = Budget::new(
+                self.config.max_buffer_per_direction,
+                self.config
+                    .max_buffer_total
+                    .saturating_sub(self.stats.buffered),
+            );
             let mut sink = Sink {
                 handler: &mut self.handler,
                 session: &mut fl.session,
                 info: &fl.info,
                 order: &mut fl.order,
                 ts: now_micros,
+                budget: &budget,
                 waits: 0,
+                overflows: 0,
+                max_wait: 0,
             };
             self.stats.order_timeouts += sink.settle(&mut fl.streams, now_micros, wait);
+            if now_micros != u64::MAX {
+                self.stats.order_wait_max_micros =
+                    self.stats.order_wait_max_micros.max(sink.max_wait);
+            }
             let after = fl.streams[0].buffered() + fl.streams[1].buffered() + fl.order.held();
             self.stats.buffered = (self.stats.buffered + after).saturating_sub(before);
             let waiting =
                 !fl.order.is_empty() || fl.streams.iter().any(|s| s.hole_acked_since().is_some());
             fl.listed = waiting;
+            if !waiting && fl.streams[0].finished() && fl.streams[1].finished() {
+                done.push(slot);
+            }
             waiting
         });
         list.append(&mut self.waiting);
         self.waiting = list;
+        for slot in done {
+            self.close(slot, CloseReason::Closed);
+        }
     }
 
     /// Closes flows idle for the configured timeout at time `now_micros`
@@ -490,8 +616,11 @@ impl<H: FlowHandler> FlowTable<H> {
         }
     }
 
-    /// End of input: flushes and closes every flow, least recent first.
+    /// End of input: ends every wait (nothing late can come), then flushes
+    /// and closes every flow, least recent first (as `Closed` if that
+    /// completed both sides up to their FINs).
     pub fn close_all(&mut self) {
+        self.settle_waiting(u64::MAX);
         while self.tail != NIL {
             self.close(self.tail, CloseReason::Shutdown);
         }
@@ -530,6 +659,7 @@ impl<H: FlowHandler> FlowTable<H> {
             syn_seen: false,
             midstream: !syn,
             listed: false,
+            memory: 0,
         };
         let slot = Slot {
             flow,
@@ -555,18 +685,24 @@ impl<H: FlowHandler> FlowTable<H> {
         idx
     }
 
-    /// True if `seg` is a SYN (without ACK) starting a new connection on
-    /// the 5-tuple of flow `idx`.
+    /// True if `seg` starts a new connection on the 5-tuple of flow `idx`:
+    /// a SYN or SYN-ACK with another initial sequence number, or (its SYN
+    /// lost) data far from everything seen on a flow that was idle for
+    /// [`REUSE_IDLE_MICROS`] or had a FIN: counting the distance as a gap
+    /// would report bytes that were never sent.
     fn reuses(&self, idx: u32, seg: &Segment<'_>) -> bool {
-        if !seg.flags.syn() || seg.flags.ack() {
-            return false;
-        }
         let Some(Some(s)) = self.slots.get(idx as usize) else {
             return false;
         };
         let f = &s.flow;
         let dir = if seg.src == f.info.client { 0 } else { 1 };
-        f.streams[dir].is_new_syn(seg.seq)
+        if seg.flags.syn() {
+            return f.streams[dir].is_new_syn(seg.seq);
+        }
+        let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
+        let quiet = seg.ts_micros.saturating_sub(f.info.last_ts) >= REUSE_IDLE_MICROS
+            || f.streams.iter().any(Stream::fin_seen);
+        carries && !seg.flags.rst() && quiet && f.streams[dir].is_far(seg.seq)
     }
 
     /// Client of a flow first seen without SYN: the side not on a monitored
@@ -603,17 +739,24 @@ impl<H: FlowHandler> FlowTable<H> {
             mut order,
             syn_seen,
             midstream,
+            memory,
             ..
         } = slot.flow;
         self.index.remove(&key);
+        self.stats.session_memory = self.stats.session_memory.saturating_sub(memory);
         let before = streams[0].buffered() + streams[1].buffered() + order.held();
+        // At the end nothing is held longer than the flush.
+        let budget = Budget::new(usize::MAX, usize::MAX);
         let mut sink = Sink {
             handler: &mut self.handler,
             session: &mut session,
             info: &info,
             order: &mut order,
             ts: info.last_ts,
+            budget: &budget,
             waits: 0,
+            overflows: 0,
+            max_wait: 0,
         };
         for d in [Direction::Up, Direction::Down] {
             streams[di(d)].flush(&mut |c, m| sink.put(d, c, m));

@@ -117,7 +117,8 @@ impl ReplaySummary {
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies{}, \
              {}{} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports, \
              checksums {}, {} bad segments, {} IP fragments ({} datagrams reassembled, \
-             {} overlapping, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s){}",
+             {} overlapping, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s), \
+             {} held for order (longest {} µs){}",
             self.files,
             self.frames,
             mb,
@@ -150,6 +151,8 @@ impl ReplaySummary {
                 + self.decode.fragments.uncaptured,
             secs,
             if secs > 0.0 { mb / secs } else { 0.0 },
+            self.table.order_waits,
+            self.table.order_wait_max_micros,
             if self.errors.is_empty() {
                 String::new()
             } else {

@@ -723,6 +723,10 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
         self.act_on_alerts(&mut s.st, flow.last_ts);
     }
 
+    fn memory(&self, s: &FlowSession) -> usize {
+        s.smtp.memory()
+    }
+
     fn after_segment(&mut self, s: &mut FlowSession, flow: &FlowInfo, next_seq: [Option<u32>; 2]) {
         self.gate_after_segment(s, flow.last_ts, next_seq);
         let st = &mut s.st;

@@ -357,6 +357,18 @@ impl Session {
         self.unparsed[idx(dir)]
     }
 
+    /// Heap bytes this session holds, approximately (its buffers and
+    /// queues; each open transaction counted at a fixed 1 KiB), in O(1):
+    /// for the global memory cap of reassembly and dissection.
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<Session>()
+            + self.hold.capacity()
+            + self.up_lines.pending_len()
+            + self.down_lines.pending_len()
+            + self.pending.len() * std::mem::size_of::<Pending>()
+            + self.txs.len() * (std::mem::size_of::<TxBuilder>() + 1024)
+    }
+
     /// Feeds bytes of one direction.
     pub fn feed(&mut self, dir: Direction, data: &[u8], sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += data.len() as u64;
