@@ -233,14 +233,22 @@ impl Drop for Live {
     }
 }
 
-/// The JSON lines of an EVE file (unparsable lines skipped).
+/// The JSON lines of an EVE file (unparsable lines, such as a last line
+/// still being written, skipped); panics on a line that does not validate
+/// against the EVE schemas (smtp-user/schema/eve.json, and Suricata's when
+/// `cargo xtask prereqs` fetched it).
 pub fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    let lines: Vec<Value> = std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        .collect();
+    eve_schema::check(&lines);
+    lines
 }
+
+#[path = "../../smtp-user/tests/eve_schema/mod.rs"]
+mod eve_schema;
 
 /// The events of one `event_type`.
 pub fn of_type(ev: &[Value], t: &str) -> Vec<Value> {

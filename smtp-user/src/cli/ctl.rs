@@ -20,6 +20,7 @@ use smtp_user::control::{
 use smtp_user::datapath::route::default_route_interface;
 use smtp_user::datapath::{Control, DEFAULT_PIN_ROOT};
 use smtp_user::pipeline::kernel_flow_key;
+use smtp_user::policy::matchers::parse_duration;
 
 /// Arguments of `ctl`.
 #[derive(Debug, Args)]
@@ -100,45 +101,6 @@ impl FromStr for Target {
             .map(Target::Flow)
             .map_err(|_| format!("{s:?} is neither a flow id nor an IP address"))
     }
-}
-
-/// Parses `90`, `45s`, `10m`, `1h30m`, `2d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?} (examples: 30s, 10m, 1h30m, 2d)");
-    if let Ok(secs) = s.parse::<u64>() {
-        return (secs > 0)
-            .then(|| Duration::from_secs(secs))
-            .ok_or_else(bad);
-    }
-    let mut total: u64 = 0;
-    let mut num: Option<u64> = None;
-    for c in s.chars() {
-        if let Some(d) = c.to_digit(10) {
-            let n = num.unwrap_or(0);
-            num = Some(
-                n.checked_mul(10)
-                    .and_then(|n| n.checked_add(u64::from(d)))
-                    .ok_or_else(bad)?,
-            );
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-        let n = num.take().ok_or_else(bad)?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if num.is_some() || total == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// Where the monitor is: interface, pins, socket.
@@ -568,26 +530,6 @@ fn format_flows(rows: &[FlowRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in [
-            "",
-            "0",
-            "0s",
-            "m",
-            "10x",
-            "10m5",
-            "-1s",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn targets_parse() {

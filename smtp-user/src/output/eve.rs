@@ -391,7 +391,8 @@ impl<W: Write> EveWriter<W> {
         }
     }
 
-    /// Serialises `value` as one line; a line is written whole or not at all.
+    /// Serialises `value` as one line, whole, before writing any of it (a
+    /// serialisation error writes nothing).
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, value).map_err(io::Error::other)?;

@@ -163,27 +163,46 @@ impl DomainSet {
     }
 }
 
-/// Parses `30s`, `10m`, `2h`, `1d` (a positive integer and a unit).
+/// Parses a duration as rules (`block_ip_for`) and `ctl` (`--for`,
+/// `--timeout`) write it: `90`, `45s`, `10m`, `1h30m`, `2d` (units s, m, h,
+/// d, summed; a bare number is seconds). Zero and overflow are refused.
+/// The one duration parser of the product.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration {s:?}: expected a number and a unit s|m|h|d, e.g. \"10m\"")
-    })?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
-    };
-    if n == 0 {
-        return Err(format!("invalid duration {s:?}: must be positive"));
+    let bad = || format!("invalid duration {s:?} (examples: 30s, 10m, 1h30m, 2d)");
+    if let Ok(secs) = s.parse::<u64>() {
+        return (secs > 0)
+            .then(|| Duration::from_secs(secs))
+            .ok_or_else(bad);
     }
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {s:?} too large"))
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            let n = num.unwrap_or(0);
+            num = Some(
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n = num.take().ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if num.is_some() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// `<user@Example.ORG>` → `user@example.org` (brackets and source route removed, lower-cased).
@@ -254,9 +273,24 @@ mod tests {
         assert_eq!(s.find(&long), Some("forbidden.example"));
         assert_eq!(bare_address("<@r1,@r2:Bob@X.org>"), "bob@x.org");
         assert_eq!(domain_of(&bare_address("<>")), None);
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "m",
+            "5w",
+            "10x",
+            "10m5",
+            "-1s",
+            " 10m",
+            "10 minutes",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -14,12 +14,13 @@
 //!
 //! [[rule]]
 //! sid = 1001                   # unique, 1 is reserved (protocol-error rule)
+//! rev = 2                      # optional revision (EVE alert.rev), default 1
 //! name = "forbidden-sender-domain"
 //! message = "MAIL FROM a forbidden domain"   # optional, default: name
 //! category = "policy-violation"              # optional, default "policy"
 //! severity = "high"            # high|medium|low or 1..3 (1 = high); default medium
 //! action = "drop"              # alert|reject|drop|reset; default alert
-//! block_ip_for = "10m"         # optional: put the client on the kernel blocklist (s|m|h|d)
+//! block_ip_for = "10m"         # optional: put the client on the kernel blocklist (90, 45s, 10m, 1h30m, 2d)
 //! [rule.when]                  # all conditions must hold (AND); entries of a list are ORed
 //! mail_from_domain = ["forbidden.example"]
 //! ```
@@ -53,16 +54,22 @@
 //! Every error (syntax, unknown key, wrong type, bad CIDR/regex/duration/
 //! severity/anomaly name, unreadable list file, duplicate sid) is reported
 //! as `PATH:LINE:COLUMN: reason`.
+//!
+//! Modules, each importing only those listed before it: `spec` (the file as
+//! written), `error`, `matchers` (CIDR, glob, domain, duration), `content` (body
+//! automata), `alert`, `ruleset` (the compiled rules), `rules` (the
+//! compiler), `session` (per-flow evaluation).
 
 pub mod alert;
 pub mod content;
 pub mod error;
 pub mod matchers;
 pub mod rules;
+pub mod ruleset;
 pub mod session;
 pub mod spec;
 
 pub use alert::{Action, Alert, AlertContext};
 pub use error::RulesError;
-pub use rules::RuleSet;
+pub use ruleset::RuleSet;
 pub use session::PolicySession;

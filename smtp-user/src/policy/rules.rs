@@ -3,11 +3,9 @@
 //! and builds the shared body automata.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
@@ -16,149 +14,10 @@ use strum::VariantArray;
 use super::content::{check_regex, regex_reason, KeywordSpec, Keywords, Matchers, Owner, Regexes};
 use super::error::RulesError;
 use super::matchers::{bare_address, parse_duration, Cidr, DomainSet, Glob};
-use super::session::PolicySession;
+use super::ruleset::{Cond, HeaderCond, HeaderTest, Rule, RuleSet, PROTOCOL_ERROR_SID};
 use super::spec::{Doc, List, RuleDoc, When};
 use super::Action;
 use crate::smtp::{AnomalyKind, Severity};
-
-/// sid of the built-in protocol-error rule.
-pub const PROTOCOL_ERROR_SID: u32 = 1;
-
-/// How a header condition matches the value.
-#[derive(Debug)]
-pub enum HeaderTest {
-    /// ASCII case-insensitive substring (stored lower-cased).
-    Contains(String),
-    Regex(regex::Regex),
-}
-
-#[derive(Debug)]
-pub struct HeaderCond {
-    /// Field name, matched case-insensitively.
-    pub name: String,
-    pub test: HeaderTest,
-}
-
-/// One condition of a rule. A rule's conditions are ANDed; the entries of
-/// each list are ORed.
-#[derive(Debug)]
-pub enum Cond {
-    ClientIp(Vec<Cidr>),
-    Helo(Vec<Glob>),
-    /// Bare addresses, lower-cased.
-    MailFrom(Vec<String>),
-    MailFromDomain(DomainSet),
-    RcptTo(Vec<String>),
-    RcptDomain(DomainSet),
-    RcptCountOver(u32),
-    SizeOver(u64),
-    Header(Vec<HeaderCond>),
-    /// Patterns live in the rule set's keyword automata.
-    BodyKeyword,
-    /// Patterns live in the rule set's regex automaton.
-    BodyRegex,
-    AttachmentName(Vec<Glob>),
-    /// Lower-cased, without dot.
-    AttachmentExt(Vec<String>),
-    ContentType(Vec<Glob>),
-    Anomaly {
-        kinds: Option<Vec<AnomalyKind>>,
-        min_severity: Option<Severity>,
-    },
-    /// An anomaly with `drop_requested` (the built-in rule).
-    ProtocolError,
-}
-
-impl Cond {
-    /// Needs the message content (header, body, MIME structure or size).
-    pub fn is_content(&self) -> bool {
-        matches!(
-            self,
-            Cond::SizeOver(_)
-                | Cond::Header(_)
-                | Cond::BodyKeyword
-                | Cond::BodyRegex
-                | Cond::AttachmentName(_)
-                | Cond::AttachmentExt(_)
-                | Cond::ContentType(_)
-        )
-    }
-
-    /// Belongs to a mail transaction (reset by MAIL/RSET/HELO).
-    fn is_transaction(&self) -> bool {
-        self.is_content()
-            || matches!(
-                self,
-                Cond::MailFrom(_)
-                    | Cond::MailFromDomain(_)
-                    | Cond::RcptTo(_)
-                    | Cond::RcptDomain(_)
-                    | Cond::RcptCountOver(_)
-            )
-    }
-}
-
-/// One compiled rule.
-#[derive(Debug)]
-pub struct Rule {
-    pub sid: u32,
-    /// Revision (Suricata's `rev`).
-    pub rev: u32,
-    pub name: String,
-    /// The rule's text in the rules file, at most [`MAX_RULE_TEXT`] bytes
-    /// (`None` for the built-in rule, or a longer text).
-    pub text: Option<Arc<str>>,
-    pub message: String,
-    pub category: String,
-    /// 1 = high … 3 = low.
-    pub severity: u8,
-    pub action: Action,
-    pub block_ip_for: Option<Duration>,
-    /// At most 32 (bit `i` of a session's satisfied mask is `conds[i]`).
-    pub conds: Vec<Cond>,
-    /// Some condition belongs to a transaction: the rule fires at most once
-    /// per transaction and its transaction conditions reset with it.
-    pub per_transaction: bool,
-    /// Bits of the conditions that reset with the transaction.
-    pub tx_mask: u32,
-    /// Some condition needs the content.
-    pub content: bool,
-}
-
-impl Rule {
-    pub fn all_mask(&self) -> u32 {
-        if self.conds.len() >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << self.conds.len()) - 1
-        }
-    }
-
-    /// A drop/reset rule of the file (not the protocol-error rule): holding
-    /// the end of each message lets its verdict land before the server
-    /// accepts the mail, whatever condition decides it (envelope, content,
-    /// an anomaly inside the message).
-    pub fn gates(&self) -> bool {
-        self.action.blocks() && self.sid != PROTOCOL_ERROR_SID
-    }
-
-    /// The rule's client_ip condition admits `ip` (or it has none).
-    pub fn admits(&self, ip: IpAddr) -> bool {
-        self.conds.iter().all(|c| match c {
-            Cond::ClientIp(nets) => nets.iter().any(|n| n.contains(ip)),
-            _ => true,
-        })
-    }
-}
-
-/// A loaded, immutable rule set, shared by all sessions (`Arc`).
-#[derive(Debug)]
-pub struct RuleSet {
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) matchers: Matchers,
-    source: Option<PathBuf>,
-    digest: String,
-}
 
 impl RuleSet {
     /// Loads a rules file; list files are read relative to its directory.
@@ -220,58 +79,6 @@ impl RuleSet {
             source: None,
             digest: "builtin".to_string(),
         }
-    }
-
-    /// Some rule needs header/body/attachment/size inspection.
-    pub fn has_content_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.content)
-    }
-
-    /// A content rule may apply to this client (its client_ip condition admits it).
-    pub fn content_rules_for(&self, client: IpAddr) -> bool {
-        self.rules.iter().any(|r| r.content && r.admits(client))
-    }
-
-    /// Some rule could stop a mail before it is accepted: a drop/reset
-    /// rule of the file (the protocol-error rule aside). What the
-    /// end-of-data gate is for.
-    pub fn has_gate_rules(&self) -> bool {
-        self.rules.iter().any(Rule::gates)
-    }
-
-    /// A rule [`RuleSet::has_gate_rules`] counts may apply to this client:
-    /// the gate is armed on its flows.
-    pub fn gate_rules_for(&self, client: IpAddr) -> bool {
-        self.rules.iter().any(|r| r.gates() && r.admits(client))
-    }
-
-    /// sha256 (hex) of the rules file and its list files; "builtin" for [`RuleSet::builtin`].
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-
-    pub fn source(&self) -> Option<&Path> {
-        self.source.as_deref()
-    }
-
-    /// Number of rules, the protocol-error rule included.
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    /// Always false: the protocol-error rule is always there.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    /// The compiled rules (the protocol-error rule first).
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-
-    /// Per-flow evaluator.
-    pub fn session(self: &Arc<Self>, client: SocketAddr, server: SocketAddr) -> PolicySession {
-        PolicySession::new(Arc::clone(self), client, server)
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::content::{Matchers, ScanState, Source};
 use super::matchers::{bare_address, domain_of};
-use super::rules::{Cond, HeaderTest, RuleSet};
+use super::ruleset::{Cond, HeaderTest, RuleSet};
 use super::{Alert, AlertContext};
 use crate::smtp::{Anomaly, ContentPart, Envelope, EnvelopeChange, Event, Header, MimePart};
 
@@ -72,6 +72,13 @@ pub struct PolicySession {
     /// The first event was seen (rules holding from the start, e.g. only
     /// `client_ip`, fire on it).
     started: bool,
+}
+
+impl RuleSet {
+    /// Per-flow evaluator.
+    pub fn session(self: &Arc<Self>, client: SocketAddr, server: SocketAddr) -> PolicySession {
+        PolicySession::new(Arc::clone(self), client, server)
+    }
 }
 
 impl PolicySession {

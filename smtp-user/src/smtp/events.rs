@@ -295,7 +295,8 @@ pub struct Transaction {
     /// `Some` when message content was seen.
     pub email: Option<Email>,
     /// Suricata's `email.status`: "PARSE_DONE" when the message parsed completely,
-    /// "HEADER_READY"/"BODY_STARTED" when cut short, "PARSE_ERROR" on MIME errors.
+    /// "HEADER_READY"/"BODY_STARTED" when cut short, "PARSE_ERROR" when cut
+    /// before the headers ended; MIME warnings are anomalies, not a status.
     pub email_status: Option<String>,
 }
 

@@ -101,7 +101,7 @@ pub struct MimeParser {
     part_no: u32,
     /// Parts opened so far (the next part gets `parts_seen + 1`).
     parts_seen: u32,
-    /// A MIME error was seen (email_status PARSE_ERROR).
+    /// A MIME error was seen (and reported as an anomaly).
     pub error: bool,
     /// The top-level header block ended.
     pub headers_done: bool,

@@ -1076,11 +1076,10 @@ impl Session {
         self.mime.finish(id, sink);
         self.mime.end_body(id, sink);
         let email = self.mime.take_email();
-        let error = self.mime.error;
         let (headers, body) = (self.mime.headers_done, self.mime.body_started);
         if let Some(tx) = self.tx_mut(id) {
             tx.email = Some(email);
-            tx.email_status = Some(status(tx.incomplete, error, headers, body).to_string());
+            tx.email_status = Some(status(tx.incomplete, headers, body).to_string());
         }
         sink.event(Event::MailContent(MailContent {
             tx_id: id,
@@ -1103,7 +1102,7 @@ impl Session {
         let (headers, body) = (self.mime.headers_done, self.mime.body_started);
         if let Some(tx) = self.tx_mut(id) {
             tx.email = Some(email);
-            tx.email_status = Some(status(true, false, headers, body).to_string());
+            tx.email_status = Some(status(true, headers, body).to_string());
         }
     }
 
@@ -1716,20 +1715,19 @@ impl Session {
     }
 }
 
-/// Suricata's `email.status` for a message.
-fn status(incomplete: bool, error: bool, headers_done: bool, body_started: bool) -> &'static str {
-    if incomplete {
-        if body_started {
-            "BODY_STARTED"
-        } else if headers_done {
-            "HEADER_READY"
-        } else {
-            "PARSE_ERROR"
-        }
-    } else if error {
-        "PARSE_ERROR"
-    } else {
+/// Suricata's `email.status` for a message: `PARSE_DONE` once the end of
+/// data was reached, whatever MIME warnings were reported (they are
+/// anomalies: invalid base64, over-long headers); when content was lost or
+/// cut short, how far parsing got.
+fn status(incomplete: bool, headers_done: bool, body_started: bool) -> &'static str {
+    if !incomplete {
         "PARSE_DONE"
+    } else if body_started {
+        "BODY_STARTED"
+    } else if headers_done {
+        "HEADER_READY"
+    } else {
+        "PARSE_ERROR"
     }
 }
 

@@ -15,7 +15,12 @@ use serde_json::Value;
 
 /// Our schema, shipped in the repository.
 pub fn our_schema_path() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/eve.json"))
+    // From either crate that includes this file (smtp-user's tests, the
+    // end-to-end crate in tests/), both beside smtp-user/.
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../smtp-user/schema/eve.json"
+    ))
 }
 
 /// Where `cargo xtask prereqs` puts Suricata's schema:
