@@ -567,7 +567,9 @@ impl<H: FlowHandler> FlowTable<H> {
                 session: &mut fl.session,
                 info: &fl.info,
                 order: &mut fl.order,
-                ts: now_micros,
+                // Events of a settled wait are stamped when it ran out (not
+                // with `expire(u64::MAX)`'s "end of time").
+                ts: now_micros.min(fl.info.last_ts.saturating_add(wait)),
                 budget: &budget,
                 waits: 0,
                 overflows: 0,
