@@ -458,34 +458,24 @@ pub fn tcp_checksum(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Checksum {
 mod tests {
     use super::*;
 
-    fn ipv4_tcp(payload: &[u8], ip_total_extra: usize) -> Vec<u8> {
-        let total = 20 + 20 + payload.len() + ip_total_extra;
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ];
-        p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        p.extend_from_slice(&[0x04, 0xd2, 0, 25]); // 1234 → 25
-        p.extend_from_slice(&7u32.to_be_bytes());
-        p.extend_from_slice(&9u32.to_be_bytes());
-        p.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-        p.extend_from_slice(payload);
-        p
+    use crate::capture::builder::TcpPacket;
+
+    fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
+        let mut p = TcpPacket::new(
+            "10.0.0.1:1234".parse().unwrap(),
+            "10.0.0.2:25".parse().unwrap(),
+            7,
+            9,
+            TcpFlags::ACK | TcpFlags::PSH,
+            payload,
+        );
+        p.dont_fragment = false;
+        p.ip()
     }
 
     #[test]
     fn raw_ipv4_segment() {
-        let p = ipv4_tcp(b"EHLO x\r\n", 0);
+        let p = ipv4_tcp(b"EHLO x\r\n");
         let s = parse_frame(linktype::RAW, 5, &p).unwrap();
         assert_eq!(s.src, "10.0.0.1:1234".parse().unwrap());
         assert_eq!(s.dst, "10.0.0.2:25".parse().unwrap());
@@ -497,7 +487,7 @@ mod tests {
 
     #[test]
     fn snaplen_reports_uncaptured() {
-        let p = ipv4_tcp(b"0123456789", 0);
+        let p = ipv4_tcp(b"0123456789");
         let s = parse_frame(linktype::IPV4, 0, &p[..45]).unwrap();
         assert_eq!(s.payload, b"01234");
         assert_eq!(s.uncaptured, 5);
@@ -505,7 +495,7 @@ mod tests {
 
     #[test]
     fn truncated_headers_and_bad_fields() {
-        let p = ipv4_tcp(b"abc", 0);
+        let p = ipv4_tcp(b"abc");
         for cut in 0..40 {
             assert!(
                 parse_frame(linktype::RAW, 0, &p[..cut]).is_err(),
