@@ -22,7 +22,8 @@
 //!     TcpFlags::ACK | TcpFlags::PSH,
 //!     b"EHLO x\r\n",
 //! );
-//! let seg = parse_frame(linktype::ETHERNET, 0, &p.ethernet()).unwrap();
+//! let frame = p.ethernet();
+//! let seg = parse_frame(linktype::ETHERNET, 0, &frame).unwrap();
 //! assert_eq!(seg.payload, b"EHLO x\r\n");
 //! ```
 
