@@ -546,7 +546,10 @@ mod tests {
         let big: Vec<u8> = data.iter().cycle().take(200_000).copied().collect();
         let ne = !Sum16BitWords::new().add_slice(&big).ones_complement();
         let norm = |v: u16| if v == 0xffff { 0 } else { v };
-        assert_eq!(norm(ones_sum(&big)), norm(u16::from_be_bytes(ne.to_ne_bytes())));
+        assert_eq!(
+            norm(ones_sum(&big)),
+            norm(u16::from_be_bytes(ne.to_ne_bytes()))
+        );
     }
 
     #[test]
