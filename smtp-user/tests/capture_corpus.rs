@@ -137,3 +137,46 @@ fn wireshark_sample_session_streams() {
     assert_eq!(f.up.gaps(), vec![]);
     assert_eq!(f.down.gaps(), vec![]);
 }
+
+/// TCP checksums verified on every corpus file agree with tshark
+/// (`tshark -o tcp.check_checksum:TRUE -r F -Y 'tcp.checksum.status == 0'`
+/// counts the bad ones): only sv-smtp-errors.pcap has bad segments (6)
+/// among files that are not offloaded; the offloaded ones (every segment of
+/// one side wrong) are the ones `--checksum auto` does not verify.
+#[test]
+fn corpus_checksums_agree_with_tshark() {
+    use smtp_user::capture::decoder::{ChecksumSample, Decoder};
+    use smtp_user::capture::ipfrag::FragConfig;
+    use smtp_user::capture::Checksum;
+    let Some(dir) = corpus::pcap_dir() else {
+        println!("skipped: shared/corpus/pcap not found");
+        return;
+    };
+    let (mut verified, mut offloaded) = (0, 0);
+    for &(name, _, tcp, _) in EXPECTED {
+        let path = dir.join(name);
+        let mut sample = ChecksumSample::default();
+        let mut reader = CaptureReader::open(&path).unwrap();
+        while let Some(f) = reader.next_frame().unwrap() {
+            sample.add(f.linktype, f.data);
+        }
+        let mut d = Decoder::new(true, FragConfig::default());
+        let mut reader = CaptureReader::open(&path).unwrap();
+        let mut bad = 0;
+        while let Some(f) = reader.next_frame().unwrap() {
+            if let Ok(Some(seg)) = d.decode(f.linktype, f.ts_micros, f.data) {
+                bad += u64::from(seg.checksum == Checksum::Bad);
+            }
+        }
+        assert_eq!(bad, sample.bad, "{name}: the sample covers the whole file");
+        if sample.verify() {
+            verified += 1;
+            let expected = if name == "sv-smtp-errors.pcap" { 6 } else { 0 };
+            assert_eq!(bad, expected, "{name}");
+        } else {
+            offloaded += 1;
+            assert!(bad * 10 > tcp, "{name}: {bad} of {tcp} bad");
+        }
+    }
+    assert_eq!((verified, offloaded), (15, 10));
+}

@@ -252,3 +252,52 @@ proptest! {
         }
     }
 }
+
+/// The parsers' shared limits (smtp-common): up to MAX_VLAN_TAGS tags and
+/// MAX_IPV6_EXT_HEADERS extension headers are parsed; one more is
+/// `HeaderLimit`, counted apart from malformed frames.
+#[test]
+fn header_chain_limits() {
+    use smtp_user::capture::builder::{ethernet_frame, TcpPacket};
+    use smtp_user::capture::wire::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
+    let p = TcpPacket::new(
+        "192.0.2.1:40000".parse().unwrap(),
+        "192.0.2.25:25".parse().unwrap(),
+        1,
+        2,
+        TcpFlags::ACK,
+        PAYLOAD,
+    );
+    let ip = p.ip();
+    for n in 0..=MAX_VLAN_TAGS + 1 {
+        let tags: Vec<u16> = (0..n)
+            .map(|i| if i == 0 { 0x88a8 } else { 0x8100 })
+            .collect();
+        let f = ethernet_frame(&tags, &ip);
+        let r = parse_frame(linktype::ETHERNET, 0, &f);
+        if n <= MAX_VLAN_TAGS {
+            assert_eq!(
+                r.map(|s| s.payload.to_vec()).ok(),
+                Some(PAYLOAD.to_vec()),
+                "{n} tags"
+            );
+        } else {
+            assert_eq!(r.unwrap_err(), Skip::HeaderLimit, "{n} tags");
+        }
+    }
+    let dstopts = || vec![0u8, 0, 1, 4, 0, 0, 0, 0];
+    for n in [1, MAX_IPV6_EXT_HEADERS, MAX_IPV6_EXT_HEADERS + 1, 40] {
+        let chain: Vec<(u8, Vec<u8>)> = (0..n).map(|_| (60, dstopts())).collect();
+        let f = v6_with(&chain);
+        let r = parse_frame(linktype::ETHERNET, 0, &f);
+        if n <= MAX_IPV6_EXT_HEADERS {
+            assert_eq!(
+                r.map(|s| s.payload.to_vec()).ok(),
+                Some(PAYLOAD.to_vec()),
+                "{n} headers"
+            );
+        } else {
+            assert_eq!(r.unwrap_err(), Skip::HeaderLimit, "{n} headers");
+        }
+    }
+}

@@ -355,3 +355,25 @@ fn checksum_modes() {
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pipe is read once: `--checksum auto` does not sample it (which would
+/// eat its first frames), it replays it whole without verification.
+#[test]
+fn checksum_auto_on_a_pipe_reads_every_frame() {
+    let dir = test_dir("cli-pipe");
+    let frames = frames();
+    let path = write_file(&dir, "good.pcap", &pcap(&frames));
+    let fifo = dir.join("pipe.pcap");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain mkfifo(3) on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer = std::thread::spawn(move || std::fs::write(&fifo, std::fs::read(path).unwrap()));
+    let o = replay_cmd(&dir, &["pipe.pcap"]);
+    writer.join().unwrap().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = summary_line(&o);
+    assert!(s.contains(&format!("{} frames", frames.len())), "{s}");
+    assert!(s.contains("checksums not verified, 0 bad segments"), "{s}");
+    assert_eq!(transactions(&parse_lines(&o.stdout)).len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,10 +1,16 @@
 //! Hand-built Ethernet frames sent with an AF_PACKET socket, to exercise the
 //! kernel parser on what a TCP socket never produces (VLAN tags, IPv4
-//! options, IPv6 extension headers, fragments, truncation). Checksums are
-//! not computed: the monitor does not check them, and the receiving stack
-//! drops the frames.
+//! options, IPv6 extension headers, fragments, truncation).
+//!
+//! Whole segments with right checksums, and IP fragments of them, come from
+//! the product's one frame builder, re-exported here ([`TcpPacket`],
+//! [`ethernet_frame`]): a frame the server must accept is built there. The
+//! header-chain pieces below (`tcp`, `ipv4`, `ipv6`, extension headers)
+//! write no checksums: they craft chains the receiving stack drops anyway.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub use smtp_user::capture::builder::{ethernet_frame, TcpPacket};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;

@@ -4,9 +4,16 @@
 //! monitoring) and capture files (`replay`). Everything downstream sees only
 //! `Segment`s and does not know which source they came from.
 //!
-//! - [`wire`]: one link-layer frame → one `Segment`, or a [`Skip`] reason.
+//! - [`wire`]: one link-layer frame → one `Segment`, or a [`Skip`] reason
+//!   (`etherparse`; the header-chain limits shared with the kernel parser).
+//! - [`decoder`]: frames of a capture → segments as the receiver saw them:
+//!   IP fragments reassembled ([`ipfrag`], Linux's rules) and TCP checksums
+//!   verified per `--checksum`.
 //! - [`file`]: [`CaptureReader`], streaming pcap ([`pcap`]) / pcapng
-//!   ([`pcapng`]) reader with offsets in its errors.
+//!   ([`pcapng`]) reader (`pcap-parser`) with offsets in its errors; the
+//!   types they share live in the leaf module [`record`].
+//! - [`builder`]: the one TCP/IP frame builder (resets, synthetic captures,
+//!   tests), checksums right.
 //! - [`synth`]: generated sessions and capture writers, for tests and benchmarks.
 //!
 //! # Examples

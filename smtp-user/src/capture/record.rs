@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub const MAX_FRAME_LEN: u32 = 256 * 1024;
 
 /// One captured frame, borrowed from the reader's buffer until the next
-/// call to [`CaptureReader::next_frame`].
+/// call to [`super::CaptureReader::next_frame`].
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
     /// Capture time, microseconds since the Unix epoch.

@@ -64,7 +64,8 @@ pub struct ReplayArgs {
     /// TCP checksum verification: `on` ignores segments with a bad checksum
     /// (as the receiver does), `off` verifies nothing, `auto` verifies unless
     /// more than 1 in 10 of the first 1000 TCP segments of a file are bad
-    /// (an offloaded capture), as Suricata does.
+    /// (an offloaded capture), as Suricata does; a file that is not a
+    /// regular file (a pipe) cannot be sampled and is not verified.
     #[arg(long, value_enum, default_value_t = ChecksumMode::Auto)]
     pub checksum: ChecksumMode,
     /// Give up an IP datagram this many seconds (capture time) after its

@@ -185,6 +185,9 @@ fn checksum_decision(mode: ChecksumMode, path: &Path) -> (bool, Option<ChecksumS
     match mode {
         ChecksumMode::On => (true, None),
         ChecksumMode::Off => (false, None),
+        // A pipe cannot be read twice: without a sample, nothing is
+        // verified (as an offloaded capture would need).
+        ChecksumMode::Auto if !path.metadata().is_ok_and(|m| m.is_file()) => (false, None),
         ChecksumMode::Auto => {
             let mut sample = ChecksumSample::default();
             if let Ok(mut r) = CaptureReader::open(path) {
