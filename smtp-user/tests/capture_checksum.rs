@@ -120,3 +120,82 @@ fn auto_follows_suricatas_ratio() {
     assert!(sample(20, 1).verify());
     assert!(!sample(20, 3).verify());
 }
+
+/// A handshake `client → server` with the client's segments as given by
+/// `client_bad`, then `data` from the client (checksum wrong when
+/// `data_bad`), as ethernet frames.
+fn handshake(client_bad: bool, syn_answered: bool, data: &[(&[u8], bool)]) -> Vec<Vec<u8>> {
+    // Another client than `frame`'s, whose traffic fills the sample.
+    let c: SocketAddr = "198.18.0.7:40000".parse().unwrap();
+    let s: SocketAddr = "198.18.0.25:25".parse().unwrap();
+    let mut frames = Vec::new();
+    let mut syn = TcpPacket::new(c, s, 100, 0, TcpFlags::SYN, b"");
+    syn.bad_checksum = client_bad;
+    frames.push(syn.ethernet());
+    if syn_answered {
+        let synack = TcpPacket::new(s, c, 500, 101, TcpFlags::SYN | TcpFlags::ACK, b"");
+        frames.push(synack.ethernet());
+    }
+    let mut seq = 101u32;
+    for (payload, bad) in data {
+        let mut p = TcpPacket::new(c, s, seq, 501, TcpFlags::ACK | TcpFlags::PSH, payload);
+        p.bad_checksum = *bad;
+        frames.push(p.ethernet());
+        seq = seq.wrapping_add(payload.len() as u32);
+    }
+    frames
+}
+
+fn auto_checksums(frames: &[Vec<u8>]) -> Vec<Checksum> {
+    let mut sample = ChecksumSample::default();
+    for f in frames {
+        sample.add(linktype::ETHERNET, f);
+    }
+    let mut d = Decoder::new(sample.verify(), FragConfig::default());
+    d.set_offloaded(sample.offloaded());
+    frames.iter().map(|f| checksum(&mut d, f)).collect()
+}
+
+#[test]
+fn auto_trusts_a_sender_whose_wrong_checksums_the_peer_answered() {
+    // Captured on the client: its NIC fills in checksums, so every segment
+    // it sends looks wrong here, yet the server answered its SYN.
+    let data: Vec<(&[u8], bool)> = vec![(b"EHLO x\r\n", true), (b"MAIL FROM:<a@b>\r\n", true)];
+    let mut frames = handshake(true, true, &data);
+    // Enough right traffic elsewhere that the file-wide ratio keeps
+    // verification on.
+    let other = frame(false, false, b"x");
+    frames.extend(std::iter::repeat_n(other, 200));
+    let sums = auto_checksums(&frames);
+    assert_eq!(sums.first(), Some(&Checksum::Unknown), "client SYN");
+    assert_eq!(sums.get(1), Some(&Checksum::Good), "server SYN-ACK");
+    assert_eq!(
+        sums.get(2),
+        Some(&Checksum::Unknown),
+        "client data not judged"
+    );
+}
+
+#[test]
+fn auto_still_rejects_an_attackers_wrong_checksums() {
+    // The attacker's sender has right checksums on the segments the server
+    // accepts, and a wrong one on a fake line: the fake stays Bad.
+    let frames = handshake(
+        false,
+        true,
+        &[
+            (b"MAIL FROM:<good@x>\r\n", false),
+            (b"MAIL FROM:<fake@x>\r\n", true),
+        ],
+    );
+    let mut more = frames.clone();
+    let other = frame(false, false, b"x");
+    more.extend(std::iter::repeat_n(other, 200));
+    let sums = auto_checksums(&more);
+    assert_eq!(sums.get(3), Some(&Checksum::Bad));
+    // Only wrong segments, but no answer to its SYN: not exempted either.
+    let mut unanswered = handshake(true, false, &[(b"MAIL FROM:<fake@x>\r\n", true)]);
+    unanswered.extend(std::iter::repeat_n(frame(false, false, b"x"), 200));
+    let sums = auto_checksums(&unanswered);
+    assert_eq!(sums.get(1), Some(&Checksum::Bad));
+}

@@ -9,6 +9,7 @@
 use super::ipfrag::{FragConfig, FragStats, Reassembler};
 use super::wire::{ip_packet, tcp_checksum, tcp_segment, Skip};
 use super::{Checksum, Segment};
+use std::net::IpAddr;
 
 /// IP protocol number of TCP.
 const IPPROTO_TCP: u8 = 6;
@@ -40,11 +41,78 @@ pub const AUTO_INVALID_RATIO: u64 = 10;
 
 /// Checksums of the first TCP segments of a capture, for
 /// [`ChecksumMode::Auto`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Besides Suricata's file-wide ratio, the sample finds *offloaded
+/// senders*: a capture taken on a host whose NIC computes checksums shows
+/// that host's own segments with wrong checksums, although the wire
+/// carried right ones. A sender is offloaded when every sampled segment of
+/// it is wrong **and** the peer answered one of its wrong handshake
+/// segments (a SYN answered by a SYN-ACK, a SYN-ACK answered by an ACK):
+/// the receiver's stack discards a segment whose checksum is really wrong,
+/// so an answer proves the wire copy was right. An attacker cannot earn the
+/// exemption with junk: its segments would have to be answered. The
+/// segments of offloaded senders are not verified ([`Checksum::Unknown`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChecksumSample {
     /// Segments verified (whole, unfragmented).
     pub checked: u64,
     pub bad: u64,
+    /// Per sender in the sample (at most [`MAX_SAMPLED_SENDERS`]).
+    senders: Vec<SenderSample>,
+    /// Wrong-checksum handshake segments awaiting an answer (at most
+    /// [`MAX_SAMPLED_SENDERS`]).
+    handshakes: Vec<Handshake>,
+}
+
+/// Senders (and unanswered handshakes) the auto sample keeps track of.
+pub const MAX_SAMPLED_SENDERS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SenderSample {
+    addr: IpAddr,
+    checked: u32,
+    bad: u32,
+    /// The peer answered one of its wrong-checksum handshake segments.
+    answered: bool,
+}
+
+/// A wrong-checksum SYN or SYN-ACK: `src:sport → dst:dport`, answered by a
+/// segment the other way acknowledging `seq + 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handshake {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+}
+
+/// The fields of a TCP header the sample needs.
+struct TcpHead {
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
+
+fn tcp_head(b: &[u8]) -> Option<TcpHead> {
+    let be16 = |i: usize| Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
+    let be32 = |i: usize| {
+        Some(u32::from_be_bytes([
+            *b.get(i)?,
+            *b.get(i + 1)?,
+            *b.get(i + 2)?,
+            *b.get(i + 3)?,
+        ]))
+    };
+    Some(TcpHead {
+        sport: be16(0)?,
+        dport: be16(2)?,
+        seq: be32(4)?,
+        ack: be32(8)?,
+        flags: *b.get(13)?,
+    })
 }
 
 impl ChecksumSample {
@@ -61,17 +129,75 @@ impl ChecksumSample {
                 && ip.wire_len >= 20
             {
                 self.checked += 1;
-                if tcp_checksum(ip.src, ip.dst, ip.payload) == Checksum::Bad {
+                let bad = tcp_checksum(ip.src, ip.dst, ip.payload) == Checksum::Bad;
+                if bad {
                     self.bad += 1;
+                }
+                if let Some(h) = tcp_head(ip.payload) {
+                    self.sender(ip.src, ip.dst, bad, &h);
                 }
             }
         }
         self.checked < AUTO_SAMPLE
     }
 
+    fn sender(&mut self, src: IpAddr, dst: IpAddr, bad: bool, h: &TcpHead) {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        // An answer: this segment acknowledges a waiting wrong handshake.
+        if h.flags & ACK != 0 {
+            if let Some(i) = self.handshakes.iter().position(|w| {
+                w.dst == src
+                    && w.dport == h.sport
+                    && w.sport == h.dport
+                    && w.seq.wrapping_add(1) == h.ack
+            }) {
+                let w = self.handshakes.swap_remove(i);
+                if let Some(s) = self.senders.iter_mut().find(|s| s.addr == w.src) {
+                    s.answered = true;
+                }
+            }
+        }
+        let i = match self.senders.iter().position(|s| s.addr == src) {
+            Some(i) => i,
+            None if self.senders.len() < MAX_SAMPLED_SENDERS => {
+                self.senders.push(SenderSample {
+                    addr: src,
+                    checked: 0,
+                    bad: 0,
+                    answered: false,
+                });
+                self.senders.len() - 1
+            }
+            None => return,
+        };
+        if let Some(s) = self.senders.get_mut(i) {
+            s.checked += 1;
+            s.bad += u32::from(bad);
+        }
+        if bad && h.flags & SYN != 0 && self.handshakes.len() < MAX_SAMPLED_SENDERS {
+            self.handshakes.push(Handshake {
+                src,
+                dst,
+                sport: h.sport,
+                dport: h.dport,
+                seq: h.seq,
+            });
+        }
+    }
+
     /// Verification is worth it: the capture is not offloaded.
     pub fn verify(&self) -> bool {
         self.bad == 0 || self.checked / self.bad >= AUTO_INVALID_RATIO
+    }
+
+    /// Senders whose checksums were offloaded (see the type's doc).
+    pub fn offloaded(&self) -> Vec<IpAddr> {
+        self.senders
+            .iter()
+            .filter(|s| s.answered && s.checked > 0 && s.bad == s.checked)
+            .map(|s| s.addr)
+            .collect()
     }
 }
 
@@ -92,6 +218,9 @@ pub struct DecodeStats {
 pub struct Decoder {
     /// Verify checksums (the mode, with `Auto` decided).
     verify: bool,
+    /// Senders not verified although `verify` (offloaded, see
+    /// [`ChecksumSample::offloaded`]).
+    offloaded: Vec<IpAddr>,
     frags: Reassembler,
     /// The last reassembled datagram (segments borrow from it).
     datagram: Vec<u8>,
@@ -104,6 +233,7 @@ impl Decoder {
     pub fn new(verify: bool, frags: FragConfig) -> Decoder {
         Decoder {
             verify,
+            offloaded: Vec::new(),
             frags: Reassembler::new(frags),
             datagram: Vec::new(),
             checksum: [0; 3],
@@ -113,6 +243,11 @@ impl Decoder {
     /// Changes the checksum decision (a new file of the replay).
     pub fn set_verify(&mut self, verify: bool) {
         self.verify = verify;
+    }
+
+    /// Senders whose segments are not verified (offloaded checksums).
+    pub fn set_offloaded(&mut self, senders: Vec<IpAddr>) {
+        self.offloaded = senders;
     }
 
     pub fn verifies(&self) -> bool {
@@ -160,7 +295,7 @@ impl Decoder {
             },
         };
         let mut seg = tcp_segment(ts_micros, src, dst, tcp, wire_len)?;
-        seg.checksum = if self.verify && seg.uncaptured == 0 {
+        seg.checksum = if self.verify && seg.uncaptured == 0 && !self.offloaded.contains(&src) {
             tcp_checksum(src, dst, tcp)
         } else {
             Checksum::Unknown

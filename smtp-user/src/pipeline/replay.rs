@@ -168,7 +168,15 @@ impl ReplaySummary {
         let one = |(verify, sample): &(bool, Option<ChecksumSample>)| {
             let v = if *verify { "verified" } else { "not verified" };
             match sample {
-                Some(s) => format!("{v} (auto: {} of {} sampled bad)", s.bad, s.checked),
+                Some(s) => {
+                    let off = s.offloaded().len();
+                    let off = if *verify && off > 0 {
+                        format!(", {off} offloaded sender(s) not verified")
+                    } else {
+                        String::new()
+                    };
+                    format!("{v} (auto: {} of {} sampled bad{off})", s.bad, s.checked)
+                }
                 None => v.to_string(),
             }
         };
@@ -257,6 +265,13 @@ pub fn replay_files<W: Write>(
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let decision = checksum_decision(opts.checksum, path);
         decoder.set_verify(decision.0);
+        decoder.set_offloaded(
+            decision
+                .1
+                .as_ref()
+                .map(|s| s.offloaded())
+                .unwrap_or_default(),
+        );
         summary.checksum.push(decision);
         let mut reader = match CaptureReader::open(path) {
             Ok(r) => r,
