@@ -35,7 +35,7 @@ fn assert_nothing_missed(mx: &MxLive) {
     let ev = mx.events();
     let missed: Vec<&Value> = ev
         .iter()
-        .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["type"] == "gate_missed")
+        .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["event"] == "gate_missed")
         .collect();
     assert!(missed.is_empty(), "gate_missed: {missed:?}");
 }
@@ -414,4 +414,48 @@ fn starttls_session_is_reported_and_allowed() {
         "no TLS flow reported: {flows:?}"
     );
     assert!(of_type(&ev, "alert").is_empty());
+}
+
+/// `tls = "reject"`: the TLS session is reset at the handshake; Postfix's
+/// opportunistic TLS then delivers in plaintext, which the gate inspects
+/// (a clean message is delivered once, a keyword message rejected).
+#[test]
+fn starttls_with_tls_reject_falls_back_to_inspected_plaintext() {
+    let test = "starttls_with_tls_reject_falls_back_to_inspected_plaintext";
+    if !ready(test) || !require_tools(test, &["openssl"]) {
+        return;
+    }
+    let dir = smtp_e2e::live::TempDir::new("gtlrcert");
+    let cert = smtp_e2e::postfix::self_signed_cert(&dir.0);
+    let server = ServerOptions {
+        tls: Some(cert),
+        ..Default::default()
+    };
+    let mut mx = MxLive::start("gtr", &server, Some(&ClientOptions { tls: true }), None);
+    let rules = smtp_e2e::postfix::GATE_RULES.replace(
+        "action = \"reject\"\n",
+        "action = \"reject\"\ntls = \"reject\"\n",
+    );
+    mx.spawn_monitor_with(&rules, &["--gate"]);
+    mx.mta().submit(
+        "alice@client.test.example",
+        "bob@example.net",
+        &message("tlsr-1", "tls", "clean content\n"),
+    );
+    let mta = mx.mta();
+    assert!(
+        mta.wait_log(Duration::from_secs(30), |l| l.contains("status=sent")),
+        "not delivered in plaintext after the TLS reset:\n{}",
+        mta.log()
+    );
+    assert_eq!(mx.server.wait_maildir(1, Duration::from_secs(10)), 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mx.server.maildir().len(), 1, "delivered once");
+    let alerts = of_type(&mx.events(), "alert");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["alert"]["matched"].as_str().unwrap_or("").contains("tls")),
+        "no tls alert: {alerts:?}"
+    );
 }

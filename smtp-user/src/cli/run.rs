@@ -520,6 +520,11 @@ impl Daemon {
                             "dropped_blocked": p.queue.dropped_blocked,
                             "dropped_timeout": p.queue.dropped_timeout,
                             "dropped_unparsed": p.queue.dropped_unparsed,
+                            "wait_us": {
+                                "median": p.queue_wait_us.0,
+                                "p99": p.queue_wait_us.1,
+                                "samples": p.queue_wait_us.2,
+                            },
                         },
                         "regex_restarts": p.regex_restarts,
                         "regex_failures": p.regex_failures,

@@ -140,6 +140,10 @@ pub struct Rule {
     pub tx_mask: u32,
     /// Some condition needs the content.
     pub content: bool,
+    /// `tls = "reject"`: a session this rule may apply to (by `client_ip`)
+    /// that starts TLS is blocked with the rule's action at the handshake
+    /// (content behind TLS cannot be inspected); `"allow"` lets it go.
+    pub tls_reject: bool,
 }
 
 impl Rule {
@@ -262,6 +266,14 @@ impl RuleSet {
         self.rules.iter().any(|r| r.gates() && r.admits(client))
     }
 
+    /// The first blocking rule with `tls = "reject"` that may apply to this
+    /// client (by its `client_ip` condition).
+    pub fn tls_rejecting_rule(&self, client: IpAddr) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.tls_reject && r.gates() && r.admits(client))
+    }
+
     /// sha256 (hex) of the rules file and its list files; "builtin" for [`RuleSet::builtin`].
     pub fn digest(&self) -> &str {
         &self.digest
@@ -301,6 +313,7 @@ fn protocol_error_rule(action: Action) -> Rule {
         severity: 1,
         action,
         block_ip_for: None,
+        tls_reject: false,
         conds: vec![Cond::ProtocolError],
         per_transaction: false,
         tx_mask: 0,
@@ -405,6 +418,16 @@ impl Compiler<'_> {
             Some(d) => Some(parse_duration(d.get_ref()).map_err(|e| self.err(d.span(), e))?),
             None => None,
         };
+        let tls_reject = match r.tls.as_ref().map(|t| (t, t.get_ref().as_str())) {
+            None | Some((_, "allow")) => false,
+            Some((_, "reject")) => true,
+            Some((t, other)) => {
+                return Err(self.err(
+                    t.span(),
+                    format!("unknown tls option {other:?}: expected \"allow\" or \"reject\""),
+                ))
+            }
+        };
         let conds = self.conds(r.when.get_ref(), idx)?;
         if conds.is_empty() {
             return Err(self.err(r.when.span(), "rule has no condition in [rule.when]"));
@@ -435,6 +458,7 @@ impl Compiler<'_> {
             severity,
             action,
             block_ip_for,
+            tls_reject,
             content: conds.iter().any(Cond::is_content),
             conds,
             per_transaction,
