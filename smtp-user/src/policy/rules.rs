@@ -140,6 +140,9 @@ pub struct Rule {
     pub tx_mask: u32,
     /// Some condition needs the content.
     pub content: bool,
+    /// The file gave no `action` (so it is `alert`, or `reject` for a
+    /// content rule once [`RuleSet::gate_defaults`] ran).
+    pub action_defaulted: bool,
     /// `tls = "reject"`: a session this rule may apply to (by `client_ip`)
     /// that starts TLS is blocked with the rule's action at the handshake
     /// (content behind TLS cannot be inspected); `"allow"` lets it go.
@@ -266,6 +269,17 @@ impl RuleSet {
         self.rules.iter().any(|r| r.gates() && r.admits(client))
     }
 
+    /// Under `--gate`: content rules without an `action` reject (the end of
+    /// their message is held, so the client can be answered `550 5.7.1`).
+    pub fn gate_defaults(mut self) -> RuleSet {
+        for r in &mut self.rules {
+            if r.action_defaulted && r.content {
+                r.action = Action::Reject;
+            }
+        }
+        self
+    }
+
     /// The first blocking rule with `tls = "reject"` that may apply to this
     /// client (by its `client_ip` condition).
     pub fn tls_rejecting_rule(&self, client: IpAddr) -> Option<&Rule> {
@@ -313,6 +327,7 @@ fn protocol_error_rule(action: Action) -> Rule {
         severity: 1,
         action,
         block_ip_for: None,
+        action_defaulted: false,
         tls_reject: false,
         conds: vec![Cond::ProtocolError],
         per_transaction: false,
@@ -458,6 +473,7 @@ impl Compiler<'_> {
             severity,
             action,
             block_ip_for,
+            action_defaulted: r.action.is_none(),
             tls_reject,
             content: conds.iter().any(Cond::is_content),
             conds,
