@@ -509,6 +509,19 @@ impl<W: Write> SmtpFlows<W> {
                     server_rcv_next: st.up_start.unwrap_or(up),
                     decided_at_micros: ts,
                 });
+            } else {
+                // A side's position is unknown (joined midstream): no reply
+                // can be aimed. The end stays held; the session is dropped
+                // and reset instead.
+                st.rejected = true;
+                self.requests.push(Enforcement::Block {
+                    flow_id: st.ctx.flow_id,
+                    client: st.ctx.client,
+                    server: st.ctx.server,
+                    action: Action::Reject,
+                    next_seq: [None, None],
+                    decided_at_micros: ts,
+                });
             }
         }
         if st.gated && s.smtp.is_tls() {
