@@ -529,8 +529,8 @@ impl<W: Write> SmtpFlows<W> {
             // session go (tls = "allow"), unless a rule that may apply to
             // this client says tls = "reject": then it blocks the session
             // at the handshake (a plaintext reply is impossible there:
-            // `reject` acts as `reset`; an opportunistic-TLS MTA retries in
-            // plaintext, which the gate inspects).
+            // `reject` acts as `reset`; Postfix defers the message and
+            // retries later: nothing is accepted uninspected).
             st.gated = false;
             self.requests.push(Enforcement::DisarmGate {
                 client: st.ctx.client,
