@@ -593,3 +593,79 @@ body_keywords = ["secret"]
         }]
     );
 }
+
+/// `reject` under the gate: nothing happens when the keyword is read; at
+/// the end of data the pipeline asks to answer the client on the server's
+/// behalf, aimed with the server's next sequence number, an ACK covering
+/// the client's segment, and the server's `RCV.NXT` at the start of that
+/// (held) segment; the gate is never released and the session not dropped.
+#[test]
+fn reject_answers_the_held_end_of_data_in_the_servers_place() {
+    let conv = conversation(
+        "alice@example.org",
+        &["bob@example.net"],
+        "please find the FORBIDDEN-KEYWORD attached",
+    );
+    let rules = Arc::new(
+        RuleSet::from_toml(
+            &RULES.replacen("action = \"reset\"", "action = \"reject\"", 1),
+            Path::new("test-rules.toml"),
+        )
+        .expect("valid rules"),
+    );
+    let policy = PolicyOptions {
+        rules,
+        mode: ModeSwitch::new(Mode::Enforce),
+        gate: true,
+    };
+    let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
+    let mut table = FlowTable::new(FlowConfig::default(), handler);
+    let mut requests = Vec::new();
+    // Where the end of data sits, and where the server stands before it.
+    let (mut data_seg, mut server_next) = (None, None);
+    for (ts, frame) in render(&conv, &conv.packets(), RenderOptions::default()) {
+        let seg = parse_frame(linktype::ETHERNET, ts, &frame).expect("TCP frame");
+        let end = seg.seq.wrapping_add(seg.payload.len() as u32);
+        if seg.src == conv.client && seg.payload.ends_with(b"\r\n.\r\n") {
+            data_seg = Some((seg.seq, end));
+        } else if seg.src != conv.client && !seg.payload.is_empty() && data_seg.is_none() {
+            server_next = Some(end);
+        }
+        table.segment(&seg);
+        requests.extend(table.handler_mut().take_requests());
+    }
+    let (start, end) = data_seg.expect("end of data");
+    let rejects: Vec<_> = requests
+        .iter()
+        .filter_map(|q| match q {
+            Enforcement::Reject {
+                reply,
+                server_next_seq,
+                client_ack,
+                server_rcv_next,
+                ..
+            } => Some((
+                reply.clone(),
+                *server_next_seq,
+                *client_ack,
+                *server_rcv_next,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejects,
+        vec![(
+            "550 5.7.1 Message rejected by content policy\r\n".to_string(),
+            server_next.expect("server reply"),
+            end,
+            start
+        )],
+        "{requests:?}"
+    );
+    assert!(!requests.iter().any(|q| matches!(
+        q,
+        Enforcement::ReleaseGate { .. } | Enforcement::Block { .. }
+    )));
+    assert_eq!(table.handler().counters().rejects, 1);
+}

@@ -280,3 +280,37 @@ fn rule_rev_and_text() {
     );
     assert_eq!(r[0].text, None, "the built-in rule has no text");
 }
+
+#[test]
+fn content_rules_without_an_action_reject_under_the_gate() {
+    let text = r#"
+[[rule]]
+sid = 7
+name = "kw"
+[rule.when]
+body_keywords = ["x"]
+
+[[rule]]
+sid = 8
+name = "sender"
+[rule.when]
+mail_from_domain = ["example.org"]
+
+[[rule]]
+sid = 9
+name = "kw-alert"
+action = "alert"
+[rule.when]
+body_keywords = ["y"]
+"#;
+    let rules =
+        smtp_user::policy::RuleSet::from_toml(text, std::path::Path::new("r.toml")).expect("valid");
+    assert!(!rules.has_gate_rules(), "without the gate: alerts");
+    let rules = rules.gate_defaults();
+    let actions: Vec<_> = rules.rules().iter().map(|r| (r.sid, r.action)).collect();
+    use smtp_user::policy::Action;
+    assert!(actions.contains(&(7, Action::Reject)), "{actions:?}");
+    assert!(actions.contains(&(8, Action::Alert)), "{actions:?}");
+    assert!(actions.contains(&(9, Action::Alert)), "{actions:?}");
+    assert!(rules.has_gate_rules());
+}

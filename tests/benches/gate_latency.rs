@@ -93,6 +93,23 @@ fn smtplib_run(mx: &MxLive, n: usize) -> Vec<f64> {
     serde_json::from_slice::<Vec<f64>>(&out.stdout).expect("smtplib output")
 }
 
+/// The daemon's own measure: how long accepted segments were held
+/// (capture by the kernel hook → accept verdict), from `ctl stats --json`.
+fn daemon_wait(mx: &MxLive) -> Option<(u64, u64, u64)> {
+    let out = smtp_e2e::process::run_to_end(
+        &mx.pair.server_ns,
+        &["ctl", "--iface", &mx.pair.server_if, "--json", "stats"],
+        Duration::from_secs(20),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let w = v.pointer("/user/pipeline/gate_queue/wait_us")?;
+    Some((
+        w["median"].as_u64()?,
+        w["p99"].as_u64()?,
+        w["samples"].as_u64()?,
+    ))
+}
+
 fn main() {
     // SAFETY: trivial libc call.
     if unsafe { libc::geteuid() } != 0 {
@@ -105,7 +122,9 @@ fn main() {
         .position(|a| a == "--messages")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(60);
+    let rounds = 4;
+    let per_round = n.div_ceil(rounds);
     // Warm the release build before timing anything.
     let _ = smtp_e2e::smtp_user_bin();
     let setups: [(&str, Option<&[&str]>); 3] = [
@@ -121,35 +140,67 @@ fn main() {
         no_chunking: true,
         ..Default::default()
     };
-    let mut rows = Vec::new();
-    for (name, monitor) in setups {
-        let t = Instant::now();
-        let mx = MxLive::start("bgl", &server, Some(&ClientOptions::default()), monitor);
-        let pf = quantiles(postfix_run(&mx, n));
-        let py = quantiles(smtplib_run(&mx, n));
-        let missed = mx
-            .events()
-            .iter()
-            .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["type"] == "gate_missed")
-            .count();
-        eprintln!("{name}: done in {:?}", t.elapsed());
-        rows.push((name, pf, py, missed));
+    let t = Instant::now();
+    let mut mx = MxLive::start("bgl", &server, Some(&ClientOptions::default()), None);
+    let mut pf: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut py: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut missed = vec![0usize; setups.len()];
+    let mut waits = Vec::new();
+    let mut seen = 0;
+    // Rounds interleave the setups, so load from elsewhere on the host
+    // falls on all of them alike.
+    for round in 0..rounds {
+        for (i, (_, monitor)) in setups.iter().enumerate() {
+            mx.daemon.take();
+            let _ = std::fs::remove_file(&mx.eve);
+            if let Some(a) = monitor {
+                mx.spawn_monitor(a);
+            }
+            let _ = postfix_run(&mx, per_round);
+            let d = mx.mta().sent_transmission_delays();
+            pf[i].extend(d.iter().skip(seen).map(|s| s * 1e6));
+            seen = d.len();
+            py[i].extend(smtplib_run(&mx, per_round));
+            missed[i] += mx
+                .events()
+                .iter()
+                .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["event"] == "gate_missed")
+                .count();
+            if i == 1 {
+                if let Some(w) = daemon_wait(&mx) {
+                    waits.push(w);
+                }
+            }
+        }
+        eprintln!("round {round} done after {:?}", t.elapsed());
     }
-    let (base_pf, base_py) = (rows[0].1, rows[0].2);
-    println!("\n{n} messages per client and setup; µs; added = setup − baseline\n");
+    let base_pf = quantiles(pf[0].clone());
+    let base_py = quantiles(py[0].clone());
+    println!(
+        "\n{} messages per client and setup ({rounds} interleaved rounds); µs; added = setup − baseline\n",
+        per_round * rounds
+    );
     println!("| setup | Postfix client median | p99 | added median | added p99 | smtplib median | p99 | added median | added p99 | gate_missed |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (name, pf, py, missed) in rows {
+    for (i, (name, _)) in setups.iter().enumerate() {
+        let a = quantiles(pf[i].clone());
+        let b = quantiles(py[i].clone());
         println!(
-            "| {name} | {:.0} | {:.0} | {:+.0} | {:+.0} | {:.0} | {:.0} | {:+.0} | {:+.0} | {missed} |",
-            pf.0,
-            pf.1,
-            pf.0 - base_pf.0,
-            pf.1 - base_pf.1,
-            py.0,
-            py.1,
-            py.0 - base_py.0,
-            py.1 - base_py.1,
+            "| {name} | {:.0} | {:.0} | {:+.0} | {:+.0} | {:.0} | {:.0} | {:+.0} | {:+.0} | {} |",
+            a.0,
+            a.1,
+            a.0 - base_pf.0,
+            a.1 - base_pf.1,
+            b.0,
+            b.1,
+            b.0 - base_py.0,
+            b.1 - base_py.1,
+            missed[i],
+        );
+    }
+    for (m, p, c) in waits {
+        println!(
+            "queue gate, daemon's measure (one round): each client segment held {m} µs median, {p} µs p99 ({c} segments): capture → accept verdict"
         );
     }
 }

@@ -425,9 +425,14 @@ impl MxLive {
 
     /// (Re)starts the monitor with [`GATE_RULES`] and `args`.
     pub fn spawn_monitor(&mut self, args: &[&str]) {
+        self.spawn_monitor_with(GATE_RULES, args);
+    }
+
+    /// (Re)starts the monitor with the rules `text` and `args`.
+    pub fn spawn_monitor_with(&mut self, text: &str, args: &[&str]) {
         self.daemon.take();
         let rules = self.dir.0.join("rules.toml");
-        std::fs::write(&rules, GATE_RULES).expect("rules file");
+        std::fs::write(&rules, text).expect("rules file");
         let eve = self.eve.to_string_lossy().into_owned();
         let rules_s = rules.to_string_lossy().into_owned();
         let mut full = vec!["-o", &eve, "--stats-interval", "3600", "--rules", &rules_s];

@@ -35,7 +35,7 @@ fn assert_nothing_missed(mx: &MxLive) {
     let ev = mx.events();
     let missed: Vec<&Value> = ev
         .iter()
-        .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["type"] == "gate_missed")
+        .filter(|e| e["event_type"] == "anomaly" && e["anomaly"]["event"] == "gate_missed")
         .collect();
     assert!(missed.is_empty(), "gate_missed: {missed:?}");
 }
@@ -414,4 +414,50 @@ fn starttls_session_is_reported_and_allowed() {
         "no TLS flow reported: {flows:?}"
     );
     assert!(of_type(&ev, "alert").is_empty());
+}
+
+/// `tls = "reject"`: the TLS session is reset at the handshake (nothing
+/// behind TLS can be inspected). The sending Postfix defers the message
+/// (4.7.5, handshake failure): it is neither delivered uninspected nor
+/// lost; the MTA must be set to send plaintext to this host.
+#[test]
+fn starttls_with_tls_reject_is_reset_at_the_handshake() {
+    let test = "starttls_with_tls_reject_is_reset_at_the_handshake";
+    if !ready(test) || !require_tools(test, &["openssl"]) {
+        return;
+    }
+    let dir = smtp_e2e::live::TempDir::new("gtlrcert");
+    let cert = smtp_e2e::postfix::self_signed_cert(&dir.0);
+    let server = ServerOptions {
+        tls: Some(cert),
+        ..Default::default()
+    };
+    let mut mx = MxLive::start("gtr", &server, Some(&ClientOptions { tls: true }), None);
+    let rules = smtp_e2e::postfix::GATE_RULES.replace(
+        "action = \"reject\"\n",
+        "action = \"reject\"\ntls = \"reject\"\n",
+    );
+    mx.spawn_monitor_with(&rules, &["--gate"]);
+    mx.mta().submit(
+        "alice@client.test.example",
+        "bob@example.net",
+        &message("tlsr-1", "tls", "clean content\n"),
+    );
+    let mta = mx.mta();
+    assert!(
+        mta.wait_log(Duration::from_secs(20), |l| l.contains("status=deferred")),
+        "TLS session not stopped:\n{}",
+        mta.log()
+    );
+    assert!(mta.log().contains("handshake"), "{}", mta.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(mx.server.maildir().is_empty(), "delivered uninspected");
+    assert_eq!(mx.server.queued(), 0);
+    let alerts = of_type(&mx.events(), "alert");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["alert"]["matched"].as_str().unwrap_or("").contains("tls")),
+        "no tls alert: {alerts:?}"
+    );
 }

@@ -159,6 +159,15 @@ fn parse_reply(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Under `--gate`, content rules without an action reject.
+fn gate_defaults(rules: RuleSet, gate: bool) -> RuleSet {
+    if gate {
+        rules.gate_defaults()
+    } else {
+        rules
+    }
+}
+
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -187,7 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let rules = Arc::new(load_rules(args.rules.as_deref())?);
+    let rules = Arc::new(gate_defaults(load_rules(args.rules.as_deref())?, args.gate));
     if args.gate && !rules.has_gate_rules() {
         tracing::warn!("--gate has no effect: the rules have no drop/reset rule");
     }
@@ -481,7 +490,7 @@ impl Daemon {
         let Some(path) = self.rules_path.clone() else {
             anyhow::bail!("no rules file was given (--rules): nothing to reload");
         };
-        let rules = Arc::new(load_rules(Some(&path))?);
+        let rules = Arc::new(gate_defaults(load_rules(Some(&path))?, self.gate));
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }
@@ -554,6 +563,11 @@ impl Daemon {
                             "dropped_blocked": p.queue.dropped_blocked,
                             "dropped_timeout": p.queue.dropped_timeout,
                             "dropped_unparsed": p.queue.dropped_unparsed,
+                            "wait_us": {
+                                "median": p.queue_wait_us.0,
+                                "p99": p.queue_wait_us.1,
+                                "samples": p.queue_wait_us.2,
+                            },
                         },
                         "regex_restarts": p.regex_restarts,
                         "regex_failures": p.regex_failures,

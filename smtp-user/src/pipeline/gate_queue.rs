@@ -55,6 +55,9 @@ pub struct FlowGate {
     pub down_next: Option<u32>,
     /// The flow was blocked: nothing more of the client passes.
     pub blocked: bool,
+    /// Capture time (µs since the epoch, the kernel hook's clock) of the
+    /// latest client segment inspected.
+    pub inspected_ts: u64,
 }
 
 /// Verdicts given and why.
@@ -71,12 +74,44 @@ pub struct QueueCounters {
     pub dropped_unparsed: u64,
 }
 
+/// Samples kept of the queue wait (the most recent).
+const WAIT_SAMPLES: usize = 4096;
+
+/// How long accepted segments were held: from their capture by the kernel
+/// hook (just before netfilter queued them) to the accept verdict, µs.
+#[derive(Debug, Clone, Default)]
+pub struct WaitSamples {
+    recent: std::collections::VecDeque<u64>,
+    /// Samples since start.
+    pub count: u64,
+}
+
+impl WaitSamples {
+    fn record(&mut self, micros: u64) {
+        if self.recent.len() == WAIT_SAMPLES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(micros);
+        self.count += 1;
+    }
+
+    /// The `q` quantile (0.0–1.0) of the recent samples, nearest rank.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let mut v: Vec<u64> = self.recent.iter().copied().collect();
+        v.sort_unstable();
+        let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).max(1);
+        v.get(rank - 1).copied()
+    }
+}
+
 /// Queued segments and the per-flow state that decides them.
 #[derive(Debug, Default)]
 pub struct GateQueue {
     flows: HashMap<(SocketAddr, SocketAddr), FlowGate>,
     pending: Vec<QueuedSegment>,
     pub counters: QueueCounters,
+    /// Hold time of accepted segments (capture → accept verdict).
+    pub wait: WaitSamples,
 }
 
 impl GateQueue {
@@ -132,15 +167,30 @@ impl GateQueue {
 
     /// Decides what can be decided (see the table in the module docs);
     /// appends `(id, accept)` to `out`.
-    pub fn settle(&mut self, now: Instant, enforcing: bool, out: &mut Vec<(u32, bool)>) {
+    /// `now_micros`: wall clock, µs since the epoch (for the wait samples).
+    pub fn settle(
+        &mut self,
+        now: Instant,
+        now_micros: u64,
+        enforcing: bool,
+        out: &mut Vec<(u32, bool)>,
+    ) {
         let flows = &self.flows;
         let counters = &mut self.counters;
+        let wait = &mut self.wait;
         self.pending.retain(|q| {
             let accept = match flows.get(&(q.client, q.server)) {
                 _ if !enforcing => Some(true),
                 Some(f) if f.blocked => Some(false),
                 Some(f) if !f.gated => Some(true),
-                Some(f) if f.up_next.is_some_and(|n| seq_ge(n, q.end_seq)) => Some(true),
+                Some(f) if f.up_next.is_some_and(|n| seq_ge(n, q.end_seq)) => {
+                    // The inspected segment that completed it is (almost
+                    // always) this one: its capture time is the hold's start.
+                    if enforcing && f.inspected_ts != 0 {
+                        wait.record(now_micros.saturating_sub(f.inspected_ts));
+                    }
+                    Some(true)
+                }
                 _ if now.duration_since(q.since) >= MAX_WAIT => {
                     counters.dropped_timeout += 1;
                     Some(false)
@@ -185,14 +235,14 @@ mod tests {
             end_seq: 110,
             since: t0,
         });
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert!(out.is_empty());
         g.open(c, s, true);
         g.flow_mut(c, s).unwrap().up_next = Some(100);
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert!(out.is_empty(), "not inspected that far");
         g.flow_mut(c, s).unwrap().up_next = Some(110);
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert_eq!(out, vec![(1, true)]);
         // Blocked: dropped at once.
         out.clear();
@@ -204,7 +254,7 @@ mod tests {
             since: t0,
         });
         g.flow_mut(c, s).unwrap().blocked = true;
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert_eq!(out, vec![(2, false)]);
         // Stale: dropped after MAX_WAIT.
         out.clear();
@@ -216,7 +266,7 @@ mod tests {
             end_seq: 500,
             since: t0,
         });
-        g.settle(t0 + MAX_WAIT, true, &mut out);
+        g.settle(t0 + MAX_WAIT, 0, true, &mut out);
         assert_eq!(out, vec![(3, false)]);
         assert_eq!(g.counters.dropped_timeout, 1);
         assert_eq!(g.counters.dropped_blocked, 1);
@@ -236,7 +286,7 @@ mod tests {
             end_seq: 1,
             since: t0,
         });
-        g.settle(t0, false, &mut out);
+        g.settle(t0, 0, false, &mut out);
         assert_eq!(out, vec![(7, true)]);
         out.clear();
         g.open(c, s, false);
@@ -247,7 +297,7 @@ mod tests {
             end_seq: 1,
             since: t0,
         });
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert_eq!(out, vec![(8, true)]);
         // Sequence numbers wrap.
         g.open(c, s, true);
@@ -260,7 +310,7 @@ mod tests {
             since: t0,
         });
         out.clear();
-        g.settle(t0, true, &mut out);
+        g.settle(t0, 0, true, &mut out);
         assert_eq!(out, vec![(9, true)]);
     }
 }

@@ -176,7 +176,11 @@ fn settle<W: Write>(
         return;
     };
     if h.queue_pending() {
-        h.settle_queue(Instant::now(), verdicts);
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        h.settle_queue(Instant::now(), now_micros, verdicts);
     }
     for (id, accept) in verdicts.drain(..) {
         v(id, accept);

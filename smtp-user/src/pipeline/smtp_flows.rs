@@ -74,6 +74,8 @@ pub struct PipelineCounters {
     pub rejects: u64,
     /// The netfilter-queue gate's verdicts.
     pub queue: QueueCounters,
+    /// Hold time of accepted segments, µs: median, p99, samples.
+    pub queue_wait_us: (Option<u64>, Option<u64>, u64),
     /// Regex scans restarted after a byte the lazy DFA could not decide
     /// (`\b` next to non-ASCII; a match across it may be missed).
     pub regex_restarts: u64,
@@ -363,9 +365,14 @@ impl<W: Write> SmtpFlows<W> {
 
     /// Verdicts of the queued segments that can be decided now:
     /// `(packet id, accept)`.
-    pub fn settle_queue(&mut self, now: Instant, out: &mut Vec<(u32, bool)>) {
+    pub fn settle_queue(&mut self, now: Instant, now_micros: u64, out: &mut Vec<(u32, bool)>) {
         let enforcing = self.policy.mode.enforcing();
-        self.queue.settle(now, enforcing, out);
+        self.queue.settle(now, now_micros, enforcing, out);
+    }
+
+    /// How long accepted queued segments were held (capture → verdict).
+    pub fn queue_wait(&self) -> &super::gate_queue::WaitSamples {
+        &self.queue.wait
     }
 
     /// The monitor stops: every gated session still open is answered
@@ -405,6 +412,11 @@ impl<W: Write> SmtpFlows<W> {
     pub fn counters(&self) -> PipelineCounters {
         PipelineCounters {
             queue: self.queue.counters,
+            queue_wait_us: (
+                self.queue.wait.quantile(0.5),
+                self.queue.wait.quantile(0.99),
+                self.queue.wait.count,
+            ),
             ..self.out.counters
         }
     }
@@ -539,21 +551,49 @@ impl<W: Write> SmtpFlows<W> {
                     server_rcv_next: st.up_start.unwrap_or(up),
                     decided_at_micros: ts,
                 });
+            } else {
+                // A side's position is unknown (joined midstream): no reply
+                // can be aimed. The end stays held; the session is dropped
+                // and reset instead.
+                st.rejected = true;
+                self.requests.push(Enforcement::Block {
+                    flow_id: st.ctx.flow_id,
+                    client: st.ctx.client,
+                    server: st.ctx.server,
+                    action: Action::Reject,
+                    next_seq: [None, None],
+                    decided_at_micros: ts,
+                });
             }
         }
         if st.gated && s.smtp.is_tls() {
             // After STARTTLS nothing can be inspected: the gate lets the
-            // session go (tls = "allow").
+            // session go (tls = "allow"), unless a rule that may apply to
+            // this client says tls = "reject": then it blocks the session
+            // at the handshake (a plaintext reply is impossible there:
+            // `reject` acts as `reset`; Postfix defers the message and
+            // retries later: nothing is accepted uninspected).
             st.gated = false;
             self.requests.push(Enforcement::DisarmGate {
                 client: st.ctx.client,
                 server: st.ctx.server,
             });
+            if let Some(rule) = self.policy.rules.tls_rejecting_rule(st.ctx.client.ip()) {
+                self.out.alerts.push(Alert::new(
+                    rule,
+                    None,
+                    "tls = \"reject\": the session started TLS (content not inspectable)"
+                        .to_string(),
+                    Default::default(),
+                ));
+                self.act_on_alerts(st, ts);
+            }
         }
         st.up_start = next_seq[0];
         if let Some(f) = self.queue.flow_mut(st.ctx.client, st.ctx.server) {
             f.up_next = next_seq[0];
             f.down_next = next_seq[1];
+            f.inspected_ts = ts;
             f.gated = st.gated;
             f.blocked = enforcing
                 && match st.verdict {
@@ -596,10 +636,15 @@ impl<W: Write> SmtpFlows<W> {
                     self.out.counters.blocked_flows += 1;
                 }
                 st.verdict = Some(alert.action);
-                if alert.action == Action::Reject && st.gated {
-                    // Answered at the transaction's end of data, which the
-                    // gate holds (after_segment).
-                    continue;
+                if alert.action == Action::Reject {
+                    if st.gated {
+                        // Answered at the transaction's end of data, which
+                        // the gate holds (after_segment).
+                        continue;
+                    }
+                    // No gate holds an end to answer: carried out as a
+                    // reset, now.
+                    st.rejected = true;
                 }
                 self.requests.push(Enforcement::Block {
                     flow_id: st.ctx.flow_id,

@@ -85,3 +85,29 @@ pub struct Alert {
     pub matched: String,
     pub context: AlertContext,
 }
+
+impl Alert {
+    /// The alert `rule` raises: the rule's identity and action, the match
+    /// and what was known of the transaction.
+    pub fn new(
+        rule: &super::ruleset::Rule,
+        tx_id: Option<u32>,
+        matched: String,
+        context: AlertContext,
+    ) -> Alert {
+        Alert {
+            signature_id: rule.sid,
+            rev: rule.rev,
+            rule_name: rule.name.clone(),
+            rule_text: rule.text.clone(),
+            signature: rule.message.clone(),
+            category: rule.category.clone(),
+            severity: rule.severity,
+            action: rule.action,
+            block_ip_for: rule.block_ip_for,
+            tx_id,
+            matched,
+            context,
+        }
+    }
+}

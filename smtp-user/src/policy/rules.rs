@@ -132,6 +132,8 @@ fn protocol_error_rule(action: Action) -> Rule {
         severity: 1,
         action,
         block_ip_for: None,
+        action_defaulted: false,
+        tls_reject: false,
         conds: vec![Cond::ProtocolError],
         per_transaction: false,
         tx_mask: 0,
@@ -236,6 +238,16 @@ impl Compiler<'_> {
             Some(d) => Some(parse_duration(d.get_ref()).map_err(|e| self.err(d.span(), e))?),
             None => None,
         };
+        let tls_reject = match r.tls.as_ref().map(|t| (t, t.get_ref().as_str())) {
+            None | Some((_, "allow")) => false,
+            Some((_, "reject")) => true,
+            Some((t, other)) => {
+                return Err(self.err(
+                    t.span(),
+                    format!("unknown tls option {other:?}: expected \"allow\" or \"reject\""),
+                ))
+            }
+        };
         let conds = self.conds(r.when.get_ref(), idx)?;
         if conds.is_empty() {
             return Err(self.err(r.when.span(), "rule has no condition in [rule.when]"));
@@ -268,6 +280,8 @@ impl Compiler<'_> {
             severity,
             action,
             block_ip_for,
+            action_defaulted: r.action.is_none(),
+            tls_reject,
             content: conds.iter().any(Cond::is_content),
             conds,
             per_transaction,

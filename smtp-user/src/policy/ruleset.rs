@@ -115,6 +115,13 @@ pub struct Rule {
     pub tx_mask: u32,
     /// Some condition needs the content.
     pub content: bool,
+    /// The file gave no `action` (so it is `alert`, or `reject` for a
+    /// content rule once [`RuleSet::gate_defaults`] ran).
+    pub action_defaulted: bool,
+    /// `tls = "reject"`: a session this rule may apply to (by `client_ip`)
+    /// that starts TLS is blocked with the rule's action at the handshake
+    /// (content behind TLS cannot be inspected); `"allow"` lets it go.
+    pub tls_reject: bool,
 }
 
 impl Rule {
@@ -174,6 +181,25 @@ impl RuleSet {
     /// the gate is armed on its flows.
     pub fn gate_rules_for(&self, client: IpAddr) -> bool {
         self.rules.iter().any(|r| r.gates() && r.admits(client))
+    }
+
+    /// Under `--gate`: content rules without an `action` reject (the end of
+    /// their message is held, so the client can be answered `550 5.7.1`).
+    pub fn gate_defaults(mut self) -> RuleSet {
+        for r in &mut self.rules {
+            if r.action_defaulted && r.content {
+                r.action = Action::Reject;
+            }
+        }
+        self
+    }
+
+    /// The first blocking rule with `tls = "reject"` that may apply to this
+    /// client (by its `client_ip` condition).
+    pub fn tls_rejecting_rule(&self, client: IpAddr) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.tls_reject && r.gates() && r.admits(client))
     }
 
     /// sha256 (hex) of the rules file and its list files; "builtin" for [`RuleSet::builtin`].

@@ -507,26 +507,18 @@ impl PolicySession {
                 matched.push_str(w);
             }
             truncate(&mut matched, MAX_MATCHED);
-            out.push(Alert {
-                signature_id: rule.sid,
-                rev: rule.rev,
-                rule_name: rule.name.clone(),
-                rule_text: rule.text.clone(),
-                signature: rule.message.clone(),
-                category: rule.category.clone(),
-                severity: rule.severity,
-                action: rule.action,
-                block_ip_for: rule.block_ip_for,
-                tx_id: if rule.per_transaction { self.tx } else { None },
+            out.push(Alert::new(
+                rule,
+                if rule.per_transaction { self.tx } else { None },
                 matched,
-                context: AlertContext {
+                AlertContext {
                     helo: self.helo.clone(),
                     mail_from: self.mail_from.clone(),
                     rcpt_to: self.rcpts.clone(),
                     subject: self.subject.clone(),
                     attachments: self.attachments.clone(),
                 },
-            });
+            ));
         }
     }
 

@@ -37,6 +37,9 @@ pub struct RuleDoc {
     pub severity: Option<Spanned<toml::Value>>,
     pub action: Option<Spanned<String>>,
     pub block_ip_for: Option<Spanned<String>>,
+    /// `"allow"` (default) | `"reject"`: what the rule does with a session
+    /// that turns to TLS, whose content it cannot inspect.
+    pub tls: Option<Spanned<String>>,
     pub when: Spanned<When>,
 }
 
