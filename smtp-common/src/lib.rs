@@ -35,6 +35,12 @@ pub const MAP_GATES: &str = "GATES";
 pub const PROG_XDP_INGRESS: &str = "smtp_xdp_ingress";
 pub const PROG_TC_INGRESS: &str = "smtp_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "smtp_tc_egress";
+/// The logger programs (tail-called when kernel logging is on) and the
+/// program arrays that hold them.
+pub const PROG_LOG_TC: &str = "smtp_log_tc";
+pub const PROG_LOG_XDP: &str = "smtp_log_xdp";
+pub const MAP_LOG_TC: &str = "LOG_TC";
+pub const MAP_LOG_XDP: &str = "LOG_XDP";
 
 /// Number of monitored port slots in [`Config::ports`].
 pub const MAX_PORTS: usize = 8;

@@ -87,6 +87,7 @@
 mod attach;
 mod control;
 mod error;
+pub mod kernel_log;
 pub mod pins;
 pub mod route;
 
@@ -115,6 +116,7 @@ use crate::capture::{
 pub use attach::IngressMode;
 pub use control::{Control, KernelStats};
 pub use error::DatapathError;
+pub use kernel_log::KernelLog;
 pub use pins::DEFAULT_PIN_ROOT;
 
 /// The eBPF object, built by build.rs from `smtp-ebpf`.
@@ -142,6 +144,8 @@ pub struct MonitorOptions {
     /// Packets the program cannot record completely pass while enforcing
     /// (`--unparsed pass`); default: dropped ([`smtp_common::Config::unparsed_pass`]).
     pub unparsed_pass: bool,
+    /// The kernel program's own log lines ([`KernelLog`]); off by default.
+    pub kernel_log: KernelLog,
     /// bpffs directory holding `<iface>/` pin directories.
     pub pin_root: PathBuf,
 }
@@ -156,6 +160,7 @@ impl Default for MonitorOptions {
             enforce: true,
             gate: false,
             unparsed_pass: false,
+            kernel_log: KernelLog::Off,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
         }
     }
@@ -183,6 +188,16 @@ pub struct Monitor {
     ifindex: u32,
     ingress: IngressMode,
     user: UserStats,
+    /// The task relaying the kernel's log lines (aborted on drop).
+    log_relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(t) = self.log_relay.take() {
+            t.abort();
+        }
+    }
 }
 
 fn check_options(o: &MonitorOptions) -> Result<Vec<u16>, DatapathError> {
@@ -272,8 +287,10 @@ impl Monitor {
         raise_memlock();
         let pins = pins::PinDir::create(&opts.pin_root, &iface)?;
 
+        let log_level = opts.kernel_log.level();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_RECORDS, opts.ringbuf_size)
+            .override_global(kernel_log::LEVEL_GLOBAL, &log_level, true)
             .load(EBPF_OBJECT)
             .map_err(|e| {
                 if error::is_eperm(&e) {
@@ -282,6 +299,7 @@ impl Monitor {
                     DatapathError::Load(e)
                 }
             })?;
+        let log_relay = kernel_log::relay(&mut ebpf, opts.kernel_log)?;
         let ring = take_map(&mut ebpf, MAP_RECORDS)?;
         let mut config = take_map(&mut ebpf, MAP_CONFIG)?;
         let verdicts = take_map(&mut ebpf, MAP_VERDICTS)?;
@@ -357,6 +375,7 @@ impl Monitor {
             ifindex,
             ingress,
             user: UserStats::default(),
+            log_relay,
         })
     }
 
