@@ -7,8 +7,9 @@
 //! reason: first fragments of monitored TCP (and tiny first fragments of
 //! any port), frames beyond the VLAN or IPv6 extension-header limits, TCP
 //! headers it cannot read, URG segments on monitored ports. Monitor mode
-//! passes them and counts them. Bad-checksum segments are recorded flagged
-//! `REC_CSUM_BAD` and, enforcing, dropped (the receiver discards them too).
+//! passes them and counts them. Bad-checksum segments are counted; enforcing,
+//! they are dropped without a record (the receiver discards them too);
+//! otherwise recorded flagged `REC_CSUM_BAD`.
 
 use aya_ebpf::{
     helpers::{
@@ -438,11 +439,11 @@ fn monitored<P: Packet>(
                 ..hdr
             };
             bump(st, Stat::AckReplays, 1);
-            emit(p, replay, 0, Csum::Good, st);
+            emit(p, replay, 0, Csum::Good, false, st);
         }
     }
     let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
-    let verdict = emit(p, hdr, payload_off as u32, check, st);
+    let verdict = emit(p, hdr, payload_off as u32, check, enforce, st);
     match verdict {
         Csum::Good => bump(st, Stat::ChecksumGood, 1),
         Csum::Bad => {
@@ -620,13 +621,15 @@ fn sum_payload(data: &mut [u8; CHUNK], n: u32, seed: u32) -> Option<u32> {
 }
 
 /// Sends the segment as records of at most `CHUNK` payload bytes, with the
-/// checksum verdict in their flags; returns that verdict.
+/// checksum verdict in their flags; returns that verdict. With `drop_bad`
+/// (enforcing) a segment found bad is not sent: it is dropped.
 #[inline(always)]
 fn emit<P: Packet>(
     p: &P,
     hdr: RecordHeader,
     payload_off: u32,
     check: Csum,
+    drop_bad: bool,
     st: &mut Stats,
 ) -> Csum {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -642,6 +645,9 @@ fn emit<P: Packet>(
     if total == 0 {
         if let Csum::Verify { sum, partial_like } = check {
             check = finish(sum, partial_like);
+        }
+        if let (Csum::Bad, true) = (check, drop_bad) {
+            return check;
         }
         scratch.hdr.rec_flags |= csum_flags(check);
         let bytes = unsafe {
@@ -671,6 +677,11 @@ fn emit<P: Packet>(
         } else {
             Csum::Unknown
         };
+        if let (Csum::Bad, true) = (check, drop_bad) {
+            // Enforcing: the segment is dropped here, as the receiver would
+            // discard it; the monitor does not see it either.
+            return check;
+        }
         scratch.hdr.rec_flags |= csum_flags(check);
         let len = if loaded {
             RECORD_HEADER_LEN + n as usize

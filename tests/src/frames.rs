@@ -1,8 +1,9 @@
 //! Hand-built Ethernet frames sent with an AF_PACKET socket, to exercise the
 //! kernel parser on what a TCP socket never produces (VLAN tags, IPv4
-//! options, IPv6 extension headers, fragments, truncation). Checksums are
-//! not computed: the monitor does not check them, and the receiving stack
-//! drops the frames.
+//! options, IPv6 extension headers, fragments, truncation). TCP checksums
+//! are left zero: the kernel program finds them bad (and drops them while
+//! enforcing), as the receiving stack does. `attacker.rs` builds frames
+//! with checksums, for a real server.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -61,8 +61,9 @@
 //! gap); monitor mode passes and counts them. Bad TCP checksums (see
 //! `smtp-ebpf/src/csum.rs`: trusted when the stack verified or will not
 //! verify, else verified by the program for segments of up to one record)
-//! are recorded with `REC_CSUM_BAD`, counted (`checksum_bad`) and dropped
-//! while enforcing; `REC_CSUM_GOOD` marks the rest the kernel vouches for.
+//! are counted (`checksum_bad`); while enforcing they are dropped without a
+//! record, otherwise recorded with `REC_CSUM_BAD`. `REC_CSUM_GOOD` marks the
+//! records the kernel vouches for.
 //!
 //! Order of the checks on a monitored packet while enforcing: fail closed,
 //! blocklist, verdict, gate, checksum. [`Control`] reads and writes all of them, in this process
