@@ -14,6 +14,10 @@
 //!   dropped while enforcing, with an expiry).
 //! * [`Gate`]: the end-of-data gate of one flow (holds back the client
 //!   segment that ends a message until userspace releases it).
+//! * [`AckSeen`]: the server's latest pure ACK on a gated flow, replayed to
+//!   userspace at a hold ([`REC_ACK_REPLAY`]).
+//! * [`MAX_VLAN_TAGS`], [`MAX_IPV6_EXT_HEADERS`]: the parser limits both
+//!   sides use.
 #![cfg_attr(not(test), no_std)]
 
 use bytemuck::{Pod, Zeroable};
@@ -367,9 +371,11 @@ pub enum Stat {
     BytesUncaptured = 5,
     /// Packets dropped because of a drop verdict.
     DroppedByVerdict = 6,
-    /// TCP packets whose headers could not be read (IP says TCP, but the
-    /// TCP header is truncated or impossible), monitored port or not:
-    /// enforcing, dropped (fail closed) unless `unparsed_pass`.
+    /// Packets whose headers could not be read, so whose ports are unknown:
+    /// a VLAN or IP header cut short, an impossible IPv4 header of TCP, a
+    /// TCP header cut short or impossible. Enforcing, dropped (fail
+    /// closed) unless `unparsed_pass`; the receiving stack would discard
+    /// them too.
     Unparsed = 7,
     /// Packets dropped because the client address is in the blocklist.
     DroppedByBlocklist = 8,

@@ -439,22 +439,16 @@ fn monitored<P: Packet>(
                 ..hdr
             };
             bump(st, Stat::AckReplays, 1);
-            emit(p, replay, 0, Csum::Good, false, st);
+            let _ = emit(p, replay, 0, Csum::Good, false, st);
         }
     }
     let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
-    let verdict = emit(p, hdr, payload_off as u32, check, enforce, st);
-    match verdict {
-        Csum::Good => bump(st, Stat::ChecksumGood, 1),
-        Csum::Bad => {
-            bump(st, Stat::ChecksumBad, 1);
-            ev.set(EV_CSUM_BAD, tcp.sport as u32, tcp.seq, enforce as u32);
-            if enforce {
-                // The receiver discards it; so does the monitor.
-                return Action::Drop;
-            }
+    if emit(p, hdr, payload_off as u32, check, enforce, st) {
+        ev.set(EV_CSUM_BAD, tcp.sport as u32, tcp.seq, enforce as u32);
+        if enforce {
+            // The receiver discards it; so does the monitor.
+            return Action::Drop;
         }
-        _ => {}
     }
     if rec_flags & REC_HELD != 0 {
         Action::Drop
@@ -620,9 +614,27 @@ fn sum_payload(data: &mut [u8; CHUNK], n: u32, seed: u32) -> Option<u32> {
     Some(sum)
 }
 
+/// Counts a checksum verdict; true when bad.
+#[inline(always)]
+fn count_csum(st: &mut Stats, c: Csum) -> bool {
+    match c {
+        Csum::Good => {
+            bump(st, Stat::ChecksumGood, 1);
+            false
+        }
+        Csum::Bad => {
+            bump(st, Stat::ChecksumBad, 1);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Sends the segment as records of at most `CHUNK` payload bytes, with the
-/// checksum verdict in their flags; returns that verdict. With `drop_bad`
-/// (enforcing) a segment found bad is not sent: it is dropped.
+/// checksum verdict in their flags, and counts the verdict; true when the
+/// checksum is bad. With `drop_bad` (enforcing) a segment found bad is not
+/// sent: it is dropped. (The verdict is counted here and only a bool goes
+/// back, so the verifier does not carry it through the record loop.)
 #[inline(always)]
 fn emit<P: Packet>(
     p: &P,
@@ -631,9 +643,9 @@ fn emit<P: Packet>(
     check: Csum,
     drop_bad: bool,
     st: &mut Stats,
-) -> Csum {
+) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return check;
+        return false;
     };
     let scratch = unsafe { &mut *scratch };
     let mut check = check;
@@ -646,8 +658,9 @@ fn emit<P: Packet>(
         if let Csum::Verify { sum, partial_like } = check {
             check = finish(sum, partial_like);
         }
-        if let (Csum::Bad, true) = (check, drop_bad) {
-            return check;
+        let bad = count_csum(st, check);
+        if bad && drop_bad {
+            return true;
         }
         scratch.hdr.rec_flags |= csum_flags(check);
         let bytes = unsafe {
@@ -657,7 +670,7 @@ fn emit<P: Packet>(
             Ok(()) => bump(st, Stat::RecordsSent, 1),
             Err(_) => bump(st, Stat::RecordsLost, 1),
         }
-        return check;
+        return bad;
     }
     if let Csum::Verify { sum, partial_like } = check {
         // The checksum is verified only for payloads of one record (see
@@ -677,10 +690,11 @@ fn emit<P: Packet>(
         } else {
             Csum::Unknown
         };
-        if let (Csum::Bad, true) = (check, drop_bad) {
+        let bad = count_csum(st, check);
+        if bad && drop_bad {
             // Enforcing: the segment is dropped here, as the receiver would
             // discard it; the monitor does not see it either.
-            return check;
+            return true;
         }
         scratch.hdr.rec_flags |= csum_flags(check);
         let len = if loaded {
@@ -701,8 +715,10 @@ fn emit<P: Packet>(
                 }
             }
         }
-        return check;
+        return bad;
     }
+    // Good or unknown (bad is only ever found by the verification above).
+    let _ = count_csum(st, check);
     scratch.hdr.rec_flags |= csum_flags(check);
     let mut off: u32 = 0;
     for _ in 0..MAX_CHUNKS {
@@ -740,7 +756,7 @@ fn emit<P: Packet>(
                 Ok(()) => bump(st, Stat::RecordsSent, 1),
                 Err(_) => bump(st, Stat::RecordsLost, 1),
             }
-            return check;
+            return false;
         }
         let bytes = unsafe {
             core::slice::from_raw_parts(
@@ -763,5 +779,5 @@ fn emit<P: Packet>(
     if tail > 0 {
         bump(st, Stat::BytesUncaptured, tail as u64);
     }
-    check
+    false
 }

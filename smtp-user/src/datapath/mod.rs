@@ -325,6 +325,17 @@ impl Monitor {
             })?;
         }
         let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
+        // How much of the verifier's 1 M instruction budget each program
+        // takes (the margin left for changes to the kernel code).
+        for (name, prog) in ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                tracing::debug!(
+                    program = name,
+                    verified_insns = info.verified_instruction_count(),
+                    "program verified"
+                );
+            }
+        }
         // Pins last: their presence means "attached and configured".
         for (name, map) in [
             (MAP_RECORDS, &ring),
