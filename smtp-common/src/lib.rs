@@ -14,6 +14,10 @@
 //!   dropped while enforcing, with an expiry).
 //! * [`Gate`]: the end-of-data gate of one flow (holds back the client
 //!   segment that ends a message until userspace releases it).
+//! * [`AckSeen`]: the server's latest pure ACK on a gated flow, replayed to
+//!   userspace at a hold ([`REC_ACK_REPLAY`]).
+//! * [`MAX_VLAN_TAGS`], [`MAX_IPV6_EXT_HEADERS`]: the parser limits both
+//!   sides use.
 #![cfg_attr(not(test), no_std)]
 
 use bytemuck::{Pod, Zeroable};
@@ -35,6 +39,12 @@ pub const MAP_GATES: &str = "GATES";
 pub const PROG_XDP_INGRESS: &str = "smtp_xdp_ingress";
 pub const PROG_TC_INGRESS: &str = "smtp_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "smtp_tc_egress";
+/// The logger programs (tail-called when kernel logging is on) and the
+/// program arrays that hold them.
+pub const PROG_LOG_TC: &str = "smtp_log_tc";
+pub const PROG_LOG_XDP: &str = "smtp_log_xdp";
+pub const MAP_LOG_TC: &str = "LOG_TC";
+pub const MAP_LOG_XDP: &str = "LOG_XDP";
 
 /// Number of monitored port slots in [`Config::ports`].
 pub const MAX_PORTS: usize = 8;
@@ -372,9 +382,11 @@ pub enum Stat {
     BytesUncaptured = 5,
     /// Packets dropped because of a drop verdict.
     DroppedByVerdict = 6,
-    /// TCP packets whose headers could not be read (IP says TCP, but the
-    /// TCP header is truncated or impossible), monitored port or not:
-    /// enforcing, dropped (fail closed) unless `unparsed_pass`.
+    /// Packets whose headers could not be read, so whose ports are unknown:
+    /// a VLAN or IP header cut short, an impossible IPv4 header of TCP, a
+    /// TCP header cut short or impossible. Enforcing, dropped (fail
+    /// closed) unless `unparsed_pass`; the receiving stack would discard
+    /// them too.
     Unparsed = 7,
     /// Packets dropped because the client address is in the blocklist.
     DroppedByBlocklist = 8,

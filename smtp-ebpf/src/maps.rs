@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use smtp_common::{
     AckSeen, Config, FlowKey, Gate, IpKey, RecordHeader, Stats, BLOCKLIST_CAPACITY, CHUNK,
@@ -38,6 +38,19 @@ pub static SERVER_ACKS: LruHashMap<FlowKey, AckSeen> =
 /// Counters.
 #[map]
 pub static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+
+/// The decision of the packet being handled that is to be logged
+/// (`packet::Event`: kind, three facts, verdict; kind 0 = none).
+#[map]
+pub static EVENT: PerCpuArray<[u32; 5]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: the TC logger program, when logging is on.
+#[map]
+pub static LOG_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slot 0: the XDP logger program, when logging is on.
+#[map]
+pub static LOG_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Where a record (header + payload chunk) is assembled before output.
 #[repr(C)]

@@ -7,8 +7,9 @@
 //! reason: first fragments of monitored TCP (and tiny first fragments of
 //! any port), frames beyond the VLAN or IPv6 extension-header limits, TCP
 //! headers it cannot read, URG segments on monitored ports. Monitor mode
-//! passes them and counts them. Bad-checksum segments are recorded flagged
-//! `REC_CSUM_BAD` and, enforcing, dropped (the receiver discards them too).
+//! passes them and counts them. Bad-checksum segments are counted; enforcing,
+//! they are dropped without a record (the receiver discards them too);
+//! otherwise recorded flagged `REC_CSUM_BAD`.
 
 use aya_ebpf::{
     helpers::{
@@ -18,6 +19,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
+use aya_log_ebpf::debug;
 use core::ffi::c_void;
 use smtp_common::{
     seq_ge, AckSeen, Config, FlowKey, Gate, IpKey, RecordHeader, Stat, Stats, CHUNK,
@@ -29,7 +31,7 @@ use smtp_common::{
 
 use crate::{
     csum::{self, Csum},
-    maps::{BLOCKLIST, CONFIG, GATES, RECORDS, SCRATCH, SERVER_ACKS, STATS, VERDICTS},
+    maps::{BLOCKLIST, CONFIG, EVENT, GATES, RECORDS, SCRATCH, SERVER_ACKS, STATS, VERDICTS},
     parse::{self, Found},
 };
 
@@ -154,7 +156,7 @@ fn bump(s: &mut Stats, which: Stat, by: u64) {
 }
 
 #[inline(always)]
-pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
+pub fn handle<P: Packet>(p: &P, hook: u8, ev: &mut Event) -> Action {
     let Some(st) = stats() else {
         return Action::Pass;
     };
@@ -171,7 +173,7 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
         Found::Other => return Action::Pass,
         Found::Tcp(l4) => (l4, false),
         Found::FirstFragment(l4) => (l4, true),
-        Found::Unreadable(reason) => return fail_closed(st, reason),
+        Found::Unreadable(reason) => return fail_closed(st, reason, hook, ev),
     };
     let ports = match parse::ports(p.data(), p.data_end(), &l4) {
         Some(ports) => Some(ports),
@@ -185,7 +187,7 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
         } else {
             Stat::Unparsed
         };
-        return fail_closed(st, reason);
+        return fail_closed(st, reason, hook, ev);
     };
     let Some(cfg) = CONFIG.get(0) else {
         return Action::Pass;
@@ -204,7 +206,7 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
         // The monitor cannot see the whole segment; without this first
         // fragment the server never reassembles it.
         bump(st, Stat::MonitoredPackets, 1);
-        return fail_closed(st, Stat::Fragments);
+        return fail_closed(st, Stat::Fragments, hook, ev);
     }
     let gate = GateMode {
         arm_at_syn: cfg.gate != 0,
@@ -214,18 +216,105 @@ pub fn handle<P: Packet>(p: &P, hook: u8) -> Action {
             0
         },
     };
-    monitored(p, hook, &l4, dst_mon, cfg, gate, st)
+    monitored(p, hook, &l4, dst_mon, cfg, gate, st, ev)
+}
+
+/// [`log`] events.
+const EV_UNRECORDABLE: u32 = 1;
+const EV_GATE_HOLD: u32 = 2;
+const EV_GATE_PASS: u32 = 3;
+const EV_CSUM_BAD: u32 = 4;
+
+/// Where a packet's handling notes the decision it wants traced, in the
+/// per-CPU `EVENT` map (`[kind, a, b, c, verdict]`, kind 0 = none). The
+/// entry point then tail-calls the logger program (`smtp_log_tc` /
+/// `smtp_log_xdp`, put in `LOG_TC` / `LOG_XDP` by userspace only when
+/// logging is on), which logs it with [`log_pending`] and returns the
+/// verdict. The log statement lives in its own small program: the verifier
+/// checks its formatting code once, not on every path through the parser,
+/// and with logging off the slot is empty and the tail call falls through.
+pub struct Event;
+
+impl Event {
+    #[inline(always)]
+    fn set(&mut self, kind: u32, a: u32, b: u32, c: u32) {
+        if let Some(e) = EVENT.get_ptr_mut(0) {
+            unsafe { *e = [kind, a, b, c, 0] };
+        }
+    }
+}
+
+/// True when the packet's handling noted a decision to log; stores the
+/// verdict the logger program must return.
+#[inline(always)]
+pub fn event_pending(verdict: u32) -> bool {
+    match EVENT.get_ptr_mut(0) {
+        Some(e) => unsafe {
+            if (*e)[0] == 0 {
+                return false;
+            }
+            (*e)[4] = verdict;
+            true
+        },
+        None => false,
+    }
+}
+
+/// Clears the note (the tail call did not happen: logging is off).
+#[inline(always)]
+pub fn clear_event() {
+    if let Some(e) = EVENT.get_ptr_mut(0) {
+        unsafe { (*e)[0] = 0 };
+    }
+}
+
+/// The logger programs' body: logs the noted decision, clears it, returns
+/// the verdict stored with it.
+#[inline(always)]
+pub fn log_pending() -> u32 {
+    let Some(e) = EVENT.get_ptr_mut(0) else {
+        return 0;
+    };
+    let e = unsafe { &mut *e };
+    if e[0] != 0 {
+        log(e[0], e[1], e[2], e[3]);
+        e[0] = 0;
+    }
+    e[4]
+}
+
+/// One debug line (aya-log) for an [`Event`]:
+///
+/// | event | a | b | c |
+/// |---|---|---|---|
+/// | 1 cannot record | reason (`Stat` index: 7 unparsed, 11 fragment, 12 IPv6 chain, 13 VLAN stack, 14 urgent) | hook | dropped |
+/// | 2 gate hold | source port | seq | 0 |
+/// | 3 gate pass | source port | seq | 0 |
+/// | 4 bad checksum | source port | seq | dropped |
+#[inline(never)]
+fn log(kind: u32, a: u32, b: u32, c: u32) {
+    let name = match kind {
+        EV_UNRECORDABLE => "cannot record",
+        EV_GATE_HOLD => "gate hold",
+        EV_GATE_PASS => "gate pass",
+        _ => "bad checksum",
+    };
+    debug!(&(), "{}: a={} b={} c={}", name, a, b, c);
 }
 
 /// Counts a packet the program cannot record by `reason`; drops it while
-/// enforcing unless the operator chose `--unparsed pass`.
+/// enforcing unless the operator chose `--unparsed pass`. Traced at debug
+/// level (`reason` is the [`Stat`] index: 7 unparsed, 11 fragment, 12
+/// IPv6 chain, 13 VLAN stack, 14 urgent).
 #[inline(always)]
-fn fail_closed(st: &mut Stats, reason: Stat) -> Action {
+fn fail_closed(st: &mut Stats, reason: Stat, hook: u8, ev: &mut Event) -> Action {
     bump(st, reason, 1);
     let Some(cfg) = CONFIG.get(0) else {
         return Action::Pass;
     };
-    if cfg.enforce != 0 && cfg.unparsed_pass == 0 {
+    let drop = cfg.enforce != 0 && cfg.unparsed_pass == 0;
+    ev.set(EV_UNRECORDABLE, reason as u32, hook as u32, drop as u32);
+    if drop {
         bump(st, Stat::DroppedUnparsed, 1);
         return Action::Drop;
     }
@@ -251,12 +340,29 @@ fn monitored<P: Packet>(
     cfg: &Config,
     gate_mode: GateMode,
     st: &mut Stats,
+    ev: &mut Event,
 ) -> Action {
     bump(st, Stat::MonitoredPackets, 1);
+    // The parser reaches here on many paths (VLAN tags, IP options, IPv6
+    // chains) that differ only in these offsets; passed through map memory
+    // they become unknown scalars, so the verifier checks what follows once
+    // rather than once per path. Bounded again here.
+    let l3_off = crate::maps::opaque(l4.l3_off as u32) as usize;
+    let l4_off = crate::maps::opaque(l4.l4_off as u32) as usize;
+    let ip_end = crate::maps::opaque(l4.ip_end as u32) as usize;
+    if l3_off > 0x7fff || l4_off > 0x7fff || ip_end > 0xffff {
+        return fail_closed(st, Stat::Unparsed, hook, ev);
+    }
+    let l4 = &parse::L4 {
+        family: l4.family,
+        l3_off,
+        l4_off,
+        ip_end,
+    };
     let enforce = cfg.enforce != 0;
     let gate_on = cfg.gate != 0;
     let (Some(tcp), Some((src, dst))) = (parse::tcp(p, l4), parse::addrs(p, l4)) else {
-        return fail_closed(st, Stat::Unparsed);
+        return fail_closed(st, Stat::Unparsed, hook, ev);
     };
     let (key, src_is_lo) = FlowKey::new(l4.family, src, tcp.sport, dst, tcp.dport);
     let pkt_len = p.len();
@@ -270,12 +376,10 @@ fn monitored<P: Packet>(
     // A payload-less RST always passes: resets sent by the monitor (or by
     // the peers) must reach both ends of a stopped connection.
     let bare_rst = payload_len == 0 && tcp.flags & TCP_RST != 0;
-    if tcp.flags & TCP_URG != 0 {
+    if tcp.flags & TCP_URG != 0 && !bare_rst {
         // SMTP never sends urgent data; the receiver would take the urgent
         // byte out of the stream. Monitor mode records urg_ptr instead.
-        bump(st, Stat::Urgent, 1);
-        if enforce && cfg.unparsed_pass == 0 && !bare_rst {
-            bump(st, Stat::DroppedUnparsed, 1);
+        if let Action::Drop = fail_closed(st, Stat::Urgent, hook, ev) {
             return Action::Drop;
         }
     }
@@ -315,9 +419,13 @@ fn monitored<P: Packet>(
         } else if dst_mon && payload_len > 0 {
             match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {
                 GateAction::None => {}
-                GateAction::Passed => bump(st, Stat::GatePassed, 1),
+                GateAction::Passed => {
+                    bump(st, Stat::GatePassed, 1);
+                    ev.set(EV_GATE_PASS, tcp.sport as u32, tcp.seq, 0);
+                }
                 GateAction::Hold => {
                     bump(st, Stat::GateHeld, 1);
+                    ev.set(EV_GATE_HOLD, tcp.sport as u32, tcp.seq, 0);
                     rec_flags = REC_HELD;
                     replay_ack = true;
                 }
@@ -373,21 +481,16 @@ fn monitored<P: Packet>(
                 ..hdr
             };
             bump(st, Stat::AckReplays, 1);
-            emit(p, replay, 0, Csum::Good, st);
+            let _ = emit(p, replay, 0, Csum::Good, false, st);
         }
     }
     let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
-    let verdict = emit(p, hdr, payload_off as u32, check, st);
-    match verdict {
-        Csum::Good => bump(st, Stat::ChecksumGood, 1),
-        Csum::Bad => {
-            bump(st, Stat::ChecksumBad, 1);
-            if enforce {
-                // The receiver discards it; so does the monitor.
-                return Action::Drop;
-            }
+    if emit(p, hdr, payload_off as u32, check, enforce, st) {
+        ev.set(EV_CSUM_BAD, tcp.sport as u32, tcp.seq, enforce as u32);
+        if enforce {
+            // The receiver discards it; so does the monitor.
+            return Action::Drop;
         }
-        _ => {}
     }
     if rec_flags & REC_HELD != 0 && !queued {
         Action::Drop
@@ -553,18 +656,38 @@ fn sum_payload(data: &mut [u8; CHUNK], n: u32, seed: u32) -> Option<u32> {
     Some(sum)
 }
 
+/// Counts a checksum verdict; true when bad.
+#[inline(always)]
+fn count_csum(st: &mut Stats, c: Csum) -> bool {
+    match c {
+        Csum::Good => {
+            bump(st, Stat::ChecksumGood, 1);
+            false
+        }
+        Csum::Bad => {
+            bump(st, Stat::ChecksumBad, 1);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Sends the segment as records of at most `CHUNK` payload bytes, with the
-/// checksum verdict in their flags; returns that verdict.
+/// checksum verdict in their flags, and counts the verdict; true when the
+/// checksum is bad. With `drop_bad` (enforcing) a segment found bad is not
+/// sent: it is dropped. (The verdict is counted here and only a bool goes
+/// back, so the verifier does not carry it through the record loop.)
 #[inline(always)]
 fn emit<P: Packet>(
     p: &P,
     hdr: RecordHeader,
     payload_off: u32,
     check: Csum,
+    drop_bad: bool,
     st: &mut Stats,
-) -> Csum {
+) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return check;
+        return false;
     };
     let scratch = unsafe { &mut *scratch };
     let mut check = check;
@@ -577,6 +700,10 @@ fn emit<P: Packet>(
         if let Csum::Verify { sum, partial_like } = check {
             check = finish(sum, partial_like);
         }
+        let bad = count_csum(st, check);
+        if bad && drop_bad {
+            return true;
+        }
         scratch.hdr.rec_flags |= csum_flags(check);
         let bytes = unsafe {
             core::slice::from_raw_parts(scratch as *const _ as *const u8, RECORD_HEADER_LEN)
@@ -585,7 +712,7 @@ fn emit<P: Packet>(
             Ok(()) => bump(st, Stat::RecordsSent, 1),
             Err(_) => bump(st, Stat::RecordsLost, 1),
         }
-        return check;
+        return bad;
     }
     if let Csum::Verify { sum, partial_like } = check {
         // The checksum is verified only for payloads of one record (see
@@ -605,6 +732,12 @@ fn emit<P: Packet>(
         } else {
             Csum::Unknown
         };
+        let bad = count_csum(st, check);
+        if bad && drop_bad {
+            // Enforcing: the segment is dropped here, as the receiver would
+            // discard it; the monitor does not see it either.
+            return true;
+        }
         scratch.hdr.rec_flags |= csum_flags(check);
         let len = if loaded {
             RECORD_HEADER_LEN + n as usize
@@ -624,8 +757,10 @@ fn emit<P: Packet>(
                 }
             }
         }
-        return check;
+        return bad;
     }
+    // Good or unknown (bad is only ever found by the verification above).
+    let _ = count_csum(st, check);
     scratch.hdr.rec_flags |= csum_flags(check);
     let mut off: u32 = 0;
     for _ in 0..MAX_CHUNKS {
@@ -663,7 +798,7 @@ fn emit<P: Packet>(
                 Ok(()) => bump(st, Stat::RecordsSent, 1),
                 Err(_) => bump(st, Stat::RecordsLost, 1),
             }
-            return check;
+            return false;
         }
         let bytes = unsafe {
             core::slice::from_raw_parts(
@@ -686,5 +821,5 @@ fn emit<P: Packet>(
     if tail > 0 {
         bump(st, Stat::BytesUncaptured, tail as u64);
     }
-    check
+    false
 }

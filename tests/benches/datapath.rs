@@ -2,10 +2,12 @@
 //!
 //! 1. Cost of the programs on non-SMTP traffic: iperf3 TCP throughput across
 //!    the veth with no program vs. smtp-monitor attached (watching port 25,
-//!    iperf3 on 5201), for each ingress hook, both directions; ratios to the
-//!    no-program runs of the same session (runs interleaved, median of N).
+//!    iperf3 on 5201), for each ingress hook, both directions, and with the
+//!    kernel's aya-log diagnostics on (`--log smtp_ebpf=debug`); ratios to
+//!    the no-program runs of the same session (runs interleaved, median of N).
 //! 2. Ring buffer delivery: records/s userspace reads for 64- and 1460-byte
-//!    writes (TCP_NODELAY) to port 25, with the kernel's lost-record count.
+//!    writes (TCP_NODELAY) to port 25, with the kernel's lost-record count,
+//!    kernel log off and on.
 //!
 //! Run: `cargo xtask bench-datapath` (root). Options: `--secs N` per run,
 //! `--reps N`.
@@ -23,7 +25,19 @@ use std::{
 
 use smtp_common::Stat;
 use smtp_e2e::{in_netns, require_root, MonitorThread, NetPair};
-use smtp_user::datapath::IngressMode;
+use smtp_user::datapath::{IngressMode, KernelLog, MonitorOptions};
+
+/// A monitor on the server veth watching port 25 (records counted, not kept).
+fn monitor(pair: &NetPair, ingress: IngressMode, log: KernelLog) -> MonitorThread {
+    let opts = MonitorOptions {
+        iface: Some(pair.server_if.clone()),
+        ports: vec![25],
+        ingress,
+        kernel_log: log,
+        ..MonitorOptions::default()
+    };
+    MonitorThread::start_opts(&pair.server_ns, opts, false)
+}
 
 struct Opts {
     secs: u64,
@@ -95,18 +109,21 @@ fn throughput(o: &Opts) {
             .expect("iperf3 server (apt-get install iperf3)"),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let hooks: [(&str, Option<IngressMode>); 4] = [
-        ("no program", None),
-        ("tc (default)", Some(IngressMode::Tc)),
-        ("xdp-generic", Some(IngressMode::XdpGeneric)),
-        ("xdp (native)", Some(IngressMode::Xdp)),
+    let hooks: [(&str, Option<IngressMode>, KernelLog); 5] = [
+        ("no program", None, KernelLog::Off),
+        ("tc (default)", Some(IngressMode::Tc), KernelLog::Off),
+        (
+            "tc, kernel log on (smtp_ebpf=debug)",
+            Some(IngressMode::Tc),
+            KernelLog::Debug,
+        ),
+        ("xdp-generic", Some(IngressMode::XdpGeneric), KernelLog::Off),
+        ("xdp (native)", Some(IngressMode::Xdp), KernelLog::Off),
     ];
     let mut res = vec![[Vec::new(), Vec::new()]; hooks.len()];
     for _ in 0..o.reps {
-        for (i, (_, hook)) in hooks.iter().enumerate() {
-            let mon = hook.map(|h| {
-                MonitorThread::start_with(&pair.server_ns, &pair.server_if, &[25], h, false)
-            });
+        for (i, (_, hook, log)) in hooks.iter().enumerate() {
+            let mon = hook.map(|h| monitor(&pair, h, *log));
             for (d, rev) in [false, true].into_iter().enumerate() {
                 res[i][d].push(iperf_client(&pair, o.secs, rev));
             }
@@ -137,7 +154,7 @@ fn throughput(o: &Opts) {
     );
     println!("| ingress hook | client→server Gbit/s | ratio to no program | server→client Gbit/s | ratio to no program |");
     println!("|---|---|---|---|---|");
-    for (i, (name, _)) in hooks.iter().enumerate() {
+    for (i, (name, _, _)) in hooks.iter().enumerate() {
         println!(
             "| {name} | {:.2} | {:.0} % | {:.2} | {:.0} % |",
             median(res[i][0].clone()) / 1e9,
@@ -153,17 +170,16 @@ fn ringbuf(o: &Opts) {
         "\n### Ring buffer delivery (TCP_NODELAY writes to port 25, 2 connections, {} s, tc ingress, 16 MiB ring)\n",
         o.secs
     );
-    println!("| write size | writes/s | records/s read | payload MB/s read | records lost | bytes uncaptured |");
-    println!("|---|---|---|---|---|---|");
-    for size in [64usize, 1460] {
+    println!("| write size | kernel log | writes/s | records/s read | payload MB/s read | records lost | bytes uncaptured |");
+    println!("|---|---|---|---|---|---|---|");
+    for (size, log) in [
+        (64usize, KernelLog::Off),
+        (64, KernelLog::Debug),
+        (1460, KernelLog::Off),
+        (1460, KernelLog::Debug),
+    ] {
         let pair = NetPair::new("brb");
-        let mon = MonitorThread::start_with(
-            &pair.server_ns,
-            &pair.server_if,
-            &[25],
-            IngressMode::Tc,
-            false,
-        );
+        let mon = monitor(&pair, IngressMode::Tc, log);
         let server = pair.server_addr(false, 25);
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = in_netns(&pair.server_ns, move || {
@@ -226,8 +242,9 @@ fn ringbuf(o: &Opts) {
         }
         let k = mon.kernel_stats();
         let (recs, bytes) = mon.counts();
+        let log = if log == KernelLog::Off { "off" } else { "on" };
         println!(
-            "| {size} B | {:.0} | {:.0} | {:.1} | {} | {} |",
+            "| {size} B | {log} | {:.0} | {:.0} | {:.1} | {} | {} |",
             writes.load(Ordering::Relaxed) as f64 / elapsed,
             recs as f64 / elapsed,
             bytes as f64 / elapsed / 1e6,

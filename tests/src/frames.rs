@@ -7,6 +7,9 @@
 //! [`ethernet_frame`]): a frame the server must accept is built there. The
 //! header-chain pieces below (`tcp`, `ipv4`, `ipv6`, extension headers)
 //! write no checksums: they craft chains the receiving stack drops anyway.
+//! TCP checksums of those pieces are left zero: the kernel program finds
+//! them bad (and drops them while enforcing), as the receiving stack does.
+//! `attacker.rs` builds frames with checksums, for a real server.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -17,6 +17,7 @@
 //! Tests call [`require_root`] first and print "skipped: needs root" when
 //! not root. Every wait is bounded in time.
 
+pub mod attacker;
 pub mod fake_server;
 pub mod frames;
 pub mod live;

@@ -48,6 +48,15 @@ fn check_session(v6: bool, ingress: IngressMode, tag: &str) {
     assert_eq!(down.bytes, GREETING);
     assert!(!up.hole && !down.hole);
     assert_eq!(up.uncaptured + down.uncaptured, 0);
+    // The kernel's checksum verdict on a clean session: never bad; with TC
+    // every segment is vouched for (ingress: CHECKSUM_PARTIAL of the local
+    // sender, seen through GSO marks; egress: the host's own packets).
+    for r in &recs {
+        assert_eq!(r.header.rec_flags & smtp_common::REC_CSUM_BAD, 0, "{r:?}");
+        if ingress == IngressMode::Tc {
+            assert_ne!(r.header.rec_flags & smtp_common::REC_CSUM_GOOD, 0, "{r:?}");
+        }
+    }
     // Directions: client→server records are marked so.
     for r in &recs {
         let c2s = r.dst == server;

@@ -3,9 +3,10 @@
 //! beyond the limit) and fragments, truncated headers. Frames that carry a
 //! whole TCP segment to port 25 give a record with the right payload; first
 //! fragments, chains beyond the limits and truncated headers give none and
-//! are counted by reason (and dropped: the monitor enforces); non-first
-//! fragments give none. Userspace's frame parser (replay) is run on the same
-//! frames and must agree on every unfragmented one: the limits are shared
+//! are counted by reason; non-first fragments give none. The frames carry
+//! no TCP checksum: every record is flagged bad (both hooks verify).
+//! Userspace's frame parser (replay) is run on the same frames and must
+//! agree on every unfragmented one: the limits are shared
 //! (`smtp_common::MAX_VLAN_TAGS`, `MAX_IPV6_EXT_HEADERS`).
 
 use std::{
@@ -239,7 +240,17 @@ fn userspace_parser_agrees() {
 
 fn check(ingress: IngressMode, tag: &str) {
     let pair = NetPair::new(tag);
-    let mon = MonitorThread::start(&pair.server_ns, &pair.server_if, &[25], ingress);
+    // Monitor mode: the frames carry no TCP checksum (zero), so enforcing
+    // would drop them all as the receiver does; here they are recorded
+    // flagged bad. Fail-closed drops are tested in evasion_kernel.rs.
+    let opts = smtp_user::datapath::MonitorOptions {
+        iface: Some(pair.server_if.clone()),
+        ports: vec![25],
+        ingress,
+        enforce: false,
+        ..Default::default()
+    };
+    let mon = MonitorThread::start_opts(&pair.server_ns, opts, true);
     let cases = cases();
     let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
     let iface = pair.client_if.clone();
@@ -265,6 +276,11 @@ fn check(ingress: IngressMode, tag: &str) {
                 assert_eq!(mine[0].payload, *p, "{ingress} case {sport}");
                 assert_eq!(mine[0].header.seq, 1000);
                 assert_eq!(mine[0].dst.port(), 25);
+                assert_ne!(
+                    mine[0].header.rec_flags & smtp_common::REC_CSUM_BAD,
+                    0,
+                    "{ingress} case {sport}: checksum 0 not found bad"
+                );
             }
             None => assert!(
                 mine.is_empty(),
@@ -273,13 +289,15 @@ fn check(ingress: IngressMode, tag: &str) {
         }
     }
     // Counted by reason: two first fragments, one VLAN stack, one long
-    // chain, one truncated TCP header; each dropped (the monitor enforces).
+    // chain, one truncated TCP header; none dropped (monitor mode).
     let st = mon.kernel_stats();
     assert_eq!(st.get(Stat::Fragments), 2, "{ingress}: {st}");
     assert_eq!(st.get(Stat::VlanLimit), 1, "{ingress}: {st}");
     assert_eq!(st.get(Stat::ExtHeaderLimit), 1, "{ingress}: {st}");
     assert_eq!(st.get(Stat::Unparsed), 1, "{ingress}: {st}");
-    assert_eq!(st.get(Stat::DroppedUnparsed), 5, "{ingress}: {st}");
+    assert_eq!(st.get(Stat::DroppedUnparsed), 0, "{ingress}: {st}");
+    let want = cases.iter().filter(|c| c.2.is_some()).count() as u64;
+    assert_eq!(st.get(Stat::ChecksumBad), want, "{ingress}: {st}");
 }
 
 #[test]

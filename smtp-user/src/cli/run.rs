@@ -232,6 +232,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // The kernel arms gates at SYN only if some flow may need one.
         gate: args.gate && rules.has_gate_rules(),
         unparsed_pass: args.unparsed == Unparsed::Pass,
+        // `--log smtp_ebpf=debug` (or trace) turns the kernel's lines on.
+        kernel_log: smtp_user::datapath::KernelLog::from_tracing(),
         pin_root: args.pin_root.clone(),
     })?;
     // The worker thread writes verdicts itself, through its own handles on

@@ -61,8 +61,9 @@
 //! gap); monitor mode passes and counts them. Bad TCP checksums (see
 //! `smtp-ebpf/src/csum.rs`: trusted when the stack verified or will not
 //! verify, else verified by the program for segments of up to one record)
-//! are recorded with `REC_CSUM_BAD`, counted (`checksum_bad`) and dropped
-//! while enforcing; `REC_CSUM_GOOD` marks the rest the kernel vouches for.
+//! are counted (`checksum_bad`); while enforcing they are dropped without a
+//! record, otherwise recorded with `REC_CSUM_BAD`. `REC_CSUM_GOOD` marks the
+//! records the kernel vouches for.
 //!
 //! Order of the checks on a monitored packet while enforcing: fail closed,
 //! blocklist, verdict, gate, checksum. [`Control`] reads and writes all of them, in this process
@@ -87,6 +88,7 @@
 mod attach;
 mod control;
 mod error;
+pub mod kernel_log;
 pub mod pins;
 pub mod route;
 
@@ -115,6 +117,7 @@ use crate::capture::{
 pub use attach::IngressMode;
 pub use control::{Control, KernelStats};
 pub use error::DatapathError;
+pub use kernel_log::KernelLog;
 pub use pins::DEFAULT_PIN_ROOT;
 
 /// The eBPF object, built by build.rs from `smtp-ebpf`.
@@ -142,6 +145,8 @@ pub struct MonitorOptions {
     /// Packets the program cannot record completely pass while enforcing
     /// (`--unparsed pass`); default: dropped ([`smtp_common::Config::unparsed_pass`]).
     pub unparsed_pass: bool,
+    /// The kernel program's own log lines ([`KernelLog`]); off by default.
+    pub kernel_log: KernelLog,
     /// bpffs directory holding `<iface>/` pin directories.
     pub pin_root: PathBuf,
 }
@@ -156,6 +161,7 @@ impl Default for MonitorOptions {
             enforce: true,
             gate: false,
             unparsed_pass: false,
+            kernel_log: KernelLog::Off,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
         }
     }
@@ -183,6 +189,16 @@ pub struct Monitor {
     ifindex: u32,
     ingress: IngressMode,
     user: UserStats,
+    /// The task relaying the kernel's log lines (aborted on drop).
+    log_relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(t) = self.log_relay.take() {
+            t.abort();
+        }
+    }
 }
 
 fn check_options(o: &MonitorOptions) -> Result<Vec<u16>, DatapathError> {
@@ -272,8 +288,10 @@ impl Monitor {
         raise_memlock();
         let pins = pins::PinDir::create(&opts.pin_root, &iface)?;
 
+        let log_level = opts.kernel_log.level();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_RECORDS, opts.ringbuf_size)
+            .override_global(kernel_log::LEVEL_GLOBAL, &log_level, true)
             .load(EBPF_OBJECT)
             .map_err(|e| {
                 if error::is_eperm(&e) {
@@ -282,6 +300,7 @@ impl Monitor {
                     DatapathError::Load(e)
                 }
             })?;
+        let log_relay = kernel_log::relay(&mut ebpf, opts.kernel_log)?;
         let ring = take_map(&mut ebpf, MAP_RECORDS)?;
         let mut config = take_map(&mut ebpf, MAP_CONFIG)?;
         let verdicts = take_map(&mut ebpf, MAP_VERDICTS)?;
@@ -306,6 +325,17 @@ impl Monitor {
             })?;
         }
         let ingress = attach::attach_all(&mut ebpf, &iface, opts.ingress)?;
+        // How much of the verifier's 1 M instruction budget each program
+        // takes (the margin left for changes to the kernel code).
+        for (name, prog) in ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                tracing::debug!(
+                    program = name,
+                    verified_insns = info.verified_instruction_count(),
+                    "program verified"
+                );
+            }
+        }
         // Pins last: their presence means "attached and configured".
         for (name, map) in [
             (MAP_RECORDS, &ring),
@@ -357,6 +387,7 @@ impl Monitor {
             ifindex,
             ingress,
             user: UserStats::default(),
+            log_relay,
         })
     }
 
