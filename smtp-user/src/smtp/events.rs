@@ -88,8 +88,15 @@ pub struct MimePart {
     pub part: u32,
     /// Lower-cased `type/subtype` of Content-Type; `text/plain` when absent.
     pub content_type: String,
-    /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
+    /// The file name a mail client shows: Content-Disposition `filename`,
+    /// else Content-Type `name`; RFC 2231 forms reassembled and decoded
+    /// (extended form first), RFC 2047 words decoded.
     pub filename: Option<String>,
+    /// Other names a client could show for this part, when the forms
+    /// disagree (`filename` vs `filename*`, a repeated parameter, continuation
+    /// gaps, Content-Type `name` ≠ `filename`); attachment rules match them too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_filenames: Vec<String>,
 }
 
 /// A client command (tutorial event `command`).
@@ -308,6 +315,19 @@ pub enum AnomalyKind {
     DataAfterQuit,
     MimeInvalidBase64,
     MimeHeaderTooLong,
+    /// A header block longer than the cap: read as headers to its end, only
+    /// the fields rules and output use were reported past the cap.
+    MimeHeaderBlockTooLong,
+    /// Multiparts / forwarded messages nested deeper than followed: the
+    /// deeper container is read as body text.
+    MimeNestingTooDeep,
+    /// A Content-Type / Content-Disposition parameter reads two ways (plain
+    /// and RFC 2231 forms disagree, repeated, continuation gaps): clients may
+    /// show another value than the first.
+    MimeAmbiguousParameter,
+    /// A `message/rfc822` part with a base64 / quoted-printable transfer
+    /// encoding (RFC 2046 §5.2.1 forbids it): its content is not entered.
+    MimeEncodedMessage,
     /// The transport lost bytes (capture gap); parsing resynchronised.
     StreamGap,
     /// A per-session bound (commands awaiting replies, recipients, reply
@@ -341,6 +361,10 @@ impl AnomalyKind {
             AnomalyKind::DataAfterQuit => "data_after_quit",
             AnomalyKind::MimeInvalidBase64 => "mime_invalid_base64",
             AnomalyKind::MimeHeaderTooLong => "mime_header_too_long",
+            AnomalyKind::MimeHeaderBlockTooLong => "mime_header_block_too_long",
+            AnomalyKind::MimeNestingTooDeep => "mime_nesting_too_deep",
+            AnomalyKind::MimeAmbiguousParameter => "mime_ambiguous_parameter",
+            AnomalyKind::MimeEncodedMessage => "mime_encoded_message",
             AnomalyKind::StreamGap => "stream_gap",
             AnomalyKind::LimitExceeded => "limit_exceeded",
             AnomalyKind::GateMissed => "gate_missed",
@@ -361,6 +385,10 @@ impl AnomalyKind {
             | A::InvalidPipelinedSequence
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
+            | A::MimeHeaderBlockTooLong
+            | A::MimeNestingTooDeep
+            | A::MimeAmbiguousParameter
+            | A::MimeEncodedMessage
             | A::StreamGap
             | A::LimitExceeded
             | A::GateMissed => Severity::Medium,
