@@ -477,7 +477,7 @@ impl MimeParser {
             out.anomaly(
                 AnomalyKind::LimitExceeded,
                 format!(
-                    "{field}: {} parameters not read (more than {} or continuation index ≥ {}){}",
+                    "{field}: {} parameters not read (beyond {}, malformed name, or continuation index ≥ {}){}",
                     p.dropped,
                     params::MAX_PARAMS,
                     params::MAX_SEGMENTS,
