@@ -444,12 +444,99 @@ fn nesting_deeper_than_followed_is_reported() {
 }
 
 #[test]
-fn encoded_forwarded_message_is_reported() {
-    let msg = "Content-Type: multipart/mixed; boundary=\"O\"\r\n\r\n\
---O\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n\
-RnJvbTogZXZpbEBiYWQuZXhhbXBsZQ0KDQpoaQ0K\r\n--O--\r\n";
-    let ev = dissect(msg);
+fn encoded_forwarded_message_is_entered_and_reported() {
+    // base64 of "From: evil@bad.example\r\nContent-Type: multipart/mixed;
+    // boundary=I\r\n\r\n--I\r\nContent-Type: application/octet-stream;
+    // name=evil.exe\r\n\r\nMZ\r\n--I--\r\n", in 76-column lines.
+    let inner = "From: evil@bad.example\r\nContent-Type: multipart/mixed; boundary=I\r\n\r\n\
+--I\r\nContent-Type: application/octet-stream; name=evil.exe\r\n\r\nMZ\r\n--I--\r\n";
+    let b64 = base64(inner.as_bytes());
+    let mut msg = String::from(
+        "Content-Type: multipart/mixed; boundary=\"O\"\r\n\r\n\
+--O\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
+    for line in b64.as_bytes().chunks(76) {
+        msg.push_str(std::str::from_utf8(line).unwrap());
+        msg.push_str("\r\n");
+    }
+    msg.push_str("--O\r\nContent-Type: text/plain; name=after.txt\r\n\r\nafter\r\n--O--\r\n");
+    let text = format!(
+        "{}{}",
+        attachment_rules(),
+        rule(
+            30,
+            "header = [{ name = \"From\", contains = \"evil@bad.example\" }]"
+        )
+    );
+    assert_eq!(fired(&text, &msg), vec![30, 101, 102]);
+    let ev = dissect(&msg);
     assert_eq!(anomalies(&ev), vec![AnomalyKind::MimeEncodedMessage]);
-    // Decoded as a body: body rules still see it.
-    assert_eq!(body(&ev), "From: evil@bad.example\r\n\r\nhi\r\n");
+    assert_eq!(
+        email(&ev).attachment,
+        vec!["evil.exe".to_string(), "after.txt".to_string()]
+    );
+    let parts: Vec<(u32, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            OwnedEvent::MimePart(p) => Some((p.part, p.content_type.clone())),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u32, String)> = [
+        (0, "multipart/mixed"),
+        (1, "message/rfc822"),
+        (2, "multipart/mixed"),
+        (3, "application/octet-stream"),
+        (4, "text/plain"),
+    ]
+    .iter()
+    .map(|(n, t)| (*n, t.to_string()))
+    .collect();
+    assert_eq!(parts, want);
+    assert_eq!(body(&ev), "MZ\r\nafter\r\n");
+}
+
+#[test]
+fn encoded_forwarded_messages_nest_within_the_depth_bound() {
+    // Each level: a base64 message/rfc822 wrapping the previous one.
+    let mut msg = "Content-Type: text/plain; name=evil.exe\r\n\r\nMZ\r\n".to_string();
+    for _ in 0..12 {
+        let mut wrapped = String::from(
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
+        for line in base64(msg.as_bytes()).as_bytes().chunks(76) {
+            wrapped.push_str(std::str::from_utf8(line).unwrap());
+            wrapped.push_str("\r\n");
+        }
+        msg = wrapped;
+    }
+    let ev = dissect(&msg);
+    let a = anomalies(&ev);
+    assert_eq!(
+        a.iter()
+            .filter(|k| **k == AnomalyKind::MimeEncodedMessage)
+            .count(),
+        8
+    );
+    assert_eq!(a.last(), Some(&AnomalyKind::MimeNestingTooDeep));
+}
+
+/// Standard base64 (test helper).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -14,7 +14,10 @@
 //! are attachments). A boundary of an enclosing multipart closes every level
 //! above it, also in the middle of a header block (a client ends the part
 //! there too). In a `multipart/digest` a part without Content-Type is a
-//! `message/rfc822` (RFC 2046 §5.1.5).
+//! `message/rfc822` (RFC 2046 §5.1.5). A forwarded message sent base64 or
+//! quoted-printable (forbidden by RFC 2046 §5.2.1, decoded by clients
+//! anyway) is reported (`mime_encoded_message`) and entered: its decoded
+//! bytes feed a nested parser, whose depth counts against ours.
 //!
 //! Limits (memory per message is bounded, nothing is dropped silently):
 //! - one header, unfolded, is kept up to [`MAX_HEADER`] bytes; beyond, the
@@ -175,6 +178,13 @@ pub struct MimeParser {
     pub headers_done: bool,
     /// Body bytes were seen.
     pub body_started: bool,
+    /// A base64 / quoted-printable `message/rfc822` part being read: its
+    /// decoded bytes are parsed by this parser (boxed: at most `MAX_DEPTH`
+    /// deep, through `depth_base`).
+    inner: Option<Box<MimeParser>>,
+    /// Containers open around this parser: 0 for the message, the parent's
+    /// depth + 1 for an `inner` parser. `depth_base + levels.len() ≤ MAX_DEPTH`.
+    depth_base: usize,
 }
 
 impl Default for MimeParser {
@@ -247,6 +257,8 @@ impl MimeParser {
             error: false,
             headers_done: false,
             body_started: false,
+            inner: None,
+            depth_base: 0,
         }
     }
 
@@ -270,6 +282,9 @@ impl MimeParser {
 
     /// The transport lost bytes: drop the partial line and continue at the next one.
     pub fn gap(&mut self) {
+        if let Some(inner) = &mut self.inner {
+            inner.gap();
+        }
         self.line.clear();
         self.candidate = false;
         self.at_line_start = false;
@@ -284,12 +299,15 @@ impl MimeParser {
 
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
-        let mut out = Out { tx_id, sink };
+        self.feed_out(data, &mut Out { tx_id, sink });
+    }
+
+    fn feed_out<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
         let mut rest = data;
         while !rest.is_empty() {
             let used = match self.phase {
-                Phase::Headers => self.feed_headers(rest, &mut out),
-                Phase::Body => self.feed_body(rest, &mut out),
+                Phase::Headers => self.feed_headers(rest, out),
+                Phase::Body => self.feed_body(rest, out),
             };
             rest = rest.get(used..).unwrap_or(&[]);
         }
@@ -297,28 +315,55 @@ impl MimeParser {
 
     /// End of message: flush a header block cut short.
     pub fn finish<S: EventSink>(&mut self, tx_id: u32, sink: &mut S) {
-        let mut out = Out { tx_id, sink };
+        self.finish_out(&mut Out { tx_id, sink });
+    }
+
+    fn finish_out<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         if self.phase == Phase::Headers {
             if !self.line.is_empty() {
                 let line = std::mem::take(&mut self.line);
-                self.header_line(&line, &mut out);
+                self.header_line(&line, out);
                 self.line = line;
                 self.line.clear();
             }
             // A forwarded message may open another header block: bounded by MAX_DEPTH.
             while self.phase == Phase::Headers {
-                self.end_of_headers(&mut out);
+                self.end_of_headers(out);
             }
         } else if self.candidate {
             // A last line without line ending (BDAT content may end so).
             let line = std::mem::take(&mut self.line);
-            if !self.boundary_line(&line, &mut out) {
-                self.decode(&line, &mut out);
+            if !self.boundary_line(&line, out) {
+                self.decode(&line, out);
             }
             self.line = line;
             self.line.clear();
             self.candidate = false;
         }
+        self.close_inner(out);
+    }
+
+    /// The encoded forwarded message ended: finish it, take its attachments
+    /// and part numbers.
+    fn close_inner<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        inner.finish_out(out);
+        inner.flush_decoder(out);
+        for name in inner.email.attachment.drain(..) {
+            if self.email.attachment.len() < MAX_LIST {
+                self.email.attachment.push(name);
+            } else if !self.attachments_cut {
+                self.attachments_cut = true;
+                out.anomaly(
+                    AnomalyKind::LimitExceeded,
+                    format!("more than {MAX_LIST} attachments: names from {name:?} on not listed"),
+                );
+            }
+        }
+        self.parts_seen = self.parts_seen.max(inner.parts_seen);
+        self.error |= inner.error;
     }
 
     fn feed_headers<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) -> usize {
@@ -553,7 +598,7 @@ impl MimeParser {
         self.b64.reset();
         self.qp.reset();
         self.part.encoding = part.encoding;
-        let room = self.levels.len() < MAX_DEPTH;
+        let room = self.depth_base + self.levels.len() < MAX_DEPTH;
         match part.boundary {
             Some(b) if !b.is_empty() => {
                 if room {
@@ -573,21 +618,28 @@ impl MimeParser {
         if !is_message {
             return;
         }
+        if !room {
+            self.too_deep(&content_type, out);
+            return;
+        }
         if part.encoding != Encoding::Identity {
-            // RFC 2046 §5.2.1: only 7bit, 8bit or binary. Its content is
-            // decoded as a body but not entered.
+            // RFC 2046 §5.2.1: only 7bit, 8bit or binary; clients decode it
+            // anyway. Its decoded bytes go to a parser of their own.
             out.anomaly(
                 AnomalyKind::MimeEncodedMessage,
                 format!(
-                    "{content_type} part {} with Content-Transfer-Encoding {}: not entered, read as body",
+                    "{content_type} part {} with Content-Transfer-Encoding {}: entered after decoding",
                     self.part_no,
                     part.encoding_name.as_deref().unwrap_or("?")
                 ),
             );
-            return;
-        }
-        if !room {
-            self.too_deep(&content_type, out);
+            self.parts_seen = self.parts_seen.saturating_add(1);
+            let mut inner = MimeParser::new();
+            inner.top_level = false;
+            inner.depth_base = self.depth_base + self.levels.len() + 1;
+            inner.part_no = self.parts_seen;
+            inner.parts_seen = self.parts_seen;
+            self.inner = Some(Box::new(inner));
             return;
         }
         // Enter the forwarded message: its header block is the next part.
@@ -728,6 +780,7 @@ impl MimeParser {
         }
         self.b64.reset();
         self.qp.reset();
+        self.close_inner(out);
     }
 
     fn decode<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
@@ -737,12 +790,18 @@ impl MimeParser {
             Encoding::Base64 => {
                 self.out.clear();
                 self.b64.feed(data, &mut self.out);
-                out.body(&self.out);
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&self.out, out),
+                    None => out.body(&self.out),
+                }
             }
             Encoding::QuotedPrintable => {
                 self.out.clear();
                 self.qp.feed(data, &mut self.out);
-                out.body(&self.out);
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&self.out, out),
+                    None => out.body(&self.out),
+                }
             }
         }
     }
