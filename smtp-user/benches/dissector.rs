@@ -3,7 +3,8 @@
 //!
 //! Sessions: DATA-heavy (10 MiB plain-text body, 1000-byte lines),
 //! command-heavy (1000 small pipelined transactions), BDAT (10 MiB in 1 MiB
-//! chunks), MIME (10 MiB base64 attachment in a multipart). Streams are fed
+//! chunks), MIME (10 MiB base64 attachment in a multipart), MIME headers
+//! (1000 small multipart messages: header block, parameters, encoded words). Streams are fed
 //! in 64 KiB segments, as reassembly would.
 //!
 //! The sink reads every `MailContent` byte (Raw and DecodedBody) into a
@@ -152,6 +153,45 @@ Content-Transfer-Encoding: base64\r\n\r\n"
 
 const SMALL_TXS: usize = 1000;
 
+/// 1000 pipelined transactions, each a small multipart message with a
+/// realistic header block (Received chain, encoded Subject, address lists)
+/// and two named attachments (one RFC 2231 encoded): measures the header
+/// path (unfolding, parameters, encoded words) rather than body streaming.
+fn mime_headers() -> Script {
+    let mut s = opening();
+    for i in 0..SMALL_TXS {
+        s.push((
+            Up,
+            format!("MAIL FROM:<s{i}@example.com>\r\nRCPT TO:<a{i}@example.org>\r\nDATA\r\n")
+                .into_bytes(),
+        ));
+        s.push((Down, b"250 ok\r\n250 ok\r\n354 go\r\n".to_vec()));
+        let mut msg = String::new();
+        for hop in 0..6 {
+            msg.push_str(&format!(
+                "Received: from relay{hop}.example.net (relay{hop}.example.net [198.18.0.{hop}])\r\n\tby mx.example.org (Postfix) with ESMTPS id 4Q{i}X{hop}\r\n\tfor <a{i}@example.org>; Mon, 1 Jan 2024 00:00:0{hop} +0000\r\n"
+            ));
+        }
+        msg.push_str(&format!(
+            "From: \"Sender {i}\" <s{i}@example.com>\r\nTo: a{i}@example.org, \"Last, First\" <b@example.org>\r\n\
+Cc: c@example.org\r\nSubject: =?UTF-8?B?UmU6IHLDqXN1bcOp?= =?ISO-8859-1?Q?_n=B0{i}?=\r\n\
+Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <{i}@example.com>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed;\r\n boundary=\"=_b{i}\"\r\n\r\n\
+--=_b{i}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+Hello =C3=A9, see attached.\r\n\
+--=_b{i}\r\nContent-Type: application/pdf; name=\"report {i}.pdf\"\r\n\
+Content-Disposition: attachment;\r\n filename*0*=utf-8''r%C3%A9sum%C3%A9;\r\n filename*1=\" {i}.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K\r\n\
+--=_b{i}--\r\n.\r\n"
+        ));
+        s.push((Up, msg.into_bytes()));
+        s.push((Down, b"250 2.0.0 Ok: queued as ABC\r\n".to_vec()));
+    }
+    s.push((Up, b"QUIT\r\n".to_vec()));
+    s.push((Down, b"221 bye\r\n".to_vec()));
+    s
+}
+
 fn command_heavy() -> Script {
     let mut s = opening();
     for i in 0..SMALL_TXS {
@@ -216,6 +256,7 @@ fn report_allocations() {
         ("command_heavy", command_heavy()),
         ("bdat", bdat()),
         ("mime_base64", mime_base64()),
+        ("mime_headers", mime_headers()),
     ] {
         let before = ALLOCS.load(Ordering::Relaxed);
         let sink = run(&script);
@@ -239,6 +280,7 @@ fn benches(c: &mut Criterion) {
         ("command_heavy_1000tx", command_heavy()),
         ("bdat_10MiB", bdat()),
         ("mime_base64_10MiB", mime_base64()),
+        ("mime_headers_1000tx", mime_headers()),
     ] {
         g.throughput(Throughput::Bytes(total(&script)));
         g.bench_function(name, |b| b.iter(|| black_box(run(black_box(&script)))));

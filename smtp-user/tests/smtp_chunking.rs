@@ -11,7 +11,9 @@ use smtp_user::Direction;
 
 const MIME: &[u8] = b"From: a@b\r\nTo: c@d, e@f\r\nSubject: =?utf-8?q?t=C3=A9st?=\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
 --b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsoft=\r\nbreak =3D\r\n..dot\r\n\
---b1\r\nContent-Type: application/zip; name=\"x.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAoAAAAAAA==\r\nQUJD*\r\n--b1--\r\n.\r\n";
+--b1\r\nContent-Type: application/zip; name=\"x.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBAoAAAAAAA==\r\nQUJD*\r\n\
+--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y\r\nSubject: =?koi8-r?B?8NLJ18XU?=\r\nContent-Type: multipart/mixed; boundary=b2\r\n\r\n\
+--b2\r\nContent-Disposition: attachment; filename*1=\"il.exe\"; filename*0*=utf-8''%65v\r\n\r\nMZ\r\n--b2--\r\n--b1--\r\n.\r\n";
 
 fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
     let own =
@@ -169,7 +171,11 @@ fn transcripts_produce_what_they_are_about() {
         .map(|e| (e.subject.clone(), e.attachment.clone(), e.to.len()));
     assert_eq!(
         email,
-        Some((Some("tést".to_string()), vec!["x.zip".to_string()], 2))
+        Some((
+            Some("tést".to_string()),
+            vec!["x.zip".to_string(), "evil.exe".to_string()],
+            2
+        ))
     );
     assert_eq!(
         anomalies(&ev),

@@ -364,24 +364,22 @@ impl PolicySession {
                 self.attachments.push(f.clone());
             }
         }
-        let ext = p
-            .filename
-            .as_deref()
-            .and_then(|f| f.rsplit_once('.'))
-            .map(|(_, e)| e.to_ascii_lowercase());
+        // Every name a client could show for the part (see `MimePart::other_filenames`).
+        let names = || p.filename.iter().chain(&p.other_filenames);
+        let ext = |f: &str| f.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
         let mut any = false;
         for ri in 0..self.rules.rules.len() {
             for ci in 0..self.rules.rules[ri].conds.len() {
                 let why = match &self.rules.rules[ri].conds[ci] {
-                    Cond::AttachmentName(globs) => p.filename.as_deref().and_then(|f| {
+                    Cond::AttachmentName(globs) => names().find_map(|f| {
                         globs
                             .iter()
                             .find(|g| g.matches(f))
                             .map(|g| format!("attachment_name {f:?} matches {:?}", g.as_str()))
                     }),
-                    Cond::AttachmentExt(exts) => ext
-                        .as_deref()
-                        .filter(|e| exts.iter().any(|x| x == e))
+                    Cond::AttachmentExt(exts) => names()
+                        .filter_map(|f| ext(f))
+                        .find(|e| exts.iter().any(|x| x == e))
                         .map(|e| format!("attachment_ext {e:?}")),
                     Cond::ContentType(globs) => globs
                         .iter()

@@ -91,8 +91,15 @@ pub struct MimePart {
     pub part: u32,
     /// Lower-cased `type/subtype` of Content-Type; `text/plain` when absent.
     pub content_type: String,
-    /// Content-Disposition `filename=`, else Content-Type `name=` (RFC 2047 decoded).
+    /// The file name a mail client shows: Content-Disposition `filename`,
+    /// else Content-Type `name`; RFC 2231 forms reassembled and decoded
+    /// (extended form first), RFC 2047 words decoded.
     pub filename: Option<String>,
+    /// Other names a client could show for this part, when the forms
+    /// disagree (`filename` vs `filename*`, a repeated parameter, continuation
+    /// gaps, Content-Type `name` ≠ `filename`); attachment rules match them too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_filenames: Vec<String>,
 }
 
 /// A change of the envelope the server took: emitted when the server
@@ -356,6 +363,19 @@ pub enum AnomalyKind {
     DataAfterQuit,
     MimeInvalidBase64,
     MimeHeaderTooLong,
+    /// A header block longer than the cap: read as headers to its end, only
+    /// the fields rules and output use were reported past the cap.
+    MimeHeaderBlockTooLong,
+    /// Multiparts / forwarded messages nested deeper than followed: the
+    /// deeper container is read as body text.
+    MimeNestingTooDeep,
+    /// A Content-Type / Content-Disposition parameter reads two ways (plain
+    /// and RFC 2231 forms disagree, repeated, continuation gaps): clients may
+    /// show another value than the first.
+    MimeAmbiguousParameter,
+    /// A `message/rfc822` part with a base64 / quoted-printable transfer
+    /// encoding (RFC 2046 §5.2.1 forbids it): its content is not entered.
+    MimeEncodedMessage,
     /// The transport lost bytes (capture gap); parsing resynchronised.
     StreamGap,
     /// Overlapping TCP segments of one direction carried different bytes;
@@ -420,6 +440,10 @@ impl AnomalyKind {
             | A::InvalidPipelinedSequence
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
+            | A::MimeHeaderBlockTooLong
+            | A::MimeNestingTooDeep
+            | A::MimeAmbiguousParameter
+            | A::MimeEncodedMessage
             | A::StreamGap
             | A::Memcap
             | A::LimitExceeded

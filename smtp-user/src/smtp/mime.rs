@@ -1,37 +1,83 @@
-//! Streaming MIME parser (RFC 5322 headers, RFC 2045/2046 bodies).
+//! Streaming MIME parser (RFC 5322 headers, RFC 2045/2046 bodies, RFC 2231
+//! parameters, RFC 2047 encoded words, `message/rfc822` parts).
 //!
 //! Fed the unstuffed message bytes chunk by chunk, it fills an [`Email`]
 //! (From/To/Cc/Subject/Date/Message-ID/X-Mailer of the top-level header,
-//! attachment names of every part, nested multiparts included) and emits
-//! decoded body bytes as [`ContentPart::DecodedBody`] events.
+//! attachment names of every part, nested multiparts and forwarded messages
+//! included), emits every header field as a [`Header`] event and every
+//! header block as a [`MimePart`] event, and emits decoded body bytes as
+//! [`ContentPart::DecodedBody`] events.
+//!
+//! Structure: the open containers form a stack of [`Level`]s — a multipart
+//! (its boundary) or a `message/rfc822` part (RFC 2046 §5.2.1, entered: its
+//! header block is read as headers and numbered as a part, its attachments
+//! are attachments). A boundary of an enclosing multipart closes every level
+//! above it, also in the middle of a header block (a client ends the part
+//! there too). In a `multipart/digest` a part without Content-Type is a
+//! `message/rfc822` (RFC 2046 §5.1.5). A forwarded message sent base64 or
+//! quoted-printable (forbidden by RFC 2046 §5.2.1, decoded by clients
+//! anyway) is reported (`mime_encoded_message`) and entered: its decoded
+//! bytes feed a nested parser, whose depth counts against ours.
 //!
 //! Limits (memory per message is bounded, nothing is dropped silently):
 //! - one header, unfolded, is kept up to [`MAX_HEADER`] bytes; beyond, the
 //!   value is truncated and `mime_header_too_long` is reported;
-//! - one header block is at most [`MAX_HEADER_BLOCK`] bytes; beyond,
-//!   `mime_header_too_long` is reported and the rest is treated as body;
-//! - multipart nesting is followed to [`MAX_DEPTH`] levels (deeper boundaries
-//!   are body text); address lists and attachment names keep
-//!   [`MAX_LIST`] entries.
+//! - one header block is read as headers to its end, however long: past
+//!   [`MAX_HEADER_BLOCK`] bytes only the fields rules and output use
+//!   ([`KEY_FIELDS`], at most [`MAX_LATE_FIELDS`] of them) are still
+//!   reported, the others are counted, and `mime_header_block_too_long` says
+//!   how many were skipped. Headers are never read as body;
+//! - containers are followed to [`MAX_DEPTH`] levels (multiparts and
+//!   `message/rfc822` together); a deeper one is body text of its part and
+//!   `mime_nesting_too_deep` is reported;
+//! - parameters are bounded by [`params`]; address lists and attachment
+//!   names keep [`MAX_LIST`] entries; what is cut is reported as
+//!   `limit_exceeded`.
 //!
 //! Body lines are never buffered, except lines starting with `-` inside a
 //! multipart (boundary candidates), up to [`MAX_BOUNDARY_LINE`] bytes.
+
+pub mod params;
+pub mod words;
+
+pub use words::decode_words;
 
 use super::decode::{Base64, QuotedPrintable};
 use super::events::{
     Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart,
 };
+use params::Param;
 
 /// Longest header (unfolded) kept, in bytes.
 pub const MAX_HEADER: usize = 4096;
-/// Longest header block, in bytes.
+/// Header block size past which only [`KEY_FIELDS`] are reported.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// Deepest multipart nesting followed.
+/// Deepest container nesting followed (multiparts and forwarded messages).
 pub const MAX_DEPTH: usize = 8;
 /// Most entries kept in To, Cc and attachment lists.
 pub const MAX_LIST: usize = 64;
 /// Longest line buffered when looking for a boundary.
 pub const MAX_BOUNDARY_LINE: usize = 1024;
+/// Most [`KEY_FIELDS`] reported per header block past [`MAX_HEADER_BLOCK`].
+pub const MAX_LATE_FIELDS: u32 = 64;
+/// Other readings of a part's file name kept (see [`MimePart::other_filenames`]).
+pub const MAX_OTHER_FILENAMES: usize = 8;
+
+/// The header fields policy rules and output read; reported even past
+/// [`MAX_HEADER_BLOCK`] (lower case).
+pub const KEY_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "x-mailer",
+    "content-type",
+    "content-disposition",
+    "content-transfer-encoding",
+];
 
 /// Finds the start of a line beginning with `-` (a boundary candidate).
 static DASH_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -39,7 +85,7 @@ static DASH_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Reading a header block (top-level or a part's).
+    /// Reading a header block (top-level, a part's or a forwarded message's).
     Headers,
     /// Reading a body.
     Body,
@@ -55,15 +101,31 @@ enum Encoding {
     Skip,
 }
 
+/// One open container.
+#[derive(Debug)]
+enum Level {
+    /// A multipart body: its parts start at `--boundary` lines.
+    Multipart {
+        boundary: Vec<u8>,
+        /// `multipart/digest`: parts default to `message/rfc822`.
+        digest: bool,
+    },
+    /// A `message/rfc822` part: a whole message (headers, body) as content.
+    Message,
+}
+
 /// What the current part's headers said.
 #[derive(Debug, Default)]
 struct PartInfo {
     encoding: Encoding,
+    /// Content-Transfer-Encoding as written (lower case), if seen.
+    encoding_name: Option<String>,
     /// `boundary=` of a multipart Content-Type.
     boundary: Option<Vec<u8>>,
-    /// Content-Disposition filename, else Content-Type name.
-    filename: Option<String>,
-    name: Option<String>,
+    /// Content-Disposition `filename`.
+    filename: Option<Param>,
+    /// Content-Type `name`.
+    name: Option<Param>,
     /// Lower-cased `type/subtype` of Content-Type, if the header was seen.
     content_type: Option<String>,
 }
@@ -84,9 +146,15 @@ pub struct MimeParser {
     header_truncated: bool,
     /// Bytes of the current header block so far.
     block_len: usize,
+    /// Key fields reported past `MAX_HEADER_BLOCK` in this block (≤ `MAX_LATE_FIELDS`).
+    late_fields: u32,
+    /// Fields past `MAX_HEADER_BLOCK` in this block that were not reported.
+    late_skipped: u64,
     part: PartInfo,
-    /// Open multipart boundaries, innermost last; at most `MAX_DEPTH`.
-    boundaries: Vec<Vec<u8>>,
+    /// Open containers, outermost first; at most `MAX_DEPTH`.
+    levels: Vec<Level>,
+    /// Number of `Level::Multipart` in `levels` (0: no boundary to look for).
+    multiparts: usize,
     /// In a multipart body: the next byte starts a line.
     at_line_start: bool,
     /// In a multipart body: the current line is a boundary candidate being buffered.
@@ -96,10 +164,13 @@ pub struct MimeParser {
     /// Scratch buffer for decoded bytes (reused).
     out: Vec<u8>,
     email: Email,
+    /// More than `MAX_LIST` attachment names were seen (reported once).
+    attachments_cut: bool,
     /// Number of the header block being read or the body being decoded
-    /// (0 = message, n = n-th MIME part in order of appearance).
+    /// (0 = message, n = n-th header block after it in order of appearance:
+    /// MIME parts and forwarded messages).
     part_no: u32,
-    /// Parts opened so far (the next part gets `parts_seen + 1`).
+    /// Header blocks opened so far after the message's (the next gets `parts_seen + 1`).
     parts_seen: u32,
     /// A MIME error was seen (and reported as an anomaly).
     pub error: bool,
@@ -107,6 +178,13 @@ pub struct MimeParser {
     pub headers_done: bool,
     /// Body bytes were seen.
     pub body_started: bool,
+    /// A base64 / quoted-printable `message/rfc822` part being read: its
+    /// decoded bytes are parsed by this parser (boxed: at most `MAX_DEPTH`
+    /// deep, through `depth_base`).
+    inner: Option<Box<MimeParser>>,
+    /// Containers open around this parser: 0 for the message, the parent's
+    /// depth + 1 for an `inner` parser. `depth_base + levels.len() ≤ MAX_DEPTH`.
+    depth_base: usize,
 }
 
 impl Default for MimeParser {
@@ -141,15 +219,6 @@ impl<S: EventSink> Out<'_, S> {
         }));
     }
 
-    fn mime_part(&mut self, part: u32, content_type: String, filename: Option<String>) {
-        self.sink.event(Event::MimePart(MimePart {
-            tx_id: self.tx_id,
-            part,
-            content_type,
-            filename,
-        }));
-    }
-
     fn anomaly(&mut self, kind: AnomalyKind, detail: String) {
         self.sink.event(Event::Anomaly(Anomaly {
             kind,
@@ -171,19 +240,25 @@ impl MimeParser {
             header: Vec::new(),
             header_truncated: false,
             block_len: 0,
+            late_fields: 0,
+            late_skipped: 0,
             part: PartInfo::default(),
-            boundaries: Vec::new(),
+            levels: Vec::new(),
+            multiparts: 0,
             at_line_start: true,
             candidate: false,
             b64: Base64::default(),
             qp: QuotedPrintable::default(),
             out: Vec::new(),
             email: Email::default(),
+            attachments_cut: false,
             part_no: 0,
             parts_seen: 0,
             error: false,
             headers_done: false,
             body_started: false,
+            inner: None,
+            depth_base: 0,
         }
     }
 
@@ -207,6 +282,9 @@ impl MimeParser {
 
     /// The transport lost bytes: drop the partial line and continue at the next one.
     pub fn gap(&mut self) {
+        if let Some(inner) = &mut self.inner {
+            inner.gap();
+        }
         self.line.clear();
         self.candidate = false;
         self.at_line_start = false;
@@ -221,12 +299,15 @@ impl MimeParser {
 
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
-        let mut out = Out { tx_id, sink };
+        self.feed_out(data, &mut Out { tx_id, sink });
+    }
+
+    fn feed_out<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
         let mut rest = data;
         while !rest.is_empty() {
             let used = match self.phase {
-                Phase::Headers => self.feed_headers(rest, &mut out),
-                Phase::Body => self.feed_body(rest, &mut out),
+                Phase::Headers => self.feed_headers(rest, out),
+                Phase::Body => self.feed_body(rest, out),
             };
             rest = rest.get(used..).unwrap_or(&[]);
         }
@@ -234,24 +315,55 @@ impl MimeParser {
 
     /// End of message: flush a header block cut short.
     pub fn finish<S: EventSink>(&mut self, tx_id: u32, sink: &mut S) {
-        let mut out = Out { tx_id, sink };
+        self.finish_out(&mut Out { tx_id, sink });
+    }
+
+    fn finish_out<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         if self.phase == Phase::Headers {
             if !self.line.is_empty() {
                 let line = std::mem::take(&mut self.line);
-                self.header_line(&line, &mut out);
+                self.header_line(&line, out);
                 self.line = line;
+                self.line.clear();
             }
-            self.end_of_headers(&mut out);
+            // A forwarded message may open another header block: bounded by MAX_DEPTH.
+            while self.phase == Phase::Headers {
+                self.end_of_headers(out);
+            }
         } else if self.candidate {
             // A last line without line ending (BDAT content may end so).
             let line = std::mem::take(&mut self.line);
-            if !self.boundary_line(&line, &mut out) {
-                self.decode(&line, &mut out);
+            if !self.boundary_line(&line, out) {
+                self.decode(&line, out);
             }
             self.line = line;
             self.line.clear();
             self.candidate = false;
         }
+        self.close_inner(out);
+    }
+
+    /// The encoded forwarded message ended: finish it, take its attachments
+    /// and part numbers.
+    fn close_inner<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        inner.finish_out(out);
+        inner.flush_decoder(out);
+        for name in inner.email.attachment.drain(..) {
+            if self.email.attachment.len() < MAX_LIST {
+                self.email.attachment.push(name);
+            } else if !self.attachments_cut {
+                self.attachments_cut = true;
+                out.anomaly(
+                    AnomalyKind::LimitExceeded,
+                    format!("more than {MAX_LIST} attachments: names from {name:?} on not listed"),
+                );
+            }
+        }
+        self.parts_seen = self.parts_seen.max(inner.parts_seen);
+        self.error |= inner.error;
     }
 
     fn feed_headers<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) -> usize {
@@ -260,7 +372,7 @@ impl MimeParser {
             None => (data, false),
         };
         let used = chunk.len() + usize::from(complete);
-        self.block_len += used;
+        self.block_len = self.block_len.saturating_add(used);
         let room = MAX_HEADER.saturating_sub(self.line.len());
         if chunk.len() > room {
             self.line_truncated = true;
@@ -276,15 +388,6 @@ impl MimeParser {
             self.line = line;
             self.line_truncated = false;
         }
-        if self.phase == Phase::Headers && self.block_len > MAX_HEADER_BLOCK {
-            out.anomaly(
-                AnomalyKind::MimeHeaderTooLong,
-                format!("header block longer than {MAX_HEADER_BLOCK} bytes; rest treated as body"),
-            );
-            self.error = true;
-            self.line.clear();
-            self.end_of_headers(out);
-        }
         used
     }
 
@@ -294,12 +397,20 @@ impl MimeParser {
             None => self.end_of_headers(out),
             // Folded continuation: unfolded by dropping the line break.
             Some(b' ' | b'\t') => self.append_header(line, out),
+            // A boundary of an enclosing multipart ends the header block too.
+            Some(b'-') if self.multiparts > 0 && self.is_boundary(line) => {
+                self.end_of_headers(out);
+                while self.phase == Phase::Headers {
+                    self.end_of_headers(out);
+                }
+                self.boundary_line(line, out);
+            }
             Some(_) => {
                 self.finish_header(out);
                 self.append_header(line, out);
             }
         }
-        if self.line_truncated && !self.header_truncated {
+        if self.line_truncated && !self.header_truncated && !self.header.is_empty() {
             self.report_long_header(out);
         }
     }
@@ -332,29 +443,40 @@ impl MimeParser {
         let header = std::mem::take(&mut self.header);
         if let Some(colon) = memchr::memchr(b':', &header) {
             let name = header[..colon].trim_ascii();
-            let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
-            self.header_field(name, &value);
-            out.header(
-                self.part_no,
-                String::from_utf8_lossy(name).into_owned(),
-                decode_words(&value),
-            );
+            let late = self.block_len > MAX_HEADER_BLOCK;
+            let key = || {
+                KEY_FIELDS
+                    .iter()
+                    .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
+            };
+            if late && (self.late_fields >= MAX_LATE_FIELDS || !key()) {
+                self.late_skipped += 1;
+            } else {
+                self.late_fields += u32::from(late);
+                let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
+                self.header_field(name, &value, out);
+                out.header(
+                    self.part_no,
+                    String::from_utf8_lossy(name).into_owned(),
+                    decode_words(&value),
+                );
+            }
         }
         self.header = header;
         self.header.clear();
         self.header_truncated = false;
     }
 
-    fn header_field(&mut self, name: &[u8], value: &str) {
+    fn header_field<S: EventSink>(&mut self, name: &[u8], value: &str, out: &mut Out<'_, S>) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if self.top_level {
             let e = &mut self.email;
             if is("from") {
                 e.from.get_or_insert_with(|| value.to_string());
             } else if is("to") {
-                push_addresses(&mut e.to, value);
+                push_addresses(&mut e.to, value, out);
             } else if is("cc") {
-                push_addresses(&mut e.cc, value);
+                push_addresses(&mut e.cc, value, out);
             } else if is("subject") {
                 e.subject.get_or_insert_with(|| decode_words(value));
             } else if is("date") {
@@ -366,70 +488,180 @@ impl MimeParser {
             }
         }
         if is("content-type") {
-            let (kind, params) = split_params(value);
-            self.part.content_type = Some(kind.to_ascii_lowercase());
-            for (k, v) in params {
-                if k.eq_ignore_ascii_case("boundary")
-                    && kind.to_ascii_lowercase().starts_with("multipart/")
-                {
-                    self.part.boundary = Some(v.into_bytes());
-                } else if k.eq_ignore_ascii_case("name") || k.eq_ignore_ascii_case("name*") {
-                    self.part.name = Some(decode_words(&v));
-                }
+            let mut p = self.parameters("Content-Type", value, out);
+            let kind = p.value.to_ascii_lowercase();
+            self.part.boundary = None;
+            if kind.starts_with("multipart/") {
+                self.part.boundary = p.get("boundary").map(|b| b.value.clone().into_bytes());
             }
+            self.part.name = take_param(&mut p.params, "name");
+            self.part.content_type = Some(kind);
         } else if is("content-transfer-encoding") {
-            let v = value.trim();
-            self.part.encoding = if v.eq_ignore_ascii_case("base64") {
-                Encoding::Base64
-            } else if v.eq_ignore_ascii_case("quoted-printable") {
-                Encoding::QuotedPrintable
-            } else {
-                Encoding::Identity
+            let v = value.trim().to_ascii_lowercase();
+            self.part.encoding = match v.as_str() {
+                "base64" => Encoding::Base64,
+                "quoted-printable" => Encoding::QuotedPrintable,
+                _ => Encoding::Identity,
             };
+            self.part.encoding_name = Some(v);
         } else if is("content-disposition") {
-            let (_, params) = split_params(value);
-            for (k, v) in params {
-                if k.eq_ignore_ascii_case("filename") || k.eq_ignore_ascii_case("filename*") {
-                    self.part.filename = Some(decode_words(&v));
-                }
-            }
+            let mut p = self.parameters("Content-Disposition", value, out);
+            self.part.filename = take_param(&mut p.params, "filename");
         }
+    }
+
+    /// Parses parameters; reports what was cut and what is ambiguous.
+    fn parameters<S: EventSink>(
+        &mut self,
+        field: &str,
+        value: &str,
+        out: &mut Out<'_, S>,
+    ) -> params::Params {
+        let p = params::parse(value);
+        if p.dropped > 0 || p.cut {
+            out.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!(
+                    "{field}: {} parameters not read (beyond {}, malformed name, or continuation index ≥ {}){}",
+                    p.dropped,
+                    params::MAX_PARAMS,
+                    params::MAX_SEGMENTS,
+                    if p.cut {
+                        ", a value cut to 1024 bytes"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        for a in p.params.iter().filter(|a| a.ambiguous) {
+            out.anomaly(
+                AnomalyKind::MimeAmbiguousParameter,
+                format!(
+                    "{field}: parameter {:?} reads {:?} and also {:?}",
+                    a.name, a.value, a.others
+                ),
+            );
+        }
+        p
     }
 
     fn end_of_headers<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         self.finish_header(out);
+        if self.block_len > MAX_HEADER_BLOCK {
+            out.anomaly(
+                AnomalyKind::MimeHeaderBlockTooLong,
+                format!(
+                    "header block {} of {} bytes, longer than {MAX_HEADER_BLOCK}: {} fields after the limit skipped ({} key fields kept)",
+                    self.part_no, self.block_len, self.late_skipped, self.late_fields
+                ),
+            );
+        }
+        self.block_len = 0;
+        self.late_fields = 0;
+        self.late_skipped = 0;
         let part = std::mem::take(&mut self.part);
-        let filename = part.filename.or(part.name);
+        let (filename, other_filenames) = file_names(part.filename, part.name);
         if let Some(name) = &filename {
             if self.email.attachment.len() < MAX_LIST {
                 self.email.attachment.push(name.clone());
+            } else if !self.attachments_cut {
+                self.attachments_cut = true;
+                out.anomaly(
+                    AnomalyKind::LimitExceeded,
+                    format!("more than {MAX_LIST} attachments: names from {name:?} on not listed"),
+                );
             }
         }
-        let content_type = part
-            .content_type
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "text/plain".to_string());
-        out.mime_part(self.part_no, content_type, filename);
+        let digest = matches!(
+            self.levels.last(),
+            Some(Level::Multipart { digest: true, .. })
+        );
+        let content_type = match part.content_type.filter(|t| !t.is_empty()) {
+            Some(t) => t,
+            None if digest && !self.top_level => "message/rfc822".to_string(),
+            None => "text/plain".to_string(),
+        };
+        let is_message = content_type == "message/rfc822" || content_type == "message/global";
+        out.sink.event(Event::MimePart(MimePart {
+            tx_id: out.tx_id,
+            part: self.part_no,
+            content_type: content_type.clone(),
+            filename,
+            other_filenames,
+        }));
         self.top_level = false;
         self.headers_done = true;
         self.phase = Phase::Body;
-        self.block_len = 0;
         self.at_line_start = true;
         self.candidate = false;
         self.b64.reset();
         self.qp.reset();
+        self.part.encoding = part.encoding;
+        let room = self.depth_base + self.levels.len() < MAX_DEPTH;
         match part.boundary {
-            Some(b) if self.boundaries.len() < MAX_DEPTH && !b.is_empty() => {
-                self.boundaries.push(b);
-                self.part.encoding = Encoding::Skip;
+            Some(b) if !b.is_empty() => {
+                if room {
+                    self.levels.push(Level::Multipart {
+                        digest: content_type == "multipart/digest",
+                        boundary: b,
+                    });
+                    self.multiparts += 1;
+                    self.part.encoding = Encoding::Skip;
+                } else {
+                    self.too_deep(&content_type, out);
+                }
+                return;
             }
-            _ => self.part.encoding = part.encoding,
+            _ => {}
         }
+        if !is_message {
+            return;
+        }
+        if !room {
+            self.too_deep(&content_type, out);
+            return;
+        }
+        if part.encoding != Encoding::Identity {
+            // RFC 2046 §5.2.1: only 7bit, 8bit or binary; clients decode it
+            // anyway. Its decoded bytes go to a parser of their own.
+            out.anomaly(
+                AnomalyKind::MimeEncodedMessage,
+                format!(
+                    "{content_type} part {} with Content-Transfer-Encoding {}: entered after decoding",
+                    self.part_no,
+                    part.encoding_name.as_deref().unwrap_or("?")
+                ),
+            );
+            self.parts_seen = self.parts_seen.saturating_add(1);
+            let mut inner = MimeParser::new();
+            inner.top_level = false;
+            inner.depth_base = self.depth_base + self.levels.len() + 1;
+            inner.part_no = self.parts_seen;
+            inner.parts_seen = self.parts_seen;
+            self.inner = Some(Box::new(inner));
+            return;
+        }
+        // Enter the forwarded message: its header block is the next part.
+        self.levels.push(Level::Message);
+        self.parts_seen = self.parts_seen.saturating_add(1);
+        self.part_no = self.parts_seen;
+        self.phase = Phase::Headers;
+    }
+
+    fn too_deep<S: EventSink>(&mut self, content_type: &str, out: &mut Out<'_, S>) {
+        out.anomaly(
+            AnomalyKind::MimeNestingTooDeep,
+            format!(
+                "{content_type} part {} nested deeper than {MAX_DEPTH} levels: read as body text",
+                self.part_no
+            ),
+        );
     }
 
     fn feed_body<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) -> usize {
         self.body_started = true;
-        if self.boundaries.is_empty() {
+        if self.multiparts == 0 {
             self.decode(data, out);
             return data.len();
         }
@@ -482,37 +714,57 @@ impl MimeParser {
     }
 
     /// If `line` is a boundary of an open multipart, act on it and return true.
+    /// The open multipart level whose boundary `line` is, and whether it is
+    /// the close delimiter (`--boundary--`).
+    fn boundary_level(&self, line: &[u8]) -> Option<(usize, bool)> {
+        let rest = line.strip_prefix(b"--")?.trim_ascii_end();
+        self.levels
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(level, l)| match l {
+                Level::Multipart { boundary, .. } => match rest.strip_prefix(boundary.as_slice()) {
+                    Some(b"--") => Some((level, true)),
+                    Some(b"") => Some((level, false)),
+                    _ => None,
+                },
+                Level::Message => None,
+            })
+    }
+
+    fn is_boundary(&self, line: &[u8]) -> bool {
+        self.boundary_level(line).is_some()
+    }
+
+    /// Closes the levels above `level` (and `level` itself when `close`).
+    fn truncate_levels(&mut self, len: usize) {
+        self.levels.truncate(len);
+        self.multiparts = self
+            .levels
+            .iter()
+            .filter(|l| matches!(l, Level::Multipart { .. }))
+            .count();
+    }
+
+    /// If `line` is a boundary of an open multipart, act on it and return true.
     fn boundary_line<S: EventSink>(&mut self, line: &[u8], out: &mut Out<'_, S>) -> bool {
-        let Some(rest) = line.strip_prefix(b"--") else {
+        let Some((level, close)) = self.boundary_level(line) else {
             return false;
         };
-        let rest = rest.trim_ascii_end();
-        for level in (0..self.boundaries.len()).rev() {
-            let Some(b) = self.boundaries.get(level) else {
-                continue;
-            };
-            let Some(tail) = rest.strip_prefix(b.as_slice()) else {
-                continue;
-            };
-            if tail == b"--" {
-                // Close delimiter: the epilogue of this multipart is skipped.
-                self.boundaries.truncate(level);
-                self.flush_decoder(out);
-                self.part.encoding = Encoding::Skip;
-                return true;
-            }
-            if tail.is_empty() {
-                self.boundaries.truncate(level + 1);
-                self.flush_decoder(out);
-                self.parts_seen = self.parts_seen.saturating_add(1);
-                self.part_no = self.parts_seen;
-                self.phase = Phase::Headers;
-                self.part = PartInfo::default();
-                self.block_len = 0;
-                return true;
-            }
+        self.flush_decoder(out);
+        if close {
+            // Close delimiter: the epilogue of this multipart is skipped.
+            self.truncate_levels(level);
+            self.part.encoding = Encoding::Skip;
+        } else {
+            self.truncate_levels(level + 1);
+            self.parts_seen = self.parts_seen.saturating_add(1);
+            self.part_no = self.parts_seen;
+            self.phase = Phase::Headers;
+            self.part = PartInfo::default();
+            self.block_len = 0;
         }
-        false
+        true
     }
 
     fn flush_decoder<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
@@ -528,6 +780,7 @@ impl MimeParser {
         }
         self.b64.reset();
         self.qp.reset();
+        self.close_inner(out);
     }
 
     fn decode<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
@@ -537,12 +790,18 @@ impl MimeParser {
             Encoding::Base64 => {
                 self.out.clear();
                 self.b64.feed(data, &mut self.out);
-                out.body(&self.out);
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&self.out, out),
+                    None => out.body(&self.out),
+                }
             }
             Encoding::QuotedPrintable => {
                 self.out.clear();
                 self.qp.feed(data, &mut self.out);
-                out.body(&self.out);
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&self.out, out),
+                    None => out.body(&self.out),
+                }
             }
         }
     }
@@ -554,12 +813,47 @@ impl MimeParser {
     }
 }
 
+/// Removes parameter `name` from `params`.
+fn take_param(params: &mut Vec<Param>, name: &str) -> Option<Param> {
+    let i = params.iter().position(|p| p.name == name)?;
+    Some(params.swap_remove(i))
+}
+
+/// The file name a client shows (Content-Disposition `filename`, else
+/// Content-Type `name`) and the other readings that differ from it.
+fn file_names(filename: Option<Param>, name: Option<Param>) -> (Option<String>, Vec<String>) {
+    let mut all = Vec::new();
+    for p in [filename, name].into_iter().flatten() {
+        all.push(p.value);
+        all.extend(p.others);
+    }
+    let mut all = all.into_iter().filter(|n| !n.is_empty());
+    let first = all.next();
+    let mut others: Vec<String> = Vec::new();
+    for n in all {
+        if Some(&n) != first.as_ref() && !others.contains(&n) && others.len() < MAX_OTHER_FILENAMES
+        {
+            others.push(n);
+        }
+    }
+    (first, others)
+}
+
 /// Splits an address list at commas outside quotes, angle brackets and comments.
-fn push_addresses(list: &mut Vec<String>, value: &str) {
+fn push_addresses<S: EventSink>(list: &mut Vec<String>, value: &str, out: &mut Out<'_, S>) {
     let (mut depth_angle, mut depth_paren, mut quoted) = (0i32, 0i32, false);
     let mut start = 0;
-    let bytes = value.as_bytes();
-    for (i, &c) in bytes.iter().enumerate() {
+    let mut dropped = 0usize;
+    let mut push = |list: &mut Vec<String>, addr: &str| {
+        let addr = addr.trim();
+        if addr.is_empty() {
+        } else if list.len() < MAX_LIST {
+            list.push(addr.to_string());
+        } else {
+            dropped += 1;
+        }
+    };
+    for (i, &c) in value.as_bytes().iter().enumerate() {
         match c {
             b'"' => quoted = !quoted,
             b'<' if !quoted => depth_angle += 1,
@@ -567,107 +861,19 @@ fn push_addresses(list: &mut Vec<String>, value: &str) {
             b'(' if !quoted => depth_paren += 1,
             b')' if !quoted => depth_paren -= 1,
             b',' if !quoted && depth_angle <= 0 && depth_paren <= 0 => {
-                push_one(list, &value[start..i]);
+                push(list, &value[start..i]);
                 start = i + 1;
             }
             _ => {}
         }
     }
-    push_one(list, &value[start..]);
-}
-
-fn push_one(list: &mut Vec<String>, addr: &str) {
-    let addr = addr.trim();
-    if !addr.is_empty() && list.len() < MAX_LIST {
-        list.push(addr.to_string());
+    push(list, &value[start..]);
+    if dropped > 0 {
+        out.anomaly(
+            AnomalyKind::LimitExceeded,
+            format!("address list longer than {MAX_LIST}: {dropped} addresses not listed"),
+        );
     }
-}
-
-/// `type/subtype; k=v; k="quoted v"` → (`type/subtype`, [(k, v)]).
-fn split_params(value: &str) -> (&str, Vec<(String, String)>) {
-    let mut parts = Vec::new();
-    let (kind, mut rest) = match value.find(';') {
-        Some(i) => (value[..i].trim(), &value[i + 1..]),
-        None => (value.trim(), ""),
-    };
-    while parts.len() < 16 {
-        rest = rest.trim_start_matches([' ', '\t', ';']);
-        let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().to_string();
-        rest = rest[eq + 1..].trim_start();
-        let val;
-        if let Some(q) = rest.strip_prefix('"') {
-            let end = q.find('"').unwrap_or(q.len());
-            val = q[..end].to_string();
-            rest = q.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(';').unwrap_or(rest.len());
-            val = rest[..end].trim().to_string();
-            rest = &rest[end..];
-        }
-        parts.push((key, val));
-    }
-    (kind, parts)
-}
-
-/// Decodes RFC 2047 encoded-words (`=?charset?B|Q?text?=`) for UTF-8,
-/// US-ASCII and ISO-8859-1; other charsets are left as written.
-pub fn decode_words(value: &str) -> String {
-    if !value.contains("=?") {
-        return value.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = value;
-    let mut last_was_word = false;
-    while let Some(start) = rest.find("=?") {
-        let before = &rest[..start];
-        let Some(decoded) = encoded_word(&rest[start..]) else {
-            out.push_str(&rest[..start + 2]);
-            rest = &rest[start + 2..];
-            last_was_word = false;
-            continue;
-        };
-        // Whitespace between two encoded words is dropped (RFC 2047 §6.2).
-        if !(last_was_word && before.trim().is_empty()) {
-            out.push_str(before);
-        }
-        out.push_str(&decoded.0);
-        rest = &rest[start + decoded.1..];
-        last_was_word = true;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Decodes one encoded word at the start of `s`: (text, length consumed).
-fn encoded_word(s: &str) -> Option<(String, usize)> {
-    let body = s.strip_prefix("=?")?;
-    let q1 = body.find('?')?;
-    let charset = &body[..q1];
-    let after = &body[q1 + 1..];
-    let enc = after.get(..1)?;
-    let text_start = after.get(1..2).filter(|q| *q == "?").map(|_| &after[2..])?;
-    let end = text_start.find("?=")?;
-    let text = &text_start[..end];
-    let mut bytes = Vec::new();
-    if enc.eq_ignore_ascii_case("b") {
-        let mut d = Base64::default();
-        d.feed(text.as_bytes(), &mut bytes);
-    } else if enc.eq_ignore_ascii_case("q") {
-        let t = text.replace('_', " ");
-        let mut d = QuotedPrintable::default();
-        d.feed(t.as_bytes(), &mut bytes);
-    } else {
-        return None;
-    }
-    let cs = charset.split('*').next().unwrap_or("").to_ascii_lowercase();
-    let decoded = match cs.as_str() {
-        "utf-8" | "utf8" | "us-ascii" => String::from_utf8_lossy(&bytes).into_owned(),
-        "iso-8859-1" | "latin1" | "iso-8859-15" => bytes.iter().map(|&b| b as char).collect(),
-        _ => return None,
-    };
-    let consumed = 2 + q1 + 1 + 2 + end + 2;
-    Some((decoded, consumed))
 }
 
 #[cfg(test)]
@@ -710,6 +916,7 @@ mod tests {
             part,
             content_type: content_type.to_string(),
             filename: filename.map(str::to_string),
+            other_filenames: Vec::new(),
         })
     }
 
@@ -744,7 +951,13 @@ mod tests {
                 "Content-Disposition",
                 "attachment; filename=\"résumé.zip\"",
             ),
-            part(4, "application/zip", Some("résumé.zip")),
+            OwnedEvent::MimePart(MimePart {
+                tx_id: 0,
+                part: 4,
+                content_type: "application/zip".to_string(),
+                filename: Some("résumé.zip".to_string()),
+                other_filenames: vec!["by-name.zip".to_string()],
+            }),
             header(
                 5,
                 "Content-Type",
