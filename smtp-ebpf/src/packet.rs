@@ -416,6 +416,11 @@ fn monitored<P: Packet>(
         if queued {
             bump(st, Stat::GateQueued, 1);
             rec_flags = REC_HELD;
+            // Userspace releases a queued segment once the stream up to
+            // its end is inspected; a hole before it (bytes that passed
+            // unrecorded, e.g. fragments with `--unparsed pass`) becomes a
+            // gap only when the server's ACK passes it.
+            replay_ack = true;
         } else if dst_mon && payload_len > 0 {
             match gate(p, &key, tcp.seq, payload_off as u32, payload_len) {
                 GateAction::None => {}
@@ -482,6 +487,8 @@ fn monitored<P: Packet>(
             };
             bump(st, Stat::AckReplays, 1);
             let _ = emit(p, replay, 0, Csum::Good, false, st);
+            // Once per server ACK: the next replay needs a newer one.
+            let _ = SERVER_ACKS.remove(&key);
         }
     }
     let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
