@@ -704,3 +704,91 @@ fn rfc_limits_are_reported_one_octet_over() {
         ]
     );
 }
+
+/// The message of the smuggling tests: a bare-LF dot line, then a second
+/// transaction's commands and content, then the real end of data.
+const SMUGGLING: &[u8] = b"Subject: one\r\n\r\nhello\n.\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n";
+
+fn smuggling_session(replies_after_data: &'static [u8]) -> Vec<(Direction, &'static [u8])> {
+    vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<bob@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, SMUGGLING),
+        (Down, replies_after_data),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ]
+}
+
+/// Issue 9 item 4: a vulnerable server takes `\n.\n` for the end of data
+/// (its replies: the first message queued, then MAIL/RCPT/DATA/end of the
+/// smuggled one). The smuggled transaction is reported with its own
+/// envelope and content, its rule fires, and the anomaly says the server
+/// accepted the ambiguous end.
+#[test]
+fn smuggling_accepted_by_the_server_is_followed() {
+    let steps =
+        smuggling_session(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n");
+    for mode in [Mode::Monitor, Mode::Enforce] {
+        let r = run(&steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [
+                env("<alice@example.com>", &["<bob@example.org>"], "delivered"),
+                env("<evil@bad.example>", &["<victim@example.org>"], "delivered"),
+            ],
+            "{mode:?}"
+        );
+        let smtp = of_type(&r.events, "smtp");
+        assert_eq!(smtp[1]["email"]["subject"], "smuggled");
+        assert_eq!(alert_sids(&r.events), [2001, 2002], "{mode:?}");
+        // The smuggled DATA came with its content before its 354.
+        assert_eq!(
+            anomaly_kinds(&r.events),
+            [
+                "smuggling_bare_lf_end_of_data",
+                "smuggling_accepted",
+                "content_before_354"
+            ]
+        );
+    }
+}
+
+/// …and when the server did not take it (one reply to the one message),
+/// there is one transaction and nothing is smuggled.
+#[test]
+fn smuggling_refused_by_the_server_is_one_message() {
+    let steps = smuggling_session(b"250 queued\r\n");
+    for mode in [Mode::Monitor, Mode::Enforce] {
+        let r = run(&steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [env(
+                "<alice@example.com>",
+                &["<bob@example.org>"],
+                "delivered"
+            )],
+            "{mode:?}"
+        );
+        assert_eq!(alert_sids(&r.events), [2001], "{mode:?}");
+        assert_eq!(anomaly_kinds(&r.events), ["smuggling_bare_lf_end_of_data"]);
+    }
+}
+
+/// The session ends before the replies decide: one message (RFC 5321's
+/// reading).
+#[test]
+fn smuggling_undecided_is_one_message() {
+    let mut s = Session::new();
+    let steps = smuggling_session(b"");
+    let ev = dissect(&mut s, &steps[..10]);
+    assert_eq!(transactions(&ev).len(), 1);
+    assert_eq!(anomalies(&ev), [A::SmugglingBareLfEndOfData]);
+}

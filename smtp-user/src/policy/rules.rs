@@ -50,6 +50,7 @@ const ANOMALY_KINDS: &[AnomalyKind] = &[
     AnomalyKind::MessageLineTooLong,
     AnomalyKind::InvalidReplyCode,
     AnomalyKind::ContentBefore354,
+    AnomalyKind::SmugglingAccepted,
 ];
 
 /// How a header condition matches the value.

@@ -50,6 +50,26 @@ pub enum OwnedEvent {
     Envelope(Envelope),
 }
 
+impl OwnedEvent {
+    /// The event, borrowing this one's content.
+    pub fn as_event(&self) -> Event<'_> {
+        match self {
+            OwnedEvent::Command(c) => Event::Command(c.clone()),
+            OwnedEvent::Response(r) => Event::Response(r.clone()),
+            OwnedEvent::MailContent(m) => Event::MailContent(MailContent {
+                tx_id: m.tx_id,
+                part: m.part,
+                data: &m.data,
+            }),
+            OwnedEvent::Transaction(t) => Event::Transaction(t.clone()),
+            OwnedEvent::Anomaly(a) => Event::Anomaly(a.clone()),
+            OwnedEvent::Header(h) => Event::Header(h.clone()),
+            OwnedEvent::MimePart(m) => Event::MimePart(m.clone()),
+            OwnedEvent::Envelope(e) => Event::Envelope(e.clone()),
+        }
+    }
+}
+
 impl Event<'_> {
     pub fn to_owned_event(&self) -> OwnedEvent {
         match self {
@@ -363,6 +383,9 @@ pub enum AnomalyKind {
     CommandLineTooLong,
     /// A message line longer than 998 octets without its CRLF (RFC 5322 §2.1.1).
     MessageLineTooLong,
+    /// The server's replies show it ended the data at a bare-LF dot line
+    /// and read the bytes after it as commands: a smuggled transaction.
+    SmugglingAccepted,
     /// A reply code outside `[2-5][0-5][0-9]` (RFC 5321 §4.2).
     InvalidReplyCode,
     /// The client sent message content before the server's 354 (RFC 2920 §3.1).
@@ -396,6 +419,7 @@ impl AnomalyKind {
             AnomalyKind::CommandLineTooLong => "command_line_too_long",
             AnomalyKind::MessageLineTooLong => "message_line_too_long",
             AnomalyKind::InvalidReplyCode => "invalid_reply_code",
+            AnomalyKind::SmugglingAccepted => "smuggling_accepted",
             AnomalyKind::ContentBefore354 => "content_before_354",
         }
     }
@@ -407,7 +431,10 @@ impl AnomalyKind {
     pub fn default_severity(self) -> Severity {
         use AnomalyKind as A;
         match self {
-            A::InvalidReply | A::BdatInvalid | A::SmugglingBareLfEndOfData => Severity::High,
+            A::InvalidReply
+            | A::BdatInvalid
+            | A::SmugglingBareLfEndOfData
+            | A::SmugglingAccepted => Severity::High,
             A::InvalidCommand
             | A::LineTooLong
             | A::ReplyCodeMismatch

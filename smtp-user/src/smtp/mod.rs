@@ -45,6 +45,7 @@ pub mod machine;
 pub mod mime;
 pub mod pending;
 pub mod session;
+pub mod smuggling;
 pub mod transaction;
 
 pub use events::*;

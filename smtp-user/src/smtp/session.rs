@@ -75,12 +75,13 @@ use super::pending::{Awaiting, Pending, PendingQueue, Undo};
 use super::data::{DotDecoder, Piece};
 use super::events::{
     Anomaly, AnomalyKind, Command, ContentPart, Envelope, EnvelopeChange, Event, EventSink,
-    MailContent, Recipient, Response, TransactionState, Verb,
+    MailContent, OwnedEvent, Recipient, Response, TransactionState, Verb,
 };
 use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
+use super::smuggling::{self, Verdict};
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
 /// Longest command line RFC 5321 allows, CRLF included (§4.5.3.1.4).
@@ -140,7 +141,7 @@ enum UpMode {
 }
 
 /// A multi-line reply being assembled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReplyBuilder {
     code: u16,
     /// At most `max_reply_lines` entries.
@@ -151,8 +152,53 @@ struct ReplyBuilder {
     truncated: bool,
 }
 
-/// The SMTP dissector for one TCP session.
+/// The MIME parser of the message in transfer. A copy of a session (the
+/// shadow reading of a smuggling candidate, see [`super::smuggling`]) starts
+/// with a fresh parser: in it the message ended at the candidate.
 #[derive(Debug)]
+struct MimeSlot(MimeParser);
+
+impl Clone for MimeSlot {
+    fn clone(&self) -> Self {
+        MimeSlot(MimeParser::new())
+    }
+}
+
+impl std::ops::Deref for MimeSlot {
+    type Target = MimeParser;
+    fn deref(&self) -> &MimeParser {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MimeSlot {
+    fn deref_mut(&mut self) -> &mut MimeParser {
+        &mut self.0
+    }
+}
+
+/// An open smuggling speculation (see [`super::smuggling`]): the shadow
+/// reading and its held events; the main reading is the session itself.
+#[derive(Debug, Clone)]
+struct Speculation {
+    /// The session in which the data ended at the candidate.
+    shadow: Session,
+    /// The shadow's events since the fork; at most about
+    /// `MAX_SPECULATION_EVENTS` (then the speculation is decided).
+    events: Vec<OwnedEvent>,
+    /// Bytes fed to both readings since the fork.
+    bytes: u64,
+    /// The transaction whose data the candidate may have ended.
+    tx: Option<u32>,
+    /// Unexplained-reply counts of each reading at the fork.
+    main_base: u64,
+    shadow_base: u64,
+    /// `events[..covered]` hold no reply the main reading did not report.
+    covered: usize,
+}
+
+/// The SMTP dissector for one TCP session.
+#[derive(Debug, Clone)]
 pub struct Session {
     cfg: SessionConfig,
     state: State,
@@ -199,7 +245,7 @@ pub struct Session {
     /// Transaction whose content is streaming (DATA or BDAT), if any.
     content_tx: Option<u32>,
     dots: DotDecoder,
-    mime: MimeParser,
+    mime: MimeSlot,
     /// Octets left in the current BDAT chunk.
     bdat_remaining: u64,
     /// The current BDAT chunk is the LAST one.
@@ -212,6 +258,18 @@ pub struct Session {
     last_refused: bool,
     /// `limit_exceeded` was reported for the pending queue.
     queue_overflowed: bool,
+    /// Replies the session could not explain (see
+    /// [`smuggling::unexplained`]); how a speculation is decided.
+    unexplained: u64,
+    /// Open smuggling speculation, if any (at most one).
+    speculation: Option<Box<Speculation>>,
+    /// This session is the shadow reading of a speculation: it forks none.
+    speculative: bool,
+    /// A smuggling candidate may fork a speculation now (top-level client bytes).
+    fork_ok: bool,
+    /// A candidate was met: `process_up` stopped right after its dot line;
+    /// the bytes of the dot line's content still to add to the main reading.
+    fork_at: Option<&'static [u8]>,
     /// Octets of the current message line so far; `u64::MAX` once
     /// `message_line_too_long` was reported for the message.
     line_len: u64,
@@ -294,7 +352,7 @@ impl Session {
             next_tx: 0,
             content_tx: None,
             dots: DotDecoder::default(),
-            mime: MimeParser::new(),
+            mime: MimeSlot(MimeParser::new()),
             bdat_remaining: 0,
             bdat_last: false,
             tls: false,
@@ -303,6 +361,11 @@ impl Session {
             last_refused: false,
             queue_overflowed: false,
             line_len: 0,
+            unexplained: 0,
+            speculation: None,
+            speculative: false,
+            fork_ok: false,
+            fork_at: None,
             up_resync: false,
             early_reported: false,
             unheard_forgotten: 0,
@@ -360,15 +423,204 @@ impl Session {
     /// Feeds bytes of one direction.
     pub fn feed(&mut self, dir: Direction, data: &[u8], sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += data.len() as u64;
+        if self.speculation.is_some() {
+            return self.speculate(dir, Some(data), 0, sink);
+        }
         match dir {
-            Direction::Up => self.process_up(data, sink),
+            Direction::Up => {
+                self.fork_ok = !self.speculative;
+                let used = self.process_up(data, sink);
+                self.fork_ok = false;
+                if let Some(piece) = self.fork_at.take() {
+                    self.fork(piece, sink);
+                    let rest = data.get(used..).unwrap_or(&[]);
+                    // Already counted by both readings.
+                    self.speculate_uncounted(dir, rest, sink);
+                }
+            }
             Direction::Down => self.process_down(data, sink),
         }
+    }
+
+    // ----- smuggling speculation (see `smuggling.rs`) -----
+
+    /// At a bare-LF dot line: the shadow reading ends the data here, the
+    /// main reading (this session) keeps `piece` as content.
+    fn fork(&mut self, piece: &'static [u8], sink: &mut impl EventSink) {
+        let mut shadow = self.clone();
+        shadow.speculative = true;
+        let mut events = Vec::new();
+        let tx = shadow.content_tx;
+        shadow.dots.reset();
+        let ended = shadow.end_content(&mut events);
+        shadow.push_pending(Awaiting::EndOfData, ended, None, &mut events);
+        shadow.apply(Direction::Up, Message::EndOfData, &mut events);
+        self.content(piece, sink);
+        tracing::debug!("smuggling candidate: speculation forked");
+        self.speculation = Some(Box::new(Speculation {
+            main_base: self.unexplained,
+            shadow_base: shadow.unexplained,
+            shadow,
+            events,
+            bytes: 0,
+            tx,
+            covered: 0,
+        }));
+    }
+
+    /// Bytes of this chunk after the fork point: both readings counted them.
+    fn speculate_uncounted(&mut self, dir: Direction, data: &[u8], sink: &mut impl EventSink) {
+        if let Some(spec) = self.speculation.as_mut() {
+            spec.shadow.bytes[idx(dir)] -= data.len() as u64;
+        }
+        self.speculate(dir, Some(data), 0, sink);
+    }
+
+    /// Feeds both readings (`data`, or a gap of `gap` bytes), then decides
+    /// if the replies allow it.
+    fn speculate(
+        &mut self,
+        dir: Direction,
+        data: Option<&[u8]>,
+        gap: u64,
+        sink: &mut impl EventSink,
+    ) {
+        let Some(mut spec) = self.speculation.take() else {
+            return;
+        };
+        match data {
+            Some(bytes) if dir == Direction::Down => {
+                // Reply by reply (line by line): the main reading's output
+                // for a line is held until the line decided nothing, so a
+                // reply that decides for the shadow is reported its way.
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                    let (line, tail) = rest.split_at(n);
+                    rest = tail;
+                    spec.bytes += line.len() as u64;
+                    let mut held = Vec::new();
+                    self.process_down(line, &mut held);
+                    spec.shadow.feed(dir, line, &mut spec.events);
+                    let verdict = self.verdict(&spec);
+                    if verdict == Verdict::Shadow {
+                        self.adopt_shadow(*spec, sink);
+                        return self.process_down(rest, sink);
+                    }
+                    for e in &held {
+                        sink.event(e.as_event());
+                    }
+                    spec.covered = spec.events.len();
+                }
+            }
+            Some(bytes) => {
+                spec.bytes += bytes.len() as u64;
+                self.process_up(bytes, sink);
+                spec.shadow.feed(dir, bytes, &mut spec.events);
+            }
+            None => {
+                spec.bytes += gap;
+                self.gap_inner(dir, gap, sink);
+                spec.shadow.gap(dir, gap, &mut spec.events);
+            }
+        }
+        self.settle(spec, false, sink);
+    }
+
+    /// Ends the speculation when the replies (or its bounds, or the end of
+    /// the session: `last`) decide; keeps it open otherwise.
+    fn verdict(&self, spec: &Speculation) -> Verdict {
+        smuggling::verdict(
+            self.unexplained - spec.main_base,
+            spec.shadow.unexplained - spec.shadow_base,
+            spec.bytes,
+            spec.events.len(),
+        )
+    }
+
+    fn settle(&mut self, spec: Box<Speculation>, last: bool, sink: &mut impl EventSink) {
+        match self.verdict(&spec) {
+            Verdict::Open if !last => self.speculation = Some(spec),
+            Verdict::Open | Verdict::Main => {
+                tracing::debug!("smuggling candidate: data did not end there");
+            }
+            Verdict::Bounded => {
+                let detail = format!(
+                    "bare LF dot line: replies undecided after {} bytes, read as content",
+                    spec.bytes
+                );
+                self.anomaly(AnomalyKind::LimitExceeded, detail, spec.tx, sink);
+            }
+            Verdict::Shadow => self.adopt_shadow(*spec, sink),
+        }
+    }
+
+    /// The server ended the data at the candidate: the shadow reading
+    /// becomes the session. What the main reading already reported stays
+    /// (the first message, its replies); the shadow adds the commands and
+    /// transactions it read in the bytes after the candidate.
+    fn adopt_shadow(&mut self, spec: Speculation, sink: &mut impl EventSink) {
+        let first = spec.tx;
+        let detail = "the server ended the data at a bare LF dot line: the bytes after it \
+                      were read as commands (smuggled transaction)"
+            .to_string();
+        self.anomaly(AnomalyKind::SmugglingAccepted, detail, first, sink);
+        // Whether the main reading still holds the first message (it never
+        // saw its end): then the shadow's end of it is reported, with the
+        // headers the main reading parsed (the shadow's parser started at
+        // the candidate).
+        let open = first.filter(|&id| self.txs.iter().any(|t| t.id == id));
+        let email = open.map(|_| self.mime.take_email());
+        for (k, e) in spec.events.iter().enumerate() {
+            let of_first = |id: u32| Some(id) == first;
+            match e {
+                // Replies up to the deciding one were reported by the main reading.
+                OwnedEvent::Response(_) if k < spec.covered => {}
+                OwnedEvent::Transaction(t) if of_first(t.id) => {
+                    if open.is_some() {
+                        let mut t = t.clone();
+                        if t.email.is_some() {
+                            t.email = email.clone();
+                        }
+                        sink.event(Event::Transaction(t));
+                    }
+                }
+                OwnedEvent::MailContent(m) if of_first(m.tx_id) => {
+                    if open.is_some() && m.part == ContentPart::End {
+                        sink.event(e.as_event());
+                    }
+                }
+                OwnedEvent::Header(h) if of_first(h.tx_id) => {}
+                OwnedEvent::MimePart(m) if of_first(m.tx_id) => {}
+                _ => sink.event(e.as_event()),
+            }
+        }
+        let mut shadow = spec.shadow;
+        shadow.speculative = false;
+        if let Some(id) = first {
+            match (open, shadow.tx_mut(id)) {
+                (Some(_), Some(t)) if t.email.is_some() => t.email = email,
+                (Some(_), _) => {}
+                // The main reading reported the first message already.
+                (None, Some(_)) => shadow.txs.retain(|t| t.id != id),
+                _ => {}
+            }
+        }
+        shadow.next_tx = shadow.next_tx.max(self.next_tx);
+        *self = shadow;
     }
 
     /// The transport lost `len` bytes in `dir`.
     pub fn gap(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += len;
+        if self.speculation.is_some() {
+            return self.speculate(dir, None, len, sink);
+        }
+        self.gap_inner(dir, len, sink);
+    }
+
+    /// [`Session::gap`], bytes counted.
+    fn gap_inner(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.unparsed[idx(dir)] += len;
         if self.state == State::Tls {
             return;
@@ -430,6 +682,9 @@ impl Session {
 
     /// The connection closed (or the monitor stops): open transactions end as Aborted.
     pub fn finish(&mut self, sink: &mut impl EventSink) {
+        if let Some(spec) = self.speculation.take() {
+            self.settle(spec, true, sink);
+        }
         if !self.hold.is_empty() {
             let quit = self
                 .pending
@@ -481,9 +736,14 @@ impl Session {
         }
     }
 
-    fn process_up(&mut self, data: &[u8], sink: &mut impl EventSink) {
+    /// Reads client bytes; returns how many were read (all, unless a
+    /// smuggling candidate stopped it to fork a speculation).
+    fn process_up(&mut self, data: &[u8], sink: &mut impl EventSink) -> usize {
         let mut input = data;
         while !input.is_empty() {
+            if self.fork_at.is_some() {
+                return data.len() - input.len();
+            }
             let used = match self.up_mode() {
                 UpMode::Discard => {
                     self.unparsed[0] += input.len() as u64;
@@ -521,6 +781,7 @@ impl Session {
             };
             input = input.get(used..).unwrap_or(&[]);
         }
+        data.len() - input.len()
     }
 
     /// Client bytes arrived after a DATA whose reply may have been lost in a
@@ -598,6 +859,13 @@ impl Session {
     /// Once the reply to a blocking command is known, replay what was held
     /// (and the bytes lost while holding, as a gap at the place they were lost).
     fn replay_held(&mut self, sink: &mut impl EventSink) {
+        // Held bytes are replayed whole: no speculation forks inside them.
+        let fork_ok = std::mem::replace(&mut self.fork_ok, false);
+        self.replay_held_inner(sink);
+        self.fork_ok = fork_ok;
+    }
+
+    fn replay_held_inner(&mut self, sink: &mut impl EventSink) {
         while (!self.hold.is_empty() || self.hold_lost > 0) && self.up_mode() != UpMode::Hold {
             let held = std::mem::take(&mut self.hold);
             let lost = std::mem::take(&mut self.hold_lost);
@@ -958,6 +1226,11 @@ impl Session {
                         self.content_tx,
                         sink,
                     );
+                    if self.fork_ok && self.speculation.is_none() && self.content_tx.is_some() {
+                        // Read on both ways until the replies decide.
+                        self.fork_at = Some(content);
+                        return used;
+                    }
                     self.content(content, sink);
                 }
                 Piece::End => {
@@ -1262,6 +1535,13 @@ impl Session {
                 None => (None, Answers::Nothing),
             }
         };
+        let continued_auth = entry.is_none() && answers == Answers::Auth;
+        if !greeting
+            && !continued_auth
+            && smuggling::unexplained(code, entry.as_ref().map(|p| &p.what))
+        {
+            self.unexplained += 1;
+        }
         let to = match (&entry, answers) {
             (Some(p), _) => Some(p.verb()),
             (None, Answers::Auth) => Some(Verb::Auth),
@@ -1636,10 +1916,10 @@ impl Session {
             (Awaiting::Command(Verb::Rset), _) => EnvelopeChange::Reset,
             _ => return,
         };
-        sink.event(Event::Envelope(Envelope {
-            tx_id: p.tx,
-            change,
-        }));
+        // A transaction already reported (evicted at the open-transaction
+        // bound) is not named again.
+        let tx_id = p.tx.filter(|&id| self.txs.iter().any(|t| t.id == id));
+        sink.event(Event::Envelope(Envelope { tx_id, change }));
     }
 
     fn tx_mut(&mut self, id: u32) -> Option<&mut TxBuilder> {
