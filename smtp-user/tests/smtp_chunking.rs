@@ -199,9 +199,16 @@ fn transcripts_produce_what_they_are_about() {
         .map(|t| (t.id, t.state, t.size))
         .collect();
     use smtp_user::smtp::TransactionState::Delivered;
+    // The last one is the handoff to TLS.
+    use smtp_user::smtp::TransactionState::Aborted;
     assert_eq!(
         states,
-        [(0, Delivered, 12), (1, Delivered, 7), (2, Delivered, 6)]
+        [
+            (0, Delivered, 12),
+            (1, Delivered, 7),
+            (2, Delivered, 6),
+            (3, Aborted, 0)
+        ]
     );
     assert_eq!(
         anomalies(&ev),

@@ -163,11 +163,21 @@ fn bdat_captures() {
 fn starttls_captures_stop_at_tls() {
     for name in ["sv-smtp-startssl.pcap", "zeek-smtp-starttls.pcap"] {
         let Some(s) = sessions(name) else { return };
+        // The handoff is reported as a transaction (tls: true), as
+        // Suricata and Zeek log one.
         assert_eq!(
             trace(&s[0]),
-            ["R:220", "C:EHLO", "R:250", "C:STARTTLS", "R:220"],
+            [
+                "R:220",
+                "C:EHLO",
+                "R:250",
+                "C:STARTTLS",
+                "R:220",
+                "T:0:Aborted"
+            ],
             "{name}"
         );
+        assert!(transactions(&s[0])[0].tls);
     }
 }
 

@@ -792,3 +792,85 @@ fn smuggling_undecided_is_one_message() {
     assert_eq!(transactions(&ev).len(), 1);
     assert_eq!(anomalies(&ev), [A::SmugglingBareLfEndOfData]);
 }
+
+/// Issue 9 item 9: the handoff to TLS writes an `smtp` event (HELO name,
+/// tls: true, the open transaction if any).
+#[test]
+fn starttls_handoff_is_an_smtp_event() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"220 go ahead\r\n"),
+        (Up, b"\x16\x03\x01\x00\x05hello"),
+        (Down, b"\x16\x03\x03\x00\x05hello"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    let smtp = of_type(&r.events, "smtp");
+    assert_eq!(smtp.len(), 1);
+    assert_eq!(smtp[0]["smtp"]["helo"], "c.example");
+    assert_eq!(smtp[0]["smtp"]["mail_from"], "<alice@example.com>");
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+    assert_eq!(anomaly_kinds(&r.events), Vec::<String>::new());
+    // Without a transaction: the HELO name alone.
+    let mut bare = steps.to_vec();
+    bare.drain(3..5);
+    let r = run(&bare, Mode::Monitor, RULES);
+    let smtp = of_type(&r.events, "smtp");
+    assert_eq!(smtp.len(), 1);
+    assert_eq!(smtp[0]["smtp"]["helo"], "c.example");
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+}
+
+/// A 220 to STARTTLS not followed by TLS bytes: reported, and what the
+/// client sends in clear is parsed (the later mail is reported, its rule
+/// fires).
+#[test]
+fn cleartext_after_starttls_is_reported_and_parsed() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"220 go ahead\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let r = run(&steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), ["cleartext_after_starttls"]);
+    let smtp = of_type(&r.events, "smtp");
+    // The handoff event, then the mail sent in clear.
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+    assert_eq!(
+        envelopes(&r.events)[1],
+        env("<evil@bad.example>", &["<victim@example.org>"], "delivered")
+    );
+    assert_eq!(smtp[1]["transaction"]["tls"], false);
+    assert_eq!(alert_sids(&r.events), [2002]);
+}
+
+/// A refused STARTTLS (454) continues in clear and is parsed.
+#[test]
+fn refused_starttls_continues_in_clear() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"454 4.7.0 TLS not available\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let r = run(&steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), ["tls_rejected"]);
+    assert_eq!(
+        envelopes(&r.events),
+        [env(
+            "<evil@bad.example>",
+            &["<victim@example.org>"],
+            "delivered"
+        )]
+    );
+    assert_eq!(alert_sids(&r.events), [2002]);
+}

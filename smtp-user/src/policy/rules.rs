@@ -51,6 +51,7 @@ const ANOMALY_KINDS: &[AnomalyKind] = &[
     AnomalyKind::InvalidReplyCode,
     AnomalyKind::ContentBefore354,
     AnomalyKind::SmugglingAccepted,
+    AnomalyKind::CleartextAfterStarttls,
 ];
 
 /// How a header condition matches the value.

@@ -383,6 +383,10 @@ pub enum AnomalyKind {
     CommandLineTooLong,
     /// A message line longer than 998 octets without its CRLF (RFC 5322 §2.1.1).
     MessageLineTooLong,
+    /// The server answered STARTTLS with 220 but the client's next bytes
+    /// are no TLS record: the session goes on in clear (STARTTLS stripping,
+    /// or command injection around the handoff).
+    CleartextAfterStarttls,
     /// The server's replies show it ended the data at a bare-LF dot line
     /// and read the bytes after it as commands: a smuggled transaction.
     SmugglingAccepted,
@@ -420,6 +424,7 @@ impl AnomalyKind {
             AnomalyKind::MessageLineTooLong => "message_line_too_long",
             AnomalyKind::InvalidReplyCode => "invalid_reply_code",
             AnomalyKind::SmugglingAccepted => "smuggling_accepted",
+            AnomalyKind::CleartextAfterStarttls => "cleartext_after_starttls",
             AnomalyKind::ContentBefore354 => "content_before_354",
         }
     }
@@ -444,6 +449,7 @@ impl AnomalyKind {
             | A::StreamGap
             | A::LimitExceeded
             | A::InvalidReplyCode
+            | A::CleartextAfterStarttls
             | A::ContentBefore354
             | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting

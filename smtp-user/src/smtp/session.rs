@@ -84,6 +84,10 @@ use super::mime::MimeParser;
 use super::smuggling::{self, Verdict};
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
+/// First byte of a TLS handshake record (RFC 8446 §5.1), what a client
+/// sends first after the 220 to STARTTLS.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Longest command line RFC 5321 allows, CRLF included (§4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 512;
 
@@ -263,6 +267,8 @@ pub struct Session {
     unexplained: u64,
     /// Open smuggling speculation, if any (at most one).
     speculation: Option<Box<Speculation>>,
+    /// In `Tls`: the first client bytes were checked (TLS or not).
+    tls_checked: bool,
     /// This session is the shadow reading of a speculation: it forks none.
     speculative: bool,
     /// A smuggling candidate may fork a speculation now (top-level client bytes).
@@ -363,6 +369,7 @@ impl Session {
             line_len: 0,
             unexplained: 0,
             speculation: None,
+            tls_checked: false,
             speculative: false,
             fork_ok: false,
             fork_at: None,
@@ -383,6 +390,12 @@ impl Session {
     /// The session switched to TLS (STARTTLS + 220): bytes are only counted.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether bytes still matter to the dissector: not once the client
+    /// started TLS (its first bytes after the 220 to STARTTLS are checked).
+    pub fn wants_bytes(&self) -> bool {
+        !(self.state == State::Tls && self.tls_checked)
     }
 
     /// A fatal parse error happened (the tutorial's `error` transition).
@@ -745,6 +758,15 @@ impl Session {
                 return data.len() - input.len();
             }
             let used = match self.up_mode() {
+                UpMode::Discard if !self.tls_checked => {
+                    // The first client bytes after the 220 to STARTTLS: a TLS
+                    // handshake record, or the session goes on in clear.
+                    self.tls_checked = true;
+                    if input.first() != Some(&TLS_HANDSHAKE) {
+                        self.apply(Direction::Up, Message::NotTls, sink);
+                    }
+                    0
+                }
                 UpMode::Discard => {
                     self.unparsed[0] += input.len() as u64;
                     input.len()
@@ -1767,9 +1789,12 @@ impl Session {
 
     /// `leave` hooks.
     fn leave(&mut self, state: State) {
-        if state == State::BdatTransmission {
+        match state {
             // Whatever ended the chunk (its last octet, 421, an error), it is over.
-            self.bdat_remaining = 0;
+            State::BdatTransmission => self.bdat_remaining = 0,
+            // The client did not start TLS after all: commands in clear again.
+            State::Tls => self.tls = false,
+            _ => {}
         }
     }
 
@@ -1778,10 +1803,19 @@ impl Session {
         match state {
             State::Tls => {
                 self.tls = true;
-                self.unparsed[0] += self.hold.len() as u64;
-                self.hold.clear();
+                self.tls_checked = false;
                 self.pending.clear();
+                // The handoff is reported as Suricata and Zeek do: the open
+                // transaction (tls: true), or one with just the HELO name.
+                let open = !self.txs.is_empty();
                 self.abort_all(sink);
+                if !open {
+                    let id = self.new_tx_quiet();
+                    if let Some(mut tx) = self.txs.pop_back().filter(|t| t.id == id) {
+                        tx.decide(TransactionState::Aborted, None);
+                        sink.event(Event::Transaction(tx.into_transaction(true)));
+                    }
+                }
             }
             State::Finish => {
                 self.pending.clear();
