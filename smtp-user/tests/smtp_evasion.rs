@@ -874,3 +874,32 @@ fn refused_starttls_continues_in_clear() {
     );
     assert_eq!(alert_sids(&r.events), [2002]);
 }
+
+/// Issue 9 item 1: a BDAT refused 503 (no MAIL accepted) opens no
+/// transaction (its id, already on its content events, is not reused).
+#[test]
+fn refused_bdat_without_mail_opens_no_transaction() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, b"BDAT 3 LAST\r\nabc"),
+            (Down, b"503 5.5.1 Error: need MAIL command\r\n"),
+            (
+                Up,
+                b"MAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nBDAT 3 LAST\r\nxyz",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        ],
+    );
+    let t = transactions(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].id, t[0].mail_from.as_deref(), t[0].state, t[0].size),
+        (1, Some("<evil@bad.example>"), S::Delivered, 3)
+    );
+    assert_eq!(anomalies(&ev), [A::OutOfSequence]);
+}

@@ -288,6 +288,13 @@ impl Session {
                     tx.refused = Some(code);
                 }
             }
+            // BDAT refused without an accepted MAIL (503): the transaction
+            // it opened never existed for the server.
+            (Awaiting::Bdat { .. }, _) if !ok && id.is_some_and(|i| self.is_implicit(i)) => {
+                if let Some(i) = id {
+                    self.forget_tx(i);
+                }
+            }
             (Awaiting::EndOfData | Awaiting::Bdat { last: true }, _) => {
                 let state = if ok {
                     TransactionState::Delivered
@@ -321,6 +328,31 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// Whether transaction `id` was opened by DATA/BDAT without a MAIL
+    /// and is still undecided.
+    pub(super) fn is_implicit(&self, id: u32) -> bool {
+        self.txs
+            .iter()
+            .any(|t| t.id == id && t.state.is_none() && t.mail_from.is_none())
+    }
+
+    /// Drops transaction `id` unreported (it never existed for the server):
+    /// nothing refers to it any more.
+    pub(super) fn forget_tx(&mut self, id: u32) {
+        self.txs.retain(|t| t.id != id);
+        for p in self.pending.iter_mut().filter(|p| p.tx == Some(id)) {
+            p.tx = None;
+            p.rcpt = None;
+        }
+        if self.up_tx == Some(id) {
+            self.up_tx = None;
+        }
+        if self.content_tx == Some(id) {
+            self.content_tx = None;
+        }
+        // Its id is not reused: content events may already carry it.
     }
 
     /// Whether transaction `id` is still being built and undecided.
