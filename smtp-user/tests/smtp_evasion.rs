@@ -903,3 +903,54 @@ fn refused_bdat_without_mail_opens_no_transaction() {
     );
     assert_eq!(anomalies(&ev), [A::OutOfSequence]);
 }
+
+/// Fuzzer regression (fuzz/seeds/regress-smuggling-bytes-count): when the
+/// shadow reading is adopted in the middle of a server segment, the rest of
+/// the segment is counted too (bytes ≥ unparsed bytes).
+#[test]
+fn adopting_the_shadow_mid_segment_counts_every_byte() {
+    let mut s = Session::new();
+    let steps =
+        smuggling_session(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n");
+    let mut ev = Vec::new();
+    let mut down = 0;
+    for (d, b) in &steps[..11] {
+        s.feed(*d, b, &mut ev);
+        if *d == Down {
+            down += b.len() as u64;
+        }
+    }
+    s.finish(&mut ev);
+    assert_eq!(s.bytes(Down), down);
+    assert!(s.bytes(Down) >= s.unparsed_bytes(Down));
+}
+
+/// Fuzzer regression (fuzz/seeds/regress-smuggling-tx-ids): both readings
+/// give transaction ids after the fork (here the main reading to a BDAT
+/// after the real end); the adopted shadow's move past the main reading's,
+/// so no id is reported twice.
+#[test]
+fn adopted_shadow_ids_never_repeat_reported_ones() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (Down, b"250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (
+                Up,
+                b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\nSubject: two\r\n\r\nsmuggled\r\n.\r\nBDAT 3 LAST\r\nabc",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n"),
+        ],
+    );
+    let mut ids: Vec<u32> = transactions(&ev).iter().map(|t| t.id).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{:?}", transactions(&ev));
+    assert!(transactions(&ev)
+        .iter()
+        .any(|t| t.mail_from.as_deref() == Some("<evil@bad.example>")));
+}

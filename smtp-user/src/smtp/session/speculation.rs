@@ -20,6 +20,9 @@ pub(super) struct Speculation {
     /// Unexplained-reply counts of each reading at the fork.
     main_base: u64,
     shadow_base: u64,
+    /// Transaction ids from this one on were given after the fork: the
+    /// shadow's are renumbered past the main reading's when it is adopted.
+    pub(super) next_tx: u32,
     /// `events[..covered]` hold no reply the main reading did not report.
     covered: usize,
 }
@@ -41,6 +44,7 @@ impl Session {
         self.content(piece, sink);
         tracing::debug!("smuggling candidate: speculation forked");
         self.speculation = Some(Box::new(Speculation {
+            next_tx: self.next_tx,
             main_base: self.unexplained,
             shadow_base: shadow.unexplained,
             shadow,
@@ -93,6 +97,8 @@ impl Session {
                     let verdict = self.verdict(&spec);
                     if verdict == Verdict::Shadow {
                         self.adopt_shadow(*spec, sink);
+                        // The shadow counted the lines it was fed.
+                        self.bytes[idx(dir)] += rest.len() as u64;
                         return self.process_down(rest, sink);
                     }
                     for e in &held {
@@ -148,6 +154,24 @@ impl Session {
     /// (the first message, its replies); the shadow adds the commands and
     /// transactions it read in the bytes after the candidate.
     pub(super) fn adopt_shadow(&mut self, spec: Speculation, sink: &mut impl EventSink) {
+        let mut spec = spec;
+        // Ids both readings gave after the fork: the shadow's move past the
+        // main reading's (already reported) ones.
+        let shift = self.next_tx.saturating_sub(spec.next_tx);
+        if shift > 0 {
+            let base = spec.next_tx;
+            let map = |id: u32| {
+                if id >= base {
+                    id.saturating_add(shift)
+                } else {
+                    id
+                }
+            };
+            spec.shadow.renumber(&map);
+            for e in &mut spec.events {
+                renumber_event(e, &map);
+            }
+        }
         let first = spec.tx;
         let detail = "the server ended the data at a bare LF dot line: the bytes after it \
                       were read as commands (smuggled transaction)"
@@ -196,5 +220,39 @@ impl Session {
         }
         shadow.next_tx = shadow.next_tx.max(self.next_tx);
         *self = shadow;
+    }
+}
+
+impl Session {
+    /// Applies `map` to every transaction id the session holds.
+    fn renumber(&mut self, map: &impl Fn(u32) -> u32) {
+        for t in &mut self.txs {
+            t.id = map(t.id);
+        }
+        for p in self.pending.iter_mut() {
+            p.tx = p.tx.map(map);
+            if let Undo::Mail {
+                open_before: Some(b),
+            } = &mut p.undo
+            {
+                *b = map(*b);
+            }
+        }
+        self.up_tx = self.up_tx.map(map);
+        self.content_tx = self.content_tx.map(map);
+        self.next_tx = map(self.next_tx);
+    }
+}
+
+/// Applies `map` to the transaction id an event names.
+fn renumber_event(e: &mut OwnedEvent, map: &impl Fn(u32) -> u32) {
+    match e {
+        OwnedEvent::Transaction(t) => t.id = map(t.id),
+        OwnedEvent::MailContent(m) => m.tx_id = map(m.tx_id),
+        OwnedEvent::Header(h) => h.tx_id = map(h.tx_id),
+        OwnedEvent::MimePart(m) => m.tx_id = map(m.tx_id),
+        OwnedEvent::Envelope(v) => v.tx_id = v.tx_id.map(map),
+        OwnedEvent::Anomaly(a) => a.tx_id = a.tx_id.map(map),
+        OwnedEvent::Command(_) | OwnedEvent::Response(_) => {}
     }
 }
