@@ -173,6 +173,21 @@ impl Session {
             }
         }
         let first = spec.tx;
+        // Transactions opened before the fork that the main reading
+        // already reported (ended, or evicted at the open-transaction
+        // bound) are not reported again.
+        let base = spec.next_tx;
+        let reported: Vec<u32> = spec
+            .shadow
+            .txs
+            .iter()
+            .map(|t| t.id)
+            .chain(spec.events.iter().filter_map(|e| match e {
+                OwnedEvent::Transaction(t) => Some(t.id),
+                _ => None,
+            }))
+            .filter(|&id| id < base && Some(id) != first && !self.txs.iter().any(|t| t.id == id))
+            .collect();
         let detail = "the server ended the data at a bare LF dot line: the bytes after it \
                       were read as commands (smuggled transaction)"
             .to_string();
@@ -202,6 +217,7 @@ impl Session {
                         sink.event(e.as_event());
                     }
                 }
+                OwnedEvent::Transaction(t) if reported.contains(&t.id) => {}
                 OwnedEvent::Header(h) if of_first(h.tx_id) => {}
                 OwnedEvent::MimePart(m) if of_first(m.tx_id) => {}
                 _ => sink.event(e.as_event()),
@@ -209,6 +225,7 @@ impl Session {
         }
         let mut shadow = spec.shadow;
         shadow.speculative = false;
+        shadow.txs.retain(|t| !reported.contains(&t.id));
         if let Some(id) = first {
             match (open, shadow.tx_mut(id)) {
                 (Some(_), Some(t)) if t.email.is_some() => t.email = email,
