@@ -478,3 +478,60 @@ fn long_one_sided_session_reports_the_full_queue_once() {
     );
     assert_eq!(commands(&ev).len(), 1101);
 }
+
+/// Issue 9 item 11: legitimate sessions that come close to what each
+/// anomaly kind names raise none: replies in range, a pipelined group with
+/// a refused recipient (no out_of_sequence), a refused DATA for lack of
+/// recipients, BDAT chunks over the SIZE= estimate, a 998-octet message
+/// line and a 512-octet command line, a long AUTH initial response (RFC
+/// 4954), the content after the 354, a dot-stuffed line, a multi-line
+/// greeting, STARTTLS followed by TLS.
+#[test]
+fn legitimate_sessions_raise_no_anomaly() {
+    let mut long_line = b"Subject: s\r\n\r\n".to_vec();
+    long_line.extend(std::iter::repeat_n(b'm', 998));
+    long_line.extend_from_slice(b"\r\n..stuffed\r\n.\r\n");
+    let mut rcpt = b"RCPT TO:<".to_vec();
+    rcpt.extend(std::iter::repeat_n(b'r', 510 - 10 - 12));
+    rcpt.extend_from_slice(b"@example.org>\r\n");
+    let mut auth = b"AUTH PLAIN ".to_vec();
+    auth.extend(std::iter::repeat_n(b'A', 1200));
+    auth.extend_from_slice(b"\r\n");
+    let sessions: Vec<Vec<(Direction, &[u8])>> = vec![
+        vec![
+            (Down, b"220-mx ESMTP\r\n220 welcome\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n"),
+            (Up, &auth),
+            (Down, b"235 2.7.0 ok\r\n"),
+            (
+                Up,
+                b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nRCPT TO:<nobody@y>\r\nDATA\r\n",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n354 go\r\n"),
+            (Up, &long_line),
+            (Down, b"250 queued\r\n"),
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<nobody@y>\r\nDATA\r\n"),
+            (
+                Down,
+                b"250 ok\r\n550 unknown\r\n554 no valid recipients\r\n",
+            ),
+            (Up, b"RSET\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, b"MAIL FROM:<a@b> SIZE=3\r\n"),
+            (Down, b"250 ok\r\n"),
+            (Up, &rcpt),
+            (Down, b"250 ok\r\n"),
+            (Up, b"BDAT 5\r\nhelloBDAT 5 LAST\r\nworld"),
+            (Down, b"250 5 octets\r\n250 queued\r\n"),
+            (Up, b"STARTTLS\r\n"),
+            (Down, b"220 go ahead\r\n"),
+            (Up, b"\x16\x03\x01\x00\x10hello"),
+        ],
+        POSTFIX.to_vec(),
+    ];
+    for script in sessions {
+        let ev = run(&script);
+        assert_eq!(anomaly_list(&ev), [], "{:#?}", trace(&ev));
+    }
+}

@@ -74,6 +74,24 @@ fn transcripts() -> Vec<Vec<(Direction, Vec<u8>)>> {
             (Up, b"MAIL FROM:<evil2@bad.example>\r\nRCPT TO:<v@x>\r\nBDAT 3 LAST\r\nabc"),
             (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
         ]),
+        smuggling(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n"),
+        smuggling(b"250 queued\r\n"),
+    ]
+}
+
+/// A bare-LF dot line followed by a second transaction; the server's
+/// replies accept the smuggled end or not.
+fn smuggling(replies: &[u8]) -> Vec<(Direction, Vec<u8>)> {
+    vec![
+        (Down, b"220 mx\r\n".to_vec()),
+        (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n".to_vec()),
+        (Down, b"250 ok\r\n250 ok\r\n250 ok\r\n".to_vec()),
+        (Up, b"DATA\r\n".to_vec()),
+        (Down, b"354 go\r\n".to_vec()),
+        (Up, b"Subject: one\r\n\r\nx\n.\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\nSubject: two\r\n\r\ny\r\n.\r\n".to_vec()),
+        (Down, replies.to_vec()),
+        (Up, b"QUIT\r\n".to_vec()),
+        (Down, b"221 bye\r\n".to_vec()),
     ]
 }
 
@@ -187,9 +205,16 @@ fn transcripts_produce_what_they_are_about() {
         .map(|t| (t.id, t.state, t.size))
         .collect();
     use smtp_user::smtp::TransactionState::Delivered;
+    // The last one is the handoff to TLS.
+    use smtp_user::smtp::TransactionState::Aborted;
     assert_eq!(
         states,
-        [(0, Delivered, 12), (1, Delivered, 7), (2, Delivered, 6)]
+        [
+            (0, Delivered, 12),
+            (1, Delivered, 7),
+            (2, Delivered, 6),
+            (3, Aborted, 0)
+        ]
     );
     assert_eq!(
         anomalies(&ev),
@@ -198,6 +223,17 @@ fn transcripts_produce_what_they_are_about() {
             smtp_user::smtp::AnomalyKind::SmugglingBareLfEndOfData
         ]
     );
+    // Smuggling followed both ways.
+    let froms = |ev: &[OwnedEvent]| -> Vec<String> {
+        transactions(ev)
+            .iter()
+            .map(|t| t.mail_from.clone().unwrap_or_default())
+            .collect()
+    };
+    let ev = feed_split(&t[5], &[usize::MAX]);
+    assert_eq!(froms(&ev), ["<a@b>", "<evil@bad.example>"]);
+    let ev = feed_split(&t[6], &[usize::MAX]);
+    assert_eq!(froms(&ev), ["<a@b>"]);
     // Resynchronised after each error: the later mails are reported.
     let ev = feed_split(&t[4], &[usize::MAX]);
     let froms: Vec<_> = transactions(&ev)
@@ -218,7 +254,7 @@ fn transcripts_produce_what_they_are_about() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
-    fn any_chunking_gives_the_same_events(which in 0usize..5, sizes in proptest::collection::vec(1usize..40, 1..16)) {
+    fn any_chunking_gives_the_same_events(which in 0usize..7, sizes in proptest::collection::vec(1usize..40, 1..16)) {
         let script = &transcripts()[which];
         let whole = feed_split(script, &[usize::MAX]);
         prop_assert_eq!(feed_split(script, &sizes), whole);

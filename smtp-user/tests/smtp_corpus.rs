@@ -163,11 +163,21 @@ fn bdat_captures() {
 fn starttls_captures_stop_at_tls() {
     for name in ["sv-smtp-startssl.pcap", "zeek-smtp-starttls.pcap"] {
         let Some(s) = sessions(name) else { return };
+        // The handoff is reported as a transaction (tls: true), as
+        // Suricata and Zeek log one.
         assert_eq!(
             trace(&s[0]),
-            ["R:220", "C:EHLO", "R:250", "C:STARTTLS", "R:220"],
+            [
+                "R:220",
+                "C:EHLO",
+                "R:250",
+                "C:STARTTLS",
+                "R:220",
+                "T:0:Aborted"
+            ],
             "{name}"
         );
+        assert!(transactions(&s[0])[0].tls);
     }
 }
 
@@ -289,4 +299,73 @@ fn zeek_bdat_invalid_pcapng() {
         );
     }
     assert_eq!(args, ["", "1234 SCRAMBLE", "SCRAMBLE"]);
+}
+
+/// Issue 9 item 2 (one envelope): for every corpus capture, each reported
+/// transaction's envelope (MAIL FROM, recipients the server accepted)
+/// equals the envelope the rules engine held for that transaction; a
+/// transaction the rules never saw is one whose MAIL was refused.
+#[test]
+fn transactions_equal_the_envelopes_the_rules_saw() {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use smtp_user::policy::RuleSet;
+
+    let Some(dir) = smtp_common::corpus::pcap_dir() else {
+        println!("skipped: ../shared/corpus not found (not part of the repository)");
+        return;
+    };
+    let rules = Arc::new(RuleSet::from_toml("", Path::new("none.toml")).expect("empty rules"));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
+        .collect();
+    names.sort();
+    let mut compared = 0;
+    for name in names {
+        let Some(sessions) = sessions(&name) else {
+            return;
+        };
+        for events in sessions {
+            let mut policy = rules.session(
+                "192.0.2.10:40000".parse().expect("addr"),
+                "192.0.2.1:25".parse().expect("addr"),
+            );
+            let mut seen: HashMap<u32, (Option<String>, Vec<String>, u32)> = HashMap::new();
+            let mut alerts = Vec::new();
+            for e in &events {
+                policy.event(&e.as_event(), &mut alerts);
+                let (tx, from, rcpts, count) = policy.current_envelope();
+                if let Some(id) = tx {
+                    seen.insert(id, (from.map(String::from), rcpts.to_vec(), count));
+                }
+                let OwnedEvent::Transaction(t) = e else {
+                    continue;
+                };
+                let accepted: Vec<String> = t
+                    .rcpt_to
+                    .iter()
+                    .filter(|r| r.reply_code.is_none_or(|c| c < 300))
+                    .map(|r| r.path.clone())
+                    .collect();
+                match seen.get(&t.id) {
+                    Some((from, rcpts, count)) => {
+                        assert_eq!(from, &t.mail_from, "{name} tx {}", t.id);
+                        assert_eq!(*count as usize, accepted.len(), "{name} tx {}", t.id);
+                        assert_eq!(rcpts[..], accepted[..rcpts.len()], "{name} tx {}", t.id);
+                        compared += 1;
+                    }
+                    None => assert!(
+                        t.mail_from.is_none() || t.state == S::Rejected,
+                        "{name} tx {}: {t:?} never seen by the rules",
+                        t.id
+                    ),
+                }
+            }
+        }
+    }
+    assert!(compared >= 20, "only {compared} transactions compared");
 }

@@ -704,3 +704,316 @@ fn rfc_limits_are_reported_one_octet_over() {
         ]
     );
 }
+
+/// The message of the smuggling tests: a bare-LF dot line, then a second
+/// transaction's commands and content, then the real end of data.
+const SMUGGLING: &[u8] = b"Subject: one\r\n\r\nhello\n.\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n";
+
+fn smuggling_session(replies_after_data: &'static [u8]) -> Vec<(Direction, &'static [u8])> {
+    vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250 mx\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"RCPT TO:<bob@example.org>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"DATA\r\n"),
+        (Down, b"354 go\r\n"),
+        (Up, SMUGGLING),
+        (Down, replies_after_data),
+        (Up, b"QUIT\r\n"),
+        (Down, b"221 bye\r\n"),
+    ]
+}
+
+/// Issue 9 item 4: a vulnerable server takes `\n.\n` for the end of data
+/// (its replies: the first message queued, then MAIL/RCPT/DATA/end of the
+/// smuggled one). The smuggled transaction is reported with its own
+/// envelope and content, its rule fires, and the anomaly says the server
+/// accepted the ambiguous end.
+#[test]
+fn smuggling_accepted_by_the_server_is_followed() {
+    let steps =
+        smuggling_session(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n");
+    for mode in [Mode::Monitor, Mode::Enforce] {
+        let r = run(&steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [
+                env("<alice@example.com>", &["<bob@example.org>"], "delivered"),
+                env("<evil@bad.example>", &["<victim@example.org>"], "delivered"),
+            ],
+            "{mode:?}"
+        );
+        let smtp = of_type(&r.events, "smtp");
+        assert_eq!(smtp[1]["email"]["subject"], "smuggled");
+        assert_eq!(alert_sids(&r.events), [2001, 2002], "{mode:?}");
+        // The smuggled DATA came with its content before its 354.
+        assert_eq!(
+            anomaly_kinds(&r.events),
+            [
+                "smuggling_bare_lf_end_of_data",
+                "smuggling_accepted",
+                "content_before_354"
+            ]
+        );
+    }
+}
+
+/// …and when the server did not take it (one reply to the one message),
+/// there is one transaction and nothing is smuggled.
+#[test]
+fn smuggling_refused_by_the_server_is_one_message() {
+    let steps = smuggling_session(b"250 queued\r\n");
+    for mode in [Mode::Monitor, Mode::Enforce] {
+        let r = run(&steps, mode, RULES);
+        assert_eq!(
+            envelopes(&r.events),
+            [env(
+                "<alice@example.com>",
+                &["<bob@example.org>"],
+                "delivered"
+            )],
+            "{mode:?}"
+        );
+        assert_eq!(alert_sids(&r.events), [2001], "{mode:?}");
+        assert_eq!(anomaly_kinds(&r.events), ["smuggling_bare_lf_end_of_data"]);
+    }
+}
+
+/// The session ends before the replies decide: one message (RFC 5321's
+/// reading).
+#[test]
+fn smuggling_undecided_is_one_message() {
+    let mut s = Session::new();
+    let steps = smuggling_session(b"");
+    let ev = dissect(&mut s, &steps[..10]);
+    assert_eq!(transactions(&ev).len(), 1);
+    assert_eq!(anomalies(&ev), [A::SmugglingBareLfEndOfData]);
+}
+
+/// Issue 9 item 9: the handoff to TLS writes an `smtp` event (HELO name,
+/// tls: true, the open transaction if any).
+#[test]
+fn starttls_handoff_is_an_smtp_event() {
+    let steps: &[(Direction, &[u8])] = &[
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"MAIL FROM:<alice@example.com>\r\n"),
+        (Down, b"250 ok\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"220 go ahead\r\n"),
+        (Up, b"\x16\x03\x01\x00\x05hello"),
+        (Down, b"\x16\x03\x03\x00\x05hello"),
+    ];
+    let r = run(steps, Mode::Monitor, RULES);
+    let smtp = of_type(&r.events, "smtp");
+    assert_eq!(smtp.len(), 1);
+    assert_eq!(smtp[0]["smtp"]["helo"], "c.example");
+    assert_eq!(smtp[0]["smtp"]["mail_from"], "<alice@example.com>");
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+    assert_eq!(anomaly_kinds(&r.events), Vec::<String>::new());
+    // Without a transaction: the HELO name alone.
+    let mut bare = steps.to_vec();
+    bare.drain(3..5);
+    let r = run(&bare, Mode::Monitor, RULES);
+    let smtp = of_type(&r.events, "smtp");
+    assert_eq!(smtp.len(), 1);
+    assert_eq!(smtp[0]["smtp"]["helo"], "c.example");
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+}
+
+/// A 220 to STARTTLS not followed by TLS bytes: reported, and what the
+/// client sends in clear is parsed (the later mail is reported, its rule
+/// fires).
+#[test]
+fn cleartext_after_starttls_is_reported_and_parsed() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"220 go ahead\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let r = run(&steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), ["cleartext_after_starttls"]);
+    let smtp = of_type(&r.events, "smtp");
+    // The handoff event, then the mail sent in clear.
+    assert_eq!(smtp[0]["transaction"]["tls"], true);
+    assert_eq!(
+        envelopes(&r.events)[1],
+        env("<evil@bad.example>", &["<victim@example.org>"], "delivered")
+    );
+    assert_eq!(smtp[1]["transaction"]["tls"], false);
+    assert_eq!(alert_sids(&r.events), [2002]);
+}
+
+/// A refused STARTTLS (454) continues in clear and is parsed.
+#[test]
+fn refused_starttls_continues_in_clear() {
+    let mut steps: Vec<(Direction, &[u8])> = vec![
+        (Down, b"220 mx ESMTP\r\n"),
+        (Up, b"EHLO c.example\r\n"),
+        (Down, b"250-mx\r\n250 STARTTLS\r\n"),
+        (Up, b"STARTTLS\r\n"),
+        (Down, b"454 4.7.0 TLS not available\r\n"),
+    ];
+    steps.extend(evil_mail());
+    let r = run(&steps, Mode::Monitor, RULES);
+    assert_eq!(anomaly_kinds(&r.events), ["tls_rejected"]);
+    assert_eq!(
+        envelopes(&r.events),
+        [env(
+            "<evil@bad.example>",
+            &["<victim@example.org>"],
+            "delivered"
+        )]
+    );
+    assert_eq!(alert_sids(&r.events), [2002]);
+}
+
+/// Issue 9 item 1: a BDAT refused 503 (no MAIL accepted) opens no
+/// transaction (its id, already on its content events, is not reused).
+#[test]
+fn refused_bdat_without_mail_opens_no_transaction() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\n"),
+            (Down, b"250 mx\r\n"),
+            (Up, b"BDAT 3 LAST\r\nabc"),
+            (Down, b"503 5.5.1 Error: need MAIL command\r\n"),
+            (
+                Up,
+                b"MAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nBDAT 3 LAST\r\nxyz",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        ],
+    );
+    let t = transactions(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].id, t[0].mail_from.as_deref(), t[0].state, t[0].size),
+        (1, Some("<evil@bad.example>"), S::Delivered, 3)
+    );
+    assert_eq!(anomalies(&ev), [A::OutOfSequence]);
+}
+
+/// Fuzzer regression (fuzz/seeds/regress-smuggling-bytes-count): when the
+/// shadow reading is adopted in the middle of a server segment, the rest of
+/// the segment is counted too (bytes ≥ unparsed bytes).
+#[test]
+fn adopting_the_shadow_mid_segment_counts_every_byte() {
+    let mut s = Session::new();
+    let steps =
+        smuggling_session(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n");
+    let mut ev = Vec::new();
+    let mut down = 0;
+    for (d, b) in &steps[..11] {
+        s.feed(*d, b, &mut ev);
+        if *d == Down {
+            down += b.len() as u64;
+        }
+    }
+    s.finish(&mut ev);
+    assert_eq!(s.bytes(Down), down);
+    assert!(s.bytes(Down) >= s.unparsed_bytes(Down));
+}
+
+/// Fuzzer regression (fuzz/seeds/regress-smuggling-tx-ids): both readings
+/// give transaction ids after the fork (here the main reading to a BDAT
+/// after the real end); the adopted shadow's move past the main reading's,
+/// so no id is reported twice.
+#[test]
+fn adopted_shadow_ids_never_repeat_reported_ones() {
+    let mut s = Session::new();
+    let ev = dissect(
+        &mut s,
+        &[
+            (Down, b"220 mx\r\n"),
+            (Up, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (Down, b"250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (
+                Up,
+                b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@bad.example>\r\nRCPT TO:<v@x>\r\nDATA\r\nSubject: two\r\n\r\nsmuggled\r\n.\r\nBDAT 3 LAST\r\nabc",
+            ),
+            (Down, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n"),
+        ],
+    );
+    let mut ids: Vec<u32> = transactions(&ev).iter().map(|t| t.id).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{:?}", transactions(&ev));
+    assert!(transactions(&ev)
+        .iter()
+        .any(|t| t.mail_from.as_deref() == Some("<evil@bad.example>")));
+}
+
+/// The fuzzer's crash inputs (`fuzz/seeds/regress-*`, the fuzz target's
+/// record format) replayed with its checks: no transaction reported twice,
+/// no envelope change for a reported one, bytes ≥ unparsed bytes.
+#[test]
+fn fuzz_regressions() {
+    use smtp_user::smtp::{Event, EventSink, SessionConfig};
+    use std::collections::HashSet;
+    struct Check(HashSet<u32>);
+    impl EventSink for Check {
+        fn event(&mut self, event: Event<'_>) {
+            match &event {
+                Event::Transaction(t) => assert!(self.0.insert(t.id), "tx {} twice", t.id),
+                Event::Envelope(e) => {
+                    assert!(e.tx_id.is_none_or(|id| !self.0.contains(&id)));
+                }
+                _ => {}
+            }
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz seeds") {
+        let path = entry.expect("seed").path();
+        if !path.to_string_lossy().contains("regress-") {
+            continue;
+        }
+        let data = std::fs::read(&path).expect("seed");
+        let (mut s, mut rest) = match data.split_first() {
+            Some((b'!', tail)) => {
+                let tiny = SessionConfig {
+                    line_limit: 48,
+                    hold_limit: 64,
+                    max_pending: 6,
+                    max_open_transactions: 2,
+                    max_reply_lines: 3,
+                    max_bdat_chunk: 100,
+                    ..SessionConfig::default()
+                };
+                (Session::with_config(tiny), tail)
+            }
+            Some((b'~', tail)) => (Session::midstream(), tail),
+            _ => (Session::new(), &data[..]),
+        };
+        let mut sink = Check(HashSet::new());
+        while let Some((&h, tail)) = rest.split_first() {
+            let dir = if h & 1 == 0 { Up } else { Down };
+            if h & 2 != 0 {
+                s.gap(dir, u64::from(h >> 2), &mut sink);
+                rest = tail;
+                continue;
+            }
+            let n = (usize::from(h >> 2) + 1).min(tail.len());
+            s.feed(dir, &tail[..n], &mut sink);
+            rest = &tail[n..];
+        }
+        s.finish(&mut sink);
+        assert!(s.bytes(Up) >= s.unparsed_bytes(Up), "{path:?}");
+        assert!(s.bytes(Down) >= s.unparsed_bytes(Down), "{path:?}");
+        n += 1;
+    }
+    assert!(n >= 3);
+}

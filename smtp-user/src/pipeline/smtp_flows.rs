@@ -883,6 +883,6 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
     /// the session goes on anyway (monitor mode, an `alert` action, a
     /// replayed capture) every later transaction is still reported.
     fn wants_data(&mut self, s: &FlowSession, _dir: Direction) -> bool {
-        !s.smtp.is_tls()
+        s.smtp.wants_bytes()
     }
 }

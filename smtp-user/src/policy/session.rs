@@ -520,6 +520,18 @@ impl PolicySession {
         }
     }
 
+    /// The envelope rules evaluate now: the transaction id, MAIL FROM path,
+    /// the first [`MAX_CONTEXT_RCPTS`] accepted recipients and their count.
+    /// It follows the dissector's `Envelope` events only.
+    pub fn current_envelope(&self) -> (Option<u32>, Option<&str>, &[String], u32) {
+        (
+            self.tx,
+            self.mail_from.as_deref(),
+            &self.rcpts,
+            self.rcpt_count,
+        )
+    }
+
     /// The client address this session evaluates.
     pub fn client(&self) -> SocketAddr {
         self.client

@@ -50,6 +50,26 @@ pub enum OwnedEvent {
     Envelope(Envelope),
 }
 
+impl OwnedEvent {
+    /// The event, borrowing this one's content.
+    pub fn as_event(&self) -> Event<'_> {
+        match self {
+            OwnedEvent::Command(c) => Event::Command(c.clone()),
+            OwnedEvent::Response(r) => Event::Response(r.clone()),
+            OwnedEvent::MailContent(m) => Event::MailContent(MailContent {
+                tx_id: m.tx_id,
+                part: m.part,
+                data: &m.data,
+            }),
+            OwnedEvent::Transaction(t) => Event::Transaction(t.clone()),
+            OwnedEvent::Anomaly(a) => Event::Anomaly(a.clone()),
+            OwnedEvent::Header(h) => Event::Header(h.clone()),
+            OwnedEvent::MimePart(m) => Event::MimePart(m.clone()),
+            OwnedEvent::Envelope(e) => Event::Envelope(e.clone()),
+        }
+    }
+}
+
 impl Event<'_> {
     pub fn to_owned_event(&self) -> OwnedEvent {
         match self {
@@ -403,6 +423,13 @@ pub enum AnomalyKind {
     CommandLineTooLong,
     /// A message line longer than 998 octets without its CRLF (RFC 5322 §2.1.1).
     MessageLineTooLong,
+    /// The server answered STARTTLS with 220 but the client's next bytes
+    /// are no TLS record: the session goes on in clear (STARTTLS stripping,
+    /// or command injection around the handoff).
+    CleartextAfterStarttls,
+    /// The server's replies show it ended the data at a bare-LF dot line
+    /// and read the bytes after it as commands: a smuggled transaction.
+    SmugglingAccepted,
     /// A reply code outside `[2-5][0-5][0-9]` (RFC 5321 §4.2).
     InvalidReplyCode,
     /// The client sent message content before the server's 354 (RFC 2920 §3.1).
@@ -433,7 +460,8 @@ impl AnomalyKind {
             A::InvalidReply
             | A::BdatInvalid
             | A::SmugglingBareLfEndOfData
-            | A::StreamOverlapConflict => Severity::High,
+            | A::StreamOverlapConflict
+            | A::SmugglingAccepted => Severity::High,
             A::InvalidCommand
             | A::LineTooLong
             | A::ReplyCodeMismatch
@@ -448,6 +476,7 @@ impl AnomalyKind {
             | A::Memcap
             | A::LimitExceeded
             | A::InvalidReplyCode
+            | A::CleartextAfterStarttls
             | A::ContentBefore354
             | A::GateMissed => Severity::Medium,
             A::UnexpectedServerGreeting

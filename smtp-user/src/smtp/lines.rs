@@ -30,7 +30,7 @@ pub enum Split {
 }
 
 /// Per-direction line splitter.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LineBuffer {
     /// Bytes of the current, incomplete line; never longer than `limit + 1`.
     buf: Vec<u8>,

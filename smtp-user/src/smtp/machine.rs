@@ -135,6 +135,8 @@ pub enum Message {
         class: Class,
         more_pending: bool,
     },
+    /// up: the first client bytes after the 220 to STARTTLS are not a TLS record.
+    NotTls,
     /// either: a fatal parse error (the tutorial's `error` transition).
     Fatal,
 }
@@ -168,7 +170,10 @@ pub fn transition(state: State, dir: Direction, msg: Message) -> Step {
     use Message as M;
     use State::*;
     match (state, dir, msg) {
-        // terminal state: bytes are only counted
+        // tls: after the 220 to STARTTLS; if the client's first bytes are
+        // no TLS record the session goes on in clear (reported)
+        (Tls, Up,   M::NotTls)                                                         => weird(Command, A::CleartextAfterStarttls),
+        // otherwise terminal: bytes are only counted
         (Tls, _, _)                                                                    => to(Tls),
         // the tutorial's `error` transition: the drop is requested, then
         // the session resynchronises as when joined midstream

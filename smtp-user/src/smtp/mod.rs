@@ -34,7 +34,9 @@
 //! Modules, from bytes to events: [`lines`] (bounded line splitter),
 //! [`grammar`] (nom parsers for one line), [`data`] (dot-unstuffing, end of
 //! data), [`decode`] and [`mime`] (headers, base64/QP bodies, attachments),
-//! [`machine`] (the state table), [`transaction`] and [`session`] (glue).
+//! [`machine`] (the state table), [`pending`] (commands awaiting replies),
+//! [`transaction`], [`smuggling`] (bare-LF end of data followed both ways)
+//! and [`session`] (glue).
 
 pub mod data;
 pub mod decode;
@@ -45,6 +47,7 @@ pub mod machine;
 pub mod mime;
 pub mod pending;
 pub mod session;
+pub mod smuggling;
 pub mod transaction;
 
 pub use events::*;

@@ -10,6 +10,20 @@
 //! once the reply is known: 354 → content, 334 → AUTH answer, 220 to
 //! STARTTLS → TLS, anything else → commands again.
 //!
+//! **A refused command changes nothing** (RFC 5321 §4.1.4): each pending
+//! entry says what it would undo ([`super::pending::Undo`]); the envelope
+//! changes are reported (`Envelope` events) when the server accepts them.
+//! **After the `error` transition** the drop is requested and the session
+//! resynchronises as when joined midstream (see [`State::Error`]).
+//! **Smuggling**: at a bare-LF dot line both readings are followed until
+//! the replies decide (see [`super::smuggling`]).
+//!
+//! Files: this one holds the state, the public API and the machine's
+//! `enter`/`leave` hooks; `session/commands.rs` the client stream,
+//! `session/replies.rs` the server stream, `session/content.rs` message
+//! content, `session/transactions.rs` the pending queue's transactions and
+//! envelope events, `session/speculation.rs` the smuggling speculation.
+//!
 //! **Server unheard.** While the server direction has not produced a single
 //! byte, client commands cannot have been answered: the capture holds only
 //! the client side, or started on the client side only (in a two-sided
@@ -75,13 +89,26 @@ use super::pending::{Awaiting, Pending, PendingQueue, Undo};
 use super::data::{DotDecoder, Piece};
 use super::events::{
     Anomaly, AnomalyKind, Command, ContentPart, Envelope, EnvelopeChange, Event, EventSink,
-    MailContent, Recipient, Response, TransactionState, Verb,
+    MailContent, OwnedEvent, Recipient, Response, TransactionState, Verb,
 };
 use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
 use super::mime::MimeParser;
+use super::smuggling::{self, Verdict};
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
+
+mod commands;
+mod content;
+mod replies;
+mod speculation;
+mod transactions;
+
+use speculation::Speculation;
+
+/// First byte of a TLS handshake record (RFC 8446 §5.1), what a client
+/// sends first after the 220 to STARTTLS.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Longest command line RFC 5321 allows, CRLF included (§4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 512;
@@ -140,7 +167,7 @@ enum UpMode {
 }
 
 /// A multi-line reply being assembled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReplyBuilder {
     code: u16,
     /// At most `max_reply_lines` entries.
@@ -151,8 +178,33 @@ struct ReplyBuilder {
     truncated: bool,
 }
 
-/// The SMTP dissector for one TCP session.
+/// The MIME parser of the message in transfer. A copy of a session (the
+/// shadow reading of a smuggling candidate, see [`super::smuggling`]) starts
+/// with a fresh parser: in it the message ended at the candidate.
 #[derive(Debug)]
+struct MimeSlot(MimeParser);
+
+impl Clone for MimeSlot {
+    fn clone(&self) -> Self {
+        MimeSlot(MimeParser::new())
+    }
+}
+
+impl std::ops::Deref for MimeSlot {
+    type Target = MimeParser;
+    fn deref(&self) -> &MimeParser {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MimeSlot {
+    fn deref_mut(&mut self) -> &mut MimeParser {
+        &mut self.0
+    }
+}
+
+/// The SMTP dissector for one TCP session.
+#[derive(Debug, Clone)]
 pub struct Session {
     cfg: SessionConfig,
     state: State,
@@ -199,7 +251,7 @@ pub struct Session {
     /// Transaction whose content is streaming (DATA or BDAT), if any.
     content_tx: Option<u32>,
     dots: DotDecoder,
-    mime: MimeParser,
+    mime: MimeSlot,
     /// Octets left in the current BDAT chunk.
     bdat_remaining: u64,
     /// The current BDAT chunk is the LAST one.
@@ -212,6 +264,20 @@ pub struct Session {
     last_refused: bool,
     /// `limit_exceeded` was reported for the pending queue.
     queue_overflowed: bool,
+    /// Replies the session could not explain (see
+    /// [`smuggling::unexplained`]); how a speculation is decided.
+    unexplained: u64,
+    /// Open smuggling speculation, if any (at most one).
+    speculation: Option<Box<Speculation>>,
+    /// In `Tls`: the first client bytes were checked (TLS or not).
+    tls_checked: bool,
+    /// This session is the shadow reading of a speculation: it forks none.
+    speculative: bool,
+    /// A smuggling candidate may fork a speculation now (top-level client bytes).
+    fork_ok: bool,
+    /// A candidate was met: `process_up` stopped right after its dot line;
+    /// the bytes of the dot line's content still to add to the main reading.
+    fork_at: Option<&'static [u8]>,
     /// Octets of the current message line so far; `u64::MAX` once
     /// `message_line_too_long` was reported for the message.
     line_len: u64,
@@ -294,7 +360,7 @@ impl Session {
             next_tx: 0,
             content_tx: None,
             dots: DotDecoder::default(),
-            mime: MimeParser::new(),
+            mime: MimeSlot(MimeParser::new()),
             bdat_remaining: 0,
             bdat_last: false,
             tls: false,
@@ -303,6 +369,12 @@ impl Session {
             last_refused: false,
             queue_overflowed: false,
             line_len: 0,
+            unexplained: 0,
+            speculation: None,
+            tls_checked: false,
+            speculative: false,
+            fork_ok: false,
+            fork_at: None,
             up_resync: false,
             early_reported: false,
             unheard_forgotten: 0,
@@ -320,6 +392,12 @@ impl Session {
     /// The session switched to TLS (STARTTLS + 220): bytes are only counted.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether bytes still matter to the dissector: not once the client
+    /// started TLS (its first bytes after the 220 to STARTTLS are checked).
+    pub fn wants_bytes(&self) -> bool {
+        !(self.state == State::Tls && self.tls_checked)
     }
 
     /// A fatal parse error happened (the tutorial's `error` transition).
@@ -372,8 +450,21 @@ impl Session {
     /// Feeds bytes of one direction.
     pub fn feed(&mut self, dir: Direction, data: &[u8], sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += data.len() as u64;
+        if self.speculation.is_some() {
+            return self.speculate(dir, Some(data), 0, sink);
+        }
         match dir {
-            Direction::Up => self.process_up(data, sink),
+            Direction::Up => {
+                self.fork_ok = !self.speculative;
+                let used = self.process_up(data, sink);
+                self.fork_ok = false;
+                if let Some(piece) = self.fork_at.take() {
+                    self.fork(piece, sink);
+                    let rest = data.get(used..).unwrap_or(&[]);
+                    // Already counted by both readings.
+                    self.speculate_uncounted(dir, rest, sink);
+                }
+            }
             Direction::Down => self.process_down(data, sink),
         }
     }
@@ -381,6 +472,14 @@ impl Session {
     /// The transport lost `len` bytes in `dir`.
     pub fn gap(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.bytes[idx(dir)] += len;
+        if self.speculation.is_some() {
+            return self.speculate(dir, None, len, sink);
+        }
+        self.gap_inner(dir, len, sink);
+    }
+
+    /// [`Session::gap`], bytes counted.
+    fn gap_inner(&mut self, dir: Direction, len: u64, sink: &mut impl EventSink) {
         self.unparsed[idx(dir)] += len;
         if self.state == State::Tls {
             return;
@@ -442,6 +541,9 @@ impl Session {
 
     /// The connection closed (or the monitor stops): open transactions end as Aborted.
     pub fn finish(&mut self, sink: &mut impl EventSink) {
+        if let Some(spec) = self.speculation.take() {
+            self.settle(spec, true, sink);
+        }
         if !self.hold.is_empty() {
             let quit = self
                 .pending
@@ -460,996 +562,6 @@ impl Session {
             self.hold.clear();
         }
         self.abort_all(sink);
-    }
-
-    // ----- up stream -----
-
-    /// The server direction has not produced a byte yet (see the module doc).
-    fn server_unheard(&self) -> bool {
-        self.bytes[idx(Direction::Down)] == 0
-    }
-
-    /// Joined midstream, or after the `error` transition: not synchronised
-    /// with the session (see the module doc).
-    fn unsynced(&self) -> bool {
-        matches!(self.state, State::Midstream | State::Error)
-    }
-
-    fn up_mode(&self) -> UpMode {
-        match self.state {
-            State::Tls => UpMode::Discard,
-            State::Finish => UpMode::AfterQuit,
-            State::DataTransmission => UpMode::Data,
-            State::BdatTransmission => UpMode::Chunk,
-            State::AuthExchange => UpMode::AuthAnswer,
-            _ if self.pending.back().is_some_and(|p| {
-                p.blocks_client()
-                    && (!self.server_unheard() || p.what == Awaiting::Command(Verb::StartTls))
-            }) =>
-            {
-                UpMode::Hold
-            }
-            _ => UpMode::Commands,
-        }
-    }
-
-    fn process_up(&mut self, data: &[u8], sink: &mut impl EventSink) {
-        let mut input = data;
-        while !input.is_empty() {
-            let used = match self.up_mode() {
-                UpMode::Discard => {
-                    self.unparsed[0] += input.len() as u64;
-                    input.len()
-                }
-                UpMode::AfterQuit => {
-                    self.unparsed[0] += input.len() as u64;
-                    self.apply(Direction::Up, Message::Command { bdat: false }, sink);
-                    input.len()
-                }
-                UpMode::Hold => {
-                    let room = self.cfg.hold_limit.saturating_sub(self.hold.len());
-                    let take = room.min(input.len());
-                    self.hold.extend_from_slice(&input[..take]);
-                    if take < input.len() {
-                        self.hold_gap_at.get_or_insert(self.hold.len());
-                        if !std::mem::replace(&mut self.hold_overflowed, true) {
-                            let verb = self.pending.back().map(Pending::verb).unwrap_or(Verb::Noop);
-                            let detail = format!(
-                                "client sent more than {} bytes before the reply to {}",
-                                self.cfg.hold_limit,
-                                verb.as_str()
-                            );
-                            self.anomaly(AnomalyKind::LimitExceeded, detail, self.up_tx, sink);
-                        }
-                        self.hold_lost += (input.len() - take) as u64;
-                        self.unparsed[0] += (input.len() - take) as u64;
-                    }
-                    self.take_lost_data(sink);
-                    input.len()
-                }
-                UpMode::Data => self.up_data(input, sink),
-                UpMode::Chunk => self.up_chunk(input, sink),
-                UpMode::Commands | UpMode::AuthAnswer => self.up_line(input, sink),
-            };
-            input = input.get(used..).unwrap_or(&[]);
-        }
-    }
-
-    /// Client bytes arrived after a DATA whose reply may have been lost in a
-    /// down gap (see the module doc): the client got a 354 (content at once)
-    /// or, if the first line is a command, a refusal. Waits for that first
-    /// line (bounded by the hold limit).
-    fn take_lost_data(&mut self, sink: &mut impl EventSink) {
-        let lost_data = self.pending.all_lost()
-            && self
-                .pending
-                .back()
-                .is_some_and(|p| p.what == Awaiting::Command(Verb::Data))
-            && self.up_mode() == UpMode::Hold
-            && (!self.hold.is_empty() || self.hold_lost > 0);
-        if !lost_data {
-            return;
-        }
-        let first_line = match memchr::memchr(b'\n', &self.hold) {
-            Some(i) => self.hold.get(..i).unwrap_or(&[]),
-            None if self.hold_lost > 0 || self.hold.len() >= self.cfg.hold_limit => &[][..],
-            None => return,
-        };
-        let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
-        let refused = grammar::command_line(first_line)
-            .ok()
-            .is_some_and(|(_, c)| grammar::well_formed(&c));
-        // Every queued command lost its reply, DATA included.
-        let mut data = None;
-        while let Some(p) = self.pending.pop() {
-            if let Some(id) = p.tx {
-                if let Some(tx) = self.tx_mut(id) {
-                    tx.refs = tx.refs.saturating_sub(1);
-                }
-            }
-            if self.pending.is_empty() {
-                data = Some(p);
-            } else {
-                self.reply_lost(&p, sink);
-            }
-        }
-        if let Some(p) = data.filter(|_| !refused) {
-            tracing::debug!("reply to DATA lost: content taken at once");
-            self.reply_effects(&p, 354, Class::Intermediate, sink);
-            self.apply(Direction::Up, Message::DataReplyLost, sink);
-        }
-        self.replay_held(sink);
-    }
-
-    /// A reply that names its command (354, 334, 221, 220): the commands
-    /// queued before that one lost their replies (a down gap, or a reply
-    /// we could not read); drop them so later replies are not shifted.
-    fn drop_lost_replies(&mut self, code: u16, sink: &mut impl EventSink) {
-        let Some(pos) = self.pending.position_named(code) else {
-            return;
-        };
-        for _ in 0..pos {
-            if let Some(p) = self.pending.pop() {
-                if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
-                    tx.refs = tx.refs.saturating_sub(1);
-                }
-                self.reply_lost(&p, sink);
-            }
-        }
-    }
-
-    /// A command whose reply was lost: taken as accepted (what it added to
-    /// the envelope stays, as the server most likely took it).
-    fn reply_lost(&mut self, p: &Pending, sink: &mut impl EventSink) {
-        self.announce(p, sink);
-        if let Some(id) = p.tx {
-            self.try_emit(id, sink);
-        }
-    }
-
-    /// Once the reply to a blocking command is known, replay what was held
-    /// (and the bytes lost while holding, as a gap at the place they were lost).
-    fn replay_held(&mut self, sink: &mut impl EventSink) {
-        while (!self.hold.is_empty() || self.hold_lost > 0) && self.up_mode() != UpMode::Hold {
-            let held = std::mem::take(&mut self.hold);
-            let lost = std::mem::take(&mut self.hold_lost);
-            let at = self
-                .hold_gap_at
-                .take()
-                .unwrap_or(held.len())
-                .min(held.len());
-            self.hold_overflowed = false;
-            let (before, after) = held.split_at(at);
-            self.process_up(before, sink);
-            if lost > 0 {
-                // Already counted when lost: `gap` counts them again.
-                self.bytes[0] = self.bytes[0].saturating_sub(lost);
-                self.unparsed[0] = self.unparsed[0].saturating_sub(lost);
-                self.gap(Direction::Up, lost, sink);
-            }
-            self.process_up(after, sink);
-            self.replay_after = None;
-            if self.hold.is_empty() {
-                // Keep the allocation for next time.
-                self.hold = held;
-                self.hold.clear();
-            }
-        }
-    }
-
-    fn up_line(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
-        let auth = self.up_mode() == UpMode::AuthAnswer;
-        let buffered = self.up_lines.pending_len();
-        let split = self.up_lines.split(input);
-        if (self.unsynced() || self.up_resync) && !auth {
-            return self.up_line_unsynced(split, buffered, input, sink);
-        }
-        match split {
-            Split::NeedMore => input.len(),
-            Split::InInput {
-                start,
-                end,
-                consumed,
-                ..
-            } => {
-                if auth {
-                    self.apply(Direction::Up, Message::AuthAnswer, sink);
-                } else {
-                    self.on_command(&input[start..end], sink);
-                }
-                consumed
-            }
-            Split::Buffered { consumed, .. } => {
-                if auth {
-                    self.apply(Direction::Up, Message::AuthAnswer, sink);
-                } else {
-                    let line = self.up_lines.line().to_vec();
-                    self.on_command(&line, sink);
-                }
-                consumed
-            }
-            Split::TooLong { consumed, ended } => {
-                if !auth {
-                    let detail = format!(
-                        "command line longer than {} bytes skipped",
-                        self.cfg.line_limit
-                    );
-                    self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
-                    // The server answers the skipped line too: keep replies aligned.
-                    let verb = head_verb(self.up_lines.too_long_head());
-                    self.push_pending(Awaiting::Command(Verb::Unknown(verb)), None, None, sink);
-                    self.apply(Direction::Up, Message::Command { bdat: false }, sink);
-                } else if ended {
-                    self.apply(Direction::Up, Message::AuthAnswer, sink);
-                }
-                consumed
-            }
-            Split::Skipped { consumed, ended } => {
-                if auth && ended {
-                    self.apply(Direction::Up, Message::AuthAnswer, sink);
-                }
-                consumed
-            }
-        }
-    }
-
-    /// A client line while joined midstream and not synchronised: a
-    /// well-formed command synchronises, a lone `.` ends the message we
-    /// joined, anything else is skipped (counted as unparsed, not reported).
-    fn up_line_unsynced(
-        &mut self,
-        split: Split,
-        buffered: usize,
-        input: &[u8],
-        sink: &mut impl EventSink,
-    ) -> usize {
-        let (line, consumed) = match split {
-            Split::NeedMore => return input.len(),
-            Split::InInput {
-                start,
-                end,
-                consumed,
-                ..
-            } => (input.get(start..end).unwrap_or(&[]).to_vec(), consumed),
-            Split::Buffered { consumed, .. } => (self.up_lines.line().to_vec(), consumed),
-            Split::TooLong { consumed, .. } | Split::Skipped { consumed, .. } => {
-                self.skip_up_line(buffered + consumed, sink);
-                return consumed;
-            }
-        };
-        let command = grammar::command_line(&line)
-            .ok()
-            .is_some_and(|(_, c)| grammar::well_formed(&c));
-        if command {
-            self.up_resync = false;
-            self.on_command(&line, sink);
-        } else if line == b"." && self.pending.is_empty() && self.unsynced() {
-            // The end of the message we joined: its reply must not be
-            // matched to a later command.
-            self.joined = false;
-            self.push_pending(Awaiting::EndOfData, None, None, sink);
-            self.apply(Direction::Up, Message::EndOfData, sink);
-        } else {
-            self.skip_up_line(buffered + consumed, sink);
-        }
-        consumed
-    }
-
-    /// A client line skipped while not synchronised (counted, not reported).
-    fn skip_up_line(&mut self, len: usize, sink: &mut impl EventSink) {
-        self.unparsed[0] += len as u64;
-        if self.unsynced() {
-            self.apply(Direction::Up, Message::NotACommand, sink);
-        }
-    }
-
-    fn on_command(&mut self, line: &[u8], sink: &mut impl EventSink) {
-        if let Some(verb) = self.replay_after.take() {
-            let detail = format!("command sent before the reply to {}", verb.as_str());
-            self.anomaly(
-                AnomalyKind::InvalidPipelinedSequence,
-                detail,
-                self.up_tx,
-                sink,
-            );
-        }
-        let parsed = grammar::command_line(line).ok().filter(|(_, c)| {
-            !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_)))
-        });
-        let Some((_, cmd)) = parsed else {
-            let detail = if self.after_auth {
-                format!(
-                    "not a command ({} bytes, content hidden after AUTH)",
-                    line.len()
-                )
-            } else {
-                format!("not a command: {:?}", lossy(&line[..line.len().min(32)]))
-            };
-            self.anomaly(AnomalyKind::InvalidCommand, detail, self.up_tx, sink);
-            self.push_pending(
-                Awaiting::Command(Verb::Unknown(String::new())),
-                None,
-                None,
-                sink,
-            );
-            self.apply(Direction::Up, Message::Command { bdat: false }, sink);
-            return;
-        };
-        let verb = grammar::verb(cmd.verb);
-        if line.len() > MAX_COMMAND_LINE - 2 && verb != Verb::Auth {
-            let detail = format!(
-                "{} command line of {} octets (RFC 5321 limit: 512 with CRLF)",
-                verb.as_str(),
-                line.len() + 2
-            );
-            self.anomaly(AnomalyKind::CommandLineTooLong, detail, self.up_tx, sink);
-        }
-        self.after_auth = false;
-        self.quit_sent |= verb == Verb::Quit;
-        let args = match verb {
-            Verb::Auth => mask_auth(cmd.args),
-            _ => lossy(cmd.args),
-        };
-        sink.event(Event::Command(Command {
-            verb: verb.clone(),
-            args: args.clone(),
-        }));
-        if let Verb::Unknown(v) = &verb {
-            let detail = format!("unknown command {v:?}");
-            self.anomaly(AnomalyKind::UnknownCommand, detail, self.up_tx, sink);
-        }
-        // Not judged while the server is unheard, nor when the previous
-        // command's reply may have been in a server-side gap.
-        let unheard = self.server_unheard();
-        let judged = !unheard && self.pending.lost() < self.pending.len();
-        if let Some(prev) = self.pending.back().filter(|_| judged) {
-            if matches!(prev.what, Awaiting::Command(Verb::Helo | Verb::Ehlo)) {
-                let detail = format!(
-                    "{} sent before the reply to {}",
-                    verb.as_str(),
-                    prev.verb().as_str()
-                );
-                self.anomaly(
-                    AnomalyKind::InvalidPipelinedSequence,
-                    detail,
-                    self.up_tx,
-                    sink,
-                );
-            }
-        }
-        if matches!(verb, Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Bdat)
-            && !self.helo_seen
-            && self.greeted
-        {
-            let detail = format!("{} before HELO/EHLO", verb.as_str());
-            self.anomaly(AnomalyKind::NoHelo, detail, self.up_tx, sink);
-        }
-        if unheard && matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
-            // No reply will tell how the previous transactions ended.
-            self.abort_all(sink);
-        }
-        let auth_unheard = unheard && verb == Verb::Auth;
-        if matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
-            self.joined = false;
-        }
-        match verb {
-            Verb::Helo | Verb::Ehlo | Verb::Rset => {
-                let before = self.helo.clone();
-                let arg = (verb != Verb::Rset).then_some(args);
-                if let Some(a) = &arg {
-                    self.helo = Some(a.clone());
-                    self.helo_seen = true;
-                }
-                // A BDAT message without its LAST chunk is abandoned.
-                self.cut_content(sink);
-                let tx = self.up_tx.take();
-                let mut p = Pending::new(Awaiting::Command(verb), tx);
-                p.undo = Undo::Helo { before, arg };
-                self.queue(p, sink);
-            }
-            Verb::Mail => {
-                let open_before = self.up_tx;
-                let id = self.new_tx(sink);
-                if let Some(tx) = self.tx_mut(id) {
-                    match grammar::path_args(cmd.args, "FROM:") {
-                        Ok((_, p)) => {
-                            tx.mail_from = Some(lossy(p.path));
-                            tx.mail_params = p.params.iter().map(|p| lossy(p)).collect();
-                            tx.declared_size = p
-                                .params
-                                .iter()
-                                .find_map(|p| {
-                                    p.get(..5)
-                                        .filter(|k| k.eq_ignore_ascii_case(b"SIZE="))
-                                        .map(|_| &p[5..])
-                                })
-                                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-                        }
-                        Err(_) => tx.mail_from = Some(args.clone()),
-                    }
-                }
-                self.up_tx = Some(id);
-                let mut p = Pending::new(Awaiting::Command(verb), Some(id));
-                p.undo = Undo::Mail { open_before };
-                self.queue(p, sink);
-            }
-            Verb::Rcpt => {
-                let path = match grammar::path_args(cmd.args, "TO:") {
-                    Ok((_, p)) => lossy(&p.path[..p.path.len().min(MAX_PATH)]),
-                    Err(_) => lossy(&cmd.args[..cmd.args.len().min(MAX_PATH)]),
-                };
-                let mut rcpt = None;
-                let mut dropped = false;
-                if let Some(tx) = self.up_tx.and_then(|id| self.tx_mut(id)) {
-                    if tx.rcpt_to.len() < MAX_RECIPIENTS {
-                        tx.rcpt_to.push(Recipient {
-                            path,
-                            reply_code: None,
-                        });
-                        rcpt = Some(tx.rcpt_to.len() - 1);
-                    } else {
-                        dropped = true;
-                    }
-                }
-                if dropped {
-                    let detail = format!("more than {MAX_RECIPIENTS} recipients; not recorded");
-                    self.anomaly(AnomalyKind::LimitExceeded, detail, self.up_tx, sink);
-                }
-                let tx = self.up_tx;
-                self.push_pending(Awaiting::Command(verb), tx, rcpt, sink);
-            }
-            Verb::Data if unheard => {
-                // As if the server had answered 354: no reply will come to wait for.
-                let id = self.data_tx(sink);
-                self.start_content(id);
-                // Queued all the same: the server may be heard later.
-                self.push_pending(Awaiting::DataStarted, id, None, sink);
-                self.apply(Direction::Up, Message::DataUnheard, sink);
-                return;
-            }
-            Verb::Data => {
-                let tx = self.up_tx;
-                self.push_pending(Awaiting::Command(verb), tx, None, sink);
-            }
-            Verb::Bdat => return self.on_bdat(cmd.args, sink),
-            _ => self.push_pending(Awaiting::Command(verb), None, None, sink),
-        }
-        if auth_unheard {
-            // The AUTH answers that may follow are not shown as commands.
-            self.after_auth = true;
-        }
-        self.apply(Direction::Up, Message::Command { bdat: false }, sink);
-    }
-
-    fn on_bdat(&mut self, args: &[u8], sink: &mut impl EventSink) {
-        let Some(b) = grammar::bdat_args(args) else {
-            // Without a valid size the rest of the up stream cannot be framed.
-            let detail = format!(
-                "invalid BDAT arguments {:?}",
-                lossy(&args[..args.len().min(32)])
-            );
-            self.fatal(AnomalyKind::BdatInvalid, detail, sink);
-            return;
-        };
-        let id = match self.content_tx {
-            Some(id) => Some(id),
-            None => {
-                let id = self.data_tx(sink);
-                self.start_content(id);
-                id
-            }
-        };
-        if b.size > self.cfg.max_bdat_chunk {
-            let detail = format!(
-                "BDAT chunk of {} bytes (limit {})",
-                b.size, self.cfg.max_bdat_chunk
-            );
-            self.anomaly(AnomalyKind::BdatChunkOverflow, detail, id, sink);
-        }
-        self.bdat_remaining = b.size;
-        self.bdat_last = b.last;
-        self.push_pending(Awaiting::Bdat { last: b.last }, id, None, sink);
-        self.apply(Direction::Up, Message::Command { bdat: true }, sink);
-        if b.size == 0 {
-            self.chunk_done(sink);
-        }
-    }
-
-    fn up_data(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
-        let mut used = 0;
-        loop {
-            let (n, piece) = self.dots.next(input.get(used..).unwrap_or(&[]));
-            used += n;
-            match piece {
-                Piece::Content(c) => self.content(c, sink),
-                Piece::Smuggling { pattern, content } => {
-                    let detail = format!("bare LF dot line {pattern} in DATA (not end of data)");
-                    self.anomaly(
-                        AnomalyKind::SmugglingBareLfEndOfData,
-                        detail,
-                        self.content_tx,
-                        sink,
-                    );
-                    self.content(content, sink);
-                }
-                Piece::End => {
-                    let tx = self.end_content(sink);
-                    self.push_pending(Awaiting::EndOfData, tx, None, sink);
-                    self.apply(Direction::Up, Message::EndOfData, sink);
-                    return used;
-                }
-                Piece::NeedMore => return used,
-            }
-        }
-    }
-
-    fn up_chunk(&mut self, input: &[u8], sink: &mut impl EventSink) -> usize {
-        let take = usize::try_from(self.bdat_remaining)
-            .unwrap_or(usize::MAX)
-            .min(input.len());
-        self.content(&input[..take], sink);
-        self.bdat_remaining -= take as u64;
-        if self.bdat_remaining == 0 {
-            self.chunk_done(sink);
-        }
-        take
-    }
-
-    fn chunk_done(&mut self, sink: &mut impl EventSink) {
-        if self.bdat_last {
-            self.end_content(sink);
-        }
-        self.apply(Direction::Up, Message::ChunkDone, sink);
-    }
-
-    // ----- content -----
-
-    /// The transaction a DATA/BDAT adds to: the current one; none when it
-    /// belongs to the transaction we joined midstream; else a new one (DATA
-    /// or BDAT without MAIL FROM).
-    fn data_tx(&mut self, sink: &mut impl EventSink) -> Option<u32> {
-        if self.up_tx.is_none() && !self.joined {
-            let id = self.new_tx(sink);
-            self.up_tx = Some(id);
-        }
-        self.up_tx
-    }
-
-    /// Content starts; `None`: content of the transaction we joined
-    /// midstream (parsed for framing only, not reported).
-    fn start_content(&mut self, id: Option<u32>) {
-        self.content_tx = id;
-        self.dots.reset();
-        self.mime.reset();
-        self.line_len = 0;
-        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
-            tx.email = Some(Default::default());
-        }
-    }
-
-    fn content(&mut self, data: &[u8], sink: &mut impl EventSink) {
-        if data.is_empty() {
-            return;
-        }
-        if self.line_len != u64::MAX && self.long_message_line(data) {
-            self.line_len = u64::MAX;
-            let detail = format!("message line longer than {} octets", MAX_MESSAGE_LINE - 1);
-            self.anomaly(
-                AnomalyKind::MessageLineTooLong,
-                detail,
-                self.content_tx,
-                sink,
-            );
-        }
-        let Some(id) = self.content_tx else { return };
-        if let Some(tx) = self.tx_mut(id) {
-            tx.size += data.len() as u64;
-        }
-        sink.event(Event::MailContent(MailContent {
-            tx_id: id,
-            part: ContentPart::Raw,
-            data,
-        }));
-        self.mime.feed(data, id, sink);
-    }
-
-    /// Follows the length of the current message line over `data`; true
-    /// when a line is longer than RFC 5322 allows.
-    fn long_message_line(&mut self, data: &[u8]) -> bool {
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', data) {
-            if self.line_len + (nl - start) as u64 > MAX_MESSAGE_LINE {
-                return true;
-            }
-            self.line_len = 0;
-            start = nl + 1;
-        }
-        self.line_len += (data.len() - start) as u64;
-        self.line_len > MAX_MESSAGE_LINE
-    }
-
-    /// End of message: record what MIME parsing found; returns the transaction.
-    fn end_content(&mut self, sink: &mut impl EventSink) -> Option<u32> {
-        // The message we joined midstream (if any) is over.
-        self.joined = false;
-        let id = self.content_tx.take()?;
-        self.mime.finish(id, sink);
-        self.mime.end_body(id, sink);
-        let email = self.mime.take_email();
-        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
-        if let Some(tx) = self.tx_mut(id) {
-            tx.email = Some(email);
-            tx.email_status = Some(status(tx.incomplete, headers, body).to_string());
-        }
-        sink.event(Event::MailContent(MailContent {
-            tx_id: id,
-            part: ContentPart::End,
-            data: &[],
-        }));
-        if self.up_tx == Some(id) {
-            self.up_tx = None;
-        }
-        Some(id)
-    }
-
-    /// Content cut short (abort): keep what the headers said.
-    fn cut_content(&mut self, sink: &mut impl EventSink) {
-        let Some(id) = self.content_tx.take() else {
-            return;
-        };
-        self.mime.finish(id, sink);
-        let email = self.mime.take_email();
-        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
-        if let Some(tx) = self.tx_mut(id) {
-            tx.email = Some(email);
-            tx.email_status = Some(status(true, headers, body).to_string());
-        }
-    }
-
-    fn mark_incomplete(&mut self) {
-        if let Some(tx) = self.content_tx.and_then(|id| self.tx_mut(id)) {
-            tx.incomplete = true;
-        }
-    }
-
-    // ----- down stream -----
-
-    fn process_down(&mut self, data: &[u8], sink: &mut impl EventSink) {
-        let mut input = data;
-        while !input.is_empty() {
-            if self.state == State::Tls {
-                self.unparsed[1] += input.len() as u64;
-                return;
-            }
-            let buffered = self.down_lines.pending_len();
-            let used = match self.down_lines.split(input) {
-                Split::NeedMore => input.len(),
-                Split::InInput {
-                    start,
-                    end,
-                    consumed,
-                    ..
-                } => {
-                    self.on_reply_line(&input[start..end], consumed, sink);
-                    consumed
-                }
-                Split::Buffered { consumed, .. } => {
-                    let line = self.down_lines.line().to_vec();
-                    self.on_reply_line(&line, buffered + consumed, sink);
-                    consumed
-                }
-                Split::TooLong { consumed, .. } if self.unsynced() => {
-                    self.unparsed[1] += (buffered + consumed) as u64;
-                    consumed
-                }
-                Split::TooLong { consumed, .. } => {
-                    let detail = format!(
-                        "reply line longer than {} bytes: its excess skipped",
-                        self.cfg.line_limit
-                    );
-                    self.anomaly(AnomalyKind::LineTooLong, detail, self.up_tx, sink);
-                    // Its first bytes say what it is (code and separator):
-                    // still one line of one reply, so replies stay aligned.
-                    let head = self.down_lines.too_long_head().to_vec();
-                    if grammar::reply_line(&head).is_ok() {
-                        self.on_reply_line(&head, buffered + consumed, sink);
-                    }
-                    consumed
-                }
-                Split::Skipped { consumed, .. } if self.unsynced() => {
-                    self.unparsed[1] += consumed as u64;
-                    consumed
-                }
-                Split::Skipped { consumed, .. } => consumed,
-            };
-            input = input.get(used..).unwrap_or(&[]);
-        }
-    }
-
-    /// One server line; `wire_len`: its length with the line ending.
-    fn on_reply_line(&mut self, line: &[u8], wire_len: usize, sink: &mut impl EventSink) {
-        let parsed = grammar::reply_line(line);
-        if self.down_resync || self.unsynced() {
-            if parsed.is_err() {
-                // The rest of a line cut by the gap (already reported), or
-                // joined midstream: the rest of a line, or TLS.
-                self.unparsed[1] += wire_len as u64;
-                return;
-            }
-            self.down_resync = false;
-        }
-        let Ok((_, r)) = parsed else {
-            let shown = lossy(&line[..line.len().min(32)]);
-            // The line stands where a reply was due: the oldest command's
-            // reply is garbled (taken as lost), later replies stay aligned.
-            self.greeted = true;
-            if self.reply.is_none() {
-                if let Some(p) = self.pending.pop() {
-                    if let Some(tx) = p.tx.and_then(|id| self.tx_mut(id)) {
-                        tx.refs = tx.refs.saturating_sub(1);
-                    }
-                    self.reply_lost(&p, sink);
-                }
-            }
-            self.fatal(
-                AnomalyKind::InvalidReply,
-                format!("not a reply line: {shown:?}"),
-                sink,
-            );
-            return;
-        };
-        if self.reply.is_none() && (r.code / 10) % 10 > 5 {
-            let detail = format!("reply code {} outside [2-5][0-5][0-9]", r.code);
-            self.anomaly(AnomalyKind::InvalidReplyCode, detail, self.up_tx, sink);
-        }
-        let max_lines = self.cfg.max_reply_lines;
-        let builder = self.reply.get_or_insert_with(|| ReplyBuilder {
-            code: r.code,
-            lines: Vec::new(),
-            mismatch: false,
-            truncated: false,
-        });
-        let mismatch = builder.code != r.code && !builder.mismatch;
-        builder.mismatch |= mismatch;
-        let overflow = builder.lines.len() == max_lines && !builder.truncated;
-        builder.truncated |= overflow;
-        if builder.lines.len() < max_lines {
-            builder.lines.push(lossy(r.text));
-        }
-        if mismatch {
-            let detail = format!(
-                "reply line with code {} inside a {} reply",
-                r.code, builder.code
-            );
-            self.anomaly(AnomalyKind::ReplyCodeMismatch, detail, self.up_tx, sink);
-        }
-        if overflow {
-            self.anomaly(
-                AnomalyKind::LimitExceeded,
-                format!("reply longer than {max_lines} lines"),
-                self.up_tx,
-                sink,
-            );
-        }
-        if !r.more {
-            if let Some(reply) = self.reply.take() {
-                self.on_reply(reply.code, reply.lines, sink);
-            }
-        }
-    }
-
-    fn on_reply(&mut self, code: u16, lines: Vec<String>, sink: &mut impl EventSink) {
-        let class = Class::of(code);
-        // The first reply is the greeting, unless the client already sent
-        // commands and it is not a 220: then the capture started after the
-        // greeting and the reply answers the first queued command.
-        let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
-        self.greeted = true;
-        if !greeting {
-            self.drop_lost_replies(code, sink);
-        }
-        let (entry, answers) = if greeting {
-            (None, Answers::Greeting)
-        } else if code == 334
-            && self
-                .pending
-                .front()
-                .is_some_and(|p| p.what == Awaiting::Command(Verb::Auth))
-        {
-            // AUTH continues: the command stays pending until a non-334 reply.
-            (None, Answers::Auth)
-        } else {
-            match self.pending.pop() {
-                Some(p) => {
-                    let answers = match p.what {
-                        Awaiting::Command(Verb::Data) => Answers::Data,
-                        Awaiting::Command(Verb::Auth) => Answers::Auth,
-                        Awaiting::Command(Verb::StartTls) => Answers::StartTls,
-                        Awaiting::Command(Verb::Quit) => Answers::Quit,
-                        _ => Answers::Other,
-                    };
-                    (Some(p), answers)
-                }
-                None => (None, Answers::Nothing),
-            }
-        };
-        let to = match (&entry, answers) {
-            (Some(p), _) => Some(p.verb()),
-            (None, Answers::Auth) => Some(Verb::Auth),
-            _ => None,
-        };
-        self.after_auth = answers == Answers::Auth;
-        if answers == Answers::Data && class == Class::Intermediate && !self.hold.is_empty() {
-            let detail = format!("{} bytes sent after DATA before the 354", self.hold.len());
-            self.anomaly(AnomalyKind::ContentBefore354, detail, self.up_tx, sink);
-        }
-        let refused =
-            entry.as_ref().is_some_and(|p| p.blocks_client()) && class != Class::Intermediate;
-        sink.event(Event::Response(Response {
-            code,
-            lines,
-            to: to.clone(),
-        }));
-        if let Some(p) = entry {
-            self.reply_effects(&p, code, class, sink);
-            if let Some(id) = p.tx {
-                if let Some(tx) = self.tx_mut(id) {
-                    tx.refs = tx.refs.saturating_sub(1);
-                }
-                self.try_emit(id, sink);
-            }
-        }
-        let more_pending = !self.pending.is_empty();
-        self.apply(
-            Direction::Down,
-            Message::Reply {
-                to: answers,
-                class,
-                more_pending,
-            },
-            sink,
-        );
-        if refused
-            && !self.hold.is_empty()
-            && matches!(self.state, State::Command | State::Response)
-        {
-            self.replay_after = to;
-        }
-        self.replay_held(sink);
-    }
-
-    /// What a reply means for the transaction of the command it answers.
-    /// A refused command changes nothing (RFC 5321 §4.1.4): the
-    /// transaction and HELO name it would have changed are restored.
-    fn reply_effects(&mut self, p: &Pending, code: u16, class: Class, sink: &mut impl EventSink) {
-        let ok = matches!(class, Class::Positive | Class::Ready);
-        let id = p.tx;
-        // A 503 to a command pipelined behind a refused one follows from
-        // that refusal (RFC 2920 §3.1): the client could not know.
-        let consequence = p.behind && self.last_refused;
-        self.last_refused = !ok && class != Class::Intermediate;
-        if code == 503 && !consequence {
-            let detail = format!(
-                "{} answered 503 (bad sequence of commands)",
-                p.verb().as_str()
-            );
-            self.anomaly(AnomalyKind::OutOfSequence, detail, id.or(self.up_tx), sink);
-        }
-        match (&p.what, &p.undo) {
-            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) if ok => {
-                // A server that takes a nested MAIL dropped the open transaction.
-                if let Some(prev) = open_before.filter(|&prev| Some(prev) != id) {
-                    self.decide(Some(prev), TransactionState::Reset, code);
-                    self.try_emit(prev, sink);
-                }
-                self.announce(p, sink);
-            }
-            (Awaiting::Command(Verb::Mail), Undo::Mail { open_before }) => {
-                match (id, open_before.filter(|&prev| self.is_open(prev))) {
-                    // A nested MAIL refused: the open transaction goes on.
-                    (Some(id), Some(prev)) => self.merge_refused_mail(id, prev),
-                    _ => self.decide(id, TransactionState::Rejected, code),
-                }
-            }
-            (Awaiting::Command(Verb::Rcpt), _) => {
-                if let (Some(tx), Some(i)) = (id.and_then(|id| self.tx_mut(id)), p.rcpt) {
-                    if let Some(r) = tx.rcpt_to.get_mut(i) {
-                        r.reply_code = Some(code);
-                    }
-                }
-                if ok {
-                    self.announce(p, sink);
-                }
-            }
-            (Awaiting::Command(Verb::Data), _) if class == Class::Intermediate => {
-                let id = match id {
-                    Some(id) => Some(id),
-                    None if self.joined => None,
-                    None => Some(self.new_tx_quiet()),
-                };
-                self.start_content(id);
-            }
-            // DATA refused: the transaction stays open (the client may RSET,
-            // add recipients, or try again); it ends rejected unless a later
-            // DATA delivers it.
-            (Awaiting::Command(Verb::Data), _) => {
-                if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
-                    tx.refused = Some(code);
-                }
-            }
-            (Awaiting::EndOfData | Awaiting::Bdat { last: true }, _) => {
-                let state = if ok {
-                    TransactionState::Delivered
-                } else {
-                    TransactionState::Rejected
-                };
-                self.decide(id, state, code);
-            }
-            // The content was taken at once; the server refused it after all.
-            (Awaiting::DataStarted, _) if class != Class::Intermediate => {
-                self.decide(id, TransactionState::Rejected, code)
-            }
-            (Awaiting::Bdat { last: false }, _) if !ok => {
-                self.decide(id, TransactionState::Rejected, code)
-            }
-            (Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo), _) if ok => {
-                self.decide(id, TransactionState::Reset, code);
-                self.announce(p, sink);
-            }
-            // HELO/EHLO/RSET refused: same HELO name, same transaction.
-            (
-                Awaiting::Command(Verb::Rset | Verb::Helo | Verb::Ehlo),
-                Undo::Helo { before, arg },
-            ) => {
-                if arg.is_some() && self.helo == *arg {
-                    self.helo = before.clone();
-                }
-                if let Some(prev) = id.filter(|&prev| self.up_tx.is_none() && self.is_open(prev)) {
-                    self.up_tx = Some(prev);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Whether transaction `id` is still being built and undecided.
-    fn is_open(&self, id: u32) -> bool {
-        self.txs.iter().any(|t| t.id == id && t.state.is_none())
-    }
-
-    /// A nested MAIL (transaction `id`) was refused while `prev` was open:
-    /// `id` never existed for the server; the commands queued after it
-    /// (recipients, DATA, BDAT) belong to `prev`.
-    fn merge_refused_mail(&mut self, id: u32, prev: u32) {
-        let Some(pos) = self.txs.iter().position(|t| t.id == id) else {
-            return;
-        };
-        let Some(refused) = self.txs.remove(pos) else {
-            return;
-        };
-        let mut rcpts = refused.rcpt_to.into_iter().map(Some).collect::<Vec<_>>();
-        let Some(tx) = self.txs.iter_mut().find(|t| t.id == prev) else {
-            return;
-        };
-        // Entries move in queue order; recipients are appended to `prev`.
-        for p in self.pending.iter_mut().filter(|p| p.tx == Some(id)) {
-            p.tx = Some(prev);
-            tx.refs += 1;
-            let r = p.rcpt.take().and_then(|i| rcpts.get_mut(i)?.take());
-            if let Some(r) = r.filter(|_| tx.rcpt_to.len() < MAX_RECIPIENTS) {
-                tx.rcpt_to.push(r);
-                p.rcpt = Some(tx.rcpt_to.len() - 1);
-            }
-        }
-        if self.up_tx == Some(id) {
-            self.up_tx = Some(prev);
-        }
-        if self.content_tx == Some(id) {
-            self.content_tx = Some(prev);
-        }
-        if self.next_tx == id.saturating_add(1) {
-            self.next_tx = id;
-        }
     }
 
     // ----- state machine -----
@@ -1498,9 +610,12 @@ impl Session {
 
     /// `leave` hooks.
     fn leave(&mut self, state: State) {
-        if state == State::BdatTransmission {
+        match state {
             // Whatever ended the chunk (its last octet, 421, an error), it is over.
-            self.bdat_remaining = 0;
+            State::BdatTransmission => self.bdat_remaining = 0,
+            // The client did not start TLS after all: commands in clear again.
+            State::Tls => self.tls = false,
+            _ => {}
         }
     }
 
@@ -1509,10 +624,19 @@ impl Session {
         match state {
             State::Tls => {
                 self.tls = true;
-                self.unparsed[0] += self.hold.len() as u64;
-                self.hold.clear();
+                self.tls_checked = false;
                 self.pending.clear();
+                // The handoff is reported as Suricata and Zeek do: the open
+                // transaction (tls: true), or one with just the HELO name.
+                let open = !self.txs.is_empty();
                 self.abort_all(sink);
+                if !open {
+                    let id = self.new_tx_quiet();
+                    if let Some(mut tx) = self.txs.pop_back().filter(|t| t.id == id) {
+                        tx.decide(TransactionState::Aborted, None);
+                        sink.event(Event::Transaction(tx.into_transaction(true)));
+                    }
+                }
             }
             State::Finish => {
                 self.pending.clear();
@@ -1562,197 +686,5 @@ impl Session {
             tx_id,
             drop_requested: false,
         }));
-    }
-
-    // ----- transactions -----
-
-    fn push_pending(
-        &mut self,
-        what: Awaiting,
-        tx: Option<u32>,
-        rcpt: Option<usize>,
-        sink: &mut impl EventSink,
-    ) {
-        let mut p = Pending::new(what, tx);
-        p.rcpt = rcpt;
-        self.queue(p, sink);
-    }
-
-    /// Queues a command until its reply. While the server is unheard no
-    /// reply will tell whether it was accepted: its envelope change is
-    /// reported at once.
-    fn queue(&mut self, mut p: Pending, sink: &mut impl EventSink) {
-        let tx = p.tx;
-        if self.pending.is_full() && self.server_unheard() {
-            // Nothing answers a one-sided capture: forget the oldest command
-            // rather than refuse every new one (reported once per session).
-            if let Some(old) = self.pending.pop() {
-                if let Some(t) = old.tx.and_then(|id| self.tx_mut(id)) {
-                    t.refs = t.refs.saturating_sub(1);
-                }
-            }
-            self.unheard_forgotten += 1;
-            if self.unheard_forgotten == 1 {
-                let detail = format!(
-                    "more than {} commands and no server reply: oldest forgotten",
-                    self.cfg.max_pending
-                );
-                self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
-            }
-        }
-        if self.pending.is_full() && !std::mem::replace(&mut self.queue_overflowed, true) {
-            // Later commands are counted, not kept: their replies are
-            // counted off and later replies stay aligned. Reported once.
-            let detail = format!(
-                "more than {} commands awaiting replies: later ones not recorded",
-                self.cfg.max_pending
-            );
-            self.anomaly(AnomalyKind::LimitExceeded, detail, tx, sink);
-        }
-        if self.server_unheard() {
-            self.announce(&p, sink);
-            p.announced = true;
-        }
-        p.behind = !self.pending.is_empty();
-        if self.pending.push(p) {
-            if let Some(t) = tx.and_then(|id| self.tx_mut(id)) {
-                t.refs += 1;
-            }
-        }
-    }
-
-    /// Reports the envelope change of an accepted command (once).
-    fn announce(&mut self, p: &Pending, sink: &mut impl EventSink) {
-        if p.announced {
-            return;
-        }
-        let tx = p.tx.and_then(|id| self.txs.iter().find(|t| t.id == id));
-        let change = match (&p.what, &p.undo) {
-            (Awaiting::Command(Verb::Mail), _) => match tx {
-                Some(t) => EnvelopeChange::MailFrom {
-                    path: t.mail_from.clone().unwrap_or_default(),
-                    declared_size: t.declared_size,
-                },
-                None => return,
-            },
-            (Awaiting::Command(Verb::Rcpt), _) => {
-                match tx.zip(p.rcpt).and_then(|(t, i)| t.rcpt_to.get(i)) {
-                    Some(r) => EnvelopeChange::Rcpt(r.path.clone()),
-                    None => return,
-                }
-            }
-            (Awaiting::Command(Verb::Helo | Verb::Ehlo), Undo::Helo { arg: Some(a), .. }) => {
-                EnvelopeChange::Helo(a.clone())
-            }
-            (Awaiting::Command(Verb::Rset), _) => EnvelopeChange::Reset,
-            _ => return,
-        };
-        sink.event(Event::Envelope(Envelope {
-            tx_id: p.tx,
-            change,
-        }));
-    }
-
-    fn tx_mut(&mut self, id: u32) -> Option<&mut TxBuilder> {
-        self.txs.iter_mut().find(|t| t.id == id)
-    }
-
-    fn new_tx(&mut self, sink: &mut impl EventSink) -> u32 {
-        if self.txs.len() >= self.cfg.max_open_transactions {
-            if let Some(mut oldest) = self.txs.pop_front() {
-                let detail = format!(
-                    "more than {} open transactions",
-                    self.cfg.max_open_transactions
-                );
-                self.anomaly(AnomalyKind::LimitExceeded, detail, Some(oldest.id), sink);
-                oldest.decide(TransactionState::Aborted, None);
-                sink.event(Event::Transaction(oldest.into_transaction(self.tls)));
-            }
-        }
-        self.new_tx_quiet()
-    }
-
-    fn new_tx_quiet(&mut self) -> u32 {
-        let id = self.next_tx;
-        self.next_tx = self.next_tx.saturating_add(1);
-        self.txs.push_back(TxBuilder::new(id, self.helo.clone()));
-        id
-    }
-
-    fn decide(&mut self, id: Option<u32>, state: TransactionState, code: u16) {
-        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
-            tx.decide(state, Some(code));
-        }
-        if id.is_some() && self.up_tx == id && state != TransactionState::Delivered {
-            self.up_tx = None;
-        }
-    }
-
-    /// Emits the transaction if it is decided and no pending command refers to it.
-    fn try_emit(&mut self, id: u32, sink: &mut impl EventSink) {
-        let Some(pos) = self.txs.iter().position(|t| t.id == id) else {
-            return;
-        };
-        let ready = self
-            .txs
-            .get(pos)
-            .is_some_and(|t| t.state.is_some() && t.refs == 0);
-        if ready && self.content_tx != Some(id) {
-            if let Some(tx) = self.txs.remove(pos) {
-                sink.event(Event::Transaction(tx.into_transaction(self.tls)));
-            }
-        }
-    }
-
-    /// Ends every open transaction (QUIT, close, 421, TLS).
-    fn abort_all(&mut self, sink: &mut impl EventSink) {
-        self.cut_content(sink);
-        self.up_tx = None;
-        while let Some(mut tx) = self.txs.pop_front() {
-            tx.decide(TransactionState::Aborted, None);
-            sink.event(Event::Transaction(tx.into_transaction(self.tls)));
-        }
-    }
-}
-
-/// Suricata's `email.status` for a message: `PARSE_DONE` once the end of
-/// data was reached, whatever MIME warnings were reported (they are
-/// anomalies: invalid base64, over-long headers); when content was lost or
-/// cut short, how far parsing got.
-fn status(incomplete: bool, headers_done: bool, body_started: bool) -> &'static str {
-    if !incomplete {
-        "PARSE_DONE"
-    } else if body_started {
-        "BODY_STARTED"
-    } else if headers_done {
-        "HEADER_READY"
-    } else {
-        "PARSE_ERROR"
-    }
-}
-
-/// The verb of an over-long command line from its first bytes (upper-cased
-/// letters up to the first space or end), or "" when they are not a verb.
-fn head_verb(head: &[u8]) -> String {
-    let word = head.split(|&c| c == b' ').next().unwrap_or(&[]);
-    if (1..=10).contains(&word.len())
-        && word.iter().all(u8::is_ascii_alphabetic)
-        && word.len() < head.len()
-    {
-        word.iter()
-            .map(|&c| char::from(c.to_ascii_uppercase()))
-            .collect()
-    } else {
-        String::new()
-    }
-}
-
-/// `AUTH MECH [initial-response]` with the initial response replaced by `***`.
-fn mask_auth(args: &[u8]) -> String {
-    let mut parts = args.splitn(2, |&c| c == b' ');
-    let mech = lossy(parts.next().unwrap_or(&[]));
-    match parts.next() {
-        Some(rest) if !rest.trim_ascii().is_empty() => format!("{mech} ***"),
-        _ => mech,
     }
 }

@@ -1,0 +1,132 @@
+//! Message content of a session: the transaction it belongs to, the
+//! MIME parser it feeds, RFC 5322 line lengths, its end.
+
+use super::*;
+
+impl Session {
+    // ----- content -----
+
+    /// The transaction a DATA/BDAT adds to: the current one; none when it
+    /// belongs to the transaction we joined midstream; else a new one (DATA
+    /// or BDAT without MAIL FROM).
+    pub(super) fn data_tx(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        if self.up_tx.is_none() && !self.joined {
+            let id = self.new_tx(sink);
+            self.up_tx = Some(id);
+        }
+        self.up_tx
+    }
+
+    /// Content starts; `None`: content of the transaction we joined
+    /// midstream (parsed for framing only, not reported).
+    pub(super) fn start_content(&mut self, id: Option<u32>) {
+        self.content_tx = id;
+        self.dots.reset();
+        self.mime.reset();
+        self.line_len = 0;
+        if let Some(tx) = id.and_then(|id| self.tx_mut(id)) {
+            tx.email = Some(Default::default());
+        }
+    }
+
+    pub(super) fn content(&mut self, data: &[u8], sink: &mut impl EventSink) {
+        if data.is_empty() {
+            return;
+        }
+        if self.line_len != u64::MAX && self.long_message_line(data) {
+            self.line_len = u64::MAX;
+            let detail = format!("message line longer than {} octets", MAX_MESSAGE_LINE - 1);
+            self.anomaly(
+                AnomalyKind::MessageLineTooLong,
+                detail,
+                self.content_tx,
+                sink,
+            );
+        }
+        let Some(id) = self.content_tx else { return };
+        if let Some(tx) = self.tx_mut(id) {
+            tx.size += data.len() as u64;
+        }
+        sink.event(Event::MailContent(MailContent {
+            tx_id: id,
+            part: ContentPart::Raw,
+            data,
+        }));
+        self.mime.feed(data, id, sink);
+    }
+
+    /// Follows the length of the current message line over `data`; true
+    /// when a line is longer than RFC 5322 allows.
+    pub(super) fn long_message_line(&mut self, data: &[u8]) -> bool {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if self.line_len + (nl - start) as u64 > MAX_MESSAGE_LINE {
+                return true;
+            }
+            self.line_len = 0;
+            start = nl + 1;
+        }
+        self.line_len += (data.len() - start) as u64;
+        self.line_len > MAX_MESSAGE_LINE
+    }
+
+    /// End of message: record what MIME parsing found; returns the transaction.
+    pub(super) fn end_content(&mut self, sink: &mut impl EventSink) -> Option<u32> {
+        // The message we joined midstream (if any) is over.
+        self.joined = false;
+        let id = self.content_tx.take()?;
+        self.mime.finish(id, sink);
+        self.mime.end_body(id, sink);
+        let email = self.mime.take_email();
+        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
+        if let Some(tx) = self.tx_mut(id) {
+            tx.email = Some(email);
+            tx.email_status = Some(status(tx.incomplete, headers, body).to_string());
+        }
+        sink.event(Event::MailContent(MailContent {
+            tx_id: id,
+            part: ContentPart::End,
+            data: &[],
+        }));
+        if self.up_tx == Some(id) {
+            self.up_tx = None;
+        }
+        Some(id)
+    }
+
+    /// Content cut short (abort): keep what the headers said.
+    pub(super) fn cut_content(&mut self, sink: &mut impl EventSink) {
+        let Some(id) = self.content_tx.take() else {
+            return;
+        };
+        self.mime.finish(id, sink);
+        let email = self.mime.take_email();
+        let (headers, body) = (self.mime.headers_done, self.mime.body_started);
+        if let Some(tx) = self.tx_mut(id) {
+            tx.email = Some(email);
+            tx.email_status = Some(status(true, headers, body).to_string());
+        }
+    }
+
+    pub(super) fn mark_incomplete(&mut self) {
+        if let Some(tx) = self.content_tx.and_then(|id| self.tx_mut(id)) {
+            tx.incomplete = true;
+        }
+    }
+}
+
+/// Suricata's `email.status` for a message: `PARSE_DONE` once the end of
+/// data was reached, whatever MIME warnings were reported (they are
+/// anomalies: invalid base64, over-long headers); when content was lost or
+/// cut short, how far parsing got.
+pub(super) fn status(incomplete: bool, headers_done: bool, body_started: bool) -> &'static str {
+    if !incomplete {
+        "PARSE_DONE"
+    } else if body_started {
+        "BODY_STARTED"
+    } else if headers_done {
+        "HEADER_READY"
+    } else {
+        "PARSE_ERROR"
+    }
+}
