@@ -83,7 +83,7 @@ pub struct FlowSummary {
     /// First and last packet time, microseconds since the epoch.
     pub start_micros: u64,
     pub end_micros: u64,
-    /// How the flow ended: "closed", "reset", "timeout", "evicted", "shutdown".
+    /// How the flow ended: "closed", "reset", "timeout", "evicted", "shutdown", "memcap".
     pub state: String,
     /// The session switched to TLS (content not inspected after that).
     pub tls: bool,
