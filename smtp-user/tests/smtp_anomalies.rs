@@ -535,3 +535,45 @@ fn legitimate_sessions_raise_no_anomaly() {
         assert_eq!(anomaly_list(&ev), [], "{:#?}", trace(&ev));
     }
 }
+
+/// `message_line_too_long` fires exactly when a line has more than 998
+/// octets before its CRLF, however the content is cut into segments (the
+/// scan jumps between line ends; this pins its boundaries).
+#[test]
+fn message_line_limit_is_exact_at_every_cut() {
+    use Direction::{Down, Up};
+    for len in [996usize, 997, 998, 999, 1000, 2500] {
+        let mut body = Vec::new();
+        for _ in 0..3 {
+            body.extend_from_slice(&b"x".repeat(76));
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(&b"y".repeat(len));
+        body.extend_from_slice(b"\r\nshort\r\n.\r\n");
+        for cut in [1usize, 7, 77, 500, 998, 999, 1000, 4096] {
+            let mut s = smtp_user::smtp::Session::new();
+            let mut ev = Vec::new();
+            for (d, b) in [
+                (Down, &b"220 mx\r\n"[..]),
+                (Up, b"EHLO c\r\n"),
+                (Down, b"250 ok\r\n"),
+                (Up, b"MAIL FROM:<a@b>\r\n"),
+                (Down, b"250 ok\r\n"),
+                (Up, b"RCPT TO:<c@d>\r\n"),
+                (Down, b"250 ok\r\n"),
+                (Up, b"DATA\r\n"),
+                (Down, b"354 go\r\n"),
+            ] {
+                s.feed(d, b, &mut ev);
+            }
+            for chunk in body.chunks(cut) {
+                s.feed(Up, chunk, &mut ev);
+            }
+            s.feed(Down, b"250 ok\r\n", &mut ev);
+            let fired = anomaly_list(&ev)
+                .iter()
+                .any(|(k, _, _)| *k == A::MessageLineTooLong);
+            assert_eq!(fired, len > 998, "line of {len} octets, cut every {cut}");
+        }
+    }
+}

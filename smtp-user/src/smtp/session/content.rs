@@ -58,15 +58,32 @@ impl Session {
     /// Follows the length of the current message line over `data`; true
     /// when a line is longer than RFC 5322 allows.
     pub(super) fn long_message_line(&mut self, data: &[u8]) -> bool {
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', data) {
-            if self.line_len + (nl - start) as u64 > MAX_MESSAGE_LINE {
+        // Each step looks only as far as the current line may still reach
+        // and jumps to the *last* line end in that window (`memrchr`): the
+        // lines before it are shorter than the window, so short lines
+        // (base64's 76) cost one search per ~1,000 bytes, not one each.
+        let mut pos = 0;
+        while pos < data.len() {
+            let Some(room) = MAX_MESSAGE_LINE.checked_sub(self.line_len) else {
                 return true;
+            };
+            let end = usize::try_from(room)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .saturating_add(pos)
+                .min(data.len());
+            let window = data.get(pos..end).unwrap_or(&[]);
+            match memchr::memrchr(b'\n', window) {
+                Some(i) => {
+                    self.line_len = 0;
+                    pos += i + 1;
+                }
+                None => {
+                    self.line_len += window.len() as u64;
+                    pos = end;
+                }
             }
-            self.line_len = 0;
-            start = nl + 1;
         }
-        self.line_len += (data.len() - start) as u64;
         self.line_len > MAX_MESSAGE_LINE
     }
 
