@@ -19,6 +19,13 @@
 //! anyway) is reported (`mime_encoded_message`) and entered: its decoded
 //! bytes feed a nested parser, whose depth counts against ours.
 //!
+//! A header block ends at the empty line, or at a line that is not a header
+//! field (RFC 5322 §2.2: a name of printable ASCII other than `:`, then
+//! `:`; the obsolete blanks before the colon are accepted). Such a line is
+//! where Postfix's cleanup (`is_header`) and Exim start the body, and where
+//! clients start showing text: it is reported (`mime_header_malformed`)
+//! and read, with everything after it, as body.
+//!
 //! Limits (memory per message is bounded, nothing is dropped silently):
 //! - one header, unfolded, is kept up to [`MAX_HEADER`] bytes; beyond, the
 //!   value is truncated and `mime_header_too_long` is reported;
@@ -78,6 +85,33 @@ pub const KEY_FIELDS: &[&str] = &[
     "content-disposition",
     "content-transfer-encoding",
 ];
+
+/// What a header-block line (or its start) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldLine {
+    /// A header field: a name, optional blanks, a colon.
+    Field,
+    /// Not a header field, whatever follows.
+    NotField,
+    /// No colon yet: the rest of the line decides.
+    Undecided,
+}
+
+/// Reads `bytes`, the start of a line that is not a continuation, as
+/// Postfix's `is_header_buf` does: printable ASCII other than `:` (at
+/// least one), optional blanks, then `:`.
+fn field_line(bytes: impl IntoIterator<Item = u8>) -> FieldLine {
+    let (mut name, mut blanks) = (false, false);
+    for c in bytes {
+        match c {
+            b':' if name => return FieldLine::Field,
+            b' ' | b'\t' if name => blanks = true,
+            33..=126 if !blanks && c != b':' => name = true,
+            _ => return FieldLine::NotField,
+        }
+    }
+    FieldLine::Undecided
+}
 
 /// Finds the start of a line beginning with `-` (a boundary candidate).
 static DASH_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -321,16 +355,19 @@ impl MimeParser {
     fn finish_out<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         if self.phase == Phase::Headers {
             if !self.line.is_empty() {
-                let line = std::mem::take(&mut self.line);
-                self.header_line(&line, out);
-                self.line = line;
-                self.line.clear();
+                let mut line = std::mem::take(&mut self.line);
+                self.header_line(&line, b"", out);
+                if self.line.is_empty() {
+                    line.clear();
+                    self.line = line;
+                }
             }
             // A forwarded message may open another header block: bounded by MAX_DEPTH.
             while self.phase == Phase::Headers {
                 self.end_of_headers(out);
             }
-        } else if self.candidate {
+        }
+        if self.candidate {
             // A last line without line ending (BDAT content may end so).
             let line = std::mem::take(&mut self.line);
             if !self.boundary_line(&line, out) {
@@ -372,27 +409,66 @@ impl MimeParser {
             None => (data, false),
         };
         let used = chunk.len() + usize::from(complete);
-        self.block_len = self.block_len.saturating_add(used);
         let room = MAX_HEADER.saturating_sub(self.line.len());
         if chunk.len() > room {
+            // Too long to keep whole: a header field is truncated; any other
+            // line is body, none of it dropped.
+            let start = self.line.iter().chain(&chunk[..room]).copied();
+            let continuation = matches!(self.line.first(), Some(b' ' | b'\t'));
+            if !self.line_truncated && !continuation && field_line(start) != FieldLine::Field {
+                let head = std::mem::take(&mut self.line);
+                self.malformed_line(&head, data.get(..used).unwrap_or(data), out);
+                if self.line.is_empty() {
+                    self.line = head;
+                    self.line.clear();
+                }
+                return used;
+            }
             self.line_truncated = true;
         }
+        self.block_len = self.block_len.saturating_add(used);
         self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if complete {
             let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
+            let ending: &[u8] = if line.last() == Some(&b'\r') {
                 line.pop();
+                b"\r\n"
+            } else {
+                b"\n"
+            };
+            self.header_line(&line, ending, out);
+            if self.line.is_empty() {
+                line.clear();
+                self.line = line;
             }
-            self.header_line(&line, out);
-            line.clear();
-            self.line = line;
             self.line_truncated = false;
         }
         used
     }
 
-    /// One header line (line ending removed).
-    fn header_line<S: EventSink>(&mut self, line: &[u8], out: &mut Out<'_, S>) {
+    /// A line of a header block that is not a header field (`head`, then
+    /// `rest`, its remaining bytes): the block ends, as after an empty line,
+    /// and the line is the first of the body (as Postfix and clients read it).
+    fn malformed_line<S: EventSink>(&mut self, head: &[u8], rest: &[u8], out: &mut Out<'_, S>) {
+        self.finish_header(out);
+        self.error = true;
+        let shown = head.get(..64).unwrap_or(head);
+        out.anomaly(
+            AnomalyKind::MimeHeaderMalformed,
+            format!(
+                "line without a header field name in header block {}: {:?}; read as the first body line",
+                self.part_no,
+                String::from_utf8_lossy(shown)
+            ),
+        );
+        self.end_of_headers(out);
+        self.feed_out(head, out);
+        self.feed_out(rest, out);
+    }
+
+    /// One header line (line ending removed; `ending` is it, empty for a
+    /// last line without one).
+    fn header_line<S: EventSink>(&mut self, line: &[u8], ending: &[u8], out: &mut Out<'_, S>) {
         match line.first() {
             None => self.end_of_headers(out),
             // Folded continuation: unfolded by dropping the line break.
@@ -404,6 +480,10 @@ impl MimeParser {
                     self.end_of_headers(out);
                 }
                 self.boundary_line(line, out);
+            }
+            Some(_) if field_line(line.iter().copied()) != FieldLine::Field => {
+                self.malformed_line(line, ending, out);
+                return;
             }
             Some(_) => {
                 self.finish_header(out);
