@@ -414,7 +414,7 @@ impl MimeParser {
             // Too long to keep whole: a header field is truncated; any other
             // line is body, none of it dropped.
             let start = self.line.iter().chain(&chunk[..room]).copied();
-            let continuation = matches!(self.line.first(), Some(b' ' | b'\t'));
+            let continuation = matches!(self.line.first().or(chunk.first()), Some(b' ' | b'\t'));
             if !self.line_truncated && !continuation && field_line(start) != FieldLine::Field {
                 let head = std::mem::take(&mut self.line);
                 self.malformed_line(&head, data.get(..used).unwrap_or(data), out);
@@ -1097,6 +1097,47 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilen
         let (email, body, _) = parse(&[msg]);
         assert_eq!(email.attachment, vec!["pic.png".to_string()]);
         assert_eq!(body, b"x\r\n--not-a-boundary\r\n".to_vec());
+    }
+
+    /// Lines too long for the header line cap, in one chunk or cut: a
+    /// field (also a folded continuation) is truncated, any other line is
+    /// body, whole.
+    #[test]
+    fn long_lines_in_the_header_block() {
+        let long = "a".repeat(MAX_HEADER + 10);
+        let kinds = |others: &[OwnedEvent]| -> Vec<AnomalyKind> {
+            others
+                .iter()
+                .filter_map(|e| match e {
+                    OwnedEvent::Anomaly(a) => Some(a.kind),
+                    _ => None,
+                })
+                .collect()
+        };
+        let folded = format!("Subject: hi\r\n {long}\r\n\r\nbody\r\n");
+        let colon_less = format!("Subject: hi\r\n{long} x\r\nX: y\r\n\r\nbody\r\n");
+        for cut in [1, 7, 977, usize::MAX] {
+            let chunks = |m: &str| -> Vec<Vec<u8>> {
+                m.as_bytes()
+                    .chunks(cut.min(m.len()))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            };
+            let c = chunks(&folded);
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            let (email, body, others) = parse(&refs);
+            assert_eq!(body, b"body\r\n".to_vec(), "cut {cut}");
+            assert!(email.subject.is_some_and(|s| s.starts_with("hi a")));
+            assert_eq!(kinds(&others), vec![AnomalyKind::MimeHeaderTooLong]);
+
+            let c = chunks(&colon_less);
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            let (email, body, others) = parse(&refs);
+            let want = format!("{long} x\r\nX: y\r\n\r\nbody\r\n");
+            assert_eq!(String::from_utf8_lossy(&body), want, "cut {cut}");
+            assert_eq!(email.subject.as_deref(), Some("hi"));
+            assert_eq!(kinds(&others), vec![AnomalyKind::MimeHeaderMalformed]);
+        }
     }
 
     #[test]
