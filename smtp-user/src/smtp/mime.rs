@@ -23,8 +23,9 @@
 //! field (RFC 5322 §2.2: a name of printable ASCII other than `:`, then
 //! `:`; the obsolete blanks before the colon are accepted). Such a line is
 //! where Postfix's cleanup (`is_header`) and Exim start the body, and where
-//! clients start showing text: it is reported (`mime_header_malformed`)
-//! and read, with everything after it, as body.
+//! clients start showing text: it is read, with everything after it, as
+//! body, and reported (`mime_header_malformed`) when header fields came
+//! before it (content without any header field is just a body).
 //!
 //! Limits (memory per message is bounded, nothing is dropped silently):
 //! - one header, unfolded, is kept up to [`MAX_HEADER`] bytes; beyond, the
@@ -180,6 +181,14 @@ pub struct MimeParser {
     header_truncated: bool,
     /// Bytes of the current header block so far.
     block_len: usize,
+    /// The transport lost bytes in this header block and no line ended
+    /// since: the line being read may be the tail of a lost one, and is
+    /// not read as the start of the body (the gap is reported already).
+    after_gap: bool,
+    /// The current header block holds a header field: a line that is not
+    /// one is malformed (without any, the content simply has no header
+    /// block and starts with its body).
+    block_fields: bool,
     /// Key fields reported past `MAX_HEADER_BLOCK` in this block (≤ `MAX_LATE_FIELDS`).
     late_fields: u32,
     /// Fields past `MAX_HEADER_BLOCK` in this block that were not reported.
@@ -274,6 +283,8 @@ impl MimeParser {
             header: Vec::new(),
             header_truncated: false,
             block_len: 0,
+            block_fields: false,
+            after_gap: false,
             late_fields: 0,
             late_skipped: 0,
             part: PartInfo::default(),
@@ -320,6 +331,7 @@ impl MimeParser {
             inner.gap();
         }
         self.line.clear();
+        self.after_gap = self.phase == Phase::Headers;
         self.candidate = false;
         self.at_line_start = false;
         self.b64.reset();
@@ -415,7 +427,11 @@ impl MimeParser {
             // line is body, none of it dropped.
             let start = self.line.iter().chain(&chunk[..room]).copied();
             let continuation = matches!(self.line.first().or(chunk.first()), Some(b' ' | b'\t'));
-            if !self.line_truncated && !continuation && field_line(start) != FieldLine::Field {
+            if !self.line_truncated
+                && !self.after_gap
+                && !continuation
+                && field_line(start) != FieldLine::Field
+            {
                 let head = std::mem::take(&mut self.line);
                 self.malformed_line(&head, data.get(..used).unwrap_or(data), out);
                 if self.line.is_empty() {
@@ -437,6 +453,7 @@ impl MimeParser {
                 b"\n"
             };
             self.header_line(&line, ending, out);
+            self.after_gap = false;
             if self.line.is_empty() {
                 line.clear();
                 self.line = line;
@@ -448,19 +465,23 @@ impl MimeParser {
 
     /// A line of a header block that is not a header field (`head`, then
     /// `rest`, its remaining bytes): the block ends, as after an empty line,
-    /// and the line is the first of the body (as Postfix and clients read it).
+    /// and the line is the first of the body (as Postfix and clients read
+    /// it). Reported when header fields came before it; content that starts
+    /// with such a line has no header block (its body is all there is).
     fn malformed_line<S: EventSink>(&mut self, head: &[u8], rest: &[u8], out: &mut Out<'_, S>) {
         self.finish_header(out);
-        self.error = true;
-        let shown = head.get(..64).unwrap_or(head);
-        out.anomaly(
+        if self.block_fields {
+            self.error = true;
+            let shown = head.get(..64).unwrap_or(head);
+            out.anomaly(
             AnomalyKind::MimeHeaderMalformed,
             format!(
                 "line without a header field name in header block {}: {:?}; read as the first body line",
                 self.part_no,
                 String::from_utf8_lossy(shown)
             ),
-        );
+            );
+        }
         self.end_of_headers(out);
         self.feed_out(head, out);
         self.feed_out(rest, out);
@@ -481,11 +502,14 @@ impl MimeParser {
                 }
                 self.boundary_line(line, out);
             }
+            // The tail of a line cut by a gap: lost with the gap.
+            Some(_) if self.after_gap && field_line(line.iter().copied()) != FieldLine::Field => {}
             Some(_) if field_line(line.iter().copied()) != FieldLine::Field => {
                 self.malformed_line(line, ending, out);
                 return;
             }
             Some(_) => {
+                self.block_fields = true;
                 self.finish_header(out);
                 self.append_header(line, out);
             }
@@ -638,6 +662,7 @@ impl MimeParser {
             );
         }
         self.block_len = 0;
+        self.block_fields = false;
         self.late_fields = 0;
         self.late_skipped = 0;
         let part = std::mem::take(&mut self.part);
