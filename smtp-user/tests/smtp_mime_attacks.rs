@@ -620,3 +620,14 @@ Content-Type: multipart/alternative;\r\n\tboundary=\"ALT\"\r\n\r\n\
     assert_eq!(anomalies(&ev), vec![]);
     assert_eq!(fired(&malformed_rules(), msg), vec![21]);
 }
+
+/// Content with no header field at all is a body from its first line:
+/// body rules see that line, and nothing is reported.
+#[test]
+fn headerless_content_is_body_from_its_first_line() {
+    let msg = "pay the ransom today\r\nor else\r\n";
+    assert_eq!(fired(&malformed_rules(), msg), vec![20]);
+    let ev = dissect(msg);
+    assert_eq!(malformed(&ev), 0, "{:?}", anomalies(&ev));
+    assert!(body(&ev).starts_with(msg), "{}", body(&ev));
+}
