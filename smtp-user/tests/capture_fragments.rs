@@ -1,7 +1,9 @@
 //! IP reassembly in replay's frame decoder, IPv4 and IPv6, built with the
 //! shared frame builder: in order, out of order, tiny first fragments,
 //! duplicates and overlaps (Linux discards the datagram), timeouts and the
-//! memory limit; and a fragmented `MAIL FROM` reported by replay.
+//! memory limit; and a fragmented `MAIL FROM` reported by replay, with one
+//! `decoder.ipv4.frag_overlap` / `decoder.ipv6.frag_overlap` anomaly per
+//! datagram discarded for overlapping fragments (bounded per replay).
 
 mod pipeline_common;
 
@@ -207,9 +209,10 @@ fn timeout_and_memory_limit() {
 }
 
 /// The realistic session with the client's `MAIL FROM` segment sent as
-/// IP fragments (in reverse order); `overlap`: first an overlapping,
-/// conflicting set (dropped by Linux), then the clean one.
-fn fragmented_mail_from(v6: bool, overlap: bool) -> Vec<u8> {
+/// IP fragments (in reverse order); first `overlaps` overlapping,
+/// conflicting sets (each discarded by Linux, an "evil" address in the
+/// overlapping bytes), then the clean one.
+fn fragmented_mail_from(v6: bool, overlaps: u32) -> Vec<u8> {
     let mut conv = realistic_conversation(1460);
     let (c, s) = endpoints(v6);
     conv.client = c;
@@ -227,11 +230,12 @@ fn fragmented_mail_from(v6: bool, overlap: bool) -> Vec<u8> {
         let p = TcpPacket::new(seg.src, seg.dst, seg.seq, seg.ack, seg.flags.0, seg.payload);
         let tcp = p.tcp_bytes();
         let mut ips = Vec::new();
-        if overlap {
+        for i in 0..overlaps {
+            // Bytes 4..20 of the payload: " FROM:<alice@exa" becomes "zzz…".
             let mut evil = tcp[24..40].to_vec();
             evil.iter_mut().for_each(|b| *b = b'z');
-            ips.push(p.ip_fragment(1, 0, &tcp[..32], true));
-            ips.push(p.ip_fragment(1, 24, &evil, true));
+            ips.push(p.ip_fragment(1000 + i, 0, &tcp[..32], true));
+            ips.push(p.ip_fragment(1000 + i, 24, &evil, true));
         }
         ips.push(p.ip_fragment(2, 24, &tcp[24..], false));
         ips.push(p.ip_fragment(2, 0, &tcp[..24], true));
@@ -245,18 +249,32 @@ fn fragmented_mail_from(v6: bool, overlap: bool) -> Vec<u8> {
     w.into_inner()
 }
 
+/// The `anomaly` lines of decoder events.
+fn decode_anomalies(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    of_type(lines, "anomaly")
+        .into_iter()
+        .filter(|l| l["anomaly"]["type"] == "decode")
+        .collect()
+}
+
 #[test]
 fn replay_reports_a_fragmented_mail_from() {
     for v6 in [false, true] {
         for overlap in [false, true] {
             let name = format!("frag-mail-{v6}-{overlap}");
-            let (summary, lines) = replay_pcap(&name, &fragmented_mail_from(v6, overlap));
-            let mails: Vec<_> = of_type(&lines, "smtp")
+            let (summary, lines) =
+                replay_pcap(&name, &fragmented_mail_from(v6, u32::from(overlap)));
+            let smtp = of_type(&lines, "smtp");
+            let mails: Vec<_> = smtp
                 .iter()
                 .map(|l| l["smtp"]["mail_from"].as_str().unwrap_or("").to_string())
                 .collect();
+            // What the server stored: the clean datagram, never the
+            // discarded overlapping one.
             assert!(
-                mails.first().is_some_and(|m| m.contains("example")),
+                mails
+                    .first()
+                    .is_some_and(|m| m.contains("alice@example.org") && !m.contains('z')),
                 "v6 {v6} overlap {overlap}: {mails:?}"
             );
             let f = &summary.decode.fragments;
@@ -265,8 +283,98 @@ fn replay_reports_a_fragmented_mail_from() {
             assert!(summary
                 .line()
                 .contains(&format!("{} overlapping", u64::from(overlap))));
+
+            // One anomaly per discarded datagram, as Suricata writes a
+            // decoder event, tied to the flow by its Community ID (the
+            // held first fragment showed the ports).
+            let anomalies = decode_anomalies(&lines);
+            assert_eq!(anomalies.len(), usize::from(overlap), "{anomalies:?}");
+            assert_eq!(summary.output.decode_anomaly, u64::from(overlap));
+            if let Some(a) = anomalies.first() {
+                let (c, s) = endpoints(v6);
+                let event = if v6 {
+                    "decoder.ipv6.frag_overlap"
+                } else {
+                    "decoder.ipv4.frag_overlap"
+                };
+                assert_eq!(a["anomaly"]["event"], event, "{a}");
+                assert_eq!(a["src_ip"], c.ip().to_string());
+                assert_eq!(a["dest_ip"], s.ip().to_string());
+                assert_eq!(
+                    (a["src_port"].as_u64(), a["dest_port"].as_u64()),
+                    (Some(40000), Some(25))
+                );
+                assert_eq!(a["proto"], "TCP");
+                assert!(
+                    a.get("flow_id").is_none() && a.get("app_proto").is_none(),
+                    "{a}"
+                );
+                assert_eq!(a["community_id"], smtp[0]["community_id"], "{a}");
+                assert!(a["timestamp"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("+0000")));
+            }
         }
     }
+}
+
+#[test]
+fn overlap_anomalies_are_bounded_per_replay() {
+    // More discarded datagrams than --anomalies-per-kind (default 10):
+    // 10 lines per IP version, the rest counted in the summary.
+    let n = smtp_user::output::DEFAULT_ANOMALIES_PER_KIND + 5;
+    for v6 in [false, true] {
+        let (summary, lines) =
+            replay_pcap(&format!("frag-bound-{v6}"), &fragmented_mail_from(v6, n));
+        let f = &summary.decode.fragments;
+        assert_eq!((f.overlaps, f.reassembled), (u64::from(n), 1), "{f:?}");
+        assert_eq!(decode_anomalies(&lines).len(), 10);
+        assert_eq!(summary.frag_overlaps_not_written, 5);
+        assert!(
+            summary
+                .line()
+                .contains(&format!("{n} overlapping (5 not written)")),
+            "{}",
+            summary.line()
+        );
+        // The delivered message is still reported.
+        assert!(of_type(&lines, "smtp")
+            .first()
+            .is_some_and(|l| l["smtp"]["mail_from"]
+                .as_str()
+                .is_some_and(|m| m.contains("alice@example.org"))));
+    }
+}
+
+/// Ports of a discarded datagram are known only when its first fragment
+/// was seen: without it, the anomaly has addresses only (and validates).
+#[test]
+fn overlap_without_the_first_fragment_has_no_ports() {
+    let p = packet(false, LINE);
+    let tcp = p.tcp_bytes();
+    let mut evil = tcp[32..48].to_vec();
+    evil.iter_mut().for_each(|b| *b = b'e');
+    let mut d = decoder();
+    let frags = vec![
+        p.ip_fragment(21, 24, &tcp[24..40], true),
+        p.ip_fragment(21, 32, &evil, true),
+    ];
+    assert!(feed(&mut d, 0, &frags).is_empty());
+    // feed() does not take it: the last decode discarded the datagram.
+    let o = d.take_overlap().expect("overlap reported");
+    assert_eq!((o.ident, o.ports), (21, None));
+    assert!(d.take_overlap().is_none(), "reported once");
+    let mut out = Vec::new();
+    let mut w = smtp_user::output::EveWriter::new(&mut out, false);
+    w.frag_overlap(&o).unwrap();
+    let lines = parse_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let a = &lines[0];
+    assert!(
+        a.get("src_port").is_none() && a.get("community_id").is_none(),
+        "{a}"
+    );
+    assert_eq!(a["anomaly"]["event"], "decoder.ipv4.frag_overlap");
 }
 
 mod properties {

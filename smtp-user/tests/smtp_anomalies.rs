@@ -220,7 +220,7 @@ fn bdat_chunk_overflow() {
             EHLO_OK,
             (
                 Up,
-                b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 200000000 LAST\r\n0123456789",
+                b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 200000000 LAST\r\nSubject: 0",
             ),
             (Down, b"250 ok\r\n250 ok\r\n"),
         ],
@@ -240,7 +240,7 @@ fn bdat_total_over_the_size_estimate_is_not_an_overflow() {
             EHLO_OK,
             (
                 Up,
-                b"MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<c@d>\r\nBDAT 20 LAST\r\n01234567890123456789",
+                b"MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<c@d>\r\nBDAT 20 LAST\r\nSubject: 0\r\n\r\n012345",
             ),
             (Down, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
         ],
@@ -354,7 +354,9 @@ fn stream_gap() {
 #[test]
 fn limit_exceeded_when_client_floods_before_354() {
     let mut flood = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec();
-    let line = [b'z'; 99];
+    // 99-byte header lines.
+    let mut line = b"X-Flood: ".to_vec();
+    line.extend_from_slice(&[b'z'; 90]);
     for _ in 0..1000 {
         flood.extend_from_slice(&line);
         flood.extend_from_slice(b"\r\n");
@@ -576,4 +578,28 @@ fn message_line_limit_is_exact_at_every_cut() {
             assert_eq!(fired, len > 998, "line of {len} octets, cut every {cut}");
         }
     }
+}
+
+/// A line without a colon in the header block ends it (Postfix, clients):
+/// reported, and read as the first body line.
+#[test]
+fn mime_header_malformed() {
+    let ev = check(
+        &[
+            GREET,
+            EHLO,
+            EHLO_OK,
+            (Up, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (Down, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (Up, b"Subject: hi\r\nno colon here\r\n\r\nbody\r\n.\r\n"),
+            (Down, b"250 queued\r\n"),
+        ],
+        &[(A::MimeHeaderMalformed, Severity::Medium, false)],
+    );
+    let t = &transactions(&ev)[0];
+    assert_eq!(t.state, TransactionState::Delivered);
+    assert_eq!(
+        t.email.as_ref().and_then(|e| e.subject.as_deref()),
+        Some("hi")
+    );
 }

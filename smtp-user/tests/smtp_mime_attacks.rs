@@ -540,3 +540,94 @@ fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+// ------------------------------------------------------ malformed header lines
+
+/// sid 20: body keyword `ransom`; sid 21: Subject contains `invoice`.
+fn malformed_rules() -> String {
+    format!(
+        "{}{}",
+        rule(20, "body_keywords = [\"ransom\"]"),
+        rule(
+            21,
+            "header = [{ name = \"Subject\", contains = \"invoice\" }]"
+        )
+    )
+}
+
+fn malformed(ev: &[OwnedEvent]) -> usize {
+    anomalies(ev)
+        .iter()
+        .filter(|k| **k == AnomalyKind::MimeHeaderMalformed)
+        .count()
+}
+
+/// A line without a colon inside the header block is where Postfix's
+/// cleanup and mail clients start the body: a keyword on it, or on the
+/// header-looking lines after it, must reach the body rules, and the line
+/// is reported. Headers before it stay headers.
+#[test]
+fn colon_less_header_line_starts_the_body() {
+    let long = format!("{} ransom", "x".repeat(5000));
+    for line in [
+        "pay the ransom today",
+        "ransom",
+        // A blank in the name: not a field name (Postfix's is_header).
+        "Pay the ransom: today",
+        // Longer than the 4 KiB header line cap: kept whole as body.
+        long.as_str(),
+    ] {
+        let msg = format!(
+            "From: a@example.com\r\nSubject: Urgent invoice\r\n{line}\r\nX-Note: see below\r\n\r\nhello\r\n"
+        );
+        assert_eq!(fired(&malformed_rules(), &msg), vec![20, 21], "{line:.40}");
+        let ev = dissect(&msg);
+        assert_eq!(malformed(&ev), 1, "{line:.40}");
+        let b = body(&ev);
+        let want = format!("{line}\r\nX-Note: see below\r\n\r\nhello\r\n");
+        assert!(b.starts_with(&want), "{line:.40}: {b:.100}");
+        assert_eq!(email(&ev).subject.as_deref(), Some("Urgent invoice"));
+    }
+    // The keyword on a header-looking line after the colon-less one.
+    let msg =
+        "From: a@example.com\r\nSubject: Urgent invoice\r\nhello\r\nX-Note: ransom\r\n\r\nbody\r\n";
+    assert_eq!(fired(&malformed_rules(), msg), vec![20, 21]);
+}
+
+/// The same inside a MIME part's header block: the line is the part's body.
+#[test]
+fn colon_less_line_in_a_part_header_block_is_part_body() {
+    let msg = "From: a@example.com\r\nSubject: docs\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\nthe ransom is due\r\n\r\nsee attached\r\n--B--\r\n";
+    assert_eq!(fired(&malformed_rules(), msg), vec![20]);
+    let ev = dissect(msg);
+    assert_eq!(malformed(&ev), 1);
+    assert!(body(&ev).contains("the ransom is due\r\n"), "{}", body(&ev));
+}
+
+/// Legitimate headers (folded, obsolete blank before the colon, 8-bit free
+/// text in values, multipart parts) are not reported.
+#[test]
+fn legitimate_headers_are_not_malformed() {
+    let msg = "Received: from relay.example.net (relay.example.net [198.18.0.9])\r\n\tby mx.example.org (Postfix)\r\n\
+From: Alice <a@example.com>\r\nTo: b@example.org\r\nSubject : quarterly invoice\r\n\
+X-Folded: first part\r\n  second part\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative;\r\n\tboundary=\"ALT\"\r\n\r\n\
+--ALT\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n\
+--ALT\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hello</p>\r\n--ALT--\r\n";
+    let ev = dissect(msg);
+    assert_eq!(malformed(&ev), 0, "{:?}", anomalies(&ev));
+    assert_eq!(anomalies(&ev), vec![]);
+    assert_eq!(fired(&malformed_rules(), msg), vec![21]);
+}
+
+/// Content with no header field at all is a body from its first line:
+/// body rules see that line, and nothing is reported.
+#[test]
+fn headerless_content_is_body_from_its_first_line() {
+    let msg = "pay the ransom today\r\nor else\r\n";
+    assert_eq!(fired(&malformed_rules(), msg), vec![20]);
+    let ev = dissect(msg);
+    assert_eq!(malformed(&ev), 0, "{:?}", anomalies(&ev));
+    assert!(body(&ev).starts_with(msg), "{}", body(&ev));
+}

@@ -6,7 +6,7 @@
 //! segment); the [`Decoder`] adds the state a capture needs: datagrams in
 //! progress and the checksum decision.
 
-use super::ipfrag::{FragConfig, FragStats, Reassembler};
+use super::ipfrag::{FragConfig, FragOverlap, FragStats, Reassembler};
 use super::wire::{ip_packet, tcp_checksum, tcp_segment, Skip};
 use super::{Checksum, Segment};
 use std::net::IpAddr;
@@ -261,6 +261,13 @@ impl Decoder {
             checksum_unknown: self.checksum[2],
             fragments: self.frags.stats().clone(),
         }
+    }
+
+    /// The datagram the last [`Decoder::decode`] discarded because its
+    /// fragments overlapped (Linux discards it too), once: the caller
+    /// reports it as an anomaly.
+    pub fn take_overlap(&mut self) -> Option<FragOverlap> {
+        self.frags.take_overlap()
     }
 
     /// Gives up datagrams whose time is over at capture time `now`.

@@ -22,6 +22,10 @@
 //! - Memory: while the fragments held exceed `memcap` (`ipfrag_high_thresh`,
 //!   4 MiB) every new fragment is dropped ([`FragStats::memcap_drops`]).
 //!
+//! Each datagram discarded for an overlap is also handed out once as a
+//! [`FragOverlap`] ([`Reassembler::take_overlap`]), for the
+//! `decoder.ipv4.frag_overlap` / `decoder.ipv6.frag_overlap` anomaly.
+//!
 //! Memory is charged as the bytes of each held fragment plus a fixed
 //! overhead per fragment and per datagram, so that many tiny fragments
 //! cannot hold more than `memcap`.
@@ -77,6 +81,22 @@ pub struct FragStats {
     /// Bytes held now, and the peak.
     pub held_bytes: usize,
     pub held_peak: usize,
+}
+
+/// A datagram discarded because its fragments overlapped in part: what
+/// the anomaly event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragOverlap {
+    /// Capture time of the fragment that overlapped.
+    pub ts_micros: u64,
+    /// The datagram's addresses (packet direction).
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP identification (IPv6: the fragment header's).
+    pub ident: u32,
+    /// TCP source and destination ports, when a held or the overlapping
+    /// fragment starts the datagram (later fragments carry no ports).
+    pub ports: Option<(u16, u16)>,
 }
 
 /// Charged per held fragment beyond its bytes (Linux charges the skb).
@@ -142,6 +162,9 @@ pub struct Reassembler {
     /// (created, key) in creation order, for timeouts.
     timers: VecDeque<(u64, Key)>,
     stats: FragStats,
+    /// The datagram the last [`Reassembler::insert`] discarded for an
+    /// overlap, until taken.
+    overlap: Option<FragOverlap>,
 }
 
 impl Reassembler {
@@ -154,6 +177,11 @@ impl Reassembler {
 
     pub fn stats(&self) -> &FragStats {
         &self.stats
+    }
+
+    /// The datagram the last fragment discarded for an overlap, once.
+    pub fn take_overlap(&mut self) -> Option<FragOverlap> {
+        self.overlap.take()
     }
 
     /// Datagrams in progress.
@@ -195,6 +223,7 @@ impl Reassembler {
         out: &mut Vec<u8>,
     ) -> Option<u8> {
         self.stats.fragments += 1;
+        self.overlap = None;
         self.expire(ts);
         if ip.payload.len() < ip.wire_len {
             self.stats.uncaptured += 1;
@@ -256,7 +285,17 @@ impl Reassembler {
             }
             Insert::Discard(why) => {
                 match why {
-                    Discard::Overlap => self.stats.overlaps += 1,
+                    Discard::Overlap => {
+                        self.stats.overlaps += 1;
+                        let ports = queue.ports().or_else(|| ports_at(offset, data));
+                        self.overlap = Some(FragOverlap {
+                            ts_micros: ts,
+                            src: ip.src,
+                            dst: ip.dst,
+                            ident: frag.ident,
+                            ports,
+                        });
+                    }
                     Discard::Malformed => self.stats.malformed += 1,
                 }
                 self.remove(&key);
@@ -288,7 +327,21 @@ impl Reassembler {
     }
 }
 
+/// The TCP ports at the start of a datagram's payload, if `data` (at
+/// `offset`) holds them.
+fn ports_at(offset: u32, data: &[u8]) -> Option<(u16, u16)> {
+    match (offset, data) {
+        (0, [a, b, c, d, ..]) => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
+
 impl Queue {
+    /// The TCP ports, if the first fragment is held.
+    fn ports(&self) -> Option<(u16, u16)> {
+        self.frags.first().and_then(|(o, d)| ports_at(*o, d))
+    }
+
     /// Bytes this queue holds, with overheads.
     fn charge(&self) -> usize {
         QUEUE_OVERHEAD

@@ -34,8 +34,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub log_commands: bool,
     /// Anomaly events of one kind written per flow; later ones are counted
-    /// (`anomalies_suppressed` on the flow event and in the stats). Bounds
-    /// the output an attacker can cause; alerts are never suppressed.
+    /// (`anomalies_suppressed` on the flow event and in the stats). Also the
+    /// overlapping-IP-fragment anomalies of each IP version written per
+    /// replay (the rest are counted in the summary line). Bounds the output
+    /// an attacker can cause; alerts are never suppressed.
     #[arg(long, value_name = "N", default_value_t = smtp_user::output::DEFAULT_ANOMALIES_PER_KIND)]
     pub anomalies_per_kind: u32,
     /// SMTP server ports: only TCP flows on these ports are dissected (as the

@@ -7,14 +7,20 @@
 //! absent values, empty strings and empty lists are left out rather than
 //! written empty. The schema is `smtp-user/schema/eve.json` (Suricata's EVE
 //! schema extended with our fields); every output test validates against it.
+//!
+//! Decoder anomalies (replay's discarded overlapping IP fragments) are
+//! written as Suricata writes packet events: no flow, `anomaly.type`
+//! `decode`, the packet's addresses, and ports and `community_id` only when
+//! the fragments showed the TCP ports.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
 use super::budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};
 use super::timestamp::eve_micros;
+use crate::capture::ipfrag::FragOverlap;
 use crate::policy::Alert;
 use crate::smtp::{Anomaly, Command, Email, Event, Response, Transaction};
 
@@ -23,6 +29,24 @@ pub const ALERT_GID: u32 = 1;
 
 /// Length of a Community ID v1 string: `1:` and base64 of a SHA-1 digest.
 const COMMUNITY_ID_LEN: usize = 30;
+
+/// Community ID v1 (seed 0) of a TCP 5-tuple, written into `out`; false
+/// (and `out` untouched) if it could not be computed.
+fn tcp_community_id(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    out: &mut [u8; COMMUNITY_ID_LEN],
+) -> bool {
+    match community_id::calculate_community_id(0, src, dst, Some(sport), Some(dport), 6, false) {
+        Ok(id) if id.len() == COMMUNITY_ID_LEN => {
+            out.copy_from_slice(id.as_bytes());
+            true
+        }
+        _ => false,
+    }
+}
 
 /// The flow an event belongs to, oriented client → server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +63,13 @@ pub struct FlowContext {
 impl FlowContext {
     pub fn new(flow_id: u64, client: SocketAddr, server: SocketAddr) -> FlowContext {
         let mut community_id = [0u8; COMMUNITY_ID_LEN];
-        if let Ok(id) = community_id::calculate_community_id(
-            0,
+        tcp_community_id(
             client.ip(),
             server.ip(),
-            Some(client.port()),
-            Some(server.port()),
-            6,
-            false,
-        ) {
-            if id.len() == COMMUNITY_ID_LEN {
-                community_id.copy_from_slice(id.as_bytes());
-            }
-        }
+            client.port(),
+            server.port(),
+            &mut community_id,
+        );
         FlowContext {
             flow_id,
             client,
@@ -100,6 +118,8 @@ pub struct FlowSummary {
 pub struct OutputCounters {
     pub smtp: u64,
     pub anomaly: u64,
+    /// Decoder anomalies (`anomaly.type` `decode`), also in `anomaly`.
+    pub decode_anomaly: u64,
     pub smtp_command: u64,
     pub smtp_reply: u64,
     pub flow: u64,
@@ -235,6 +255,40 @@ struct AnomalyObject<'a> {
     detail: Option<&'a str>,
     drop_requested: bool,
 }
+
+/// A packet-level anomaly, as Suricata writes decoder events: no flow,
+/// ports only when known.
+#[derive(Serialize)]
+struct DecodeAnomalyLine<'a> {
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<&'a str>,
+    event_type: &'static str,
+    src_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    dest_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest_port: Option<u16>,
+    proto: &'static str,
+    anomaly: DecodeAnomalyObject<'a>,
+}
+
+#[derive(Serialize)]
+struct DecodeAnomalyObject<'a> {
+    /// Suricata's anomaly class for decoder events.
+    #[serde(rename = "type")]
+    kind_type: &'static str,
+    /// Suricata's event name (`decoder.ipv4.frag_overlap`, …).
+    event: &'static str,
+    severity: crate::smtp::Severity,
+    detail: &'a str,
+}
+
+/// Suricata's event names for a datagram discarded for overlapping
+/// fragments (`src/decode-events.c`).
+pub const IPV4_FRAG_OVERLAP: &str = "decoder.ipv4.frag_overlap";
+pub const IPV6_FRAG_OVERLAP: &str = "decoder.ipv6.frag_overlap";
 
 #[derive(Serialize)]
 struct CommandLine<'a> {
@@ -506,6 +560,46 @@ impl<W: Write> EveWriter<W> {
                 severity: a.severity,
                 detail: text(Some(&a.detail)),
                 drop_requested: a.drop_requested,
+            },
+        };
+        self.line(&line)
+    }
+
+    /// Writes the `anomaly` event of a datagram discarded because its
+    /// fragments overlapped in part (`decoder.ipv4.frag_overlap` /
+    /// `decoder.ipv6.frag_overlap`, as Suricata names them).
+    pub fn frag_overlap(&mut self, o: &FragOverlap) -> io::Result<()> {
+        self.counters.anomaly += 1;
+        self.counters.decode_anomaly += 1;
+        let mut cid = [0u8; COMMUNITY_ID_LEN];
+        let community_id = o
+            .ports
+            .filter(|(sp, dp)| tcp_community_id(o.src, o.dst, *sp, *dp, &mut cid))
+            .and_then(|_| std::str::from_utf8(&cid).ok());
+        let v6 = o.src.is_ipv6();
+        let detail = format!(
+            "fragments of IPv{} datagram id {:#x} overlap in part: datagram discarded, as Linux does",
+            if v6 { 6 } else { 4 },
+            o.ident
+        );
+        let line = DecodeAnomalyLine {
+            timestamp: eve_micros(o.ts_micros),
+            community_id,
+            event_type: "anomaly",
+            src_ip: o.src.to_string(),
+            src_port: o.ports.map(|p| p.0),
+            dest_ip: o.dst.to_string(),
+            dest_port: o.ports.map(|p| p.1),
+            proto: "TCP",
+            anomaly: DecodeAnomalyObject {
+                kind_type: "decode",
+                event: if v6 {
+                    IPV6_FRAG_OVERLAP
+                } else {
+                    IPV4_FRAG_OVERLAP
+                },
+                severity: crate::smtp::Severity::Medium,
+                detail: &detail,
             },
         };
         self.line(&line)

@@ -30,7 +30,9 @@ pub struct ReplayOptions {
     pub flow: FlowConfig,
     /// Also write `smtp_command` / `smtp_reply` events.
     pub log_commands: bool,
-    /// Anomaly lines of one kind written per flow (the rest are counted).
+    /// Anomaly lines of one kind written per flow (the rest are counted);
+    /// also the decoder anomalies (overlapping IP fragments) of each IP
+    /// version written per replay.
     pub anomalies_per_kind: u32,
     /// Rules and mode (the gate has no meaning offline and is ignored).
     pub policy: PolicyOptions,
@@ -103,6 +105,10 @@ pub struct ReplaySummary {
     pub errors: Vec<ReplayError>,
     /// Checksums and IP reassembly.
     pub decode: DecodeStats,
+    /// Datagrams discarded for overlapping fragments whose `anomaly` event
+    /// was not written (beyond `anomalies_per_kind` per IP version);
+    /// `decode.fragments.overlaps` counts them all.
+    pub frag_overlaps_not_written: u64,
     /// Per file read, whether checksums were verified, and the sample
     /// `--checksum auto` decided on (`None` with `on` / `off`).
     pub checksum: Vec<(bool, Option<ChecksumSample>)>,
@@ -117,7 +123,7 @@ impl ReplaySummary {
             "replay: {} file(s), {} frames, {:.1} MB, {} flows, {} transactions, {} anomalies{}, \
              {}{} alerts, {} verdicts, {} gap bytes, {} frames skipped, {} on other ports, \
              checksums {}, {} bad segments, {} IP fragments ({} datagrams reassembled, \
-             {} overlapping, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s), \
+             {} overlapping{}, {} timed out, {} dropped) in {:.3} s ({:.1} MB/s), \
              {} held for order (longest {} µs){}",
             self.files,
             self.frames,
@@ -144,6 +150,11 @@ impl ReplaySummary {
             self.decode.fragments.fragments,
             self.decode.fragments.reassembled,
             self.decode.fragments.overlaps,
+            if self.frag_overlaps_not_written > 0 {
+                format!(" ({} not written)", self.frag_overlaps_not_written)
+            } else {
+                String::new()
+            },
             self.decode.fragments.timed_out,
             self.decode.fragments.duplicates
                 + self.decode.fragments.malformed
@@ -261,6 +272,8 @@ pub fn replay_files<W: Write>(
     };
     let mut last_expire = 0u64;
     let mut decoder = Decoder::new(false, opts.fragments);
+    // Overlap anomalies written so far, IPv4 and IPv6.
+    let mut overlaps_written = [0u32; 2];
     for path in paths {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let decision = checksum_decision(opts.checksum, path);
@@ -298,8 +311,19 @@ pub fn replay_files<W: Write>(
                     summary.verdicts += count_verdicts(table.handler_mut().take_requests());
                 }
                 Ok(Some(_)) => summary.not_monitored += 1,
-                // A fragment, held or dropped: counted by the decoder.
-                Ok(None) => {}
+                // A fragment, held or dropped: counted by the decoder; a
+                // datagram discarded for an overlap is also an anomaly.
+                Ok(None) => {
+                    if let Some(o) = decoder.take_overlap() {
+                        let n = overlaps_written.get_mut(usize::from(o.src.is_ipv6()));
+                        if let Some(n) = n.filter(|n| **n < opts.anomalies_per_kind) {
+                            *n += 1;
+                            table.handler_mut().frag_overlap(&o);
+                        } else {
+                            summary.frag_overlaps_not_written += 1;
+                        }
+                    }
+                }
                 Err(skip) => table.stats_mut().count_skip(skip),
             }
             if frame.ts_micros >= last_expire.saturating_add(EXPIRE_EVERY_MICROS) {

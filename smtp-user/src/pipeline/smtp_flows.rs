@@ -425,6 +425,15 @@ impl<W: Write> SmtpFlows<W> {
         &self.out.writer
     }
 
+    /// Writes the anomaly of a datagram replay's decoder discarded for
+    /// overlapping fragments (not tied to a flow; the caller bounds them).
+    pub fn frag_overlap(&mut self, o: &crate::capture::ipfrag::FragOverlap) {
+        if self.out.error.is_none() {
+            let r = self.out.writer.frag_overlap(o);
+            self.out.result(r);
+        }
+    }
+
     /// The rules new sessions are evaluated with.
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.policy.rules

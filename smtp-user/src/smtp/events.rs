@@ -393,6 +393,11 @@ pub enum AnomalyKind {
     /// and RFC 2231 forms disagree, repeated, continuation gaps): clients may
     /// show another value than the first.
     MimeAmbiguousParameter,
+    /// A line without a colon inside a header block (RFC 5322 §2.2: not a
+    /// header field). Mail servers (Postfix's cleanup, Exim) and clients
+    /// take it as the first line of the body: the block ends there and the
+    /// line and what follows are read as body.
+    MimeHeaderMalformed,
     /// A `message/rfc822` part with a base64 / quoted-printable transfer
     /// encoding (RFC 2046 §5.2.1 forbids it): its content is not entered.
     MimeEncodedMessage,
@@ -469,6 +474,7 @@ impl AnomalyKind {
             | A::BdatChunkOverflow
             | A::MimeHeaderTooLong
             | A::MimeHeaderBlockTooLong
+            | A::MimeHeaderMalformed
             | A::MimeNestingTooDeep
             | A::MimeAmbiguousParameter
             | A::MimeEncodedMessage

@@ -19,6 +19,14 @@
 //! anyway) is reported (`mime_encoded_message`) and entered: its decoded
 //! bytes feed a nested parser, whose depth counts against ours.
 //!
+//! A header block ends at the empty line, or at a line that is not a header
+//! field (RFC 5322 §2.2: a name of printable ASCII other than `:`, then
+//! `:`; the obsolete blanks before the colon are accepted). Such a line is
+//! where Postfix's cleanup (`is_header`) and Exim start the body, and where
+//! clients start showing text: it is read, with everything after it, as
+//! body, and reported (`mime_header_malformed`) when header fields came
+//! before it (content without any header field is just a body).
+//!
 //! Limits (memory per message is bounded, nothing is dropped silently):
 //! - one header, unfolded, is kept up to [`MAX_HEADER`] bytes; beyond, the
 //!   value is truncated and `mime_header_too_long` is reported;
@@ -78,6 +86,33 @@ pub const KEY_FIELDS: &[&str] = &[
     "content-disposition",
     "content-transfer-encoding",
 ];
+
+/// What a header-block line (or its start) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldLine {
+    /// A header field: a name, optional blanks, a colon.
+    Field,
+    /// Not a header field, whatever follows.
+    NotField,
+    /// No colon yet: the rest of the line decides.
+    Undecided,
+}
+
+/// Reads `bytes`, the start of a line that is not a continuation, as
+/// Postfix's `is_header_buf` does: printable ASCII other than `:` (at
+/// least one), optional blanks, then `:`.
+fn field_line(bytes: impl IntoIterator<Item = u8>) -> FieldLine {
+    let (mut name, mut blanks) = (false, false);
+    for c in bytes {
+        match c {
+            b':' if name => return FieldLine::Field,
+            b' ' | b'\t' if name => blanks = true,
+            33..=126 if !blanks && c != b':' => name = true,
+            _ => return FieldLine::NotField,
+        }
+    }
+    FieldLine::Undecided
+}
 
 /// Finds the start of a line beginning with `-` (a boundary candidate).
 static DASH_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -146,6 +181,14 @@ pub struct MimeParser {
     header_truncated: bool,
     /// Bytes of the current header block so far.
     block_len: usize,
+    /// The transport lost bytes in this header block and no line ended
+    /// since: the line being read may be the tail of a lost one, and is
+    /// not read as the start of the body (the gap is reported already).
+    after_gap: bool,
+    /// The current header block holds a header field: a line that is not
+    /// one is malformed (without any, the content simply has no header
+    /// block and starts with its body).
+    block_fields: bool,
     /// Key fields reported past `MAX_HEADER_BLOCK` in this block (≤ `MAX_LATE_FIELDS`).
     late_fields: u32,
     /// Fields past `MAX_HEADER_BLOCK` in this block that were not reported.
@@ -240,6 +283,8 @@ impl MimeParser {
             header: Vec::new(),
             header_truncated: false,
             block_len: 0,
+            block_fields: false,
+            after_gap: false,
             late_fields: 0,
             late_skipped: 0,
             part: PartInfo::default(),
@@ -286,6 +331,7 @@ impl MimeParser {
             inner.gap();
         }
         self.line.clear();
+        self.after_gap = self.phase == Phase::Headers;
         self.candidate = false;
         self.at_line_start = false;
         self.b64.reset();
@@ -321,16 +367,19 @@ impl MimeParser {
     fn finish_out<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
         if self.phase == Phase::Headers {
             if !self.line.is_empty() {
-                let line = std::mem::take(&mut self.line);
-                self.header_line(&line, out);
-                self.line = line;
-                self.line.clear();
+                let mut line = std::mem::take(&mut self.line);
+                self.header_line(&line, b"", out);
+                if self.line.is_empty() {
+                    line.clear();
+                    self.line = line;
+                }
             }
             // A forwarded message may open another header block: bounded by MAX_DEPTH.
             while self.phase == Phase::Headers {
                 self.end_of_headers(out);
             }
-        } else if self.candidate {
+        }
+        if self.candidate {
             // A last line without line ending (BDAT content may end so).
             let line = std::mem::take(&mut self.line);
             if !self.boundary_line(&line, out) {
@@ -372,27 +421,75 @@ impl MimeParser {
             None => (data, false),
         };
         let used = chunk.len() + usize::from(complete);
-        self.block_len = self.block_len.saturating_add(used);
         let room = MAX_HEADER.saturating_sub(self.line.len());
         if chunk.len() > room {
+            // Too long to keep whole: a header field is truncated; any other
+            // line is body, none of it dropped.
+            let start = self.line.iter().chain(&chunk[..room]).copied();
+            let continuation = matches!(self.line.first().or(chunk.first()), Some(b' ' | b'\t'));
+            if !self.line_truncated
+                && !self.after_gap
+                && !continuation
+                && field_line(start) != FieldLine::Field
+            {
+                let head = std::mem::take(&mut self.line);
+                self.malformed_line(&head, data.get(..used).unwrap_or(data), out);
+                if self.line.is_empty() {
+                    self.line = head;
+                    self.line.clear();
+                }
+                return used;
+            }
             self.line_truncated = true;
         }
+        self.block_len = self.block_len.saturating_add(used);
         self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if complete {
             let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
+            let ending: &[u8] = if line.last() == Some(&b'\r') {
                 line.pop();
+                b"\r\n"
+            } else {
+                b"\n"
+            };
+            self.header_line(&line, ending, out);
+            self.after_gap = false;
+            if self.line.is_empty() {
+                line.clear();
+                self.line = line;
             }
-            self.header_line(&line, out);
-            line.clear();
-            self.line = line;
             self.line_truncated = false;
         }
         used
     }
 
-    /// One header line (line ending removed).
-    fn header_line<S: EventSink>(&mut self, line: &[u8], out: &mut Out<'_, S>) {
+    /// A line of a header block that is not a header field (`head`, then
+    /// `rest`, its remaining bytes): the block ends, as after an empty line,
+    /// and the line is the first of the body (as Postfix and clients read
+    /// it). Reported when header fields came before it; content that starts
+    /// with such a line has no header block (its body is all there is).
+    fn malformed_line<S: EventSink>(&mut self, head: &[u8], rest: &[u8], out: &mut Out<'_, S>) {
+        self.finish_header(out);
+        if self.block_fields {
+            self.error = true;
+            let shown = head.get(..64).unwrap_or(head);
+            out.anomaly(
+            AnomalyKind::MimeHeaderMalformed,
+            format!(
+                "line without a header field name in header block {}: {:?}; read as the first body line",
+                self.part_no,
+                String::from_utf8_lossy(shown)
+            ),
+            );
+        }
+        self.end_of_headers(out);
+        self.feed_out(head, out);
+        self.feed_out(rest, out);
+    }
+
+    /// One header line (line ending removed; `ending` is it, empty for a
+    /// last line without one).
+    fn header_line<S: EventSink>(&mut self, line: &[u8], ending: &[u8], out: &mut Out<'_, S>) {
         match line.first() {
             None => self.end_of_headers(out),
             // Folded continuation: unfolded by dropping the line break.
@@ -405,7 +502,14 @@ impl MimeParser {
                 }
                 self.boundary_line(line, out);
             }
+            // The tail of a line cut by a gap: lost with the gap.
+            Some(_) if self.after_gap && field_line(line.iter().copied()) != FieldLine::Field => {}
+            Some(_) if field_line(line.iter().copied()) != FieldLine::Field => {
+                self.malformed_line(line, ending, out);
+                return;
+            }
             Some(_) => {
+                self.block_fields = true;
                 self.finish_header(out);
                 self.append_header(line, out);
             }
@@ -558,6 +662,7 @@ impl MimeParser {
             );
         }
         self.block_len = 0;
+        self.block_fields = false;
         self.late_fields = 0;
         self.late_skipped = 0;
         let part = std::mem::take(&mut self.part);
@@ -1017,6 +1122,47 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilen
         let (email, body, _) = parse(&[msg]);
         assert_eq!(email.attachment, vec!["pic.png".to_string()]);
         assert_eq!(body, b"x\r\n--not-a-boundary\r\n".to_vec());
+    }
+
+    /// Lines too long for the header line cap, in one chunk or cut: a
+    /// field (also a folded continuation) is truncated, any other line is
+    /// body, whole.
+    #[test]
+    fn long_lines_in_the_header_block() {
+        let long = "a".repeat(MAX_HEADER + 10);
+        let kinds = |others: &[OwnedEvent]| -> Vec<AnomalyKind> {
+            others
+                .iter()
+                .filter_map(|e| match e {
+                    OwnedEvent::Anomaly(a) => Some(a.kind),
+                    _ => None,
+                })
+                .collect()
+        };
+        let folded = format!("Subject: hi\r\n {long}\r\n\r\nbody\r\n");
+        let colon_less = format!("Subject: hi\r\n{long} x\r\nX: y\r\n\r\nbody\r\n");
+        for cut in [1, 7, 977, usize::MAX] {
+            let chunks = |m: &str| -> Vec<Vec<u8>> {
+                m.as_bytes()
+                    .chunks(cut.min(m.len()))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            };
+            let c = chunks(&folded);
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            let (email, body, others) = parse(&refs);
+            assert_eq!(body, b"body\r\n".to_vec(), "cut {cut}");
+            assert!(email.subject.is_some_and(|s| s.starts_with("hi a")));
+            assert_eq!(kinds(&others), vec![AnomalyKind::MimeHeaderTooLong]);
+
+            let c = chunks(&colon_less);
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            let (email, body, others) = parse(&refs);
+            let want = format!("{long} x\r\nX: y\r\n\r\nbody\r\n");
+            assert_eq!(String::from_utf8_lossy(&body), want, "cut {cut}");
+            assert_eq!(email.subject.as_deref(), Some("hi"));
+            assert_eq!(kinds(&others), vec![AnomalyKind::MimeHeaderMalformed]);
+        }
     }
 
     #[test]
