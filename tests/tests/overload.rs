@@ -17,13 +17,14 @@ use smtp_e2e::{
 };
 
 /// Concurrent sessions, messages and message size given to smtp-source:
-/// about 60 MB in well under a minute on two loaded cores.
-const SESSIONS: &str = "50";
-const MESSAGES: u64 = 3000;
+/// the issue's load, about 440 MB in a few seconds on two loaded cores.
+const SESSIONS: &str = "100";
+const MESSAGES: u64 = 20000;
 const MESSAGE_BYTES: u64 = 20_000;
-/// The smallest ring the daemon accepts (one page): loses records under
-/// this load even on a fast host.
-const RING: &str = "4096";
+/// The issue's ring: under this load it loses records in the middle of
+/// sessions (a one-page ring loses whole sessions instead, which proves
+/// less).
+const RING: &str = "65536";
 /// The daemon's default per-kind anomaly budget per flow.
 const PER_KIND: u64 = 10;
 
@@ -60,6 +61,7 @@ fn iface_bytes(ns: &str, iface: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "issue 10 item 6 not fixed: under this load gap_bytes exceeds the traffic (931 MB for 443 MB) and content is read as commands (~5,900 invalid_command)"]
 fn small_ring_under_load_degrades_gracefully() {
     const NAME: &str = "small_ring_under_load_degrades_gracefully";
     if !require_root(NAME) || !require_tools(NAME, &["smtp-sink", "smtp-source"]) {
