@@ -165,6 +165,10 @@ pub struct Session {
     /// reply line is seen. The gap may well end at a line boundary, so the
     /// first line after it is not thrown away blindly.
     down_resync: bool,
+    /// A down gap was declared and no reply was parsed since: a DATA sent
+    /// after the gap (its envelope replies lost in it) whose client then
+    /// sends content before any reply lost its 354 in that gap too.
+    down_gap_unanswered: bool,
     /// The greeting (first reply) was seen.
     greeted: bool,
     /// Argument of the last HELO/EHLO.
@@ -279,6 +283,7 @@ impl Session {
             },
             reply: None,
             down_resync: false,
+            down_gap_unanswered: false,
             greeted: midstream,
             helo: None,
             helo_seen: midstream,
@@ -406,6 +411,7 @@ impl Session {
                 self.unparsed[1] += self.down_lines.pending_len() as u64;
                 self.down_lines.reset();
                 self.down_resync = true;
+                self.down_gap_unanswered = true;
                 // Every queued command may have lost its reply.
                 self.pending.mark_all_lost();
                 self.take_lost_data(sink);
@@ -540,7 +546,7 @@ impl Session {
     /// or, if the first line is a command, a refusal. Waits for that first
     /// line (bounded by the hold limit).
     fn take_lost_data(&mut self, sink: &mut impl EventSink) {
-        let lost_data = self.pending.all_lost()
+        let lost_data = (self.pending.all_lost() || self.down_gap_unanswered)
             && self
                 .pending
                 .back()
@@ -1245,6 +1251,7 @@ impl Session {
         // greeting and the reply answers the first queued command.
         let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
         self.greeted = true;
+        self.down_gap_unanswered = false;
         if !greeting {
             self.drop_lost_replies(code, sink);
         }
