@@ -908,6 +908,78 @@ fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
     }
 }
 
+/// Overload: a session ended (the server's FIN seen, the client's lost) and
+/// the 5-tuple is reused within a second, SYNs lost; the new initial
+/// sequence numbers are a few MB further on (Linux's ISN clock), closer
+/// than `is_far`. Data beyond the sender's FIN, or an ACK beyond the peer's
+/// FIN+1, is a new connection, not a gap of the distance.
+#[test]
+fn reuse_after_a_fin_without_syn_is_a_new_flow_not_a_gap() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40001".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh, fin) = (
+        TcpFlags::SYN,
+        TcpFlags::ACK,
+        TcpFlags::PSH | TcpFlags::ACK,
+        TcpFlags::FIN | TcpFlags::ACK,
+    );
+    let jump = 3_000_000u32;
+    for (server_first, label) in [(true, "client data"), (false, "server data")] {
+        let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+        t.segment(&seg(1, c, s, 100, 0, syn, b""));
+        t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+        t.segment(&seg(3, s, c, 501, 101, psh, b"220 hi\r\n"));
+        t.segment(&seg(4, c, s, 101, 509, psh, b"QUIT\r\n"));
+        t.segment(&seg(5, s, c, 509, 107, psh, b"221 bye\r\n"));
+        t.segment(&seg(6, s, c, 518, 107, fin, b""));
+        // The client's FIN and both SYNs of the next connection are lost.
+        if server_first {
+            // Client data first: its ACK lies beyond the server's FIN+1.
+            t.segment(&seg(
+                200_000,
+                c,
+                s,
+                101 + jump,
+                501 + jump,
+                psh,
+                b"EHLO b\r\n",
+            ));
+        } else {
+            t.segment(&seg(
+                200_000,
+                s,
+                c,
+                501 + jump,
+                101 + jump,
+                psh,
+                b"220 again\r\n",
+            ));
+        }
+        t.close_all();
+        let flows = &t.handler().flows;
+        assert_eq!(flows.len(), 2, "{label}");
+        assert_eq!(flows[0].reason(), Some(CloseReason::Reused), "{label}");
+        for f in flows {
+            let st = f.stats().unwrap();
+            assert_eq!(st.up.gap_bytes + st.down.gap_bytes, 0, "{label}");
+        }
+    }
+}
+
 /// The capture lost a client segment the server received and acknowledged
 /// before the capture showed anything after it; the next client segment
 /// comes later and no further ACK does (the server waits on a segment the

@@ -1241,6 +1241,35 @@ fn lost_reply_to_data_then_a_command_means_data_was_refused() {
 }
 
 #[test]
+fn down_gap_before_data_then_content_means_354_was_lost() {
+    // Overload: a client gap took the RCPT, a down gap its reply, the
+    // MAIL's and the 354; DATA is dissected after the down gap. The client
+    // sends content before any reply: the 354 was lost, the lines are
+    // content, not commands (no invalid_command).
+    let mut s = Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.feed(Up, b"MAIL FROM:<a@b.example>\r\n", &mut ev);
+    s.gap(Up, 28, &mut ev);
+    s.gap(Down, 65, &mut ev);
+    s.feed(Up, b"DATA\r\n", &mut ev);
+    s.feed(
+        Up,
+        b"From: <a@b.example>\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+        &mut ev,
+    );
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.finish(&mut ev);
+    assert_eq!(
+        anomalies(&ev),
+        [AnomalyKind::StreamGap, AnomalyKind::StreamGap]
+    );
+    assert_eq!(s.state(), State::Command);
+}
+
+#[test]
 fn midstream_joined_inside_tls_is_only_counted() {
     // Joined after STARTTLS: neither side is SMTP. Nothing is reported, no
     // error transition (no drop request), every byte is counted unparsed.

@@ -272,6 +272,18 @@ impl Stream {
         self.started && (self.offset(seq) - self.max_end as i64).abs() > FAR_JUMP
     }
 
+    /// True if sequence number `seq` (plus `margin`) lies beyond this
+    /// direction's FIN, the FIN being the last thing it sent: no segment of
+    /// the same connection starts there, and no ACK of the peer reaches
+    /// past FIN+1. A FIN below data already seen (stale or forged) does
+    /// not count.
+    pub fn is_beyond_fin(&self, seq: u32, margin: i64) -> bool {
+        self.started
+            && self
+                .fin
+                .is_some_and(|f| self.max_end <= f && self.offset(seq) > f as i64 + margin)
+    }
+
     /// True once a FIN of this direction was seen.
     pub fn fin_seen(&self) -> bool {
         self.fin.is_some()

@@ -702,6 +702,16 @@ impl<H: FlowHandler> FlowTable<H> {
             return f.streams[dir].is_new_syn(seg.seq);
         }
         let carries = !seg.payload.is_empty() || seg.uncaptured > 0;
+        // Data beyond the sender's own FIN, or an ACK beyond the peer's
+        // FIN+1, cannot belong to the connection that ended there (its
+        // SYN lost, e.g. ring-buffer loss under load, and the new initial
+        // sequence number too close for `is_far`).
+        if !seg.flags.rst()
+            && ((carries && f.streams[dir].is_beyond_fin(seg.seq, 0))
+                || (seg.flags.ack() && f.streams[1 - dir].is_beyond_fin(seg.ack, 1)))
+        {
+            return true;
+        }
         let quiet = seg.ts_micros.saturating_sub(f.info.last_ts) >= REUSE_IDLE_MICROS
             || f.streams.iter().any(Stream::fin_seen);
         carries && !seg.flags.rst() && quiet && f.streams[dir].is_far(seg.seq)

@@ -217,6 +217,10 @@ pub struct Session {
     /// reply line is seen. The gap may well end at a line boundary, so the
     /// first line after it is not thrown away blindly.
     down_resync: bool,
+    /// A down gap was declared and no reply was parsed since: a DATA sent
+    /// after the gap (its envelope replies lost in it) whose client then
+    /// sends content before any reply lost its 354 in that gap too.
+    down_gap_unanswered: bool,
     /// The greeting (first reply) was seen.
     greeted: bool,
     /// Argument of the last HELO/EHLO.
@@ -345,6 +349,7 @@ impl Session {
             },
             reply: None,
             down_resync: false,
+            down_gap_unanswered: false,
             greeted: midstream,
             helo: None,
             helo_seen: midstream,
@@ -505,6 +510,7 @@ impl Session {
                 self.unparsed[1] += self.down_lines.pending_len() as u64;
                 self.down_lines.reset();
                 self.down_resync = true;
+                self.down_gap_unanswered = true;
                 // Every queued command may have lost its reply.
                 self.pending.mark_all_lost();
                 self.take_lost_data(sink);

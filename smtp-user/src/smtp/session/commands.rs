@@ -98,7 +98,7 @@ impl Session {
     /// or, if the first line is a command, a refusal. Waits for that first
     /// line (bounded by the hold limit).
     pub(super) fn take_lost_data(&mut self, sink: &mut impl EventSink) {
-        let lost_data = self.pending.all_lost()
+        let lost_data = (self.pending.all_lost() || self.down_gap_unanswered)
             && self
                 .pending
                 .back()

@@ -143,6 +143,7 @@ impl Session {
         // greeting and the reply answers the first queued command.
         let greeting = !self.greeted && (class == Class::Ready || self.pending.is_empty());
         self.greeted = true;
+        self.down_gap_unanswered = false;
         if !greeting {
             self.drop_lost_replies(code, sink);
         }
