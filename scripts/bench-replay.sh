@@ -18,6 +18,8 @@
 # BASELINE_BIN (optional: an older smtp-user binary, e.g. built from an
 # earlier commit; it is timed in the same command, its runs interleaved with
 # ours, and the before/after ratio is printed). TSHARK_RUNS=0 skips tshark.
+# ARGS (optional): extra `replay` arguments for our binary only, e.g.
+# ARGS="--checksum off" (an older baseline may not know them).
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -56,7 +58,8 @@ median() { # column of $TMP/$1.times
 }
 
 for _ in $(seq "$RUNS"); do
-    measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null
+    # shellcheck disable=SC2086 # ARGS is a list of words
+    measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null ${ARGS:-}
     if [ -n "${BASELINE_BIN:-}" ]; then
         measure baseline 1 "$BASELINE_BIN" replay -q "$FILE" --output /dev/null
     fi
