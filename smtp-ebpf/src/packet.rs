@@ -486,9 +486,10 @@ fn monitored<P: Packet>(
                 ..hdr
             };
             bump(st, Stat::AckReplays, 1);
+            // Replayed with every held or queued segment, not once: if a
+            // replay record is lost (ring full), the next one still
+            // declares the hole, so the gate cannot wedge.
             let _ = emit(p, replay, 0, Csum::Good, false, st);
-            // Once per server ACK: the next replay needs a newer one.
-            let _ = SERVER_ACKS.remove(&key);
         }
     }
     let check = checksum(p, hook, l4, &tcp, &src, &dst, payload_len);
