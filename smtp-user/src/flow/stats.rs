@@ -46,6 +46,10 @@ pub struct DirStats {
     pub out_of_window: u64,
     /// RSTs whose sequence number was far from the stream: ignored.
     pub bad_rst: u64,
+    /// Bytes of the next connection on the same 5-tuple (its SYN lost),
+    /// seen before it was recognised: not this flow's, not delivered, and
+    /// not counted as missed (`gap_bytes`).
+    pub next_connection_bytes: u64,
 }
 
 /// Counters of one flow, given to the consumer when it closes.

@@ -874,6 +874,8 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             bytes_toclient: stats.down.bytes,
             gaps: stats.up.gaps + stats.down.gaps,
             gap_bytes: stats.up.gap_bytes + stats.down.gap_bytes,
+            next_connection_bytes: stats.up.next_connection_bytes
+                + stats.down.next_connection_bytes,
             start_micros: flow.first_ts,
             end_micros: flow.last_ts,
             state: reason.as_str().to_string(),
