@@ -22,7 +22,7 @@ pub use live::{
 pub use replay::{
     replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary, WorkerStats,
 };
-pub use shard::{default_workers, Sharder};
+pub use shard::{default_workers, flow_share, Sharder};
 pub use smtp_flows::{
     FlowView, PipelineCounters, PolicyOptions, SmtpFlows, DEFAULT_REJECT_REPLY, SHUTDOWN_REPLY,
 };

@@ -14,7 +14,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 
-use crate::flow::FlowKey;
+use crate::flow::{FlowConfig, FlowKey};
 
 /// Maps flows to one of `n` workers.
 #[derive(Debug, Clone)]
@@ -50,6 +50,19 @@ impl Sharder {
 /// The worker count `--workers` defaults to: one per core.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The flow limits of one of `n` workers: each gets an equal share of the
+/// configured totals, so that the replay as a whole stays within them.
+pub fn flow_share(config: &FlowConfig, n: usize) -> FlowConfig {
+    let n = n.max(1);
+    let part = |v: usize| if v == 0 { 0 } else { (v / n).max(1) };
+    FlowConfig {
+        max_flows: part(config.max_flows),
+        max_buffer_total: part(config.max_buffer_total),
+        memcap: part(config.memcap),
+        ..config.clone()
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod read;
 pub mod worker;
 
 pub use dispatch::{Batch, Dispatcher, BATCH_BYTES};
-pub use worker::{flow_share, Dispatch, ReplayWorker, WorkerStats};
+pub use worker::{Dispatch, ReplayWorker, WorkerStats};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub struct ReplayOptions {
     /// IP reassembly limits.
     pub fragments: FragConfig,
     /// Parsing workers (flows sharded among them); the flow limits of
-    /// `flow` are shared out equally ([`flow_share`]). 0 counts as 1.
+    /// `flow` are shared out equally ([`super::shard::flow_share`]). 0 counts as 1.
     pub workers: usize,
     /// Measure the reader alone: read, decode and dispatch into batches
     /// for `workers` shards, which are then dropped (no events).

@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::capture::decoder::{DecodeStats, TcpBytes};
 use crate::capture::ipfrag::FragOverlap;
 use crate::capture::Segment;
-use crate::flow::{FlowConfig, FlowTable, TableStats};
+use crate::flow::{FlowTable, TableStats};
+
+use super::super::shard::flow_share;
 use crate::output::{EveWriter, OutputCounters};
 
 use super::super::enforcement::Enforcement;
@@ -66,19 +68,6 @@ pub trait Dispatch {
     fn expire(&mut self, now: u64);
     /// A datagram discarded for overlapping fragments, to write.
     fn overlap(&mut self, o: &FragOverlap);
-}
-
-/// The flow limits of one of `n` workers: each gets an equal share of the
-/// configured totals, so that the replay as a whole stays within them.
-pub fn flow_share(config: &FlowConfig, n: usize) -> FlowConfig {
-    let n = n.max(1);
-    let part = |v: usize| if v == 0 { 0 } else { (v / n).max(1) };
-    FlowConfig {
-        max_flows: part(config.max_flows),
-        max_buffer_total: part(config.max_buffer_total),
-        memcap: part(config.memcap),
-        ..config.clone()
-    }
 }
 
 /// A shard's flow table and what it counted.
