@@ -286,6 +286,7 @@ pub fn replay_files<W: Write>(
         let ((mut summary, batches), workers, result) = std::thread::scope(|scope| {
             dispatch::run(scope, opts, n, &mut out, move |d| {
                 let s = read::read(paths, opts, d, progress);
+                d.flush();
                 (s, d.batches)
             })
         });
