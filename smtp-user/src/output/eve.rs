@@ -131,6 +131,31 @@ pub struct OutputCounters {
     pub bytes: u64,
 }
 
+impl OutputCounters {
+    /// Adds another writer's counts.
+    pub fn merge(&mut self, o: &OutputCounters) {
+        // Every field named: a new counter cannot be forgotten here.
+        let OutputCounters {
+            smtp,
+            anomaly,
+            decode_anomaly,
+            smtp_command,
+            smtp_reply,
+            flow,
+            alert,
+            bytes,
+        } = o;
+        self.smtp += *smtp;
+        self.anomaly += *anomaly;
+        self.decode_anomaly += *decode_anomaly;
+        self.smtp_command += *smtp_command;
+        self.smtp_reply += *smtp_reply;
+        self.flow += *flow;
+        self.alert += *alert;
+        self.bytes += *bytes;
+    }
+}
+
 /// Writes EVE JSON lines to any `Write` (stdout, a file, a `Vec<u8>` in tests).
 pub struct EveWriter<W: Write> {
     out: W,
@@ -432,6 +457,11 @@ impl<W: Write> EveWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    /// The output, between two events (every line written is whole).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn header<'a>(
