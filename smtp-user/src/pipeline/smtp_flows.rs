@@ -229,11 +229,13 @@ impl<W: Write> Out<W> {
                 self.counters.anomalies_suppressed.add(a.kind, 1);
                 true
             }
-            Event::Transaction(_) => true,
+            Event::Transaction(_) | Event::File(_) => true,
             Event::Command(_) | Event::Response(_) => self.writer.logs_commands(),
-            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) | Event::Envelope(_) => {
-                false
-            }
+            Event::MailContent(_)
+            | Event::Header(_)
+            | Event::MimePart(_)
+            | Event::Envelope(_)
+            | Event::Url(_) => false,
         };
         if line {
             self.counters.single_packet_lines += 1;

@@ -45,16 +45,54 @@
 //! Body lines are never buffered, except lines starting with `-` inside a
 //! multipart (boundary candidates), up to [`MAX_BOUNDARY_LINE`] bytes.
 
+pub mod files;
 pub mod params;
+pub mod urls;
 pub mod words;
 
 pub use words::decode_words;
 
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+
 use super::decode::{Base64, QuotedPrintable};
 use super::events::{
-    Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart,
+    Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart, Url,
 };
+use files::FileTracker;
 use params::Param;
+use urls::{UrlScanner, UrlSchemes};
+
+/// What the parser derives from content beyond structure: `fileinfo`
+/// events (hashes, sniffed type) and URLs. Both on by default; off, the
+/// parser costs what it did without them.
+#[derive(Debug, Clone)]
+pub struct ContentOptions {
+    /// Hash and sniff file parts, emit [`Event::File`].
+    pub files: bool,
+    /// Look for URLs in text parts with these schemes, emit [`Event::Url`].
+    pub urls: Option<Arc<UrlSchemes>>,
+}
+
+impl Default for ContentOptions {
+    fn default() -> Self {
+        ContentOptions {
+            files: true,
+            urls: Some(UrlSchemes::default_schemes()),
+        }
+    }
+}
+
+impl ContentOptions {
+    /// Neither files nor URLs.
+    pub fn off() -> ContentOptions {
+        ContentOptions {
+            files: false,
+            urls: None,
+        }
+    }
+}
 
 /// Longest header (unfolded) kept, in bytes.
 pub const MAX_HEADER: usize = 4096;
@@ -82,6 +120,10 @@ pub const KEY_FIELDS: &[&str] = &[
     "date",
     "message-id",
     "x-mailer",
+    "received",
+    "in-reply-to",
+    "references",
+    "x-originating-ip",
     "content-type",
     "content-disposition",
     "content-transfer-encoding",
@@ -163,6 +205,8 @@ struct PartInfo {
     name: Option<Param>,
     /// Lower-cased `type/subtype` of Content-Type, if the header was seen.
     content_type: Option<String>,
+    /// The part's text is searched for URLs.
+    scan_urls: bool,
 }
 
 /// Streaming MIME parser for one message.
@@ -228,6 +272,19 @@ pub struct MimeParser {
     /// Containers open around this parser: 0 for the message, the parent's
     /// depth + 1 for an `inner` parser. `depth_base + levels.len() ≤ MAX_DEPTH`.
     depth_base: usize,
+    opts: ContentOptions,
+    /// The file part being decoded, if any.
+    files: FileTracker,
+    /// URLs of the message's text parts.
+    urls: UrlScanner,
+    /// MD5 of the raw body after the message's own header block (Suricata's
+    /// `body_md5`); `None` until that block ends.
+    body_md5: Option<Md5>,
+    /// Offsets in `header` of the first byte of each folded continuation
+    /// line (Suricata drops it when unfolding: `subject_md5` follows).
+    folds: Vec<usize>,
+    /// The message was cut short: open files are truncated.
+    cut: bool,
 }
 
 impl Default for MimeParser {
@@ -304,6 +361,20 @@ impl MimeParser {
             body_started: false,
             inner: None,
             depth_base: 0,
+            opts: ContentOptions::default(),
+            files: FileTracker::default(),
+            urls: UrlScanner::default(),
+            body_md5: None,
+            folds: Vec::new(),
+            cut: false,
+        }
+    }
+
+    /// A parser deriving what `opts` asks for.
+    pub fn with_options(opts: ContentOptions) -> MimeParser {
+        MimeParser {
+            opts,
+            ..MimeParser::new()
         }
     }
 
@@ -317,12 +388,29 @@ impl MimeParser {
         line.clear();
         header.clear();
         out.clear();
+        let (opts, mut urls) = (self.opts.clone(), std::mem::take(&mut self.urls));
+        urls.reset();
         *self = MimeParser {
             line,
             header,
             out,
+            opts,
+            urls,
             ..MimeParser::new()
         };
+    }
+
+    /// What this parser derives.
+    pub fn options(&self) -> &ContentOptions {
+        &self.opts
+    }
+
+    /// The message was cut short (aborted): files still open are truncated.
+    pub fn cut(&mut self) {
+        self.cut = true;
+        if let Some(inner) = &mut self.inner {
+            inner.cut();
+        }
     }
 
     /// The transport lost bytes: drop the partial line and continue at the next one.
@@ -331,6 +419,7 @@ impl MimeParser {
             inner.gap();
         }
         self.line.clear();
+        self.files.gap();
         self.after_gap = self.phase == Phase::Headers;
         self.candidate = false;
         self.at_line_start = false;
@@ -338,14 +427,38 @@ impl MimeParser {
         self.qp.reset();
     }
 
-    /// What the headers said so far (the message may be incomplete).
+    /// What the headers said so far (the message may be incomplete), with
+    /// the URLs found and `body_md5` once the body is complete.
     pub fn take_email(&mut self) -> Email {
-        std::mem::take(&mut self.email)
+        let mut email = std::mem::take(&mut self.email);
+        email.url = std::mem::take(&mut self.urls.urls);
+        email
     }
 
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
-        self.feed_out(data, &mut Out { tx_id, sink });
+        let out = &mut Out { tx_id, sink };
+        if let Some(md5) = &mut self.body_md5 {
+            md5.update(data);
+            self.feed_out(data, out);
+            return;
+        }
+        // Until the message's header block ends: the body hash starts after it.
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.headers_done {
+                let mut md5 = Md5::new();
+                md5.update(rest);
+                self.body_md5 = Some(md5);
+                self.feed_out(rest, out);
+                return;
+            }
+            let used = match self.phase {
+                Phase::Headers => self.feed_headers(rest, out),
+                Phase::Body => self.feed_body(rest, out),
+            };
+            rest = rest.get(used..).unwrap_or(&[]);
+        }
     }
 
     fn feed_out<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
@@ -390,6 +503,41 @@ impl MimeParser {
             self.candidate = false;
         }
         self.close_inner(out);
+        self.end_part(out);
+        if self.urls.dropped > 0 {
+            out.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!(
+                    "more than {} URLs in the message: {} not listed",
+                    urls::MAX_URLS,
+                    self.urls.dropped
+                ),
+            );
+            self.urls.dropped = 0;
+        }
+        if let Some(md5) = self.body_md5.take().filter(|_| !self.cut) {
+            self.email.body_md5 = Some(format!("{:x}", md5.finalize()));
+        }
+    }
+
+    /// The part being decoded ended: its file (if it is one) is closed and
+    /// reported, its URL scan finished.
+    fn end_part<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        if let Some(f) = self.files.close(out.tx_id, self.cut) {
+            out.sink.event(Event::File(f));
+        }
+        if self.part.scan_urls {
+            self.part.scan_urls = false;
+            if let Some(schemes) = &self.opts.urls {
+                let tx_id = out.tx_id;
+                self.urls.flush(schemes, &mut |url| {
+                    out.sink.event(Event::Url(Url {
+                        tx_id,
+                        url: url.to_string(),
+                    }))
+                });
+            }
+        }
     }
 
     /// The encoded forwarded message ended: finish it, take its attachments
@@ -411,6 +559,16 @@ impl MimeParser {
                 );
             }
         }
+        for url in inner.urls.urls.drain(..) {
+            if self.urls.urls.len() < urls::MAX_URLS {
+                if !self.urls.urls.contains(&url) {
+                    self.urls.urls.push(url);
+                }
+            } else {
+                self.urls.dropped += 1;
+            }
+        }
+        self.urls.dropped += inner.urls.dropped;
         self.parts_seen = self.parts_seen.max(inner.parts_seen);
         self.error |= inner.error;
     }
@@ -521,6 +679,9 @@ impl MimeParser {
 
     fn append_header<S: EventSink>(&mut self, bytes: &[u8], out: &mut Out<'_, S>) {
         let room = MAX_HEADER.saturating_sub(self.header.len());
+        if matches!(bytes.first(), Some(b' ' | b'\t')) && room > 0 && !self.header.is_empty() {
+            self.folds.push(self.header.len());
+        }
         if bytes.len() > room && !self.header_truncated {
             self.report_long_header(out);
         }
@@ -557,6 +718,12 @@ impl MimeParser {
                 self.late_skipped += 1;
             } else {
                 self.late_fields += u32::from(late);
+                if self.top_level
+                    && self.email.subject_md5.is_none()
+                    && name.eq_ignore_ascii_case(b"subject")
+                {
+                    self.email.subject_md5 = Some(subject_md5(&header, colon, &self.folds));
+                }
                 let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
                 self.header_field(name, &value, out);
                 out.header(
@@ -568,6 +735,7 @@ impl MimeParser {
         }
         self.header = header;
         self.header.clear();
+        self.folds.clear();
         self.header_truncated = false;
     }
 
@@ -589,6 +757,23 @@ impl MimeParser {
                 e.message_id.get_or_insert_with(|| value.to_string());
             } else if is("x-mailer") {
                 e.x_mailer.get_or_insert_with(|| value.to_string());
+            } else if is("received") {
+                if e.received.len() < MAX_LIST {
+                    e.received.push(value.to_string());
+                } else {
+                    out.anomaly(
+                        AnomalyKind::LimitExceeded,
+                        format!("more than {MAX_LIST} Received fields: {value:?} not listed"),
+                    );
+                }
+            } else if is("reply-to") {
+                e.reply_to.get_or_insert_with(|| value.to_string());
+            } else if is("in-reply-to") {
+                e.in_reply_to.get_or_insert_with(|| value.to_string());
+            } else if is("references") {
+                e.references.get_or_insert_with(|| value.to_string());
+            } else if is("x-originating-ip") {
+                e.x_originating_ip.get_or_insert_with(|| value.to_string());
             }
         }
         if is("content-type") {
@@ -688,6 +873,18 @@ impl MimeParser {
             None => "text/plain".to_string(),
         };
         let is_message = content_type == "message/rfc822" || content_type == "message/global";
+        let container =
+            is_message || (content_type.starts_with("multipart/") && part.boundary.is_some());
+        let text = content_type.starts_with("text/");
+        if !container && self.opts.files && (filename.is_some() || !text) {
+            let hold_eol = matches!(
+                part.encoding,
+                Encoding::Identity | Encoding::QuotedPrintable
+            );
+            self.files
+                .open(self.part_no, filename.clone(), &content_type, hold_eol);
+        }
+        self.part.scan_urls = text && filename.is_none() && self.opts.urls.is_some();
         out.sink.event(Event::MimePart(MimePart {
             tx_id: out.tx_id,
             part: self.part_no,
@@ -739,8 +936,9 @@ impl MimeParser {
                 ),
             );
             self.parts_seen = self.parts_seen.saturating_add(1);
-            let mut inner = MimeParser::new();
+            let mut inner = MimeParser::with_options(self.opts.clone());
             inner.top_level = false;
+            inner.cut = self.cut;
             inner.depth_base = self.depth_base + self.levels.len() + 1;
             inner.part_no = self.parts_seen;
             inner.parts_seen = self.parts_seen;
@@ -886,27 +1084,51 @@ impl MimeParser {
         self.b64.reset();
         self.qp.reset();
         self.close_inner(out);
+        self.end_part(out);
     }
 
     fn decode<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
         match self.part.encoding {
             Encoding::Skip => {}
-            Encoding::Identity => out.body(data),
-            Encoding::Base64 => {
-                self.out.clear();
-                self.b64.feed(data, &mut self.out);
-                match &mut self.inner {
-                    Some(inner) => inner.feed_out(&self.out, out),
-                    None => out.body(&self.out),
-                }
+            Encoding::Identity => {
+                self.derive(data, out);
+                out.body(data);
             }
-            Encoding::QuotedPrintable => {
-                self.out.clear();
-                self.qp.feed(data, &mut self.out);
-                match &mut self.inner {
-                    Some(inner) => inner.feed_out(&self.out, out),
-                    None => out.body(&self.out),
+            Encoding::Base64 | Encoding::QuotedPrintable => {
+                let mut decoded = std::mem::take(&mut self.out);
+                decoded.clear();
+                if self.part.encoding == Encoding::Base64 {
+                    self.b64.feed(data, &mut decoded);
+                } else {
+                    self.qp.feed(data, &mut decoded);
                 }
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&decoded, out),
+                    None => {
+                        self.derive(&decoded, out);
+                        out.body(&decoded);
+                    }
+                }
+                self.out = decoded;
+            }
+        }
+    }
+
+    /// Decoded bytes of the current part: hashed if it is a file, searched
+    /// for URLs if it is text.
+    fn derive<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
+        if self.files.is_open() {
+            self.files.data(data);
+        }
+        if self.part.scan_urls {
+            if let Some(schemes) = &self.opts.urls {
+                let tx_id = out.tx_id;
+                self.urls.feed(schemes, data, &mut |url| {
+                    out.sink.event(Event::Url(Url {
+                        tx_id,
+                        url: url.to_string(),
+                    }))
+                });
             }
         }
     }
@@ -916,6 +1138,24 @@ impl MimeParser {
         let mut out = Out { tx_id, sink };
         self.flush_decoder(&mut out);
     }
+}
+
+/// Suricata's `subject_md5`: MD5 of the Subject value as written (RFC 2047
+/// words not decoded), blanks after the colon skipped, unfolded as
+/// Suricata unfolds (the first blank of each continuation line dropped).
+fn subject_md5(header: &[u8], colon: usize, folds: &[usize]) -> String {
+    let mut md5 = Md5::new();
+    let mut start = colon + 1;
+    while matches!(header.get(start), Some(b' ' | b'\t')) {
+        start += 1;
+    }
+    let first = start;
+    for &f in folds.iter().filter(|&&f| f >= first) {
+        md5.update(header.get(start..f).unwrap_or(&[]));
+        start = f + 1;
+    }
+    md5.update(header.get(start..).unwrap_or(&[]));
+    format!("{:x}", md5.finalize())
 }
 
 /// Removes parameter `name` from `params`.
