@@ -1224,7 +1224,7 @@ fn push_addresses<S: EventSink>(list: &mut Vec<String>, value: &str, out: &mut O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::events::{Header, MimePart, OwnedEvent};
+    use crate::smtp::events::{FileInfo, FileState, Header, MimePart, OwnedEvent};
 
     fn parse(chunks: &[&[u8]]) -> (Email, Vec<u8>, Vec<OwnedEvent>) {
         let (email, body, others, _) = parse_all(chunks);
@@ -1249,10 +1249,187 @@ mod tests {
                     body.extend(m.data)
                 }
                 e @ (OwnedEvent::Header(_) | OwnedEvent::MimePart(_)) => structure.push(e),
+                // Files and URLs: see `derived`.
+                OwnedEvent::File(_) | OwnedEvent::Url(_) => {}
                 other => others.push(other),
             }
         }
         (p.take_email(), body, others, structure)
+    }
+
+    /// The email, the files and the URL events of a message cut in `cut`-byte chunks.
+    fn derived(msg: &[u8], cut: usize) -> (Email, Vec<FileInfo>, Vec<String>) {
+        let mut p = MimeParser::new();
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        for c in msg.chunks(cut.max(1)) {
+            p.feed(c, 0, &mut ev);
+        }
+        p.finish(0, &mut ev);
+        p.end_body(0, &mut ev);
+        let (mut files, mut urls) = (Vec::new(), Vec::new());
+        for e in ev {
+            match e {
+                OwnedEvent::File(f) => files.push(f),
+                OwnedEvent::Url(u) => urls.push(u.url),
+                _ => {}
+            }
+        }
+        (p.take_email(), files, urls)
+    }
+
+    fn md5_hex(data: &[u8]) -> String {
+        format!("{:x}", Md5::digest(data))
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        format!("{:x}", sha2::Sha256::digest(data))
+    }
+
+    #[test]
+    fn files_are_hashed_as_they_stream() {
+        for split in [1usize, 3, 7, 64, MSG.len()] {
+            let (_, files, _) = derived(MSG, split);
+            assert_eq!(files.len(), 1, "split {split}");
+            let f = &files[0];
+            assert_eq!(f.filename.as_deref(), Some("report.pdf"));
+            assert_eq!((f.part, f.size), (2, 5));
+            assert_eq!(f.md5, md5_hex(b"Hello"));
+            assert_eq!(f.sha256, sha256_hex(b"Hello"));
+            assert_eq!(f.state, FileState::Closed);
+            assert_eq!(f.content_type, "application/pdf");
+            assert_eq!(f.mimetype, "text/plain");
+        }
+    }
+
+    /// Parts sent as is: the line end before the boundary is the
+    /// boundary's. Unnamed non-text parts are files; text parts are not.
+    /// Files inside forwarded messages (plain and base64) are found.
+    #[test]
+    fn files_of_identity_parts_and_forwarded_messages() {
+        let inner = b"Content-Type: multipart/mixed; boundary=in\r\n\r\n--in\r\n\r\ntext\r\n\
+--in\r\nContent-Type: application/x-thing\r\n\r\nBIN\r\n--in--\r\n";
+        let b64 = {
+            use std::fmt::Write;
+            // base64 of `inner`, 76 columns.
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = String::new();
+            for (i, c) in inner.chunks(3).enumerate() {
+                let n = c.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - c.len()));
+                for k in 0..4 {
+                    let ch = if k <= c.len() {
+                        T[((n >> (18 - 6 * k)) & 63) as usize] as char
+                    } else {
+                        '='
+                    };
+                    let _ = write!(s, "{ch}");
+                }
+                if i % 19 == 18 {
+                    s.push_str("\r\n");
+                }
+            }
+            s
+        };
+        let msg = format!(
+            "Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n\
+Content-Type: text/csv; name=a.csv\r\n\r\na,b\r\nc,d\r\n--XX\r\n\
+Content-Type: message/rfc822\r\n\r\n{}\r\n--XX\r\n\
+Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--XX--\r\n",
+            String::from_utf8_lossy(inner)
+        );
+        for split in [1usize, 5, 33, msg.len()] {
+            let (_, files, _) = derived(msg.as_bytes(), split);
+            let got: Vec<(Option<&str>, u64, &str)> = files
+                .iter()
+                .map(|f| (f.filename.as_deref(), f.size, f.sha256.as_str()))
+                .collect();
+            let (csv, bin) = (sha256_hex(b"a,b\r\nc,d"), sha256_hex(b"BIN"));
+            assert_eq!(
+                got,
+                vec![
+                    (Some("a.csv"), 8, csv.as_str()),
+                    (None, 3, bin.as_str()),
+                    (None, 3, bin.as_str())
+                ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_in_plain_qp_base64_and_html_parts_not_in_files() {
+        let msg = b"Subject: links\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\n\
+plain http://plain.example/a\r\n--B\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+qp https://q=\r\np.example/b?x=3D1\r\n--B\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+PGEgaHJlZj0iaHR0cDovL2I2NC5leGFtcGxlL2MiPmM8L2E+\r\n--B\r\n\
+Content-Type: text/plain; name=notes.txt\r\n\r\nhttp://in-file.example/\r\n--B--\r\n";
+        let want = vec![
+            "http://plain.example/a".to_string(),
+            "https://qp.example/b?x=1".to_string(),
+            "http://b64.example/c".to_string(),
+        ];
+        for split in [1usize, 4, 9, msg.len()] {
+            let (email, files, urls) = derived(msg, split);
+            assert_eq!(urls, want, "split {split}");
+            assert_eq!(email.url, want, "split {split}");
+            assert_eq!(files.len(), 1);
+        }
+    }
+
+    #[test]
+    fn suricata_email_fields() {
+        let msg = b"Received: from a by b\r\n\tid 1\r\nReceived: from c by d\r\nSubject: fold\r\n ed\r\n\
+Reply-To: r@x.org\r\nIn-Reply-To: <p@x>\r\nReferences: <o@x> <p@x>\r\nX-Originating-IP: [198.18.0.9]\r\n\r\n\
+body line\r\n";
+        for split in [1usize, 6, msg.len()] {
+            let (email, _, _) = derived(msg, split);
+            assert_eq!(email.received, vec!["from a by b\tid 1", "from c by d"]);
+            assert_eq!(email.reply_to.as_deref(), Some("r@x.org"));
+            assert_eq!(email.in_reply_to.as_deref(), Some("<p@x>"));
+            assert_eq!(email.references.as_deref(), Some("<o@x> <p@x>"));
+            assert_eq!(email.x_originating_ip.as_deref(), Some("[198.18.0.9]"));
+            // Suricata unfolds by dropping the continuation's first blank.
+            assert_eq!(email.subject_md5, Some(md5_hex(b"folded")));
+            assert_eq!(
+                email.body_md5,
+                Some(md5_hex(b"body line\r\n")),
+                "split {split}"
+            );
+        }
+        // Cut short: no body_md5; a file open then is truncated.
+        let mut p = MimeParser::new();
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        p.feed(
+            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n",
+            0,
+            &mut ev,
+        );
+        p.cut();
+        p.finish(0, &mut ev);
+        let email = p.take_email();
+        assert_eq!(email.body_md5, None);
+        let state: Vec<FileState> = ev
+            .iter()
+            .filter_map(|e| match e {
+                OwnedEvent::File(f) => Some(f.state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(state, vec![FileState::Truncated]);
+    }
+
+    #[test]
+    fn options_off_derive_nothing() {
+        let mut p = MimeParser::with_options(ContentOptions::off());
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        p.feed(MSG, 0, &mut ev);
+        p.feed(b"http://x.example/\r\n", 0, &mut ev);
+        p.finish(0, &mut ev);
+        p.end_body(0, &mut ev);
+        assert!(!ev
+            .iter()
+            .any(|e| matches!(e, OwnedEvent::File(_) | OwnedEvent::Url(_))));
+        assert!(p.take_email().url.is_empty());
     }
 
     fn part(part: u32, content_type: &str, filename: Option<&str>) -> OwnedEvent {

@@ -201,7 +201,7 @@ mod tests {
     fn finds_schemes_dedups_and_ends_at_terminators() {
         let schemes = UrlSchemes::new(&["sftp"]).unwrap();
         let text = b"see HTTP://Example.com/a?b=1 and <a href=\"https://x.org/p\">x</a>\r\n\
-ftp://f.net/file] mailto:bob@example.com http://example.com/a?b=1 sftp://s.io/k http:// nope\r\n";
+ftp://f.net/file] mailto:bob@example.com HTTP://Example.com/a?b=1 sftp://s.io/k http:// nope\r\n";
         let want: Vec<String> = [
             "HTTP://Example.com/a?b=1",
             "https://x.org/p",
