@@ -120,6 +120,8 @@ pub struct RunArgs {
     /// anomaly. 0: no cap.
     #[arg(long, default_value_t = 1024)]
     pub memcap: usize,
+    #[command(flatten)]
+    pub content: super::content::ContentArgs,
 }
 
 /// What `--unparsed` does with packets the kernel cannot record.
@@ -222,6 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules: rules.clone(),
         mode: mode.clone(),
         gate: args.gate,
+        content: args.content.options(&rules)?,
     };
     let mut mon = Monitor::start(MonitorOptions {
         iface: args.iface.clone(),

@@ -175,6 +175,24 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Some rule needs `fileinfo` (attachment hash, type or size).
+    pub fn needs_files(&self) -> bool {
+        self.rules.iter().flat_map(|r| &r.conds).any(|c| {
+            matches!(
+                c,
+                Cond::AttachmentHash(_) | Cond::AttachmentType(_) | Cond::AttachmentSizeOver(_)
+            )
+        })
+    }
+
+    /// Some rule needs the URLs of message text.
+    pub fn needs_urls(&self) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.conds)
+            .any(|c| matches!(c, Cond::UrlDomain(_)))
+    }
+
     /// Some rule needs header/body/attachment/size inspection.
     pub fn has_content_rules(&self) -> bool {
         self.rules.iter().any(|r| r.content)

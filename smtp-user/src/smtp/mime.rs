@@ -69,7 +69,7 @@ use urls::{UrlScanner, UrlSchemes};
 /// parser costs what it did without them.
 #[derive(Debug, Clone)]
 pub struct ContentOptions {
-    /// Hash and sniff file parts, emit [`Event::File`].
+    /// Hash and sniff file parts, emit [`Event::File`]; compute `body_md5`.
     pub files: bool,
     /// Look for URLs in text parts with these schemes, emit [`Event::Url`].
     pub urls: Option<Arc<UrlSchemes>>,
@@ -438,6 +438,10 @@ impl MimeParser {
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
         let out = &mut Out { tx_id, sink };
+        if !self.opts.files {
+            self.feed_out(data, out);
+            return;
+        }
         if let Some(md5) = &mut self.body_md5 {
             md5.update(data);
             self.feed_out(data, out);
