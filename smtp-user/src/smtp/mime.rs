@@ -120,10 +120,6 @@ pub const KEY_FIELDS: &[&str] = &[
     "date",
     "message-id",
     "x-mailer",
-    "received",
-    "in-reply-to",
-    "references",
-    "x-originating-ip",
     "content-type",
     "content-disposition",
     "content-transfer-encoding",
@@ -285,6 +281,10 @@ pub struct MimeParser {
     folds: Vec<usize>,
     /// The message was cut short: open files are truncated.
     cut: bool,
+    /// Bytes of the message were lost: no `body_md5`.
+    body_lost: bool,
+    /// Received fields of the message's header block beyond `MAX_LIST`.
+    received_dropped: u64,
 }
 
 impl Default for MimeParser {
@@ -367,6 +367,8 @@ impl MimeParser {
             body_md5: None,
             folds: Vec::new(),
             cut: false,
+            body_lost: false,
+            received_dropped: 0,
         }
     }
 
@@ -420,6 +422,8 @@ impl MimeParser {
         }
         self.line.clear();
         self.files.gap();
+        self.body_md5 = None;
+        self.body_lost = true;
         self.after_gap = self.phase == Phase::Headers;
         self.candidate = false;
         self.at_line_start = false;
@@ -438,7 +442,7 @@ impl MimeParser {
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
         let out = &mut Out { tx_id, sink };
-        if !self.opts.files {
+        if !self.opts.files || self.body_lost {
             self.feed_out(data, out);
             return;
         }
@@ -765,10 +769,7 @@ impl MimeParser {
                 if e.received.len() < MAX_LIST {
                     e.received.push(value.to_string());
                 } else {
-                    out.anomaly(
-                        AnomalyKind::LimitExceeded,
-                        format!("more than {MAX_LIST} Received fields: {value:?} not listed"),
-                    );
+                    self.received_dropped += 1;
                 }
             } else if is("reply-to") {
                 e.reply_to.get_or_insert_with(|| value.to_string());
@@ -847,6 +848,15 @@ impl MimeParser {
                 format!(
                     "header block {} of {} bytes, longer than {MAX_HEADER_BLOCK}: {} fields after the limit skipped ({} key fields kept)",
                     self.part_no, self.block_len, self.late_skipped, self.late_fields
+                ),
+            );
+        }
+        if self.top_level && self.received_dropped > 0 {
+            out.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!(
+                    "more than {MAX_LIST} Received fields: {} not listed",
+                    self.received_dropped
                 ),
             );
         }
