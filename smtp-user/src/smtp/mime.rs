@@ -455,9 +455,8 @@ impl MimeParser {
         let mut rest = data;
         while !rest.is_empty() {
             if self.headers_done {
-                let mut md5 = Md5::new();
-                md5.update(rest);
-                self.body_md5 = Some(md5);
+                // (Started already when a line that is no header field began the body.)
+                self.body_md5.get_or_insert_with(Md5::new).update(rest);
                 self.feed_out(rest, out);
                 return;
             }
@@ -510,8 +509,8 @@ impl MimeParser {
             self.line.clear();
             self.candidate = false;
         }
-        self.close_inner(out);
-        self.end_part(out);
+        // The last part ends: its decoder's tail, its file, its URLs.
+        self.flush_decoder(out);
         if self.urls.dropped > 0 {
             out.anomaly(
                 AnomalyKind::LimitExceeded,
@@ -635,6 +634,13 @@ impl MimeParser {
     /// it). Reported when header fields came before it; content that starts
     /// with such a line has no header block (its body is all there is).
     fn malformed_line<S: EventSink>(&mut self, head: &[u8], rest: &[u8], out: &mut Out<'_, S>) {
+        if self.top_level && !self.headers_done && self.opts.files && !self.body_lost {
+            // The message's body starts with this line.
+            let mut md5 = Md5::new();
+            md5.update(head);
+            md5.update(rest);
+            self.body_md5 = Some(md5);
+        }
         self.finish_header(out);
         if self.block_fields {
             self.error = true;
@@ -1085,6 +1091,21 @@ impl MimeParser {
     }
 
     fn flush_decoder<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        if self.part.encoding == Encoding::Base64 {
+            let mut tail = std::mem::take(&mut self.out);
+            tail.clear();
+            self.b64.finish(&mut tail);
+            if !tail.is_empty() {
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&tail, out),
+                    None => {
+                        self.derive(&tail, out);
+                        out.body(&tail);
+                    }
+                }
+            }
+            self.out = tail;
+        }
         if self.b64.invalid > 0 {
             self.error = true;
             out.anomaly(
@@ -1409,6 +1430,12 @@ body line\r\n";
                 Some(md5_hex(b"body line\r\n")),
                 "split {split}"
             );
+        }
+        // Content without a header block is all body.
+        let bare = b"BLA BLA BLA ...\r\nMORE BLA BLA BLA ...\r\n";
+        for split in [1usize, 7, bare.len()] {
+            let (email, _, _) = derived(bare, split);
+            assert_eq!(email.body_md5, Some(md5_hex(bare)), "split {split}");
         }
         // Cut short: no body_md5; a file open then is truncated.
         let mut p = MimeParser::new();
