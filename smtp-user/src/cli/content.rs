@@ -7,7 +7,7 @@ use smtp_user::smtp::mime::urls::UrlSchemes;
 use smtp_user::smtp::ContentOptions;
 use std::sync::Arc;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ContentArgs {
     /// No file hashing: no `fileinfo` events, no `email.body_md5` (rules
     /// on attachment hashes, types or sizes then cannot load).

@@ -187,6 +187,8 @@ struct Daemon {
     rules: Arc<RuleSet>,
     rules_path: Option<PathBuf>,
     gate: bool,
+    /// `--no-hashes` / `--no-urls`: a reloaded rules file must not need them.
+    content: super::content::ContentArgs,
     ports: Vec<u16>,
     started_micros: u64,
     started: Instant,
@@ -310,6 +312,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules,
         rules_path: args.rules,
         gate: args.gate,
+        content: args.content,
         ports: args.ports,
         started_micros: now_micros(),
         started: Instant::now(),
@@ -496,6 +499,7 @@ impl Daemon {
             anyhow::bail!("no rules file was given (--rules): nothing to reload");
         };
         let rules = Arc::new(gate_defaults(load_rules(Some(&path))?, self.gate));
+        self.content.options(&rules)?;
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }
