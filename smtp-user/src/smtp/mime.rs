@@ -707,7 +707,7 @@ impl MimeParser {
         self.header_truncated = true;
         self.error = true;
         let name = self.header.split(|&c| c == b':').next().unwrap_or(&[]);
-        let name = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+        let name = crate::text::lossy_string(&name[..name.len().min(64)]);
         out.anomaly(
             AnomalyKind::MimeHeaderTooLong,
             format!("header {name:?} longer than {MAX_HEADER} bytes; truncated"),
@@ -738,11 +738,11 @@ impl MimeParser {
                 {
                     self.email.subject_md5 = Some(subject_md5(&header, colon, &self.folds));
                 }
-                let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
+                let value = crate::text::lossy(header[colon + 1..].trim_ascii());
                 self.header_field(name, &value, out);
                 out.header(
                     self.part_no,
-                    String::from_utf8_lossy(name).into_owned(),
+                    crate::text::lossy_string(name),
                     decode_words(&value),
                 );
             }
