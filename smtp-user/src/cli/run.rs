@@ -126,6 +126,8 @@ pub struct RunArgs {
     /// anomaly. 0: no cap.
     #[arg(long, default_value_t = 1024)]
     pub memcap: usize,
+    #[command(flatten)]
+    pub content: super::content::ContentArgs,
 }
 
 /// What `--unparsed` does with packets the kernel cannot record.
@@ -191,6 +193,8 @@ struct Daemon {
     rules: Arc<RuleSet>,
     rules_path: Option<PathBuf>,
     gate: bool,
+    /// `--no-hashes` / `--no-urls`: a reloaded rules file must not need them.
+    content: super::content::ContentArgs,
     ports: Vec<u16>,
     started_micros: u64,
     started: Instant,
@@ -228,6 +232,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules: rules.clone(),
         mode: mode.clone(),
         gate: args.gate,
+        content: args.content.options(&rules)?,
     };
     let mut mon = Monitor::start(MonitorOptions {
         iface: args.iface.clone(),
@@ -324,6 +329,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules,
         rules_path: args.rules,
         gate: args.gate,
+        content: args.content,
         ports: args.ports,
         started_micros: now_micros(),
         started: Instant::now(),
@@ -510,6 +516,7 @@ impl Daemon {
             anyhow::bail!("no rules file was given (--rules): nothing to reload");
         };
         let rules = Arc::new(gate_defaults(load_rules(Some(&path))?, self.gate));
+        self.content.options(&rules)?;
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }
