@@ -23,8 +23,9 @@
 # ARGS (optional): extra `replay` arguments for our binary only, e.g.
 # ARGS="--checksum off" (an older baseline may not know them).
 # BASELINE_ARGS (optional): extra `replay` arguments for the baseline only;
-# with BASELINE_BIN=target/release/smtp-user BASELINE_ARGS="--no-hashes
-# --no-urls" the same binary is timed with and without a feature.
+# with BASELINE_BIN=target/release/smtp-user ARGS="--hashes"
+# BASELINE_ARGS="--no-urls" the same binary is timed with and without the
+# content features.
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-1024}

@@ -94,7 +94,7 @@ fn fileinfo_hashes_and_urls_match_what_was_sent() {
     if !ready("fileinfo_hashes_and_urls_match_what_was_sent") {
         return;
     }
-    let mut live = Live::start("files", None, &[]);
+    let mut live = Live::start("files", None, &["--hashes"]);
     let bin = live.dir.0.join("payload.bin");
     std::fs::write(&bin, binary(150_000, 7)).expect("payload");
     let pdf = live.dir.0.join("report.pdf");

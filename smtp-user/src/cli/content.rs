@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Args)]
 pub struct ContentArgs {
-    /// No file hashing: no `fileinfo` events, no `email.body_md5` (rules
-    /// on attachment hashes, types or sizes then cannot load).
+    /// Hash message content: `fileinfo` events (md5, sha1, sha256, size,
+    /// sniffed type) and `email.body_md5`. Off by default, as in Suricata
+    /// (`force-hash`, `body-md5`): it costs several times the CPU of the
+    /// rest of the analysis (README, "Content features"). Turned on by
+    /// itself when the rules have attachment hash, type or size conditions.
     #[arg(long)]
-    pub no_hashes: bool,
+    pub hashes: bool,
     /// No URL extraction: no `email.url` (`url_domain` rules then cannot load).
     #[arg(long)]
     pub no_urls: bool,
@@ -23,11 +26,8 @@ pub struct ContentArgs {
 }
 
 impl ContentArgs {
-    /// The options, checked against what the rules need.
+    /// The options, given what the rules need.
     pub fn options(&self, rules: &RuleSet) -> anyhow::Result<ContentOptions> {
-        if self.no_hashes && rules.needs_files() {
-            anyhow::bail!("--no-hashes: the rules have attachment hash, type or size conditions");
-        }
         if self.no_urls && rules.needs_urls() {
             anyhow::bail!("--no-urls: the rules have url_domain conditions");
         }
@@ -40,8 +40,20 @@ impl ContentArgs {
             )),
         };
         Ok(ContentOptions {
-            files: !self.no_hashes,
+            files: self.hashes || rules.needs_files(),
             urls,
         })
+    }
+
+    /// Checks rules loaded while running against what the dissector was
+    /// started with (`hashing`: whether it computes file hashes).
+    pub fn check_reload(&self, hashing: bool, rules: &RuleSet) -> anyhow::Result<()> {
+        if !hashing && rules.needs_files() {
+            anyhow::bail!(
+                "the rules have attachment hash, type or size conditions and the monitor \
+                 runs without --hashes: restart it with --hashes"
+            );
+        }
+        self.options(rules).map(|_| ())
     }
 }

@@ -193,8 +193,11 @@ struct Daemon {
     rules: Arc<RuleSet>,
     rules_path: Option<PathBuf>,
     gate: bool,
-    /// `--no-hashes` / `--no-urls`: a reloaded rules file must not need them.
+    /// `--hashes` / `--no-urls`: a reloaded rules file must not need more.
     content: super::content::ContentArgs,
+    /// The dissector computes file hashes (asked for, or needed by the
+    /// rules it started with).
+    hashing: bool,
     ports: Vec<u16>,
     started_micros: u64,
     started: Instant,
@@ -234,6 +237,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         gate: args.gate,
         content: args.content.options(&rules)?,
     };
+    let hashing = policy.content.files;
     let mut mon = Monitor::start(MonitorOptions {
         iface: args.iface.clone(),
         ports: args.ports.clone(),
@@ -330,6 +334,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules_path: args.rules,
         gate: args.gate,
         content: args.content,
+        hashing,
         ports: args.ports,
         started_micros: now_micros(),
         started: Instant::now(),
@@ -516,7 +521,7 @@ impl Daemon {
             anyhow::bail!("no rules file was given (--rules): nothing to reload");
         };
         let rules = Arc::new(gate_defaults(load_rules(Some(&path))?, self.gate));
-        self.content.options(&rules)?;
+        self.content.check_reload(self.hashing, &rules)?;
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }

@@ -144,6 +144,7 @@ impl OutputCounters {
             smtp_reply,
             flow,
             alert,
+            fileinfo,
             bytes,
         } = o;
         self.smtp += *smtp;
@@ -153,6 +154,7 @@ impl OutputCounters {
         self.smtp_reply += *smtp_reply;
         self.flow += *flow;
         self.alert += *alert;
+        self.fileinfo += *fileinfo;
         self.bytes += *bytes;
     }
 }
