@@ -1,5 +1,7 @@
 //! Command line: one module per subcommand.
 
+pub mod config;
 pub mod ctl;
+pub mod generate;
 pub mod replay;
 pub mod run;

@@ -130,6 +130,8 @@ enum Msg {
     Queued(Vec<QueuedPacket>, Instant),
     /// The monitor stops: answer the gated sessions still open.
     Shutdown,
+    /// A liveness probe: called once everything queued before it is done.
+    Alive(Box<dyn FnOnce() + Send>),
 }
 
 /// The gate's live parts.
@@ -295,6 +297,7 @@ impl LivePipeline {
                             }
                         }
                         Msg::Rules(rules) => table.handler_mut().set_rules(rules),
+                        Msg::Alive(probe) => probe(),
                         Msg::Flows(reply) => {
                             let mut flows = Vec::new();
                             table.for_each_flow(|info, s, bytes| {
@@ -352,6 +355,13 @@ impl LivePipeline {
     /// Periodic housekeeping with the wall clock: idle timeout, output flush.
     pub async fn tick(&self, now_micros: u64) -> bool {
         self.tx.send(Msg::Tick(now_micros)).await.is_ok()
+    }
+
+    /// Calls `probe` on the worker thread once it has handled everything
+    /// queued before (the service manager's watchdog: a wedged worker stops
+    /// answering).
+    pub async fn alive(&self, probe: impl FnOnce() + Send + 'static) -> bool {
+        self.tx.send(Msg::Alive(Box::new(probe))).await.is_ok()
     }
 
     /// Rules for sessions opened from now on.
