@@ -30,7 +30,7 @@ fn ok(out: &Output, what: &str) -> String {
 
 fn installed() -> bool {
     String::from_utf8_lossy(&run("dpkg-query", &["-W", "-f=${Status}", PACKAGE]).stdout)
-        .contains("installed")
+        .contains("ok installed")
 }
 
 /// Purges the package if the test installed it (also on panic).

@@ -68,7 +68,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .lines()
         .rev()
         .find(|l| l.trim_end().ends_with(".deb"))
-        .map(|l| PathBuf::from(l.trim()))
+        .map(|l| root.join(l.trim()))
         .context("cargo deb printed no package path")?;
     Ok(deb)
 }

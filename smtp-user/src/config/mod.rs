@@ -18,7 +18,6 @@
 
 pub mod render;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, Command};
@@ -113,11 +112,8 @@ impl ConfigFile {
             let values = values_of(arg, value.get_ref(), value.span())
                 .map_err(|(span, reason)| at(span, format!("`{id}`: {reason}")))?;
             for (raw, span) in &values {
-                if let Err(e) = arg
-                    .get_value_parser()
-                    .parse_ref(options, Some(arg), OsStr::new(raw))
-                {
-                    return Err(at(span.clone(), format!("`{id}`: {}", clap_reason(&e))));
+                if let Err(reason) = check_value(options, arg, raw) {
+                    return Err(at(span.clone(), format!("`{id}`: {reason}")));
                 }
             }
             settings.push(Setting {
@@ -238,24 +234,44 @@ fn scalar(value: &DeValue<'_>, span: std::ops::Range<usize>) -> Result<String, V
     }
 }
 
-/// The reason of a value parser's error, without clap's decoration.
+/// Passes `raw` through the option's own parser (and its possible values),
+/// as `--long=raw` on a command line of `options` alone.
+fn check_value(options: &Command, arg: &Arg, raw: &str) -> Result<(), String> {
+    if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+        return Ok(()); // a TOML boolean, checked by `values_of`
+    }
+    let Some(long) = arg.get_long() else {
+        return Ok(());
+    };
+    options
+        .clone()
+        .try_get_matches_from([options.get_name().to_string(), format!("--{long}={raw}")])
+        .map(|_| ())
+        .map_err(|e| clap_reason(&e))
+}
+
+/// The reason of a value parser's error, without clap's decoration: one
+/// line, the option left out (the caller names the key).
 fn clap_reason(e: &clap::Error) -> String {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let reason = first.strip_prefix("error: ").unwrap_or(first).trim();
-    // "invalid value 'x' for '--ports <PORTS>': reason": the option is
-    // named by the caller already.
-    match reason.split_once("': ") {
-        Some((head, tail)) if head.starts_with("invalid value '") => {
-            let value = head
-                .trim_start_matches("invalid value '")
-                .split("' for '")
-                .next()
-                .unwrap_or_default();
-            format!("invalid value '{value}': {tail}")
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("tip:"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    let reason = parts.join(" ");
+    // "invalid value 'x' for '--ports <PORTS>': why" → "invalid value 'x': why"
+    if let Some(at) = reason.find("' for '--") {
+        let from = at + 1;
+        if let Some(len) = reason.get(from + 6..).and_then(|rest| rest.find('\'')) {
+            let to = from + 6 + len + 1;
+            let mut out = reason.get(..from).unwrap_or_default().to_string();
+            out.push_str(reason.get(to..).unwrap_or_default());
+            return out;
         }
-        _ => reason.to_string(),
     }
+    reason
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
