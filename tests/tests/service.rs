@@ -1,7 +1,7 @@
 //! Running as a service: the configuration file (errors at line and
 //! column, flags over the file, `config show` read back by `config
 //! check`), the systemd unit (`systemd-analyze verify`, the daemon under
-//! exactly the unit's capabilities), and the readiness / watchdog / reload
+//! exactly the unit's capabilities, and not without each of them), and the readiness / watchdog / reload
 //! protocol against a notification socket, with a live daemon in a
 //! namespace.
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use smtp_e2e::live::{events, of_type, serial, TempDir, CLIENT_IP, POLICY_RULES, SERVER};
 use smtp_e2e::mail::swaks;
-use smtp_e2e::process::{wait_path, Daemon};
+use smtp_e2e::process::{run_to_end_with, wait_path, Daemon};
 use smtp_e2e::sink::MailSink;
 use smtp_e2e::{require_root, smtp_user_bin, NetPair};
 
@@ -339,4 +339,14 @@ fn runs_with_only_the_units_capabilities() {
     assert!(st.success(), "{err}");
     assert!(!err.contains("Operation not permitted"), "{err}");
     assert!(!err.contains("ERROR"), "{err}");
+    // Each of the loading capabilities is needed: without it, no start
+    // (CAP_PERFMON: the verifier refuses the programs).
+    for cap in ["bpf", "perfmon", "net_admin"] {
+        let fewer = bounding.replace(&format!(",+{cap}"), "");
+        assert_ne!(fewer, bounding, "{cap} not in the unit");
+        let prefix = ["setpriv", "--bounding-set", &fewer, "--"];
+        let out = run_to_end_with(&pair.server_ns, &prefix, &args, Duration::from_secs(30));
+        assert!(!out.status.success(), "started without CAP_{cap}");
+        assert!(!pins_of(&pair.server_if).exists(), "pins left without CAP_{cap}");
+    }
 }
