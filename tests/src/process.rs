@@ -12,10 +12,6 @@ pub struct Daemon {
     child: Child,
 }
 
-fn command(ns: &str, args: &[&str]) -> Command {
-    command_with(ns, &[], args)
-}
-
 fn command_with(ns: &str, prefix: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{ns}"))

@@ -38,11 +38,23 @@ fn config_errors_carry_line_and_column() {
     let f = dir.0.join("bad.toml");
     let fs = f.to_string_lossy().into_owned();
     for (body, want) in [
-        ("ports = [25]\n\n# x\n  stats_intervall = 3\n", ":4:3: unknown option `stats_intervall`"),
-        ("gate = \"yes\"\n", ":1:8: `gate`: expected a boolean, found string"),
-        ("ports = [25, 99999]\n", ":1:14: `ports`: invalid value '99999'"),
+        (
+            "ports = [25]\n\n# x\n  stats_intervall = 3\n",
+            ":4:3: unknown option `stats_intervall`",
+        ),
+        (
+            "gate = \"yes\"\n",
+            ":1:8: `gate`: expected a boolean, found string",
+        ),
+        (
+            "ports = [25, 99999]\n",
+            ":1:14: `ports`: invalid value '99999'",
+        ),
         ("mode = \"block\"\n", ":1:8: `mode`: invalid value 'block'"),
-        ("reject_reply = \"250 ok\"\n", ":1:16: `reject_reply`: invalid value '250 ok'"),
+        (
+            "reject_reply = \"250 ok\"\n",
+            ":1:16: `reject_reply`: invalid value '250 ok'",
+        ),
         ("iface = \"eth0\n", ":1:"),
     ] {
         std::fs::write(&f, body).expect("write");
@@ -82,7 +94,16 @@ fn flags_override_the_file_and_show_round_trips() {
     let out = smtp_user(&["config", "check", &fs]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ok (4 options set)"));
-    let out = smtp_user(&["config", "show", "--config", &fs, "--ports", "2525", "--idle-timeout", "30"]);
+    let out = smtp_user(&[
+        "config",
+        "show",
+        "--config",
+        &fs,
+        "--ports",
+        "2525",
+        "--idle-timeout",
+        "30",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     for line in [
@@ -230,7 +251,10 @@ fn notify_ready_after_pins_watchdog_and_reload() {
         &pair.server_ns,
         &[],
         &args,
-        &[("NOTIFY_SOCKET", &notify_path), ("WATCHDOG_USEC", "1000000")],
+        &[
+            ("NOTIFY_SOCKET", &notify_path),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
     );
     // READY=1 is the first message, and comes once attached and pinned.
     let first = notify.next(Instant::now() + Duration::from_secs(30));
@@ -330,8 +354,14 @@ fn runs_with_only_the_units_capabilities() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let alerts = of_type(&events(&eve), "alert");
-    let sids: Vec<_> = alerts.iter().map(|a| a["alert"]["signature_id"].clone()).collect();
-    assert!(sids.contains(&1001.into()) && sids.contains(&1003.into()), "{alerts:?}");
+    let sids: Vec<_> = alerts
+        .iter()
+        .map(|a| a["alert"]["signature_id"].clone())
+        .collect();
+    assert!(
+        sids.contains(&1001.into()) && sids.contains(&1003.into()),
+        "{alerts:?}"
+    );
     for a in &alerts {
         assert_eq!(a["alert"]["action"], "blocked", "{a}");
     }
@@ -347,6 +377,9 @@ fn runs_with_only_the_units_capabilities() {
         let prefix = ["setpriv", "--bounding-set", &fewer, "--"];
         let out = run_to_end_with(&pair.server_ns, &prefix, &args, Duration::from_secs(30));
         assert!(!out.status.success(), "started without CAP_{cap}");
-        assert!(!pins_of(&pair.server_if).exists(), "pins left without CAP_{cap}");
+        assert!(
+            !pins_of(&pair.server_if).exists(),
+            "pins left without CAP_{cap}"
+        );
     }
 }

@@ -55,7 +55,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     }
     std::fs::write(assets.join("config.toml"), &out.stdout).context("config.toml")?;
     let out = Command::new("cargo")
-        .args(["deb", "-p", "smtp-user", "--no-build"])
+        .args(["deb", "-p", "smtp-user", "--no-build", "--strip"])
         .current_dir(root)
         .output()
         .context("cannot run cargo deb (cargo xtask prereqs installs it)")?;

@@ -41,7 +41,10 @@ pub fn generate(args: GenerateArgs, mut cmd: Command) -> anyhow::Result<()> {
 
 /// The page of `cmd` named `name`, and its visible subcommands' pages.
 fn pages(cmd: &Command, name: &str, dir: &Path) -> anyhow::Result<()> {
-    let page = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(name.replace('-', " "));
     let mut out = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut out)

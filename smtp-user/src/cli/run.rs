@@ -5,12 +5,12 @@
 //! (`$NOTIFY_SOCKET`) it reports readiness once attached and pinned, and
 //! pings the watchdog from the pipeline worker (`daemon::notify`).
 
+use std::io::BufWriter;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use std::io::BufWriter;
 
 use anyhow::Context;
 use clap::Args;

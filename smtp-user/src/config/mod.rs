@@ -193,7 +193,11 @@ fn values_of(
             DeValue::Array(items) => {
                 let mut out = Vec::new();
                 for item in items.iter() {
-                    out.extend(split(arg, scalar(item.get_ref(), item.span())?, item.span()));
+                    out.extend(split(
+                        arg,
+                        scalar(item.get_ref(), item.span())?,
+                        item.span(),
+                    ));
                 }
                 Ok(out)
             }
@@ -257,7 +261,9 @@ fn clap_reason(e: &clap::Error) -> String {
     let parts: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("tip:"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("tip:")
+        })
         .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .collect();
     let reason = parts.join(" ");

@@ -99,7 +99,10 @@ fn values_of_every_shape() {
 #[test]
 fn command_line_overrides_the_file() {
     let text = "ports = [25, 587]\nstats_interval = 60\ningress = \"xdp\"\niface = \"eth1\"";
-    let o = effective(text, &["--ports", "2525", "--iface", "eth2", "-o", "x.json"]);
+    let o = effective(
+        text,
+        &["--ports", "2525", "--iface", "eth2", "-o", "x.json"],
+    );
     assert_eq!(o.ports, vec![2525]);
     assert_eq!(o.iface.as_deref(), Some("eth2"));
     assert_eq!(o.output.as_deref(), Some(Path::new("x.json")));
@@ -115,18 +118,32 @@ fn errors_name_line_and_column() {
     assert!(e.starts_with("c.toml:2:3: unknown option `bogus`"), "{e}");
     // Kebab-case key: a hint.
     let e = error_at("stats-interval = 5");
-    assert!(e.starts_with("c.toml:1:1: unknown option `stats-interval` (did you mean `stats_interval`?)"), "{e}");
+    assert!(
+        e.starts_with(
+            "c.toml:1:1: unknown option `stats-interval` (did you mean `stats_interval`?)"
+        ),
+        "{e}"
+    );
     // Wrong type: at the value.
     let e = error_at("# c\ngate = \"yes\"");
     assert_eq!(e, "c.toml:2:8: `gate`: expected a boolean, found string");
     // A value the option's parser rejects, inside an array: at the element.
     let e = error_at("ports = [25, 70000]");
-    assert!(e.starts_with("c.toml:1:14: `ports`: invalid value '70000'"), "{e}");
+    assert!(
+        e.starts_with("c.toml:1:14: `ports`: invalid value '70000'"),
+        "{e}"
+    );
     let e = error_at("ingress = \"ebpf\"");
-    assert!(e.starts_with("c.toml:1:11: `ingress`: invalid value 'ebpf'"), "{e}");
+    assert!(
+        e.starts_with("c.toml:1:11: `ingress`: invalid value 'ebpf'"),
+        "{e}"
+    );
     assert!(e.contains("tc") && e.contains("xdp"), "{e}");
     let e = error_at("gate_mark = \"0xZZ\"");
-    assert!(e.starts_with("c.toml:1:13: `gate_mark`: invalid value '0xZZ'"), "{e}");
+    assert!(
+        e.starts_with("c.toml:1:13: `gate_mark`: invalid value '0xZZ'"),
+        "{e}"
+    );
     // A table where a value belongs.
     let e = error_at("[iface]\nname = \"x\"");
     assert!(e.starts_with("c.toml:1:"), "{e}");
@@ -144,7 +161,14 @@ fn show_reads_back_to_the_same_values() {
         ("", &[][..]),
         (
             "iface = \"eth1\"\nports = [25, 587]\ngate = true\ngate_mark = 0x20\n",
-            &["--stats-interval", "7", "--ingress", "xdp", "-o", "a b \"c\".json"][..],
+            &[
+                "--stats-interval",
+                "7",
+                "--ingress",
+                "xdp",
+                "-o",
+                "a b \"c\".json",
+            ][..],
         ),
     ] {
         let file = parse(text).expect("valid");
@@ -159,11 +183,7 @@ fn show_reads_back_to_the_same_values() {
         // Commented: every line a comment; the defaults come back.
         let template = render(&schema(), &m, true);
         assert!(template.lines().all(|l| l.is_empty() || l.starts_with('#')));
-        assert_eq!(
-            effective(&template, &[]),
-            effective("", &[]),
-            "{template}"
-        );
+        assert_eq!(effective(&template, &[]), effective("", &[]), "{template}");
     }
 }
 

@@ -42,7 +42,10 @@ impl Notifier {
     }
 
     /// A notifier sending to `path` (`@name`: abstract socket).
-    pub fn connect(path: &std::path::Path, watchdog: Option<Duration>) -> std::io::Result<Notifier> {
+    pub fn connect(
+        path: &std::path::Path,
+        watchdog: Option<Duration>,
+    ) -> std::io::Result<Notifier> {
         let addr = match path.to_str().and_then(|s| s.strip_prefix('@')) {
             Some(name) => {
                 use std::os::linux::net::SocketAddrExt;
@@ -69,10 +72,7 @@ impl Notifier {
 
     /// A reload (SIGHUP) begins; [`Self::ready`] ends it.
     pub fn reloading(&self) {
-        self.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            monotonic_usec()
-        ));
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
     }
 
     /// Stopping (detaching, unpinning).

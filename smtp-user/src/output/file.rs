@@ -96,7 +96,10 @@ mod tests {
         reopen.request();
         f.flush().expect("flush");
         f.write_all(b"three\n").expect("write");
-        assert_eq!(std::fs::read_to_string(&rotated).expect("old"), "one\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(&rotated).expect("old"),
+            "one\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).expect("new"), "three\n");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -12,5 +12,5 @@ pub mod file;
 pub mod timestamp;
 
 pub use budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};
-pub use file::{OutputFile, Reopen};
 pub use eve::{EveWriter, FlowContext, FlowSummary, OutputCounters, ALERT_GID};
+pub use file::{OutputFile, Reopen};
