@@ -74,6 +74,7 @@ fn deb_installs_runs_and_purges_cleanly() {
         "/usr/bin/smtp-user",
         "/lib/systemd/system/smtp-monitor@.service",
         "/etc/smtp-monitor/config.toml",
+        "/etc/logrotate.d/smtp-monitor",
         "/usr/share/doc/smtp-monitor/examples/rules.toml",
         "/usr/share/man/man1/smtp-user.1.gz",
         "/usr/share/man/man1/smtp-user-run.1.gz",

@@ -34,6 +34,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
         "systemd-analyze verify/security for the unit (no running systemd needed)",
     ),
     (
+        "logrotate",
+        "checks the packaged logrotate configuration (logrotate -d)",
+    ),
+    (
         "dpkg-dev",
         "dpkg-shlibdeps: the package's library dependencies (cargo-deb)",
     ),

@@ -51,7 +51,7 @@ enum ConfigCmd {
         #[arg(long)]
         commented: bool,
         #[command(flatten)]
-        run: RunCommand,
+        run: Box<RunCommand>,
     },
 }
 
