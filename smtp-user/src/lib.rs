@@ -8,8 +8,10 @@
 //! (`pipeline::Enforcement`); `daemon` carries that out on the kernel maps
 //! of `datapath`, with `enforce` for connection resets; `control` is the
 //! running daemon's socket for `ctl`. No module reaches back upstream.
+//! `config` reads `run`'s options from a configuration file.
 
 pub mod capture;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;

@@ -4,7 +4,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: the dissector allocates small,
@@ -26,16 +26,27 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Attach to an interface and monitor SMTP sessions until SIGINT/SIGTERM.
-    Run(cli::run::RunArgs),
+    Run(cli::config::RunCommand),
     /// Read pcap/pcapng files through the same pipeline; EVE JSON lines out.
     Replay(cli::replay::ReplayArgs),
     /// Change or inspect a running monitor: pinned maps (verdicts, enforce,
     /// IP blocklist) and the control socket (status, flows, stats, reload).
     Ctl(cli::ctl::CtlArgs),
+    /// Check a configuration file, or print the effective configuration.
+    Config(cli::config::ConfigArgs),
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (cli, matches, config) = match cli::config::parse::<Cli>() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("smtp-user: error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -45,9 +56,16 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
-        Cmd::Run(args) => run_async(args),
+        Cmd::Run(run) => {
+            if let Some(path) = &config {
+                tracing::info!(config = %path.display(), "configuration file");
+            }
+            run_async(run.args)
+        }
         Cmd::Replay(args) => cli::replay::replay(args),
         Cmd::Ctl(args) => cli::ctl::ctl(args).map(|()| 0),
+        Cmd::Config(args) => cli::config::config(args, &matches).map(|()| 0),
+        Cmd::Generate(args) => cli::generate::generate(args, Cli::command()).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -12,10 +12,6 @@ pub struct Daemon {
     child: Child,
 }
 
-fn command(ns: &str, args: &[&str]) -> Command {
-    command_with(ns, &[], args)
-}
-
 fn command_with(ns: &str, prefix: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{ns}"))
@@ -28,7 +24,14 @@ fn command_with(ns: &str, prefix: &[&str], args: &[&str]) -> Command {
 
 impl Daemon {
     pub fn spawn(ns: &str, args: &[&str]) -> Daemon {
-        let child = command(ns, args)
+        Daemon::spawn_with(ns, &[], args, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with `prefix` (e.g. a `setpriv` command)
+    /// before the binary and `env` added to its environment.
+    pub fn spawn_with(ns: &str, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let child = command_with(ns, prefix, args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

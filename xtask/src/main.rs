@@ -11,10 +11,13 @@
 //!   latency tables (README).
 //! * `cargo xtask bench-gate`: what the end-of-data gate adds per message
 //!   with real Postfix (netfilter queue, fallback, baseline) (README).
+//! * `cargo xtask deb`: the Debian package (cargo-deb), with the unit, the
+//!   default configuration, man pages and completions; prints its path.
 //! * `cargo xtask demo`: Postfix's smtp-sink, swaks and the monitor with
 //!   `examples/rules.toml` in two namespaces: what gets delivered, what
 //!   gets blocked and why.
 
+mod deb;
 mod demo;
 mod prereqs;
 mod sh;
@@ -73,6 +76,10 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the Debian package (binary, systemd unit, commented default
+    /// configuration, examples/rules.toml, man pages, shell completions)
+    /// and print its path.
+    Deb,
     /// Send a clean, a forbidden-sender and a forbidden-keyword mail through
     /// the monitor (examples/rules.toml, --gate) to smtp-sink and show what
     /// happened to each; namespaces only, everything removed afterwards.
@@ -113,6 +120,12 @@ fn run(cli: Cli) -> Result<()> {
     let root = sh::workspace_root()?;
     match cli.cmd {
         Cmd::Prereqs => prereqs::ensure(),
+        Cmd::Deb => {
+            prereqs::ensure()?;
+            let deb = deb::build(&root)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Cmd::Run { args } => {
             prereqs::ensure()?;
             // Release: the dissector and reassembly are ~10x faster than in debug.

@@ -30,12 +30,26 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("openssl", "a certificate for the STARTTLS gate test"),
     (
+        "systemd",
+        "systemd-analyze verify/security for the unit (no running systemd needed)",
+    ),
+    (
+        "logrotate",
+        "checks the packaged logrotate configuration (logrotate -d)",
+    ),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps: the package's library dependencies (cargo-deb)",
+    ),
+    (
         "python3-aiosmtpd",
         "scriptable SMTP server for end-to-end tests",
     ),
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.0";
+/// Builds the Debian package (`cargo xtask deb`).
+const CARGO_DEB: &str = "cargo-deb";
 
 fn ok(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd)
@@ -103,6 +117,12 @@ pub fn ensure() -> Result<()> {
         step(
             "installing bpf-linker (links the eBPF object)",
             &["cargo", "install", BPF_LINKER, "--locked"],
+        )?;
+    }
+    if !ok("cargo", &["deb", "--version"]) {
+        step(
+            "installing cargo-deb (builds the Debian package)",
+            &["cargo", "install", CARGO_DEB, "--locked"],
         )?;
     }
     let missing: Vec<&str> = APT_PACKAGES

@@ -1,13 +1,16 @@
 //! `smtp-user run`: attach the datapath to an interface, dissect and police
 //! what it sees, carry out verdicts, answer `ctl` on the control socket,
-//! until SIGINT/SIGTERM (then detach and unpin). SIGHUP reloads the rules.
+//! until SIGINT/SIGTERM (then detach and unpin). SIGHUP reloads the rules
+//! and reopens `--output` (logrotate). Under a service manager
+//! (`$NOTIFY_SOCKET`) it reports readiness once attached and pinned, and
+//! pings the watchdog from the pipeline worker (`daemon::notify`).
 
+use std::io::BufWriter;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use std::{fs::File, io::BufWriter};
 
 use anyhow::Context;
 use clap::Args;
@@ -15,10 +18,11 @@ use smtp_common::Verdict;
 use smtp_user::control::{
     default_socket_path, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
 };
-use smtp_user::daemon::{Enforcer, QueueGate};
+use smtp_user::daemon::{Enforcer, Notifier, QueueGate};
 use smtp_user::datapath::{Control, IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
 use smtp_user::flow::FlowConfig;
 use smtp_user::output::timestamp::rfc3339_micros;
+use smtp_user::output::{OutputFile, Reopen};
 use smtp_user::pipeline::{
     kernel_flow_key, LiveFlow, LiveGate, LivePipeline, LiveReport, Mode, ModeSwitch,
     PipelineCounters, PolicyOptions, SegmentBatch,
@@ -213,16 +217,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.gate && !rules.has_gate_rules() {
         tracing::warn!("--gate has no effect: the rules have no drop/reset rule");
     }
+    let mut reopen: Option<Reopen> = None;
     let out: Box<dyn Write + Send> = match &args.output {
-        Some(p) => Box::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open output file {}", p.display()))?,
-        ),
+        Some(p) => {
+            let (file, r) = OutputFile::open(p)
+                .with_context(|| format!("cannot open output file {}", p.display()))?;
+            reopen = Some(r);
+            Box::new(file)
+        }
         None => Box::new(std::io::stdout()),
     };
+    let notifier = Notifier::from_env().map(Arc::new);
     let flow = FlowConfig {
         monitored_ports: args.ports.clone(),
         idle_timeout_micros: args.idle_timeout.saturating_mul(1_000_000),
@@ -325,6 +330,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         socket = %socket_path.display(),
         "monitoring"
     );
+    if let Some(n) = &notifier {
+        n.ready(&format!("monitoring {}", mon.iface()));
+    }
     let mut d = Daemon {
         mon,
         pipeline,
@@ -344,6 +352,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stats_every = args.stats_interval.max(1);
     let mut ticks = 0u64;
     let clock = *d.mon.clock();
+    // The watchdog is pinged from the pipeline worker, through its queue:
+    // a wedged reader or worker stops the pings.
+    let mut watchdog = notifier
+        .as_ref()
+        .and_then(|n| n.watchdog_interval())
+        .map(tokio::time::interval);
     loop {
         let mut batch = SegmentBatch::default();
         tokio::select! {
@@ -376,9 +390,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let response = d.answer(request).await;
                 responder.reply(response);
             }
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(i) => i.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(n) = notifier.clone() {
+                    if !d.pipeline.alive(move || n.watchdog()).await {
+                        break;
+                    }
+                }
+            }
             _ = sighup.recv() => {
-                if let Err(e) = d.reload().await {
-                    tracing::error!("reload rejected, the old rules stay in force: {e}");
+                if let Some(n) = &notifier {
+                    n.reloading();
+                }
+                if let Some(r) = &reopen {
+                    r.request();
+                }
+                if d.rules_path.is_some() {
+                    if let Err(e) = d.reload().await {
+                        tracing::error!("reload rejected, the old rules stay in force: {e}");
+                    }
+                }
+                if let Some(n) = &notifier {
+                    n.ready(&format!("monitoring {}", d.mon.iface()));
                 }
             }
         }
@@ -387,6 +424,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     drop(server);
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     // Fail closed: from here nothing queued is accepted, and the gated
     // sessions still open are answered 421 and reset on the server side.
     if let Some(q) = &queue_gate {

@@ -156,6 +156,30 @@ enum Msg {
     Queued(Vec<QueuedPacket>, Instant),
     /// The monitor stops: answer the gated sessions still open.
     Shutdown,
+    /// A liveness probe: dropped once everything queued before it is done
+    /// (see [`LivePipeline::alive`]).
+    Alive(Arc<Probe>),
+}
+
+/// Calls its function when the last worker drops its handle: every worker
+/// got through what was queued before the probe.
+pub struct Probe(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Probe {
+    /// The probe will not be called (a worker could not be reached).
+    fn disarm(&self) {
+        if let Ok(mut f) = self.0.lock() {
+            f.take();
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.get_mut().ok().and_then(Option::take) {
+            f();
+        }
+    }
 }
 
 /// The gate's live parts.
@@ -449,6 +473,20 @@ impl LivePipeline {
         self.broadcast(|| Msg::Tick(now_micros)).await
     }
 
+    /// Calls `probe` once every worker has processed everything queued
+    /// before (the service manager's watchdog: a wedged worker stops
+    /// answering). False if the pipeline has stopped.
+    pub async fn alive(&self, probe: impl FnOnce() + Send + 'static) -> bool {
+        let probe = Arc::new(Probe(std::sync::Mutex::new(Some(Box::new(probe)))));
+        let sent = self.broadcast(|| Msg::Alive(probe.clone())).await;
+        if !sent {
+            probe.disarm();
+        }
+        // Our handle goes now; the last worker's drop calls the probe.
+        drop(probe);
+        sent
+    }
+
     /// Rules for sessions opened from now on.
     pub async fn set_rules(&self, rules: Arc<RuleSet>) -> bool {
         self.broadcast(|| Msg::Rules(rules.clone())).await
@@ -581,6 +619,7 @@ impl<E: FnMut(Enforcement)> Worker<E> {
                     }
                 }
                 Msg::Rules(rules) => table.handler_mut().set_rules(rules),
+                Msg::Alive(probe) => drop(probe),
                 Msg::Flows(reply) => {
                     let mut flows = Vec::new();
                     table.for_each_flow(|info, s, bytes| {
