@@ -54,7 +54,12 @@ pub enum CtlAction {
     Flows,
     /// Re-read the rules file; a bad file is rejected and the old rules stay.
     Reload,
-    /// Block a flow (by its EVE flow_id) or a client IP address.
+    /// Open the `--output` file again (after logrotate moved it).
+    Reopen,
+    /// Block a flow (by its EVE flow_id) or a client IP address. An IP
+    /// block goes through the daemon, which also publishes it to the fleet
+    /// (`--fleet`); when the daemon does not answer it is written to the
+    /// pinned map directly (this host only).
     Block {
         /// A flow_id from `ctl flows` / EVE output, or an IP address.
         target: Target,
@@ -186,6 +191,11 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlAction::Reload => match t.ask(&Request::Reload)? {
             Response::Reloaded(r) if json => println!("{}", serde_json::to_string(&r)?),
             Response::Reloaded(r) => println!("{}", format_reload(&r)),
+            r => return Err(unexpected(&r)),
+        },
+        CtlAction::Reopen => match t.ask(&Request::Reopen)? {
+            Response::Reopened(Some(path)) => println!("reopened {path}"),
+            Response::Reopened(None) => println!("output is stdout: nothing to reopen"),
             r => return Err(unexpected(&r)),
         },
         CtlAction::Stats => stats(&t, json)?,
@@ -349,6 +359,27 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
     match target {
         Target::Ip(ip) => {
             let (iface, mut control) = t.control()?;
+            let req = if block {
+                Request::BlockIp { ip, for_secs: for_.map(|d| d.as_secs().max(1)) }
+            } else {
+                Request::UnblockIp { ip }
+            };
+            let (path, _) = t.socket()?;
+            match request(&path, &req, t.timeout) {
+                Ok(Response::IpBlock(r)) => {
+                    let fleet = if r.fleet { " (published to the fleet)" } else { "" };
+                    match (block, for_) {
+                        (true, Some(d)) => println!("iface={iface} ip {ip}: blocked for {}{fleet}", format_secs(d.as_secs())),
+                        (true, None) => println!("iface={iface} ip {ip}: blocked{fleet}"),
+                        (false, _) if r.changed => println!("iface={iface} ip {ip}: unblocked{fleet}"),
+                        (false, _) => println!("iface={iface} ip {ip}: was not blocked{fleet}"),
+                    }
+                    return Ok(());
+                }
+                Ok(Response::Error(e)) => bail!("the monitor answered: {e}"),
+                Ok(r) => eprintln!("note: this host only: {}", unexpected(&r)),
+                Err(e) => eprintln!("note: this host only (the daemon did not answer: {e})"),
+            }
             if block {
                 control.block_ip(ip, for_)?;
                 match for_ {

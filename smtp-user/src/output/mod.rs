@@ -3,10 +3,13 @@
 //!
 //! `eve` turns dissector events and flow summaries into one JSON object per
 //! line; `budget` bounds how many anomalies a flow writes; `timestamp`
-//! formats capture times. The schema of the lines is `smtp-user/schema/eve.json`.
+//! formats capture times. `reopen` is the `--output` file logrotate can
+//! rotate; `redis` copies the lines to Redis (`--eve-redis`). The schema of the lines is `smtp-user/schema/eve.json`.
 
 pub mod budget;
 pub mod eve;
+pub mod redis;
+pub mod reopen;
 pub mod timestamp;
 
 pub use budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};

@@ -124,8 +124,8 @@ enum Msg {
     Rules(Arc<RuleSet>),
     /// Snapshot of the tracked flows.
     Flows(oneshot::Sender<Vec<LiveFlow>>),
-    /// The pipeline's counters so far.
-    Counters(oneshot::Sender<PipelineCounters>),
+    /// The pipeline's and the flow table's counters so far.
+    Counters(oneshot::Sender<LiveCounters>),
     /// Packets read from the netfilter queue, waiting for verdicts.
     Queued(Vec<QueuedPacket>, Instant),
     /// The monitor stops: answer the gated sessions still open.
@@ -211,6 +211,13 @@ pub struct LiveFlow {
 
 /// Most flows a snapshot lists.
 const MAX_FLOWS_LISTED: usize = 10_000;
+
+/// The worker's counters while it runs (`ctl stats`, metrics).
+#[derive(Debug, Clone, Default)]
+pub struct LiveCounters {
+    pub pipeline: PipelineCounters,
+    pub table: TableStats,
+}
 
 /// What the worker did, reported when it ends.
 #[derive(Debug, Clone, Default)]
@@ -309,7 +316,10 @@ impl LivePipeline {
                             let _ = reply.send(flows);
                         }
                         Msg::Counters(reply) => {
-                            let _ = reply.send(table.handler().counters());
+                            let _ = reply.send(LiveCounters {
+                                pipeline: table.handler().counters(),
+                                table: table.stats().clone(),
+                            });
                         }
                     }
                     for r in table.handler_mut().take_requests() {
@@ -359,8 +369,8 @@ impl LivePipeline {
         self.tx.send(Msg::Rules(rules)).await.is_ok()
     }
 
-    /// The pipeline's counters so far.
-    pub async fn counters(&self) -> Option<PipelineCounters> {
+    /// The pipeline's and the flow table's counters so far.
+    pub async fn counters(&self) -> Option<LiveCounters> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Msg::Counters(tx)).await.ok()?;
         rx.await.ok()
