@@ -10,7 +10,8 @@ use std::{
 /// A running redis-server; SIGTERM (which saves the data set) on stop/drop.
 pub struct RedisServer {
     child: Option<Child>,
-    pub ns: String,
+    /// What runs redis-server and redis-cli (`ip netns exec NS`, `taskset`).
+    launcher: Vec<String>,
     /// Addresses it listens on (the first is used by `cli`).
     pub bind: Vec<String>,
     pub port: u16,
@@ -21,10 +22,37 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server in `ns` listening on `bind`:`port`, with data in
     /// `dir` (kept across [`RedisServer::restart`]); waits until it answers.
-    pub fn start(ns: &str, bind: &[&str], port: u16, password: Option<&str>, dir: PathBuf) -> RedisServer {
+    pub fn start(
+        ns: &str,
+        bind: &[&str],
+        port: u16,
+        password: Option<&str>,
+        dir: PathBuf,
+    ) -> RedisServer {
+        Self::launch(&["ip", "netns", "exec", ns], bind, port, password, dir)
+    }
+
+    /// Like [`RedisServer::start`] in this namespace, run by `prefix`
+    /// (e.g. `taskset -c 1`), without a password.
+    pub fn start_with_prefix(
+        prefix: &[&str],
+        bind: &[&str],
+        port: u16,
+        dir: PathBuf,
+    ) -> RedisServer {
+        Self::launch(prefix, bind, port, None, dir)
+    }
+
+    fn launch(
+        launcher: &[&str],
+        bind: &[&str],
+        port: u16,
+        password: Option<&str>,
+        dir: PathBuf,
+    ) -> RedisServer {
         let mut r = RedisServer {
             child: None,
-            ns: ns.to_string(),
+            launcher: launcher.iter().map(|s| s.to_string()).collect(),
             bind: bind.iter().map(|s| s.to_string()).collect(),
             port,
             password: password.map(str::to_string),
@@ -36,11 +64,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).expect("redis dir");
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            self.port.to_string(),
-            "--bind".into(),
-        ];
+        let mut args: Vec<String> = vec!["--port".into(), self.port.to_string(), "--bind".into()];
         args.extend(self.bind.iter().cloned());
         args.extend(
             [
@@ -63,8 +87,9 @@ impl RedisServer {
         if let Some(p) = &self.password {
             args.extend(["--requirepass".to_string(), p.clone()]);
         }
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "redis-server"])
+        let child = Command::new(&self.launcher[0])
+            .args(&self.launcher[1..])
+            .arg("redis-server")
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -85,8 +110,9 @@ impl RedisServer {
     /// `redis-cli ARGS` against the server (raw output, one reply line each).
     pub fn cli(&self, args: &[&str]) -> Output {
         let port = self.port.to_string();
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, "redis-cli", "--raw", "-h", &self.bind[0], "-p", &port]);
+        let mut c = Command::new(&self.launcher[0]);
+        c.args(&self.launcher[1..]);
+        c.args(["redis-cli", "--raw", "-h", &self.bind[0], "-p", &port]);
         if let Some(p) = &self.password {
             c.args(["--no-auth-warning", "-a", p]);
         }
@@ -101,7 +127,8 @@ impl RedisServer {
     /// Stops the server (SIGTERM: it saves the data set and exits).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child (`ip netns exec` execs redis-server).
+            // SAFETY: signalling our own child (`ip netns exec` and
+            // `taskset` exec redis-server).
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(10);
             while Instant::now() < end {

@@ -51,7 +51,9 @@ fn eve_stream_equals_the_file_and_reopen_rotates() {
     );
     for i in 0..3 {
         let from = format!("user{i}@example.org");
-        assert!(live.swaks(&["--from", &from, "--to", "bob@example.net"]).success());
+        assert!(live
+            .swaks(&["--from", &from, "--to", "bob@example.net"])
+            .success());
     }
     let _ = live.swaks(&["--from", "eve@forbidden.example", "--to", "bob@example.net"]);
 
@@ -62,26 +64,38 @@ fn eve_stream_equals_the_file_and_reopen_rotates() {
     let rotated = live.dir.0.join("eve.json.1");
     // Lines are flushed every second: wait until the file has the alert.
     let end = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&live.eve).unwrap_or_default().contains("\"alert\"") && Instant::now() < end {
+    while !std::fs::read_to_string(&live.eve)
+        .unwrap_or_default()
+        .contains("\"alert\"")
+        && Instant::now() < end
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::rename(&live.eve, &rotated).expect("rotate");
     let (ok, out, err) = live.ctl(&["reopen"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("reopened "), "{out}");
-    assert!(live.swaks(&["--from", "late@example.org", "--to", "bob@example.net"]).success());
+    assert!(live
+        .swaks(&["--from", "late@example.org", "--to", "bob@example.net"])
+        .success());
     let err = live.stop();
     assert!(err.contains("eve_redis: sent="), "{err}");
 
     let old = std::fs::read_to_string(&rotated).expect("rotated file");
     let new = std::fs::read_to_string(&live.eve).expect("new file");
     assert!(old.contains("\"alert\""), "{old}");
-    assert!(new.contains("late@example.org"), "the new file gets the later lines: {new}");
+    assert!(
+        new.contains("late@example.org"),
+        "the new file gets the later lines: {new}"
+    );
     let file_lines: Vec<String> = old.lines().chain(new.lines()).map(str::to_string).collect();
     let _ = events(&rotated);
     let stream = xrange_eve(&redis, "eve");
     assert!(file_lines.len() >= 8, "{file_lines:?}");
-    assert_eq!(stream, file_lines, "the Redis stream must equal the file output");
+    assert_eq!(
+        stream, file_lines,
+        "the Redis stream must equal the file output"
+    );
 }
 
 #[test]
@@ -94,11 +108,18 @@ fn eve_list_and_unreachable_redis_do_not_stop_the_file() {
     let mut live = Live::start(
         "evelst",
         Some(POLICY_RULES),
-        &["--eve-redis", "redis://127.0.0.1:6390/eve?mode=rpush", "--eve-redis-queue", "3"],
+        &[
+            "--eve-redis",
+            "redis://127.0.0.1:6390/eve?mode=rpush",
+            "--eve-redis-queue",
+            "3",
+        ],
     );
     for i in 0..3 {
         let from = format!("user{i}@example.org");
-        assert!(live.swaks(&["--from", &from, "--to", "bob@example.net"]).success());
+        assert!(live
+            .swaks(&["--from", &from, "--to", "bob@example.net"])
+            .success());
     }
     let end = Instant::now() + Duration::from_secs(10);
     let dropped = loop {
@@ -115,15 +136,29 @@ fn eve_list_and_unreachable_redis_do_not_stop_the_file() {
     };
     assert!(dropped > 0, "overflow must be counted");
     // Redis comes up: what is queued (the newest 3) is sent, as RPUSH.
-    let redis = RedisServer::start(&live.pair.server_ns, &["127.0.0.1"], 6390, None, live.dir.0.join("redis"));
+    let redis = RedisServer::start(
+        &live.pair.server_ns,
+        &["127.0.0.1"],
+        6390,
+        None,
+        live.dir.0.join("redis"),
+    );
     let end = Instant::now() + Duration::from_secs(15);
     while redis.cli_text(&["LLEN", "eve"]).trim() != "3" && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(redis.cli_text(&["LLEN", "eve"]).trim(), "3");
     live.stop();
-    let file: Vec<String> = std::fs::read_to_string(&live.eve).expect("file").lines().map(str::to_string).collect();
-    let listed: Vec<String> = redis.cli_text(&["LRANGE", "eve", "0", "-1"]).lines().map(str::to_string).collect();
+    let file: Vec<String> = std::fs::read_to_string(&live.eve)
+        .expect("file")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let listed: Vec<String> = redis
+        .cli_text(&["LRANGE", "eve", "0", "-1"])
+        .lines()
+        .map(str::to_string)
+        .collect();
     // The newest lines, in order (RPUSH keeps the order); lines written at
     // exit follow them.
     assert!(listed.len() >= 3 && file.len() > listed.len(), "{listed:?}");

@@ -83,7 +83,13 @@ impl Host {
     }
 
     fn session(&self, from: &str) -> bool {
-        swaks(&self.pair.client_ns, SERVER, &["--from", from, "--to", "bob@example.net"], SWAKS_TIMEOUT).success()
+        swaks(
+            &self.pair.client_ns,
+            SERVER,
+            &["--from", from, "--to", "bob@example.net"],
+            SWAKS_TIMEOUT,
+        )
+        .success()
     }
 }
 
@@ -108,13 +114,41 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
     let dir = TempDir::new("fleet");
     let (pa, pb) = (NetPair::new("flta"), NetPair::new("fltb"));
     // A veth between the two mail hosts' namespaces: the fleet's network.
-    let (la, lb) = (format!("{}l", &pa.server_if[..pa.server_if.len() - 1]), format!("{}l", &pb.server_if[..pb.server_if.len() - 1]));
-    run("ip", &["link", "add", &la, "netns", &pa.server_ns, "type", "veth", "peer", "name", &lb, "netns", &pb.server_ns]);
+    let (la, lb) = (
+        format!("{}l", &pa.server_if[..pa.server_if.len() - 1]),
+        format!("{}l", &pb.server_if[..pb.server_if.len() - 1]),
+    );
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &la,
+            "netns",
+            &pa.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lb,
+            "netns",
+            &pb.server_ns,
+        ],
+    );
     for (ns, dev, addr) in [(&pa.server_ns, &la, REDIS_A), (&pb.server_ns, &lb, REDIS_B)] {
-        run("ip", &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        run(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+        );
         run("ip", &["-n", ns, "link", "set", dev, "up"]);
     }
-    let mut redis = RedisServer::start(&pa.server_ns, &[REDIS_A], 6379, Some("fl33t"), dir.0.join("redis"));
+    let mut redis = RedisServer::start(
+        &pa.server_ns,
+        &[REDIS_A],
+        6379,
+        Some("fl33t"),
+        dir.0.join("redis"),
+    );
     let pw = dir.0.join("pw");
     std::fs::write(&pw, "fl33t\n").expect("pw");
     let rules = dir.0.join("rules.toml");
@@ -126,41 +160,85 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
         let daemon = Daemon::monitor(
             &pair,
             &[
-                "-o", eve.to_str().expect("utf-8"),
-                "--stats-interval", "3600",
-                "--rules", rules.to_str().expect("utf-8"),
-                "--fleet", &url,
-                "--redis-password-file", pw.to_str().expect("utf-8"),
+                "-o",
+                eve.to_str().expect("utf-8"),
+                "--stats-interval",
+                "3600",
+                "--rules",
+                rules.to_str().expect("utf-8"),
+                "--fleet",
+                &url,
+                "--redis-password-file",
+                pw.to_str().expect("utf-8"),
             ],
         );
-        Host { daemon: Some(daemon), _sink: sink, pair }
+        Host {
+            daemon: Some(daemon),
+            _sink: sink,
+            pair,
+        }
     };
     let a = start(pa, "a");
     let b = start(pb, "b");
     for h in [&a, &b] {
-        assert!(within(Duration::from_secs(10), || h.status().contains("\"fleet\":\"connected")).is_some(), "{}", h.status());
+        assert!(
+            within(Duration::from_secs(10), || h
+                .status()
+                .contains("\"fleet\":\"connected"))
+            .is_some(),
+            "{}",
+            h.status()
+        );
     }
 
     // The client can talk to B; a rule on A blocks it there...
-    assert!(b.session("alice@example.org"), "B serves the client before the block");
+    assert!(
+        b.session("alice@example.org"),
+        "B serves the client before the block"
+    );
     let _ = a.session("eve@forbidden.example");
-    assert!(within(Duration::from_secs(5), || a.blocked(CLIENT).is_some()).is_some(), "A's rule did not block the client");
+    assert!(
+        within(Duration::from_secs(5), || a.blocked(CLIENT).is_some()).is_some(),
+        "A's rule did not block the client"
+    );
     // ...and within a second on B too, with the same expiry.
     let took = within(Duration::from_secs(1), || b.blocked(CLIENT).is_some());
     assert!(took.is_some(), "B did not get the block within 1 s");
-    let (left_a, left_b) = (a.blocked(CLIENT).flatten().expect("expiry"), b.blocked(CLIENT).flatten().expect("expiry"));
-    assert!(left_a.as_secs_f64() > 590.0 && left_a.as_secs_f64().sub_abs(left_b.as_secs_f64()) < 2.0, "{left_a:?} vs {left_b:?}");
-    assert!(!b.session("bob@example.org"), "the client must not get a session on B");
+    let (left_a, left_b) = (
+        a.blocked(CLIENT).flatten().expect("expiry"),
+        b.blocked(CLIENT).flatten().expect("expiry"),
+    );
+    assert!(
+        left_a.as_secs_f64() > 590.0 && left_a.as_secs_f64().sub_abs(left_b.as_secs_f64()) < 2.0,
+        "{left_a:?} vs {left_b:?}"
+    );
+    assert!(
+        !b.session("bob@example.org"),
+        "the client must not get a session on B"
+    );
 
     // `ctl unblock` on B frees it on both.
     let (ok, out, err) = b.ctl(&["unblock", CLIENT]);
-    assert!(ok && out.contains("unblocked (published to the fleet)"), "{out}{err}");
-    assert!(within(Duration::from_secs(1), || a.blocked(CLIENT).is_none()).is_some(), "A kept the block");
+    assert!(
+        ok && out.contains("unblocked (published to the fleet)"),
+        "{out}{err}"
+    );
+    assert!(
+        within(Duration::from_secs(1), || a.blocked(CLIENT).is_none()).is_some(),
+        "A kept the block"
+    );
     assert!(b.session("carol@example.org"), "B serves the client again");
 
     // Redis restarts; a change made while it is down is queued and sent.
     redis.stop();
-    assert!(within(Duration::from_secs(10), || b.status().contains("\"fleet\":\"disconnected")).is_some(), "{}", b.status());
+    assert!(
+        within(Duration::from_secs(10), || b
+            .status()
+            .contains("\"fleet\":\"disconnected"))
+        .is_some(),
+        "{}",
+        b.status()
+    );
     let (ok, out, err) = b.ctl(&["block", "198.18.0.77", "--for", "10m"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = a.ctl(&["block", "198.18.0.78"]);
@@ -170,7 +248,11 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
     assert!(b.blocked("198.18.0.77").is_some());
     redis.restart();
     for (h, ip) in [(&a, "198.18.0.77"), (&b, "198.18.0.78")] {
-        assert!(within(Duration::from_secs(15), || h.blocked(ip).is_some()).is_some(), "{ip} did not reach {}", h.pair.server_if);
+        assert!(
+            within(Duration::from_secs(15), || h.blocked(ip).is_some()).is_some(),
+            "{ip} did not reach {}",
+            h.pair.server_if
+        );
     }
     assert_eq!(redis.cli_text(&["HLEN", "testfleet:blocklist"]).trim(), "2");
     // The unblock is in the set too: the client stays free after the resync.
@@ -183,7 +265,11 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
     redis.cli(&["PUBLISH", "testfleet:changes", "\u{7f}garbage"]);
     for h in [&a, &b] {
         assert!(
-            within(Duration::from_secs(5), || h.stats()["user"]["fleet"]["rejected"].as_u64() >= Some(2)).is_some(),
+            within(Duration::from_secs(5), || h.stats()["user"]["fleet"]
+                ["rejected"]
+                .as_u64()
+                >= Some(2))
+            .is_some(),
             "{}",
             h.stats()
         );
@@ -191,12 +277,24 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
     // A restart makes both reload the set with the bad entries in it.
     redis.restart();
     for h in [&a, &b] {
-        assert!(within(Duration::from_secs(15), || h.stats()["user"]["fleet"]["rejected"].as_u64() >= Some(4)).is_some(), "{}", h.stats());
+        assert!(
+            within(Duration::from_secs(15), || h.stats()["user"]["fleet"]
+                ["rejected"]
+                .as_u64()
+                >= Some(4))
+            .is_some(),
+            "{}",
+            h.stats()
+        );
         let blocked = h.control().blocked_ips().expect("blocklist");
         assert_eq!(blocked.len(), 2, "{blocked:?}");
     }
     for mut h in [a, b] {
-        let (st, err) = h.daemon.take().expect("daemon").terminate(Duration::from_secs(20));
+        let (st, err) = h
+            .daemon
+            .take()
+            .expect("daemon")
+            .terminate(Duration::from_secs(20));
         assert!(st.success(), "{err}");
     }
 }

@@ -41,7 +41,9 @@ fn metrics_pass_promtool_and_prometheus_scrapes_them() {
     let mut live = Live::start("metr", Some(POLICY_RULES), &["--metrics", METRICS]);
     let ns = live.pair.server_ns.clone();
     // A clean mail and a blocked one: flows, transactions, an alert, a verdict.
-    assert!(live.swaks(&["--from", "alice@example.org", "--to", "bob@example.net"]).success());
+    assert!(live
+        .swaks(&["--from", "alice@example.org", "--to", "bob@example.net"])
+        .success());
     let _ = live.swaks(&["--from", "eve@forbidden.example", "--to", "bob@example.net"]);
 
     let end = Instant::now() + Duration::from_secs(10);
@@ -110,10 +112,15 @@ fn metrics_pass_promtool_and_prometheus_scrapes_them() {
             .expect("prometheus (cargo xtask prereqs installs it)"),
     );
     let end = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
+    let mut last;
     let found = loop {
-        last = curl(&ns, &format!("http://{PROM}/api/v1/query?query=smtp_monitor_flows_total"));
-        if last.contains("\"status\":\"success\"") && last.contains("\"__name__\":\"smtp_monitor_flows_total\"") {
+        last = curl(
+            &ns,
+            &format!("http://{PROM}/api/v1/query?query=smtp_monitor_flows_total"),
+        );
+        if last.contains("\"status\":\"success\"")
+            && last.contains("\"__name__\":\"smtp_monitor_flows_total\"")
+        {
             break true;
         }
         if Instant::now() > end {

@@ -360,18 +360,30 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
         Target::Ip(ip) => {
             let (iface, mut control) = t.control()?;
             let req = if block {
-                Request::BlockIp { ip, for_secs: for_.map(|d| d.as_secs().max(1)) }
+                Request::BlockIp {
+                    ip,
+                    for_secs: for_.map(|d| d.as_secs().max(1)),
+                }
             } else {
                 Request::UnblockIp { ip }
             };
             let (path, _) = t.socket()?;
             match request(&path, &req, t.timeout) {
                 Ok(Response::IpBlock(r)) => {
-                    let fleet = if r.fleet { " (published to the fleet)" } else { "" };
+                    let fleet = if r.fleet {
+                        " (published to the fleet)"
+                    } else {
+                        ""
+                    };
                     match (block, for_) {
-                        (true, Some(d)) => println!("iface={iface} ip {ip}: blocked for {}{fleet}", format_secs(d.as_secs())),
+                        (true, Some(d)) => println!(
+                            "iface={iface} ip {ip}: blocked for {}{fleet}",
+                            format_secs(d.as_secs())
+                        ),
                         (true, None) => println!("iface={iface} ip {ip}: blocked{fleet}"),
-                        (false, _) if r.changed => println!("iface={iface} ip {ip}: unblocked{fleet}"),
+                        (false, _) if r.changed => {
+                            println!("iface={iface} ip {ip}: unblocked{fleet}")
+                        }
                         (false, _) => println!("iface={iface} ip {ip}: was not blocked{fleet}"),
                     }
                     return Ok(());

@@ -4,12 +4,12 @@
 //! Optionally serves Prometheus metrics (`--metrics`), copies the EVE lines
 //! to Redis (`--eve-redis`) and shares IP blocks with a fleet (`--fleet`).
 
+use std::io::BufWriter;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use std::io::BufWriter;
 
 use anyhow::Context;
 use clap::Args;
@@ -320,7 +320,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("cannot open the pinned maps for the fleet link")?;
             let origin = format!("{}/{}/{}", hostname(), mon.iface(), std::process::id());
             tracing::info!(redis = %url.endpoint(), origin = %origin, "fleet blocklist");
-            Some(FleetLink::start(url, Box::new(blocklist), origin).context("cannot start the fleet link")?)
+            Some(
+                FleetLink::start(url, Box::new(blocklist), origin)
+                    .context("cannot start the fleet link")?,
+            )
         }
         None => None,
     };
@@ -483,7 +486,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = pipeline.finish();
     if let Some(r) = eve_redis {
         let c = r.finish();
-        tracing::info!("eve_redis: sent={} dropped={} errors={}", c.sent, c.dropped, c.errors);
+        tracing::info!(
+            "eve_redis: sent={} dropped={} errors={}",
+            c.sent,
+            c.dropped,
+            c.errors
+        );
     }
     drop(fleet);
     if args.gate && mode_at_exit == Mode::Enforce {
@@ -648,7 +656,11 @@ impl Daemon {
                         let c = r.queue().counters();
                         format!(
                             "{}, {} events queued, {} dropped",
-                            if c.connected { "connected" } else { "disconnected" },
+                            if c.connected {
+                                "connected"
+                            } else {
+                                "disconnected"
+                            },
                             c.queued,
                             c.dropped
                         )
@@ -672,9 +684,17 @@ impl Daemon {
                 }
                 tracing::warn!(%ip, seconds = ?for_secs, "client address blocked (ctl)");
                 if let Some(f) = &self.fleet {
-                    f.publish(Change::Block { ip, expiry_ms: smtp_user::fleet::expiry_ms(for_) });
+                    f.publish(Change::Block {
+                        ip,
+                        expiry_ms: smtp_user::fleet::expiry_ms(for_),
+                    });
                 }
-                Response::IpBlock(IpBlockReply { ip, blocked: true, changed: true, fleet: self.fleet.is_some() })
+                Response::IpBlock(IpBlockReply {
+                    ip,
+                    blocked: true,
+                    changed: true,
+                    fleet: self.fleet.is_some(),
+                })
             }
             Request::UnblockIp { ip } => {
                 let changed = match self.mon.control().unblock_ip(ip) {
@@ -686,7 +706,12 @@ impl Daemon {
                 if let Some(f) = &self.fleet {
                     f.publish(Change::Unblock { ip });
                 }
-                Response::IpBlock(IpBlockReply { ip, blocked: false, changed, fleet: self.fleet.is_some() })
+                Response::IpBlock(IpBlockReply {
+                    ip,
+                    blocked: false,
+                    changed,
+                    fleet: self.fleet.is_some(),
+                })
             }
             Request::Stats => {
                 let s = self.snapshot().await;

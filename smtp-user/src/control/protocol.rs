@@ -258,9 +258,17 @@ mod tests {
             Request::Reload,
             Request::Flow { flow_id: u64::MAX },
             Request::Reopen,
-            Request::BlockIp { ip: "198.51.100.7".parse().unwrap(), for_secs: Some(600) },
-            Request::BlockIp { ip: "2001:db8::1".parse().unwrap(), for_secs: None },
-            Request::UnblockIp { ip: "198.51.100.7".parse().unwrap() },
+            Request::BlockIp {
+                ip: "198.51.100.7".parse().unwrap(),
+                for_secs: Some(600),
+            },
+            Request::BlockIp {
+                ip: "2001:db8::1".parse().unwrap(),
+                for_secs: None,
+            },
+            Request::UnblockIp {
+                ip: "198.51.100.7".parse().unwrap(),
+            },
         ] {
             assert_eq!(decode_request(encode_request(&r).as_bytes()).unwrap(), r);
         }

@@ -19,8 +19,13 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// Block `ip` until `expiry_ms` (Unix ms; 0: no expiry).
-    Block { ip: IpAddr, expiry_ms: u64 },
-    Unblock { ip: IpAddr },
+    Block {
+        ip: IpAddr,
+        expiry_ms: u64,
+    },
+    Unblock {
+        ip: IpAddr,
+    },
 }
 
 impl Change {
@@ -100,8 +105,14 @@ mod tests {
     fn messages_round_trip() {
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         for c in [
-            Change::Block { ip, expiry_ms: 1_767_225_600_000 },
-            Change::Block { ip: "2001:db8::1".parse().unwrap(), expiry_ms: 0 },
+            Change::Block {
+                ip,
+                expiry_ms: 1_767_225_600_000,
+            },
+            Change::Block {
+                ip: "2001:db8::1".parse().unwrap(),
+                expiry_ms: 0,
+            },
             Change::Unblock { ip },
         ] {
             let m = c.message("mx1/eth0/1");
@@ -131,7 +142,10 @@ mod tests {
         assert_eq!(parse_entry(b"198.51.100.7", &[b'1'; 600]), None);
         assert_eq!(
             parse_entry(b"::ffff:198.51.100.7", b"5"),
-            Some(Change::Block { ip: "198.51.100.7".parse().unwrap(), expiry_ms: 5 })
+            Some(Change::Block {
+                ip: "198.51.100.7".parse().unwrap(),
+                expiry_ms: 5
+            })
         );
     }
 }

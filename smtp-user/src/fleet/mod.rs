@@ -202,7 +202,10 @@ impl FleetLink {
         if c.connected {
             format!("connected to {}", self.endpoint)
         } else {
-            format!("disconnected from {}, {} changes queued", self.endpoint, c.queued)
+            format!(
+                "disconnected from {}, {} changes queued",
+                self.endpoint, c.queued
+            )
         }
     }
 }
@@ -253,17 +256,20 @@ enum End {
 impl Link {
     fn run(&mut self) {
         let mut backoff = Backoff::default();
-        let mut down_logged = false;
+        // One line per outage, not one per attempt.
+        let mut logged = false;
         while !self.shared.stop.load(Ordering::Relaxed) {
             match self.session(&mut backoff) {
                 End::Stop => break,
                 End::Lost(e) => {
-                    self.shared.connected.store(false, Ordering::Relaxed);
+                    if self.shared.connected.swap(false, Ordering::Relaxed) {
+                        logged = false;
+                    }
                     Shared::count(&self.shared.errors);
-                    if !down_logged {
+                    if !logged {
                         tracing::warn!(redis = %self.url.endpoint(), error = %e,
                             "fleet: Redis unreachable; local blocks go on, changes are queued");
-                        down_logged = true;
+                        logged = true;
                     }
                 }
             }
@@ -326,20 +332,32 @@ impl Link {
         for c in &batch {
             match c {
                 Change::Block { ip, expiry_ms } => {
-                    p.cmd("HSET").arg(&self.keys.set).arg(ip.to_string()).arg(*expiry_ms).ignore();
+                    p.cmd("HSET")
+                        .arg(&self.keys.set)
+                        .arg(ip.to_string())
+                        .arg(*expiry_ms)
+                        .ignore();
                 }
                 Change::Unblock { ip } => {
-                    p.cmd("HDEL").arg(&self.keys.set).arg(ip.to_string()).ignore();
+                    p.cmd("HDEL")
+                        .arg(&self.keys.set)
+                        .arg(ip.to_string())
+                        .ignore();
                 }
             }
-            p.cmd("PUBLISH").arg(&self.keys.channel).arg(c.message(&self.origin)).ignore();
+            p.cmd("PUBLISH")
+                .arg(&self.keys.channel)
+                .arg(c.message(&self.origin))
+                .ignore();
         }
         match p.query::<()>(con) {
             Ok(()) => {
                 for c in &batch {
                     self.remember(c);
                 }
-                self.shared.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.shared
+                    .published
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -371,7 +389,8 @@ impl Link {
 
     /// Loads the whole set and makes the kernel match it.
     fn load(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(&self.keys.set).query(con)?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> =
+            redis::cmd("HGETALL").arg(&self.keys.set).query(con)?;
         Shared::count(&self.shared.resyncs);
         let now = now_ms();
         let mut current = HashMap::new();
@@ -390,7 +409,12 @@ impl Link {
                 }
             }
         }
-        let gone: Vec<IpAddr> = self.known.keys().filter(|ip| !current.contains_key(ip)).copied().collect();
+        let gone: Vec<IpAddr> = self
+            .known
+            .keys()
+            .filter(|ip| !current.contains_key(ip))
+            .copied()
+            .collect();
         for ip in gone {
             self.apply(Change::Unblock { ip });
         }

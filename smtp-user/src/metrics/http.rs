@@ -78,7 +78,8 @@ impl MetricsServer {
 
 /// The request line's method and path, once the head is complete.
 fn request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let end = memchr::memmem::find(head, b"\r\n\r\n").or_else(|| memchr::memmem::find(head, b"\n\n"))?;
+    let end =
+        memchr::memmem::find(head, b"\r\n\r\n").or_else(|| memchr::memmem::find(head, b"\n\n"))?;
     let head = std::str::from_utf8(head.get(..end)?).ok()?;
     let mut parts = head.lines().next()?.split(' ');
     let method = parts.next()?;
@@ -94,7 +95,13 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<Scrape>) {
             break (m.to_string(), p.to_string());
         }
         if head.len() >= HEAD_LIMIT {
-            let _ = respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+            let _ = respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
             return;
         }
         match stream.read(&mut buf).await {
@@ -117,7 +124,11 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<Scrape>) {
     }
     match text.await {
         Ok(body) => {
-            let body = if method == "HEAD" { String::new() } else { body };
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
             let _ = respond(&mut stream, "200 OK", super::CONTENT_TYPE, &body).await;
         }
         Err(_) => {
@@ -126,7 +137,12 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<Scrape>) {
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -153,9 +169,14 @@ mod tests {
 
     #[test]
     fn serves_scrapes_and_refuses_the_rest() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            let mut server = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let mut server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
             let addr = server.local_addr();
             tokio::spawn(async move {
                 while let Some(s) = server.next().await {
@@ -170,9 +191,16 @@ mod tests {
                 out
             };
             let ok = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("smtp_monitor_x_total 1\n"), "{ok}");
-            assert!(get(b"GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
-            assert!(get(b"POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+            assert!(
+                ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("smtp_monitor_x_total 1\n"),
+                "{ok}"
+            );
+            assert!(get(b"GET /nope HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 404"));
+            assert!(get(b"POST /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 405"));
             let big: &'static [u8] = Box::leak(vec![b'a'; HEAD_LIMIT + 10].into_boxed_slice());
             assert!(get(big).await.starts_with("HTTP/1.1 431"));
         });

@@ -75,7 +75,7 @@ fn g(v: impl TryInto<i64>) -> i64 {
 }
 
 /// One counter per label value.
-fn counters<'a>(
+fn counters(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -104,7 +104,12 @@ impl prometheus_client::collector::Collector for Collector {
         let e = &mut e;
         {
             let labels = [("version", env!("CARGO_PKG_VERSION"))];
-            let mut m = e.encode_descriptor("build_info", "Version of this smtp-monitor (value 1)", None, MetricType::Gauge)?;
+            let mut m = e.encode_descriptor(
+                "build_info",
+                "Version of this smtp-monitor (value 1)",
+                None,
+                MetricType::Gauge,
+            )?;
             ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
         }
         if let Some(k) = &s.kernel {
@@ -113,66 +118,213 @@ impl prometheus_client::collector::Collector for Collector {
                 counter(e, &kernel_name(name), &help, k.get(stat))?;
             }
         }
-        counter(e, "ringbuf_records_read", "Records read from the ring buffer", s.user.records)?;
-        counter(e, "ringbuf_decode_errors", "Ring-buffer records the decoder rejected", s.user.decode_errors)?;
+        counter(
+            e,
+            "ringbuf_records_read",
+            "Records read from the ring buffer",
+            s.user.records,
+        )?;
+        counter(
+            e,
+            "ringbuf_decode_errors",
+            "Ring-buffer records the decoder rejected",
+            s.user.decode_errors,
+        )?;
         if let Some(l) = &s.live {
             let p = &l.pipeline;
             counter(e, "flows", "SMTP flows seen", p.flows)?;
             counter(e, "transactions", "SMTP transactions seen", p.transactions)?;
             let by_kind = |t: &crate::output::AnomalyTally| -> Vec<(String, u64)> {
-                AnomalyKind::VARIANTS.iter().map(|k| (k.as_str().to_string(), t.get(*k))).collect()
+                AnomalyKind::VARIANTS
+                    .iter()
+                    .map(|k| (k.as_str().to_string(), t.get(*k)))
+                    .collect()
             };
-            counters(e, "anomalies", "Protocol anomalies by kind", "kind", by_kind(&p.anomalies_by_kind))?;
-            counters(e, "anomalies_suppressed", "Anomaly events not written (per-flow limit of their kind), by kind", "kind", by_kind(&p.anomalies_suppressed))?;
-            let mut by_sid: Vec<(String, u64)> = p.alerts_by_sid.iter().map(|(sid, n)| (sid.to_string(), *n)).collect();
+            counters(
+                e,
+                "anomalies",
+                "Protocol anomalies by kind",
+                "kind",
+                by_kind(&p.anomalies_by_kind),
+            )?;
+            counters(
+                e,
+                "anomalies_suppressed",
+                "Anomaly events not written (per-flow limit of their kind), by kind",
+                "kind",
+                by_kind(&p.anomalies_suppressed),
+            )?;
+            let mut by_sid: Vec<(String, u64)> = p
+                .alerts_by_sid
+                .iter()
+                .map(|(sid, n)| (sid.to_string(), *n))
+                .collect();
             if p.alerts_other_rules > 0 {
                 by_sid.push(("other".into(), p.alerts_other_rules));
             }
             counters(e, "alerts", "Alerts by rule sid", "sid", by_sid)?;
-            counter(e, "blocked_flows", "Sessions a rule asked to drop, reset or reject", p.blocked_flows)?;
-            counter(e, "single_packet_flows", "Flows of one packet whose events were not written", p.single_packet_flows)?;
-            counter(e, "single_packet_lines_suppressed", "Event lines of single-packet flows not written", p.single_packet_lines)?;
-            counter(e, "reassembled_bytes", "Reassembled payload bytes given to the dissector", p.bytes)?;
-            counter(e, "gap_bytes", "Payload bytes lost to reassembly gaps", p.gap_bytes)?;
-            counter(e, "gate_releases", "Message ends released by the gate after inspection", p.gate_releases)?;
-            counter(e, "gate_missed", "Message ends that slipped past the gate", p.gate_missed)?;
-            counter(e, "rejects", "Transactions answered with the reject reply", p.rejects)?;
-            counter(e, "gate_queue_packets", "Packets the netfilter-queue gate received", p.queue.queued)?;
-            counters(e, "gate_queue_verdicts", "Netfilter-queue gate verdicts by outcome", "verdict", [
-                ("accepted".to_string(), p.queue.accepted),
-                ("dropped_blocked".to_string(), p.queue.dropped_blocked),
-                ("dropped_timeout".to_string(), p.queue.dropped_timeout),
-                ("dropped_unparsed".to_string(), p.queue.dropped_unparsed),
-            ])?;
-            counter(e, "regex_restarts", "Regex scans restarted after an undecidable byte", p.regex_restarts)?;
-            counter(e, "regex_failures", "Regex scans stopped early", p.regex_failures)?;
+            counter(
+                e,
+                "blocked_flows",
+                "Sessions a rule asked to drop, reset or reject",
+                p.blocked_flows,
+            )?;
+            counter(
+                e,
+                "single_packet_flows",
+                "Flows of one packet whose events were not written",
+                p.single_packet_flows,
+            )?;
+            counter(
+                e,
+                "single_packet_lines_suppressed",
+                "Event lines of single-packet flows not written",
+                p.single_packet_lines,
+            )?;
+            counter(
+                e,
+                "reassembled_bytes",
+                "Reassembled payload bytes given to the dissector",
+                p.bytes,
+            )?;
+            counter(
+                e,
+                "gap_bytes",
+                "Payload bytes lost to reassembly gaps",
+                p.gap_bytes,
+            )?;
+            counter(
+                e,
+                "gate_releases",
+                "Message ends released by the gate after inspection",
+                p.gate_releases,
+            )?;
+            counter(
+                e,
+                "gate_missed",
+                "Message ends that slipped past the gate",
+                p.gate_missed,
+            )?;
+            counter(
+                e,
+                "rejects",
+                "Transactions answered with the reject reply",
+                p.rejects,
+            )?;
+            counter(
+                e,
+                "gate_queue_packets",
+                "Packets the netfilter-queue gate received",
+                p.queue.queued,
+            )?;
+            counters(
+                e,
+                "gate_queue_verdicts",
+                "Netfilter-queue gate verdicts by outcome",
+                "verdict",
+                [
+                    ("accepted".to_string(), p.queue.accepted),
+                    ("dropped_blocked".to_string(), p.queue.dropped_blocked),
+                    ("dropped_timeout".to_string(), p.queue.dropped_timeout),
+                    ("dropped_unparsed".to_string(), p.queue.dropped_unparsed),
+                ],
+            )?;
+            counter(
+                e,
+                "regex_restarts",
+                "Regex scans restarted after an undecidable byte",
+                p.regex_restarts,
+            )?;
+            counter(
+                e,
+                "regex_failures",
+                "Regex scans stopped early",
+                p.regex_failures,
+            )?;
             let t = &l.table;
             gauge(e, "flows_active", "Flows tracked now", g(t.active))?;
-            counters(e, "flows_closed", "Flows closed, by reason", "reason", [
-                ("fin".to_string(), t.closed_fin),
-                ("reset".to_string(), t.closed_reset),
-                ("timeout".to_string(), t.timed_out),
-                ("evicted".to_string(), t.evicted),
-                ("shutdown".to_string(), t.shutdown),
-                ("reused".to_string(), t.reused),
-                ("memcap".to_string(), t.memcap_shed),
-            ])?;
-            gauge(e, "reassembly_buffered_bytes", "Bytes buffered out of order now", g(t.buffered))?;
-            gauge(e, "reassembly_buffered_peak_bytes", "Most bytes buffered out of order at once", g(t.buffered_peak))?;
-            gauge(e, "session_memory_bytes", "Heap bytes of the per-flow SMTP state now", g(t.session_memory))?;
-            counter(e, "memcap_exceeded", "Times the memory cap was exceeded", t.memcap_exceeded)?;
+            counters(
+                e,
+                "flows_closed",
+                "Flows closed, by reason",
+                "reason",
+                [
+                    ("fin".to_string(), t.closed_fin),
+                    ("reset".to_string(), t.closed_reset),
+                    ("timeout".to_string(), t.timed_out),
+                    ("evicted".to_string(), t.evicted),
+                    ("shutdown".to_string(), t.shutdown),
+                    ("reused".to_string(), t.reused),
+                    ("memcap".to_string(), t.memcap_shed),
+                ],
+            )?;
+            gauge(
+                e,
+                "reassembly_buffered_bytes",
+                "Bytes buffered out of order now",
+                g(t.buffered),
+            )?;
+            gauge(
+                e,
+                "reassembly_buffered_peak_bytes",
+                "Most bytes buffered out of order at once",
+                g(t.buffered_peak),
+            )?;
+            gauge(
+                e,
+                "session_memory_bytes",
+                "Heap bytes of the per-flow SMTP state now",
+                g(t.session_memory),
+            )?;
+            counter(
+                e,
+                "memcap_exceeded",
+                "Times the memory cap was exceeded",
+                t.memcap_exceeded,
+            )?;
         }
         let c = &s.enforcer.counters;
-        counter(e, "verdicts", "Drop verdicts written to the kernel", c.verdicts)?;
-        counters(e, "resets", "Connections reset, by method", "method", [
-            ("socket".to_string(), c.resets_socket),
-            ("injected".to_string(), c.resets_injected),
-        ])?;
-        counter(e, "reset_failures", "Resets that could not be done", c.reset_failures)?;
-        counter(e, "reject_failures", "Reject replies that could not be sent", c.reject_failures)?;
-        counter(e, "ip_blocks", "Client addresses put on the kernel blocklist by rules", c.ip_blocks)?;
+        counter(
+            e,
+            "verdicts",
+            "Drop verdicts written to the kernel",
+            c.verdicts,
+        )?;
+        counters(
+            e,
+            "resets",
+            "Connections reset, by method",
+            "method",
+            [
+                ("socket".to_string(), c.resets_socket),
+                ("injected".to_string(), c.resets_injected),
+            ],
+        )?;
+        counter(
+            e,
+            "reset_failures",
+            "Resets that could not be done",
+            c.reset_failures,
+        )?;
+        counter(
+            e,
+            "reject_failures",
+            "Reject replies that could not be sent",
+            c.reject_failures,
+        )?;
+        counter(
+            e,
+            "ip_blocks",
+            "Client addresses put on the kernel blocklist by rules",
+            c.ip_blocks,
+        )?;
         counter(e, "gate_updates", "Gate map writes", c.gate_updates)?;
-        counter(e, "map_errors", "Kernel map writes that failed", c.map_errors)?;
+        counter(
+            e,
+            "map_errors",
+            "Kernel map writes that failed",
+            c.map_errors,
+        )?;
         {
             let l = &s.enforcer.latency;
             let buckets: Vec<(f64, u64)> = BUCKETS_MICROS
@@ -195,21 +347,86 @@ impl prometheus_client::collector::Collector for Collector {
             )?;
         }
         if let Some(r) = &s.eve_redis {
-            gauge(e, "eve_redis_queue_events", "EVE events waiting for Redis", g(r.queued))?;
-            counter(e, "eve_redis_enqueued_events", "EVE events queued for Redis", r.enqueued)?;
-            counter(e, "eve_redis_sent_events", "EVE events Redis acknowledged", r.sent)?;
-            counter(e, "eve_redis_dropped_events", "EVE events dropped (queue overflow, oldest first)", r.dropped)?;
-            counter(e, "eve_redis_errors", "Failed Redis connections and batches", r.errors)?;
-            gauge(e, "eve_redis_connected", "1 while connected to Redis", r.connected as i64)?;
+            gauge(
+                e,
+                "eve_redis_queue_events",
+                "EVE events waiting for Redis",
+                g(r.queued),
+            )?;
+            counter(
+                e,
+                "eve_redis_enqueued_events",
+                "EVE events queued for Redis",
+                r.enqueued,
+            )?;
+            counter(
+                e,
+                "eve_redis_sent_events",
+                "EVE events Redis acknowledged",
+                r.sent,
+            )?;
+            counter(
+                e,
+                "eve_redis_dropped_events",
+                "EVE events dropped (queue overflow, oldest first)",
+                r.dropped,
+            )?;
+            counter(
+                e,
+                "eve_redis_errors",
+                "Failed Redis connections and batches",
+                r.errors,
+            )?;
+            gauge(
+                e,
+                "eve_redis_connected",
+                "1 while connected to Redis",
+                r.connected as i64,
+            )?;
         }
         if let Some(f) = &s.fleet {
-            gauge(e, "fleet_connected", "1 while the fleet link to Redis is up", f.connected as i64)?;
-            gauge(e, "fleet_queue_changes", "Local blocklist changes waiting for Redis", g(f.queued))?;
-            counter(e, "fleet_published_changes", "Local blocks and unblocks published", f.published)?;
-            counter(e, "fleet_applied_changes", "Blocks and unblocks from other hosts applied", f.applied)?;
-            counter(e, "fleet_rejected_entries", "Malformed fleet entries rejected", f.rejected)?;
-            counter(e, "fleet_dropped_changes", "Local changes dropped (queue overflow, oldest first)", f.dropped)?;
-            counter(e, "fleet_resyncs", "Full loads of the fleet blocklist", f.resyncs)?;
+            gauge(
+                e,
+                "fleet_connected",
+                "1 while the fleet link to Redis is up",
+                f.connected as i64,
+            )?;
+            gauge(
+                e,
+                "fleet_queue_changes",
+                "Local blocklist changes waiting for Redis",
+                g(f.queued),
+            )?;
+            counter(
+                e,
+                "fleet_published_changes",
+                "Local blocks and unblocks published",
+                f.published,
+            )?;
+            counter(
+                e,
+                "fleet_applied_changes",
+                "Blocks and unblocks from other hosts applied",
+                f.applied,
+            )?;
+            counter(
+                e,
+                "fleet_rejected_entries",
+                "Malformed fleet entries rejected",
+                f.rejected,
+            )?;
+            counter(
+                e,
+                "fleet_dropped_changes",
+                "Local changes dropped (queue overflow, oldest first)",
+                f.dropped,
+            )?;
+            counter(
+                e,
+                "fleet_resyncs",
+                "Full loads of the fleet blocklist",
+                f.resyncs,
+            )?;
         }
         Ok(())
     }
@@ -229,7 +446,12 @@ mod tests {
             ..Snapshot::default()
         };
         s.enforcer.latency.record(120);
-        s.live.as_mut().unwrap().pipeline.alerts_by_sid.insert(1001, 2);
+        s.live
+            .as_mut()
+            .unwrap()
+            .pipeline
+            .alerts_by_sid
+            .insert(1001, 2);
         let text = encode(&s);
         for want in [
             "# TYPE smtp_monitor_kernel_records_lost_total counter",

@@ -51,7 +51,9 @@ pub enum RedisMode {
     Rpush,
     Publish,
     /// `XADD key MAXLEN ~ maxlen * eve line`.
-    Xadd { maxlen: u64 },
+    Xadd {
+        maxlen: u64,
+    },
 }
 
 /// Why `--eve-redis` was refused.
@@ -384,6 +386,13 @@ fn send_loop(config: &EveRedisConfig, q: &EveQueue) {
             Ok(()) => {
                 q.sent.fetch_add(n, Ordering::Relaxed);
             }
+            // Redis refused the commands (e.g. the key holds another
+            // type): sending them again would fail again. Counted, dropped.
+            Err(e) if !e.is_io_error() && !e.is_connection_dropped() && !e.is_timeout() => {
+                q.errors.fetch_add(1, Ordering::Relaxed);
+                q.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, events = n, key = %config.key, "EVE output: Redis refused the batch; dropped");
+            }
             Err(e) => {
                 q.errors.fetch_add(1, Ordering::Relaxed);
                 q.connected.store(false, Ordering::Relaxed);
@@ -408,7 +417,10 @@ fn send_loop(config: &EveRedisConfig, q: &EveQueue) {
     left.bytes = 0;
     if n > 0 {
         q.dropped.fetch_add(n, Ordering::Relaxed);
-        tracing::warn!(events = n, "EVE output: events still queued for Redis at exit were dropped");
+        tracing::warn!(
+            events = n,
+            "EVE output: events still queued for Redis at exit were dropped"
+        );
     }
 }
 
@@ -426,16 +438,22 @@ mod tests {
 
     #[test]
     fn modes_follow_suricata() {
-        let m = |q: &str| EveRedisConfig::from_url(url(&format!("redis://h/k{q}")), 10).map(|c| c.mode);
+        let m =
+            |q: &str| EveRedisConfig::from_url(url(&format!("redis://h/k{q}")), 10).map(|c| c.mode);
         assert_eq!(m("").unwrap(), RedisMode::Lpush);
         assert_eq!(m("?mode=list").unwrap(), RedisMode::Lpush);
         assert_eq!(m("?mode=rpush").unwrap(), RedisMode::Rpush);
         assert_eq!(m("?mode=channel").unwrap(), RedisMode::Publish);
         assert_eq!(
             m("?mode=stream").unwrap(),
-            RedisMode::Xadd { maxlen: DEFAULT_STREAM_MAXLEN }
+            RedisMode::Xadd {
+                maxlen: DEFAULT_STREAM_MAXLEN
+            }
         );
-        assert_eq!(m("?mode=xadd&maxlen=7").unwrap(), RedisMode::Xadd { maxlen: 7 });
+        assert_eq!(
+            m("?mode=xadd&maxlen=7").unwrap(),
+            RedisMode::Xadd { maxlen: 7 }
+        );
         assert!(m("?mode=bogus").is_err());
         let c = EveRedisConfig::from_url(url("redis://h"), 10).unwrap();
         assert_eq!(c.key, "suricata");

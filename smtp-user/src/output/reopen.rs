@@ -91,7 +91,10 @@ mod tests {
         w.write_all(b"two\n").unwrap();
         w.flush().unwrap();
         w.write_all(b"three\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("eve.json.1")).unwrap(), "one\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("eve.json.1")).unwrap(),
+            "one\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "three\n");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -208,9 +208,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            next: Self::FIRST,
-        }
+        Backoff { next: Self::FIRST }
     }
 }
 
@@ -255,10 +253,22 @@ mod tests {
             RedisUrl::parse("redis://u:secret@h/k"),
             Err(RedisUrlError::PasswordInUrl)
         );
-        assert!(matches!(RedisUrl::parse("rediss://h"), Err(RedisUrlError::Scheme(_))));
-        assert!(matches!(RedisUrl::parse("redis://:1/"), Err(RedisUrlError::NoHost(_)) | Err(RedisUrlError::Port(_))));
-        assert!(matches!(RedisUrl::parse("redis://h:x/"), Err(RedisUrlError::Port(_))));
-        assert!(matches!(RedisUrl::parse("redis://h/k?=1"), Err(RedisUrlError::Query(_))));
+        assert!(matches!(
+            RedisUrl::parse("rediss://h"),
+            Err(RedisUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            RedisUrl::parse("redis://:1/"),
+            Err(RedisUrlError::NoHost(_)) | Err(RedisUrlError::Port(_))
+        ));
+        assert!(matches!(
+            RedisUrl::parse("redis://h:x/"),
+            Err(RedisUrlError::Port(_))
+        ));
+        assert!(matches!(
+            RedisUrl::parse("redis://h/k?=1"),
+            Err(RedisUrlError::Query(_))
+        ));
         let u = RedisUrl::parse("redis://h/k?maxlen=lots").unwrap();
         assert!(u.param("maxlen", 0u64).is_err());
     }
@@ -267,11 +277,17 @@ mod tests {
     fn password_comes_from_the_file_and_is_not_printed() {
         let p = std::env::temp_dir().join(format!("redis-pw-{}", std::process::id()));
         std::fs::write(&p, "s3cret\nignored\n").unwrap();
-        let u = RedisUrl::parse("redis://h").unwrap().with_password_file(Some(&p)).unwrap();
+        let u = RedisUrl::parse("redis://h")
+            .unwrap()
+            .with_password_file(Some(&p))
+            .unwrap();
         assert_eq!(u.password.as_deref(), Some("s3cret"));
         assert!(!format!("{u:?}").contains("s3cret"));
         std::fs::write(&p, "\n").unwrap();
-        assert!(RedisUrl::parse("redis://h").unwrap().with_password_file(Some(&p)).is_err());
+        assert!(RedisUrl::parse("redis://h")
+            .unwrap()
+            .with_password_file(Some(&p))
+            .is_err());
         let _ = std::fs::remove_file(&p);
     }
 
