@@ -204,12 +204,13 @@ fn fleet_shares_blocks_unblocks_and_survives_a_redis_restart() {
     // ...and within a second on B too, with the same expiry.
     let took = within(Duration::from_secs(1), || b.blocked(CLIENT).is_some());
     assert!(took.is_some(), "B did not get the block within 1 s");
+    println!("fleet: A's block reached B's kernel {took:?} after A's");
     let (left_a, left_b) = (
         a.blocked(CLIENT).flatten().expect("expiry"),
         b.blocked(CLIENT).flatten().expect("expiry"),
     );
     assert!(
-        left_a.as_secs_f64() > 590.0 && left_a.as_secs_f64().sub_abs(left_b.as_secs_f64()) < 2.0,
+        left_a.as_secs_f64() > 540.0 && left_a.as_secs_f64().sub_abs(left_b.as_secs_f64()) < 2.0,
         "{left_a:?} vs {left_b:?}"
     );
     assert!(
