@@ -488,6 +488,12 @@ fn format_status(s: &Status) -> String {
     kv("rules_digest", &clean(&s.rules_digest, usize::MAX));
     kv("rules", &s.rules);
     kv("pid", &s.pid);
+    if let Some(f) = &s.fleet {
+        kv("fleet", &clean(f, usize::MAX));
+    }
+    if let Some(r) = &s.eve_redis {
+        kv("eve_redis", &clean(r, usize::MAX));
+    }
     out
 }
 
