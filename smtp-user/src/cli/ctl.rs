@@ -1,8 +1,10 @@
 //! `smtp-user ctl`: inspect or change a running monitor from another
-//! process. Map changes (enforce, verdicts, IP blocklist) go straight to the
-//! pinned maps (`/sys/fs/bpf/smtp-monitor/<iface>/`), so they work even when
-//! the daemon is stuck; `status`, `flows`, `reload`, the userspace half of
-//! `stats` and flow-id lookups go through the daemon's control socket
+//! process. Map changes (enforce, verdicts) go straight to the pinned maps
+//! (`/sys/fs/bpf/smtp-monitor/<iface>/`), so they work even when the daemon
+//! is stuck; IP blocks go through the daemon (which publishes them to the
+//! fleet) and fall back to the maps when it does not answer; `status`,
+//! `flows`, `reload`, `reopen`, the userspace half of `stats` and flow-id
+//! lookups go through the daemon's control socket
 //! (`/run/smtp-monitor/<iface>.sock`).
 
 use std::fmt::Write as _;
