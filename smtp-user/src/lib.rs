@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod redis_link;
 pub mod smtp;
+pub mod text;
 
 /// Which way bytes travel in a TCP session, in the tutorial's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

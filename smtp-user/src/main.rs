@@ -7,6 +7,12 @@ mod cli;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: the dissector allocates small,
+/// short-lived strings per command and event (`cargo xtask bench-replay`
+/// measured the difference; see README, "Replay throughput").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "smtp-user", version, about = "eBPF SMTP monitor")]
 struct Cli {

@@ -66,7 +66,7 @@ pub fn verb(word: &[u8]) -> Verb {
         b"ATRN" => Verb::Atrn,
         b"XCLIENT" => Verb::Xclient,
         b"XFORWARD" => Verb::Xforward,
-        other => Verb::Unknown(String::from_utf8_lossy(other).into_owned()),
+        other => Verb::Unknown(crate::text::lossy_string(other)),
     }
 }
 

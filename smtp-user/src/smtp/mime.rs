@@ -532,7 +532,7 @@ impl MimeParser {
         self.header_truncated = true;
         self.error = true;
         let name = self.header.split(|&c| c == b':').next().unwrap_or(&[]);
-        let name = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+        let name = crate::text::lossy_string(&name[..name.len().min(64)]);
         out.anomaly(
             AnomalyKind::MimeHeaderTooLong,
             format!("header {name:?} longer than {MAX_HEADER} bytes; truncated"),
@@ -557,11 +557,11 @@ impl MimeParser {
                 self.late_skipped += 1;
             } else {
                 self.late_fields += u32::from(late);
-                let value = String::from_utf8_lossy(header[colon + 1..].trim_ascii());
+                let value = crate::text::lossy(header[colon + 1..].trim_ascii());
                 self.header_field(name, &value, out);
                 out.header(
                     self.part_no,
-                    String::from_utf8_lossy(name).into_owned(),
+                    crate::text::lossy_string(name),
                     decode_words(&value),
                 );
             }

@@ -319,7 +319,7 @@ fn idx(dir: Direction) -> usize {
 }
 
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    crate::text::lossy_string(b)
 }
 
 impl Session {

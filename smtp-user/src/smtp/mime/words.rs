@@ -21,7 +21,7 @@ const MAX_CHARSET: usize = 40;
 pub fn decode_charset(charset: &str, octets: &[u8]) -> String {
     match lookup(charset) {
         Some(cs) => cs.decode_without_bom_handling(octets).0.into_owned(),
-        None => String::from_utf8_lossy(octets).into_owned(),
+        None => crate::text::lossy_string(octets),
     }
 }
 
