@@ -8,6 +8,7 @@
 # Usage: scripts/bench-live.sh [MESSAGES_PER_LEVEL] [MESSAGE_BYTES] [LEVELS...]
 # Needs root, iproute2, postfix (smtp-sink, smtp-source). Only the test
 # address range 198.18.0.0/15 inside namespaces made here is used.
+# ARGS (optional): extra `run` arguments, e.g. ARGS="--workers 1".
 set -euo pipefail
 
 MSGS=${1:-4000}
@@ -26,9 +27,11 @@ SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
 tag="bl$$"
 C="$tag-c"; S="$tag-s"; work=$(mktemp -d)
+pid=""; sink=""
 cleanup() {
-  pkill -f "smtp-user run --iface ${tag}s" 2>/dev/null || true
-  pkill -f "$SINK.*198.18.0.2:25" 2>/dev/null || true
+  # Only the processes started here, by pid.
+  [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+  [ -z "$sink" ] || kill "$sink" 2>/dev/null || true
   ip netns del "$C" 2>/dev/null || true
   ip netns del "$S" 2>/dev/null || true
   rm -rf "$work"
@@ -40,6 +43,7 @@ ip -n "$C" addr add 198.18.0.1/24 dev "${tag}c"; ip -n "$S" addr add 198.18.0.2/
 for ns in "$C" "$S"; do ip -n "$ns" link set lo up; done
 ip -n "$C" link set "${tag}c" up; ip -n "$S" link set "${tag}s" up
 ip netns exec "$S" "$SINK" -c -u root 198.18.0.2:25 1024 >/dev/null 2>&1 &
+sink=$!
 sleep 0.5
 
 clk=$(getconf CLK_TCK)
@@ -47,7 +51,8 @@ printf "%-8s %-7s %-9s %-9s %-8s %-10s %-9s %-9s %-8s %-9s\n" \
   sessions mails seconds mails/s MB/s seen_tx rec_lost gap_bytes cpu_% rss_MiB
 for n in "${LEVELS[@]}"; do
   log="$work/run-$n.log"
-  ip netns exec "$S" "$bin" run --iface "${tag}s" --output /dev/null --stats-interval 3600 2>"$log" &
+  # shellcheck disable=SC2086 # ARGS is a list of words
+  ip netns exec "$S" "$bin" run --iface "${tag}s" --output /dev/null --stats-interval 3600 ${ARGS:-} 2>"$log" &
   pid=$!
   for _ in $(seq 100); do [ -e "/sys/fs/bpf/smtp-monitor/${tag}s/VERDICTS" ] && break; sleep 0.1; done
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
@@ -58,6 +63,7 @@ for n in "${LEVELS[@]}"; do
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"; wait "$pid" || true
+  pid=""
   secs=$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')
   tx=$(grep -o 'transactions=[0-9]*' "$log" | tail -1 | cut -d= -f2)
   lost=$(grep -o 'records_lost=[0-9]*' "$log" | tail -1 | cut -d= -f2)

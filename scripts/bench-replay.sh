@@ -7,7 +7,9 @@
 # Generates (once) a capture of realistic SMTP sessions with
 # `cargo run --release --example gen_capture` under /tmp, warms the page
 # cache, then times, pinned to one core (taskset):
-#   ours:   smtp-user replay -q FILE --output /dev/null
+#   ours:   smtp-user replay -q FILE --output /dev/null --workers 1
+#           (one parsing worker on the pinned core; scripts/bench-workers.sh
+#           measures the scaling with workers)
 #   tshark: tshark -r FILE -Y smtp -T fields -e smtp.req.parameter > /dev/null
 # and prints a Markdown table: medians of wall time and CPU time (user+sys),
 # MB/s (10^6 bytes of file per second), transactions/s, and the ratio.
@@ -59,7 +61,7 @@ median() { # column of $TMP/$1.times
 
 for _ in $(seq "$RUNS"); do
     # shellcheck disable=SC2086 # ARGS is a list of words
-    measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null ${ARGS:-}
+    measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null --workers 1 ${ARGS:-}
     if [ -n "${BASELINE_BIN:-}" ]; then
         measure baseline 1 "$BASELINE_BIN" replay -q "$FILE" --output /dev/null
     fi

@@ -980,6 +980,67 @@ fn reuse_after_a_fin_without_syn_is_a_new_flow_not_a_gap() {
     }
 }
 
+/// Overload at its worst: the 5-tuple is reused within a second and the
+/// capture lost both SYNs and both FINs, so the old flow is neither idle
+/// nor closing. The next connection's sequence numbers land anywhere (here
+/// 40 MB and 300 MB on). Its client data comes first and is buffered far
+/// ahead; the server's reply, whose sequence number and ACK both land far
+/// from the old connection's, shows another connection: the old flow ends
+/// without a gap of the distance, and the bytes seen early are counted.
+/// A client segment alone (forgeable) does not end the flow.
+#[test]
+fn reuse_with_syns_and_fins_lost_is_a_new_flow_not_a_gap() {
+    use smtp_user::capture::{Segment, TcpFlags};
+    let c: SocketAddr = "198.18.0.1:40002".parse().unwrap();
+    let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
+    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    };
+    let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+    for (cj, sj) in [(40_000_000u32, 300_000_000u32), (300_000_000, 40_000_000)] {
+        let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
+        t.segment(&seg(1, c, s, 100, 0, syn, b""));
+        t.segment(&seg(2, s, c, 500, 101, syn | ack, b""));
+        t.segment(&seg(3, s, c, 501, 101, psh, b"220 hi\r\n"));
+        t.segment(&seg(4, c, s, 101, 509, psh, b"QUIT\r\n"));
+        t.segment(&seg(5, s, c, 509, 107, psh, b"221 bye\r\n"));
+        // Both FINs and both SYNs lost; 0.2 s later, the next connection.
+        let (c2, s2) = (101u32.wrapping_add(cj), 501u32.wrapping_add(sj));
+        t.segment(&seg(200_000, c, s, c2, s2 + 9, psh, b"EHLO b\r\n"));
+        assert_eq!(
+            t.handler()
+                .flows
+                .iter()
+                .map(|f| f.reason())
+                .collect::<Vec<_>>(),
+            vec![None],
+            "a client segment alone ends nothing"
+        );
+        t.segment(&seg(200_100, s, c, s2 + 9, c2 + 8, psh, b"250 b\r\n"));
+        t.close_all();
+        let flows = &t.handler().flows;
+        assert_eq!(flows.len(), 2, "jumps {cj}/{sj}");
+        assert_eq!(flows[0].reason(), Some(CloseReason::Reused));
+        assert_eq!(flows[0].up.data(), b"QUIT\r\n");
+        let old = flows[0].stats().unwrap();
+        assert_eq!(old.up.next_connection_bytes, 8);
+        for f in flows {
+            let st = f.stats().unwrap();
+            assert_eq!(st.up.gap_bytes + st.down.gap_bytes, 0, "jumps {cj}/{sj}");
+        }
+    }
+}
+
 /// The capture lost a client segment the server received and acknowledged
 /// before the capture showed anything after it; the next client segment
 /// comes later and no further ACK does (the server waits on a segment the

@@ -97,7 +97,14 @@ fn good_file_exit_0_events_and_summary() {
         )),
         "{s}"
     );
+    // With more than one worker (the default: one per core), the
+    // per-worker part follows.
+    let (s, workers) = s.split_once("; ").unwrap_or((s.as_str(), ""));
     assert!(s.ends_with("MB/s), 0 held for order (longest 0 µs)"), "{s}");
+    assert!(
+        workers.is_empty() || workers.contains(" workers: flows "),
+        "{workers}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -166,6 +173,7 @@ fn truncated_file_keeps_events_before_the_damage_and_exits_2() {
         )),
         "{s}"
     );
+    let s = s.split_once("; ").map_or(s.as_str(), |(s, _)| s);
     assert!(s.ends_with(", 1 file error(s)"), "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -351,6 +351,34 @@ fn stream_gap() {
     );
 }
 
+/// Overload: the record holding `MAIL FROM` was lost (an up gap at a line
+/// boundary), so the server's three replies are matched one off: 250 to
+/// RCPT, 250 to DATA, and the 354 to nothing. The content that follows is
+/// the client's message, not commands: the session resynchronises instead
+/// of raising `invalid_command` for every header line.
+#[test]
+fn content_after_a_gap_with_replies_one_off_is_not_invalid_commands() {
+    let mut s = smtp_user::smtp::Session::new();
+    let mut ev = Vec::new();
+    s.feed(Down, b"220 mx\r\n", &mut ev);
+    s.feed(Up, b"EHLO c\r\n", &mut ev);
+    s.feed(Down, b"250 mx\r\n", &mut ev);
+    s.gap(Up, 22, &mut ev);
+    s.feed(Up, b"RCPT TO:<b@example.net>\r\nDATA\r\n", &mut ev);
+    s.feed(Down, b"250 ok\r\n250 ok\r\n354 go\r\n", &mut ev);
+    s.feed(
+        Up,
+        b"From: <a@example.org>\r\nTo: <b@example.net>\r\n\r\n1XXXX\r\n.\r\n",
+        &mut ev,
+    );
+    s.feed(Down, b"250 queued\r\n", &mut ev);
+    s.feed(Up, b"QUIT\r\n", &mut ev);
+    s.feed(Down, b"221 bye\r\n", &mut ev);
+    let kinds: Vec<A> = anomaly_list(&ev).into_iter().map(|a| a.0).collect();
+    assert!(kinds.contains(&A::StreamGap), "{kinds:?}");
+    assert!(!kinds.contains(&A::InvalidCommand), "{kinds:?}");
+}
+
 #[test]
 fn limit_exceeded_when_client_floods_before_354() {
     let mut flood = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec();

@@ -39,8 +39,16 @@ impl Daemon {
     /// `smtp-user run --iface <server veth> ARGS` in the server namespace
     /// of `pair`, once its pins exist (the datapath is attached); panics
     /// when it does not come up within 30 s.
+    ///
+    /// `SMTP_E2E_WORKERS=N` in the environment adds `--workers N` unless
+    /// `args` choose: the whole live suite runs with N parsing workers
+    /// (`run`'s default is one per core).
     pub fn monitor(pair: &crate::NetPair, args: &[&str]) -> Daemon {
         let mut full = vec!["run", "--iface", &pair.server_if];
+        let workers = std::env::var("SMTP_E2E_WORKERS").unwrap_or_default();
+        if !workers.is_empty() && !args.contains(&"--workers") {
+            full.extend(["--workers", workers.as_str()]);
+        }
         full.extend_from_slice(args);
         let mut d = Daemon::spawn(&pair.server_ns, &full);
         let pins = std::path::PathBuf::from(smtp_user::datapath::DEFAULT_PIN_ROOT)

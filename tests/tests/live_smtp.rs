@@ -181,3 +181,105 @@ fn swaks_and_smtp_source_through_smtp_sink() {
         assert!(t["transaction"]["size"].as_u64().expect("size") >= 3000);
     }
 }
+
+/// With two parsing workers, sessions sent from every CPU (the sender
+/// pinned with `taskset`, so the kernel programs run on that CPU) are all
+/// delivered and dissected, without ring loss, and the flows are shared
+/// between the workers.
+#[test]
+fn every_cpu_delivers_records_with_two_workers() {
+    const NAME: &str = "every_cpu_delivers_records_with_two_workers";
+    if !require_root(NAME) || !require_tools(NAME, &["taskset", "smtp-sink", "smtp-source"]) {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pair = NetPair::new("cpus");
+    let dir = TempDir(std::env::temp_dir().join(format!("smtp-cpus-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let out = dir.0.join("eve.json");
+    let _sink = SmtpSink::start(&pair.server_ns, "198.18.0.2:25", &["-c"]);
+    let daemon = Daemon::monitor(
+        &pair,
+        &[
+            "--output",
+            out.to_str().expect("utf-8 path"),
+            "--stats-interval",
+            "3600",
+            "--workers",
+            "2",
+        ],
+    );
+    let source = smtp_e2e::mail::tool("smtp-source").expect("smtp-source");
+    let source = source.to_str().expect("utf-8 path");
+    // Sessions per CPU: enough that both workers get flows.
+    const SESSIONS: usize = 8;
+    for cpu in 0..cpus {
+        let from = format!("cpu{cpu}@example.org");
+        let (cpu_s, n) = (cpu.to_string(), SESSIONS.to_string());
+        let s = run_in(
+            &pair.client_ns,
+            "taskset",
+            &[
+                "-c",
+                &cpu_s,
+                source,
+                "-m",
+                &n,
+                "-s",
+                "2",
+                "-l",
+                "2000",
+                "-f",
+                &from,
+                "-t",
+                "rcpt@example.net",
+                "198.18.0.2:25",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(
+            s.status.success(),
+            "smtp-source on CPU {cpu}: {}",
+            String::from_utf8_lossy(&s.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "run failed: {stderr}");
+    assert!(
+        stderr.contains("records_lost=0"),
+        "ring buffer loss: {stderr}"
+    );
+    let ev = events(&out);
+    let smtp = of_type(&ev, "smtp");
+    for cpu in 0..cpus {
+        let from = format!("<cpu{cpu}@example.org>");
+        let delivered = smtp
+            .iter()
+            .filter(|t| t["smtp"]["mail_from"] == from.as_str())
+            .filter(|t| t["transaction"]["state"] == "delivered")
+            .count();
+        assert_eq!(delivered, SESSIONS, "CPU {cpu}: {smtp:#?}");
+    }
+    for f in of_type(&ev, "flow") {
+        assert_eq!(f["flow"]["gaps"], 0, "no gaps: {f}");
+    }
+    // Both workers had flows: "workers: 2 flows=a+b" with a, b > 0.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("workers: 2 flows="))
+        .unwrap_or_else(|| panic!("no per-worker line: {stderr}"));
+    let flows: Vec<u64> = line
+        .split("flows=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(|f| f.split('+').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(flows.len(), 2, "{line}");
+    assert!(flows.iter().all(|n| *n > 0), "{line}");
+    assert_eq!(
+        flows.iter().sum::<u64>(),
+        (cpus * SESSIONS) as u64,
+        "{line}"
+    );
+}

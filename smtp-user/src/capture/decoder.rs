@@ -213,6 +213,62 @@ pub struct DecodeStats {
     pub fragments: FragStats,
 }
 
+impl DecodeStats {
+    /// Adds `other`'s counts (another worker's share of the same capture).
+    pub fn merge(&mut self, o: &DecodeStats) {
+        // Every field named: a new counter cannot be forgotten here.
+        let DecodeStats {
+            checksum_good,
+            checksum_bad,
+            checksum_unknown,
+            fragments,
+        } = o;
+        self.checksum_good += *checksum_good;
+        self.checksum_bad += *checksum_bad;
+        self.checksum_unknown += *checksum_unknown;
+        self.fragments.merge(fragments);
+    }
+
+    /// Judges `seg`, parsed from `tcp`, and counts the verdict.
+    pub fn check(&mut self, tcp: &TcpBytes<'_>, seg: &Segment<'_>) -> Checksum {
+        let c = if tcp.verify && seg.uncaptured == 0 {
+            tcp_checksum(tcp.src, tcp.dst, tcp.tcp)
+        } else {
+            Checksum::Unknown
+        };
+        match c {
+            Checksum::Good => self.checksum_good += 1,
+            Checksum::Bad => self.checksum_bad += 1,
+            Checksum::Unknown => self.checksum_unknown += 1,
+        }
+        c
+    }
+}
+
+/// The TCP header and data of one frame, or of the datagram its fragment
+/// completed: the unit a replay dispatches to its workers.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpBytes<'a> {
+    pub ts_micros: u64,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The TCP bytes present in the capture.
+    pub tcp: &'a [u8],
+    /// Their length on the wire (may exceed `tcp.len()`: snaplen).
+    pub wire_len: usize,
+    /// The checksum is to be verified (per the file's decision and the
+    /// sender's offload).
+    pub verify: bool,
+}
+
+impl<'a> TcpBytes<'a> {
+    /// The segment these bytes carry; its checksum is [`Checksum::Unknown`]
+    /// (see [`DecodeStats::check`]).
+    pub fn segment(&self) -> Result<Segment<'a>, Skip> {
+        tcp_segment(self.ts_micros, self.src, self.dst, self.tcp, self.wire_len)
+    }
+}
+
 /// Stateful frame decoder for capture files.
 #[derive(Debug)]
 pub struct Decoder {
@@ -224,7 +280,8 @@ pub struct Decoder {
     frags: Reassembler,
     /// The last reassembled datagram (segments borrow from it).
     datagram: Vec<u8>,
-    checksum: [u64; 3],
+    /// Checksum verdicts of [`Decoder::decode`] (fragments unused).
+    checksums: DecodeStats,
 }
 
 impl Decoder {
@@ -236,7 +293,7 @@ impl Decoder {
             offloaded: Vec::new(),
             frags: Reassembler::new(frags),
             datagram: Vec::new(),
-            checksum: [0; 3],
+            checksums: DecodeStats::default(),
         }
     }
 
@@ -256,10 +313,8 @@ impl Decoder {
 
     pub fn stats(&self) -> DecodeStats {
         DecodeStats {
-            checksum_good: self.checksum[0],
-            checksum_bad: self.checksum[1],
-            checksum_unknown: self.checksum[2],
             fragments: self.frags.stats().clone(),
+            ..self.checksums.clone()
         }
     }
 
@@ -280,41 +335,86 @@ impl Decoder {
         self.frags.finish();
     }
 
-    /// The TCP segment in one frame, or in the datagram it completes.
+    /// The TCP bytes of one frame, or of the datagram it completes.
     /// `Ok(None)`: a fragment was taken (held, or dropped and counted in
     /// [`DecodeStats::fragments`]).
+    pub fn tcp_bytes<'a>(
+        &'a mut self,
+        linktype: u32,
+        ts_micros: u64,
+        frame: &'a [u8],
+    ) -> Result<Option<TcpBytes<'a>>, Skip> {
+        self.split().0.bytes(linktype, ts_micros, frame)
+    }
+
+    /// The TCP segment in one frame, or in the datagram it completes,
+    /// its checksum judged. `Ok(None)`: a fragment was taken (held, or
+    /// dropped and counted in [`DecodeStats::fragments`]).
     pub fn decode<'a>(
         &'a mut self,
         linktype: u32,
         ts_micros: u64,
         frame: &'a [u8],
     ) -> Result<Option<Segment<'a>>, Skip> {
+        let (ip, checksums) = self.split();
+        let Some(t) = ip.bytes(linktype, ts_micros, frame)? else {
+            return Ok(None);
+        };
+        let mut seg = t.segment()?;
+        seg.checksum = checksums.check(&t, &seg);
+        Ok(Some(seg))
+    }
+
+    /// The IP half and the checksum counters, borrowed apart.
+    fn split(&mut self) -> (IpHalf<'_>, &mut DecodeStats) {
+        (
+            IpHalf {
+                verify: self.verify,
+                offloaded: &self.offloaded,
+                frags: &mut self.frags,
+                datagram: &mut self.datagram,
+            },
+            &mut self.checksums,
+        )
+    }
+}
+
+/// The IP layer of a [`Decoder`]: frames to TCP bytes.
+struct IpHalf<'d> {
+    verify: bool,
+    offloaded: &'d [IpAddr],
+    frags: &'d mut Reassembler,
+    datagram: &'d mut Vec<u8>,
+}
+
+impl<'d> IpHalf<'d> {
+    fn bytes<'a>(
+        self,
+        linktype: u32,
+        ts_micros: u64,
+        frame: &'a [u8],
+    ) -> Result<Option<TcpBytes<'a>>, Skip>
+    where
+        'd: 'a,
+    {
         let ip = ip_packet(linktype, frame)?;
         if ip.proto != IPPROTO_TCP {
             return Err(Skip::NotTcp);
         }
-        let (src, dst) = (ip.src, ip.dst);
         let (tcp, wire_len) = match ip.fragment {
             None => (ip.payload, ip.wire_len),
-            Some(f) => match self.frags.insert(ts_micros, &ip, f, &mut self.datagram) {
+            Some(f) => match self.frags.insert(ts_micros, &ip, f, self.datagram) {
                 Some(_) => (&self.datagram[..], self.datagram.len()),
                 None => return Ok(None),
             },
         };
-        let mut seg = tcp_segment(ts_micros, src, dst, tcp, wire_len)?;
-        seg.checksum = if self.verify && seg.uncaptured == 0 && !self.offloaded.contains(&src) {
-            tcp_checksum(src, dst, tcp)
-        } else {
-            Checksum::Unknown
-        };
-        let i = match seg.checksum {
-            Checksum::Good => 0,
-            Checksum::Bad => 1,
-            Checksum::Unknown => 2,
-        };
-        if let Some(c) = self.checksum.get_mut(i) {
-            *c += 1;
-        }
-        Ok(Some(seg))
+        Ok(Some(TcpBytes {
+            ts_micros,
+            src: ip.src,
+            dst: ip.dst,
+            tcp,
+            wire_len,
+            verify: self.verify && !self.offloaded.contains(&ip.src),
+        }))
     }
 }

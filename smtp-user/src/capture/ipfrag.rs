@@ -83,6 +83,36 @@ pub struct FragStats {
     pub held_peak: usize,
 }
 
+impl FragStats {
+    /// Adds `other`'s counts; the held bytes and peaks add up (an upper
+    /// bound of the peak of the sum).
+    pub fn merge(&mut self, o: &FragStats) {
+        // Every field named: a new counter cannot be forgotten here.
+        let FragStats {
+            fragments,
+            reassembled,
+            timed_out,
+            overlaps,
+            duplicates,
+            malformed,
+            memcap_drops,
+            uncaptured,
+            held_bytes,
+            held_peak,
+        } = o;
+        self.fragments += *fragments;
+        self.reassembled += *reassembled;
+        self.timed_out += *timed_out;
+        self.overlaps += *overlaps;
+        self.duplicates += *duplicates;
+        self.malformed += *malformed;
+        self.memcap_drops += *memcap_drops;
+        self.uncaptured += *uncaptured;
+        self.held_bytes += *held_bytes;
+        self.held_peak += *held_peak;
+    }
+}
+
 /// A datagram discarded because its fragments overlapped in part: what
 /// the anomaly event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -352,6 +352,12 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
                 flatten(&key, v, out);
             }
         }
+        // Per-worker lists: `workers.0.flows=…`.
+        serde_json::Value::Array(a) if a.iter().all(|v| v.is_object()) && !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&format!("{prefix}.{i}"), v, out);
+            }
+        }
         serde_json::Value::String(s) => out.push(format!("{prefix}={}", clean(s, usize::MAX))),
         v => out.push(format!("{prefix}={v}")),
     }

@@ -78,6 +78,16 @@ pub struct ReplayArgs {
     /// dropped and counted (Linux: `ipfrag_high_thresh`).
     #[arg(long, default_value_t = 4 << 20)]
     pub ipfrag_memcap: usize,
+    /// Parsing workers: flows are sharded among them by a hash of their
+    /// 5-tuple (both directions to the same worker); the file is read once.
+    /// Default: one per core. `--max-flows` and `--memcap` are totals,
+    /// shared out equally.
+    #[arg(long, value_name = "N", default_value_t = smtp_user::pipeline::default_workers())]
+    pub workers: usize,
+    /// Measure the reader alone: read, decode and dispatch for `--workers`
+    /// shards, write no events; the summary line gives its MB/s.
+    #[arg(long)]
+    pub bench_reader: bool,
     /// No progress indicator.
     #[arg(long, short)]
     pub quiet: bool,
@@ -112,6 +122,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             timeout_micros: args.ipfrag_timeout.saturating_mul(1_000_000),
             memcap: args.ipfrag_memcap,
         },
+        workers: args.workers,
+        reader_only: args.bench_reader,
     };
     let tty = io::stderr().is_terminal();
     let quiet = args.quiet;

@@ -20,7 +20,7 @@ use smtp_user::control::{
 };
 use smtp_user::daemon::{Enforcer, QueueGate};
 use smtp_user::datapath::{Control, IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
-use smtp_user::fleet::{Change, FleetLink, FleetPublisher};
+use smtp_user::fleet::{Change, FleetLink};
 use smtp_user::flow::FlowConfig;
 use smtp_user::metrics::{http::MetricsServer, Snapshot};
 use smtp_user::output::redis::{EveRedisConfig, RedisOutput, RedisTee};
@@ -28,7 +28,7 @@ use smtp_user::output::reopen::{ReopenFile, Reopener};
 use smtp_user::output::timestamp::rfc3339_micros;
 use smtp_user::pipeline::{
     kernel_flow_key, Enforcement, LiveFlow, LiveGate, LivePipeline, LiveReport, Mode, ModeSwitch,
-    PolicyOptions, SegmentBatch,
+    PipelineCounters, PolicyOptions, SegmentBatch,
 };
 use smtp_user::policy::RuleSet;
 use smtp_user::redis_link::RedisUrl;
@@ -100,6 +100,12 @@ pub struct RunArgs {
     /// Seconds between counter summaries.
     #[arg(long, default_value_t = 10)]
     pub stats_interval: u64,
+    /// Parsing workers: flows are sharded among them by a hash of their
+    /// 5-tuple; each has its own flow table, dissector, policy and
+    /// enforcement handle. Default: one per core. `--max-flows` and
+    /// `--memcap` are totals, shared out equally.
+    #[arg(long, value_name = "N", default_value_t = smtp_user::pipeline::default_workers())]
+    pub workers: usize,
     /// bpffs directory for pins.
     #[arg(long, default_value = DEFAULT_PIN_ROOT)]
     pub pin_root: PathBuf,
@@ -309,10 +315,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         kernel_log: smtp_user::datapath::KernelLog::from_tracing(),
         pin_root: args.pin_root.clone(),
     })?;
-    // The worker thread writes verdicts itself, through its own handles on
-    // the pinned maps: no hop back to this task on the way to the kernel.
-    let mut control = Control::open_pinned(&args.pin_root, mon.iface())
-        .context("cannot open the pinned maps for enforcement")?;
+    // Each worker thread writes verdicts itself, through its own handles
+    // on the pinned maps: no hop back to this task on the way to the kernel.
+    let workers = args.workers.max(1);
+    let mut controls = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        controls.push(
+            Control::open_pinned(&args.pin_root, mon.iface())
+                .context("cannot open the pinned maps for enforcement")?,
+        );
+    }
     let fleet = match &args.fleet {
         Some(url) => {
             let url = redis_url(url)?;
@@ -328,28 +340,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let enforcer = Arc::new(Mutex::new(Enforcer::default()));
-    let (worker_enforcer, worker_mode) = (enforcer.clone(), mode.clone());
-    let publisher: Option<FleetPublisher> = fleet.as_ref().map(FleetLink::publisher);
-    let enforce = move |request: Enforcement| {
-        // A rule's IP block goes to the fleet with its expiry.
-        if let (Enforcement::BlockIp { ip, duration }, Some(p)) = (&request, &publisher) {
-            p.publish(Change::Block {
-                ip: *ip,
-                expiry_ms: smtp_user::fleet::expiry_ms(Some(*duration)),
-            });
-        }
-        if let Ok(mut e) = worker_enforcer.lock() {
-            e.apply(&mut control, request, &worker_mode, now_micros());
-        }
-    };
     let mut queue_gate = if args.gate {
         open_queue_gate(&args, &mon)
     } else {
         None
     };
-    let gate = LiveGate {
-        reject_reply: args.reject_reply.clone(),
-        verdict: queue_gate.as_ref().map(QueueGate::verdict_fn),
+    let mut controls = controls.into_iter();
+    let parts = |_worker: usize| {
+        let (worker_enforcer, worker_mode) = (enforcer.clone(), mode.clone());
+        let mut control = controls.next();
+        let publisher = fleet.as_ref().map(FleetLink::publisher);
+        let enforce = move |request: Enforcement| {
+            // A rule's IP block goes to the fleet with its expiry.
+            if let (Enforcement::BlockIp { ip, duration }, Some(p)) = (&request, &publisher) {
+                p.publish(Change::Block {
+                    ip: *ip,
+                    expiry_ms: smtp_user::fleet::expiry_ms(Some(*duration)),
+                });
+            }
+            if let (Ok(mut e), Some(c)) = (worker_enforcer.lock(), control.as_mut()) {
+                e.apply(c, request, &worker_mode, now_micros());
+            }
+        };
+        let gate = LiveGate {
+            reject_reply: args.reject_reply.clone(),
+            verdict: queue_gate.as_ref().map(QueueGate::verdict_fn),
+        };
+        (enforce, gate)
     };
     let pipeline = LivePipeline::start(
         flow,
@@ -357,8 +374,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.anomalies_per_kind,
         policy,
         BufWriter::new(out),
-        enforce,
-        gate,
+        workers,
+        parts,
     )
     .context("cannot start the pipeline thread")?;
     if let Some(q) = queue_gate.as_mut() {
@@ -716,49 +733,18 @@ impl Daemon {
             Request::Stats => {
                 let s = self.snapshot().await;
                 let (enforcer, user) = (&s.enforcer, &s.user);
-                let table = s.live.as_ref().map(|l| &l.table);
-                let pipeline = s.live.as_ref().map(|l| &l.pipeline);
                 Response::Stats(serde_json::json!({
                     "records_read": user.records,
                     "decode_errors": user.decode_errors,
-                    "pipeline": pipeline.map(|p| serde_json::json!({
-                        "flows": p.flows,
-                        "transactions": p.transactions,
-                        "anomalies": p.anomalies,
-                        "anomalies_by_kind": p.anomalies_by_kind,
-                        "alerts_by_sid": p.alerts_by_sid.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
-                        "anomalies_suppressed": p.anomalies_suppressed,
-                        "single_packet_flows": p.single_packet_flows,
-                        "single_packet_lines": p.single_packet_lines,
-                        "alerts": p.alerts,
-                        "blocked_flows": p.blocked_flows,
-                        "bytes": p.bytes,
-                        "gap_bytes": p.gap_bytes,
-                        "gate_releases": p.gate_releases,
-                        "gate_missed": p.gate_missed,
-                        "rejects": p.rejects,
-                        "gate_queue": {
-                            "queued": p.queue.queued,
-                            "accepted": p.queue.accepted,
-                            "dropped_blocked": p.queue.dropped_blocked,
-                            "dropped_timeout": p.queue.dropped_timeout,
-                            "dropped_unparsed": p.queue.dropped_unparsed,
-                            "wait_us": {
-                                "median": p.queue_wait_us.0,
-                                "p99": p.queue_wait_us.1,
-                                "samples": p.queue_wait_us.2,
-                            },
-                        },
-                        "regex_restarts": p.regex_restarts,
-                        "regex_failures": p.regex_failures,
-                    })),
-                    "flow_table": table.map(|t| serde_json::json!({
-                        "active": t.active,
-                        "buffered_bytes": t.buffered,
-                        "buffered_peak_bytes": t.buffered_peak,
-                        "session_memory_bytes": t.session_memory,
-                        "memcap_exceeded": t.memcap_exceeded,
-                        "memcap_shed": t.memcap_shed,
+                    "pipeline": s.live.as_ref().map(|l| pipeline_json(&l.pipeline)),
+                    "workers": s.live.as_ref().map(|l| l.workers.iter().map(pipeline_json).collect::<Vec<_>>()),
+                    "flow_table": s.live.as_ref().map(|l| serde_json::json!({
+                        "active": l.table.active,
+                        "buffered_bytes": l.table.buffered,
+                        "buffered_peak_bytes": l.table.buffered_peak,
+                        "session_memory_bytes": l.table.session_memory,
+                        "memcap_exceeded": l.table.memcap_exceeded,
+                        "memcap_shed": l.table.memcap_shed,
                     })),
                     "eve_redis": s.eve_redis,
                     "fleet": s.fleet,
@@ -797,7 +783,7 @@ impl Daemon {
         Snapshot {
             kernel: self.mon.stats().ok(),
             user: self.mon.user_stats(),
-            live: self.pipeline.counters().await,
+            live: self.pipeline.live_counters().await,
             enforcer: lock(&self.enforcer),
             eve_redis: self.eve_redis.as_ref().map(|r| r.queue().counters()),
             fleet: self.fleet.as_ref().map(FleetLink::counters),
@@ -844,7 +830,52 @@ fn flow_row(f: &LiveFlow) -> FlowRow {
     }
 }
 
+/// The pipeline counters of `ctl stats` (the total, and each worker's).
+fn pipeline_json(p: &PipelineCounters) -> serde_json::Value {
+    serde_json::json!({
+        "flows": p.flows,
+        "transactions": p.transactions,
+        "anomalies": p.anomalies,
+        "anomalies_by_kind": p.anomalies_by_kind,
+        "alerts_by_sid": p.alerts_by_sid.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "anomalies_suppressed": p.anomalies_suppressed,
+        "single_packet_flows": p.single_packet_flows,
+        "single_packet_lines": p.single_packet_lines,
+        "alerts": p.alerts,
+        "blocked_flows": p.blocked_flows,
+        "bytes": p.bytes,
+        "gap_bytes": p.gap_bytes,
+        "gate_releases": p.gate_releases,
+        "gate_missed": p.gate_missed,
+        "rejects": p.rejects,
+        "gate_queue": {
+            "queued": p.queue.queued,
+            "accepted": p.queue.accepted,
+            "dropped_blocked": p.queue.dropped_blocked,
+            "dropped_timeout": p.queue.dropped_timeout,
+            "dropped_unparsed": p.queue.dropped_unparsed,
+            "wait_us": {
+                "median": p.queue_wait_us.0,
+                "p99": p.queue_wait_us.1,
+                "samples": p.queue_wait_us.2,
+            },
+        },
+        "regex_restarts": p.regex_restarts,
+        "regex_failures": p.regex_failures,
+    })
+}
+
 fn report_line(r: &LiveReport) {
+    if r.workers.len() > 1 {
+        let flows: Vec<String> = r.workers.iter().map(|w| w.flows.to_string()).collect();
+        let bytes: Vec<String> = r.workers.iter().map(|w| w.bytes.to_string()).collect();
+        tracing::info!(
+            "workers: {} flows={} bytes={}",
+            r.workers.len(),
+            flows.join("+"),
+            bytes.join("+")
+        );
+    }
     tracing::info!(
         "pipeline: flows={} single_packet_flows={} transactions={} anomalies={} anomalies_suppressed={} alerts={} blocked_flows={} bytes={} gap_bytes={} \
          gate_releases={} gate_missed={} rejects={} queue_accepted={} queue_dropped={} regex_restarts={} regex_failures={} evicted={} timed_out={} \

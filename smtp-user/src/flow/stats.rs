@@ -46,6 +46,10 @@ pub struct DirStats {
     pub out_of_window: u64,
     /// RSTs whose sequence number was far from the stream: ignored.
     pub bad_rst: u64,
+    /// Bytes of the next connection on the same 5-tuple (its SYN lost),
+    /// seen before it was recognised: not this flow's, not delivered, and
+    /// not counted as missed (`gap_bytes`).
+    pub next_connection_bytes: u64,
 }
 
 /// Counters of one flow, given to the consumer when it closes.
@@ -165,6 +169,62 @@ pub struct TableStats {
 }
 
 impl TableStats {
+    /// Adds another table's counts (a worker's share of one capture or
+    /// link): counters and current sizes add up, the longest wait is the
+    /// longest of both, and the buffered peak is the sum of the peaks (an
+    /// upper bound of the peak of the sum).
+    pub fn merge(&mut self, o: &TableStats) {
+        // Every field named: a new counter cannot be forgotten here.
+        let TableStats {
+            segments,
+            orphans,
+            flows_created,
+            closed_fin,
+            closed_reset,
+            timed_out,
+            evicted,
+            shutdown,
+            reused,
+            active,
+            skipped,
+            memcap_hits,
+            rejected,
+            order_waits,
+            order_timeouts,
+            order_overflows,
+            order_wait_max_micros,
+            memcap_exceeded,
+            memcap_shed,
+            session_memory,
+            buffered,
+            buffered_peak,
+        } = o;
+        self.segments += *segments;
+        self.orphans += *orphans;
+        self.flows_created += *flows_created;
+        self.closed_fin += *closed_fin;
+        self.closed_reset += *closed_reset;
+        self.timed_out += *timed_out;
+        self.evicted += *evicted;
+        self.shutdown += *shutdown;
+        self.reused += *reused;
+        self.active += *active;
+        for (a, b) in self.skipped.iter_mut().zip(skipped.iter()) {
+            *a += b;
+        }
+        self.memcap_hits += *memcap_hits;
+        self.rejected += *rejected;
+        self.order_waits += *order_waits;
+        self.order_timeouts += *order_timeouts;
+        self.order_overflows += *order_overflows;
+        self.order_wait_max_micros = self.order_wait_max_micros.max(*order_wait_max_micros);
+        self.memcap_exceeded += *memcap_exceeded;
+        self.memcap_shed += *memcap_shed;
+        self.session_memory += *session_memory;
+        self.buffered += *buffered;
+        self.buffered_peak += *buffered_peak;
+    }
+
     /// Counts a frame the wire parser skipped.
     pub fn count_skip(&mut self, reason: Skip) {
         if let Some(c) = self.skipped.get_mut(reason.index()) {

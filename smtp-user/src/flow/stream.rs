@@ -272,6 +272,36 @@ impl Stream {
         self.started && (self.offset(seq) - self.max_end as i64).abs() > FAR_JUMP
     }
 
+    /// True if `seq` lands more than [`FAR_JUMP`] away from what was
+    /// delivered in order (data buffered far ahead does not count).
+    pub fn is_far_from_delivered(&self, seq: u32) -> bool {
+        self.started && (self.offset(seq) - self.next as i64).abs() > FAR_JUMP
+    }
+
+    /// The flow ends because another connection took its 5-tuple: data
+    /// buffered more than [`FAR_JUMP`] ahead of the delivery point is that
+    /// connection's (sent before it was recognised), so it is neither
+    /// delivered nor counted as a gap.
+    pub fn drop_next_connection(&mut self) {
+        let far = self.next + FAR_JUMP as u64;
+        let stale = self.ooo.split_off(&far);
+        for p in stale.values() {
+            self.buffered -= piece_cost(p.data.capacity());
+            self.stats.next_connection_bytes += p.data.len() as u64;
+        }
+        if self.max_end > far {
+            let last = self
+                .ooo
+                .last_key_value()
+                .map(|(k, p)| k + p.data.len() as u64);
+            self.max_end = last.unwrap_or(self.next).max(self.next);
+            if self.fin.is_some_and(|f| f > far) {
+                self.fin = None;
+            }
+            self.acked = self.acked.min(self.max_end);
+        }
+    }
+
     /// True if sequence number `seq` (plus `margin`) lies beyond this
     /// direction's FIN, the FIN being the last thing it sent: no segment of
     /// the same connection starts there, and no ACK of the peer reaches

@@ -714,6 +714,19 @@ impl<H: FlowHandler> FlowTable<H> {
         {
             return true;
         }
+        // The server's own segment (captured at its egress: a client cannot
+        // forge it) whose sequence number lands far from the server's data
+        // and whose ACK lands far from the client's delivered data: both
+        // sequence spaces changed, so this is another connection (both
+        // SYNs and both FINs lost, port reused within a second).
+        if dir == 1
+            && !seg.flags.rst()
+            && seg.flags.ack()
+            && f.streams[1].is_far(seg.seq)
+            && f.streams[0].is_far_from_delivered(seg.ack)
+        {
+            return true;
+        }
         let quiet = seg.ts_micros.saturating_sub(f.info.last_ts) >= REUSE_IDLE_MICROS
             || f.streams.iter().any(Stream::fin_seen);
         carries && !seg.flags.rst() && quiet && f.streams[dir].is_far(seg.seq)
@@ -773,6 +786,9 @@ impl<H: FlowHandler> FlowTable<H> {
             max_wait: 0,
         };
         for d in [Direction::Up, Direction::Down] {
+            if reason == CloseReason::Reused {
+                streams[di(d)].drop_next_connection();
+            }
             streams[di(d)].flush(&mut |c, m| sink.put(d, c, m));
         }
         // What still waits goes in the best order there is.

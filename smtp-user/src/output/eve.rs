@@ -98,6 +98,9 @@ pub struct FlowSummary {
     pub gaps: u64,
     /// Bytes lost in those gaps.
     pub gap_bytes: u64,
+    /// Bytes of the next connection on the 5-tuple seen before it was
+    /// recognised (its SYN lost): neither delivered nor counted as gaps.
+    pub next_connection_bytes: u64,
     /// First and last packet time, microseconds since the epoch.
     pub start_micros: u64,
     pub end_micros: u64,
@@ -128,6 +131,31 @@ pub struct OutputCounters {
     pub bytes: u64,
 }
 
+impl OutputCounters {
+    /// Adds another writer's counts.
+    pub fn merge(&mut self, o: &OutputCounters) {
+        // Every field named: a new counter cannot be forgotten here.
+        let OutputCounters {
+            smtp,
+            anomaly,
+            decode_anomaly,
+            smtp_command,
+            smtp_reply,
+            flow,
+            alert,
+            bytes,
+        } = o;
+        self.smtp += *smtp;
+        self.anomaly += *anomaly;
+        self.decode_anomaly += *decode_anomaly;
+        self.smtp_command += *smtp_command;
+        self.smtp_reply += *smtp_reply;
+        self.flow += *flow;
+        self.alert += *alert;
+        self.bytes += *bytes;
+    }
+}
+
 /// Writes EVE JSON lines to any `Write` (stdout, a file, a `Vec<u8>` in tests).
 pub struct EveWriter<W: Write> {
     out: W,
@@ -137,6 +165,11 @@ pub struct EveWriter<W: Write> {
     counters: OutputCounters,
     /// Serialisation buffer of the line being written (reused).
     buf: Vec<u8>,
+}
+
+/// For `skip_serializing_if`: counters written only when something happened.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `Some(s)` unless `s` is absent or empty: Suricata leaves such keys out.
@@ -340,6 +373,8 @@ struct FlowObject<'a> {
     alerted: bool,
     gaps: u64,
     gap_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    next_connection_bytes: u64,
     tls: bool,
     transactions: u32,
     #[serde(skip_serializing_if = "AnomalyTally::is_empty")]
@@ -422,6 +457,11 @@ impl<W: Write> EveWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    /// The output, between two events (every line written is whole).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn header<'a>(
@@ -622,6 +662,7 @@ impl<W: Write> EveWriter<W> {
                 alerted: summary.alerted,
                 gaps: summary.gaps,
                 gap_bytes: summary.gap_bytes,
+                next_connection_bytes: summary.next_connection_bytes,
                 tls: summary.tls,
                 transactions: summary.transactions,
                 anomalies_suppressed: &summary.anomalies_suppressed,

@@ -74,6 +74,25 @@ pub struct QueueCounters {
     pub dropped_unparsed: u64,
 }
 
+impl QueueCounters {
+    /// Adds another queue's counts.
+    pub fn merge(&mut self, o: &QueueCounters) {
+        // Every field named: a new counter cannot be forgotten here.
+        let QueueCounters {
+            queued,
+            accepted,
+            dropped_blocked,
+            dropped_timeout,
+            dropped_unparsed,
+        } = o;
+        self.queued += *queued;
+        self.accepted += *accepted;
+        self.dropped_blocked += *dropped_blocked;
+        self.dropped_timeout += *dropped_timeout;
+        self.dropped_unparsed += *dropped_unparsed;
+    }
+}
+
 /// Samples kept of the queue wait (the most recent).
 const WAIT_SAMPLES: usize = 4096;
 

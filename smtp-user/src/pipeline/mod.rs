@@ -11,6 +11,7 @@ pub mod first_packet;
 pub mod gate_queue;
 pub mod live;
 pub mod replay;
+pub mod shard;
 pub mod smtp_flows;
 
 pub use enforcement::{Enforcement, Mode, ModeSwitch};
@@ -19,7 +20,10 @@ pub use live::{
     kernel_flow_key, LiveCounters, LiveFlow, LiveGate, LivePipeline, LiveReport, QueueFeed,
     SegmentBatch,
 };
-pub use replay::{replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary};
+pub use replay::{
+    replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary, WorkerStats,
+};
+pub use shard::{default_workers, flow_share, Sharder};
 pub use smtp_flows::{
     FlowView, PipelineCounters, PolicyOptions, SmtpFlows, DEFAULT_REJECT_REPLY, SHUTDOWN_REPLY,
 };

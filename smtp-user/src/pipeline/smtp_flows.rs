@@ -93,6 +93,70 @@ pub struct PipelineCounters {
     pub regex_failures: u64,
 }
 
+impl PipelineCounters {
+    /// Adds another worker's counts. The queue-wait quantiles are not
+    /// additive: the larger of both is kept (the slowest worker's), the
+    /// samples add up.
+    pub fn merge(&mut self, o: &PipelineCounters) {
+        // Every field named: a new counter cannot be forgotten here.
+        let PipelineCounters {
+            flows,
+            transactions,
+            anomalies,
+            anomalies_by_kind,
+            anomalies_suppressed,
+            single_packet_flows,
+            single_packet_lines,
+            bytes,
+            gap_bytes,
+            drop_requests,
+            alerts,
+            alerts_by_sid,
+            alerts_other_rules,
+            blocked_flows,
+            gate_releases,
+            gate_missed,
+            rejects,
+            queue,
+            queue_wait_us,
+            regex_restarts,
+            regex_failures,
+        } = o;
+        self.flows += *flows;
+        self.transactions += *transactions;
+        self.anomalies += *anomalies;
+        self.anomalies_by_kind.merge(anomalies_by_kind);
+        self.anomalies_suppressed.merge(anomalies_suppressed);
+        self.single_packet_flows += *single_packet_flows;
+        self.single_packet_lines += *single_packet_lines;
+        self.bytes += *bytes;
+        self.gap_bytes += *gap_bytes;
+        self.drop_requests += *drop_requests;
+        self.alerts += *alerts;
+        for (sid, n) in alerts_by_sid {
+            if self.alerts_by_sid.len() < MAX_ALERT_RULES || self.alerts_by_sid.contains_key(sid) {
+                *self.alerts_by_sid.entry(*sid).or_insert(0) += *n;
+            } else {
+                self.alerts_other_rules += *n;
+            }
+        }
+        self.alerts_other_rules += *alerts_other_rules;
+        self.blocked_flows += *blocked_flows;
+        self.gate_releases += *gate_releases;
+        self.gate_missed += *gate_missed;
+        self.rejects += *rejects;
+        self.queue.merge(queue);
+        let (m, p, n) = *queue_wait_us;
+        self.queue_wait_us = (
+            self.queue_wait_us.0.max(m),
+            self.queue_wait_us.1.max(p),
+            self.queue_wait_us.2 + n,
+        );
+        self.regex_restarts += *regex_restarts;
+        self.regex_failures += *regex_failures;
+    }
+}
+
 /// How policy runs in the pipeline.
 #[derive(Debug, Clone)]
 pub struct PolicyOptions {
@@ -436,6 +500,10 @@ impl<W: Write> SmtpFlows<W> {
 
     pub fn writer(&self) -> &EveWriter<W> {
         &self.out.writer
+    }
+
+    pub fn writer_mut(&mut self) -> &mut EveWriter<W> {
+        &mut self.out.writer
     }
 
     /// Writes the anomaly of a datagram replay's decoder discarded for
@@ -893,6 +961,8 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
             bytes_toclient: stats.down.bytes,
             gaps: stats.up.gaps + stats.down.gaps,
             gap_bytes: stats.up.gap_bytes + stats.down.gap_bytes,
+            next_connection_bytes: stats.up.next_connection_bytes
+                + stats.down.next_connection_bytes,
             start_micros: flow.first_ts,
             end_micros: flow.last_ts,
             state: reason.as_str().to_string(),

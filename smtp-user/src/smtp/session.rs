@@ -221,6 +221,12 @@ pub struct Session {
     /// after the gap (its envelope replies lost in it) whose client then
     /// sends content before any reply lost its 354 in that gap too.
     down_gap_unanswered: bool,
+    /// Bytes of either side were lost and no 354 or end-of-data reply has
+    /// since been matched in step: the client may be sending message
+    /// content the monitor takes for commands (a command or reply lost,
+    /// the replies matched one off). A line that is not a command then
+    /// starts a resynchronisation instead of an `invalid_command`.
+    gap_unsettled: bool,
     /// The greeting (first reply) was seen.
     greeted: bool,
     /// Argument of the last HELO/EHLO.
@@ -350,6 +356,7 @@ impl Session {
             reply: None,
             down_resync: false,
             down_gap_unanswered: false,
+            gap_unsettled: false,
             greeted: midstream,
             helo: None,
             helo_seen: midstream,
@@ -496,6 +503,7 @@ impl Session {
             self.take_lost_data(sink);
             return;
         }
+        self.gap_unsettled = true;
         let tx_id = self.content_tx.or(self.up_tx);
         self.anomaly(
             AnomalyKind::StreamGap,

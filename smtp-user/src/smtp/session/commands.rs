@@ -322,6 +322,12 @@ impl Session {
             !(self.after_auth && matches!(grammar::verb(c.verb), Verb::Unknown(_)))
         });
         let Some((_, cmd)) = parsed else {
+            if self.gap_unsettled && !self.after_auth {
+                // Likely message content after lost bytes: resynchronise.
+                self.up_resync = true;
+                self.skip_up_line(line.len() + 2, sink);
+                return;
+            }
             let detail = if self.after_auth {
                 format!(
                     "not a command ({} bytes, content hidden after AUTH)",

@@ -158,6 +158,17 @@ impl Session {
             // AUTH continues: the command stays pending until a non-334 reply.
             (None, Answers::Auth)
         } else {
+            // A 354 to DATA, or the reply to an end of data, with no reply
+            // possibly lost before it: client and server agree where the
+            // message is again.
+            let settles = match self.pending.front().map(|p| &p.what) {
+                Some(Awaiting::Command(Verb::Data)) => code == 354,
+                Some(Awaiting::EndOfData) => true,
+                _ => false,
+            };
+            if settles && self.pending.lost() == 0 {
+                self.gap_unsettled = false;
+            }
             match self.pending.pop() {
                 Some(p) => {
                     let answers = match p.what {

@@ -5,24 +5,33 @@
 //! rotated into several files keeps its flows). A damaged file yields every
 //! event up to the damage; the error names the file and byte offset and the
 //! remaining files are still read.
+//!
+//! With `workers` > 1 ([`ReplayOptions::workers`]) the file is still read
+//! once, by one reader thread ([`read`]): it decodes frames, reassembles
+//! IP fragments and dispatches each segment to the worker owning its flow
+//! ([`dispatch`], [`super::shard`]); each [`worker`] runs its own flow
+//! table, dissector and policy. With one worker the reader feeds it in line,
+//! on the calling thread. Either way the events are the same; only the
+//! order of lines of different flows may differ.
+
+mod dispatch;
+mod read;
+pub mod worker;
+
+pub use dispatch::{Batch, Dispatcher, BATCH_BYTES};
+pub use worker::{Dispatch, ReplayWorker, WorkerStats};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::capture::decoder::{ChecksumMode, ChecksumSample, DecodeStats, Decoder};
+use crate::capture::decoder::{ChecksumMode, ChecksumSample, DecodeStats};
 use crate::capture::ipfrag::FragConfig;
-use crate::capture::{CaptureError, CaptureReader};
-use crate::flow::{FlowConfig, FlowTable, TableStats};
-use crate::output::{EveWriter, OutputCounters};
+use crate::capture::CaptureError;
+use crate::flow::{FlowConfig, TableStats};
+use crate::output::OutputCounters;
 
-use super::enforcement::Enforcement;
-use super::smtp_flows::{PipelineCounters, PolicyOptions, SmtpFlows};
-
-/// How often (in capture time) idle flows are expired.
-const EXPIRE_EVERY_MICROS: u64 = 1_000_000;
-/// Frames between two progress callbacks.
-const PROGRESS_EVERY_FRAMES: u64 = 1 << 14;
+use super::smtp_flows::{PipelineCounters, PolicyOptions};
 
 /// Replay settings.
 #[derive(Debug, Clone)]
@@ -40,6 +49,12 @@ pub struct ReplayOptions {
     pub checksum: ChecksumMode,
     /// IP reassembly limits.
     pub fragments: FragConfig,
+    /// Parsing workers (flows sharded among them); the flow limits of
+    /// `flow` are shared out equally ([`super::shard::flow_share`]). 0 counts as 1.
+    pub workers: usize,
+    /// Measure the reader alone: read, decode and dispatch into batches
+    /// for `workers` shards, which are then dropped (no events).
+    pub reader_only: bool,
 }
 
 impl Default for ReplayOptions {
@@ -51,6 +66,8 @@ impl Default for ReplayOptions {
             policy: PolicyOptions::default(),
             checksum: ChecksumMode::default(),
             fragments: FragConfig::default(),
+            workers: 1,
+            reader_only: false,
         }
     }
 }
@@ -76,7 +93,7 @@ pub struct ReplayError {
 }
 
 impl ReplayError {
-    fn new(path: &Path, mut source: CaptureError) -> ReplayError {
+    pub(crate) fn new(path: &Path, mut source: CaptureError) -> ReplayError {
         source.path.get_or_insert_with(|| path.to_path_buf());
         ReplayError {
             path: path.to_path_buf(),
@@ -105,6 +122,12 @@ pub struct ReplaySummary {
     pub errors: Vec<ReplayError>,
     /// Checksums and IP reassembly.
     pub decode: DecodeStats,
+    /// Per worker, in worker order; `pipeline`, `verdicts`, `table`,
+    /// `output` and `decode` above are their sum (with the reader's skips
+    /// and IP reassembly).
+    pub workers: Vec<WorkerStats>,
+    /// Batches the reader handed to workers (0 with one worker).
+    pub batches: u64,
     /// Datagrams discarded for overlapping fragments whose `anomaly` event
     /// was not written (beyond `anomalies_per_kind` per IP version);
     /// `decode.fragments.overlaps` counts them all.
@@ -169,6 +192,30 @@ impl ReplaySummary {
             } else {
                 format!(", {} file error(s)", self.errors.len())
             }
+        ) + &self.workers_line()
+    }
+
+    /// `; N workers: flows a + b, busy x + y s`, with more than one worker.
+    fn workers_line(&self) -> String {
+        if self.workers.len() < 2 {
+            return String::new();
+        }
+        let flows: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| w.pipeline.flows.to_string())
+            .collect();
+        let busy: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| format!("{:.3}", w.busy.as_secs_f64()))
+            .collect();
+        format!(
+            "; {} workers: flows {}, busy {} s, {} batches",
+            self.workers.len(),
+            flows.join(" + "),
+            busy.join(" + "),
+            self.batches
         )
     }
 }
@@ -199,28 +246,6 @@ impl ReplaySummary {
     }
 }
 
-/// Whether to verify checksums in the file at `path`.
-fn checksum_decision(mode: ChecksumMode, path: &Path) -> (bool, Option<ChecksumSample>) {
-    match mode {
-        ChecksumMode::On => (true, None),
-        ChecksumMode::Off => (false, None),
-        // A pipe cannot be read twice: without a sample, nothing is
-        // verified (as an offloaded capture would need).
-        ChecksumMode::Auto if !path.metadata().is_ok_and(|m| m.is_file()) => (false, None),
-        ChecksumMode::Auto => {
-            let mut sample = ChecksumSample::default();
-            if let Ok(mut r) = CaptureReader::open(path) {
-                while let Ok(Some(f)) = r.next_frame() {
-                    if !sample.add(f.linktype, f.data) {
-                        break;
-                    }
-                }
-            }
-            (sample.verify(), Some(sample))
-        }
-    }
-}
-
 /// ` (N not written: kind n, …)` for anomalies over the per-flow limit, or "".
 fn suppressed(t: &crate::output::AnomalyTally) -> String {
     if t.is_empty() {
@@ -233,124 +258,55 @@ fn suppressed(t: &crate::output::AnomalyTally) -> String {
     format!(" ({} not written: {})", t.total(), kinds.join(", "))
 }
 
-/// The kernel's filter, for files: a segment belongs to a monitored flow
-/// when either port is monitored.
-fn monitored(ports: &[u16], seg: &crate::capture::Segment<'_>) -> bool {
-    ports.contains(&seg.src.port()) || ports.contains(&seg.dst.port())
-}
-
-/// Requests that would change the datapath live (the gate is off in replay).
-fn count_verdicts(requests: Vec<Enforcement>) -> u64 {
-    requests
-        .iter()
-        .filter(|r| matches!(r, Enforcement::Block { .. } | Enforcement::BlockIp { .. }))
-        .count() as u64
-}
-
 /// Replays `paths` into `out` as EVE lines. Never fails as a whole: file
 /// errors are collected in the summary (and output errors returned there
 /// as `Err` of the second element).
 pub fn replay_files<W: Write>(
     paths: &[PathBuf],
     opts: &ReplayOptions,
-    out: W,
-    mut progress: impl FnMut(ReplayProgress<'_>),
+    mut out: W,
+    progress: impl FnMut(ReplayProgress<'_>) + Send,
 ) -> (ReplaySummary, std::io::Result<()>) {
     let start = Instant::now();
-    let policy = PolicyOptions {
-        gate: false,
-        ..opts.policy.clone()
+    let n = opts.workers.max(1);
+    let (mut summary, workers, result) = if opts.reader_only {
+        let mut d = Dispatcher::reader_only(n);
+        let mut summary = read::read(paths, opts, &mut d, progress);
+        d.flush();
+        summary.batches = d.batches;
+        (summary, Vec::new(), Ok(()))
+    } else if n == 1 {
+        // One worker: fed in line, no thread, no copy.
+        let mut w = ReplayWorker::new(opts, 1, out);
+        let summary = read::read(paths, opts, &mut w, progress);
+        let (mut stats, result, _) = w.finish();
+        stats.busy = start.elapsed();
+        (summary, vec![stats], result)
+    } else {
+        let ((mut summary, batches), workers, result) = std::thread::scope(|scope| {
+            dispatch::run(scope, opts, n, &mut out, move |d| {
+                let s = read::read(paths, opts, d, progress);
+                d.flush();
+                (s, d.batches)
+            })
+        });
+        summary.batches = batches;
+        (summary, workers, result)
     };
-    let handler = SmtpFlows::with_policy(
-        EveWriter::new(out, opts.log_commands).with_anomalies_per_kind(opts.anomalies_per_kind),
-        policy,
-    );
-    let mut table = FlowTable::new(opts.flow.clone(), handler);
-    let mut summary = ReplaySummary {
-        files: paths.len(),
-        ..ReplaySummary::default()
+    let mut total = WorkerStats {
+        table: summary.table.clone(),
+        decode: summary.decode.clone(),
+        ..WorkerStats::default()
     };
-    let mut last_expire = 0u64;
-    let mut decoder = Decoder::new(false, opts.fragments);
-    // Overlap anomalies written so far, IPv4 and IPv6.
-    let mut overlaps_written = [0u32; 2];
-    for path in paths {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let decision = checksum_decision(opts.checksum, path);
-        decoder.set_verify(decision.0);
-        decoder.set_offloaded(
-            decision
-                .1
-                .as_ref()
-                .map(|s| s.offloaded())
-                .unwrap_or_default(),
-        );
-        summary.checksum.push(decision);
-        let mut reader = match CaptureReader::open(path) {
-            Ok(r) => r,
-            Err(source) => {
-                summary.errors.push(ReplayError::new(path, source));
-                continue;
-            }
-        };
-        let mut offset = 0u64;
-        loop {
-            let frame = match reader.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(source) => {
-                    summary.errors.push(ReplayError::new(path, source));
-                    break;
-                }
-            };
-            summary.frames += 1;
-            offset = frame.offset + frame.data.len() as u64;
-            match decoder.decode(frame.linktype, frame.ts_micros, frame.data) {
-                Ok(Some(seg)) if monitored(&opts.flow.monitored_ports, &seg) => {
-                    table.segment(&seg);
-                    summary.verdicts += count_verdicts(table.handler_mut().take_requests());
-                }
-                Ok(Some(_)) => summary.not_monitored += 1,
-                // A fragment, held or dropped: counted by the decoder; a
-                // datagram discarded for an overlap is also an anomaly.
-                Ok(None) => {
-                    if let Some(o) = decoder.take_overlap() {
-                        let n = overlaps_written.get_mut(usize::from(o.src.is_ipv6()));
-                        if let Some(n) = n.filter(|n| **n < opts.anomalies_per_kind) {
-                            *n += 1;
-                            table.handler_mut().frag_overlap(&o);
-                        } else {
-                            summary.frag_overlaps_not_written += 1;
-                        }
-                    }
-                }
-                Err(skip) => table.stats_mut().count_skip(skip),
-            }
-            if frame.ts_micros >= last_expire.saturating_add(EXPIRE_EVERY_MICROS) {
-                decoder.expire(frame.ts_micros);
-                table.expire(frame.ts_micros);
-                last_expire = frame.ts_micros;
-            }
-            if summary.frames.is_multiple_of(PROGRESS_EVERY_FRAMES) {
-                progress(ReplayProgress {
-                    path,
-                    offset,
-                    size,
-                    elapsed: start.elapsed(),
-                });
-            }
-        }
-        summary.file_bytes += size.max(offset);
+    for w in &workers {
+        total.merge(w);
     }
-    decoder.finish();
-    summary.decode = decoder.stats();
-    table.close_all();
-    summary.verdicts += count_verdicts(table.handler_mut().take_requests());
-    summary.table = table.stats().clone();
-    let mut handler = table.into_handler();
-    let result = handler.finish_output();
-    summary.pipeline = handler.counters();
-    summary.output = handler.writer().counters();
+    summary.pipeline = total.pipeline;
+    summary.verdicts = total.verdicts;
+    summary.table = total.table;
+    summary.output = total.output;
+    summary.decode = total.decode;
+    summary.workers = workers;
     summary.elapsed = start.elapsed();
     (summary, result)
 }
