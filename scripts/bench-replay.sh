@@ -22,6 +22,10 @@
 # ours, and the before/after ratio is printed). TSHARK_RUNS=0 skips tshark.
 # ARGS (optional): extra `replay` arguments for our binary only, e.g.
 # ARGS="--checksum off" (an older baseline may not know them).
+# BASELINE_ARGS (optional): extra `replay` arguments for the baseline only;
+# with BASELINE_BIN=target/release/smtp-user ARGS="--hashes"
+# BASELINE_ARGS="--no-urls" the same binary is timed with and without the
+# content features.
 set -euo pipefail
 
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -63,7 +67,8 @@ for _ in $(seq "$RUNS"); do
     # shellcheck disable=SC2086 # ARGS is a list of words
     measure ours 1 "$BIN" replay -q "$FILE" --output /dev/null --workers 1 ${ARGS:-}
     if [ -n "${BASELINE_BIN:-}" ]; then
-        measure baseline 1 "$BASELINE_BIN" replay -q "$FILE" --output /dev/null
+        # shellcheck disable=SC2086 # BASELINE_ARGS is a list of words
+        measure baseline 1 "$BASELINE_BIN" replay -q "$FILE" --output /dev/null ${BASELINE_ARGS:-}
     fi
 done
 TX=$(grep -o '[0-9]* transactions' "$TMP/ours.err" | awk '{ print $1 }')
@@ -97,7 +102,7 @@ row "smtp-user replay" "$OW" "$OC"
 if [ -f "$TMP/baseline.times" ]; then
     BW=$(median baseline 1)
     BC=$(median baseline 2)
-    row "smtp-user replay (baseline: $BASELINE_BIN)" "$BW" "$BC"
+    row "smtp-user replay (baseline: $BASELINE_BIN ${BASELINE_ARGS:-})" "$BW" "$BC"
 fi
 if [ -f "$TMP/tshark.times" ]; then
     TW=$(median tshark 1)

@@ -53,6 +53,7 @@ fn transaction() -> Transaction {
             message_id: Some("<1@example.org>".into()),
             x_mailer: None,
             attachment: vec!["a.pdf".into()],
+            ..Default::default()
         }),
         email_status: Some("PARSE_DONE".into()),
     }
@@ -225,6 +226,7 @@ fn empty_values_are_left_out() {
             message_id: None,
             x_mailer: None,
             attachment: vec![],
+            ..Default::default()
         }),
         email_status: Some("HEADER_READY".into()),
     };

@@ -714,3 +714,238 @@ fn the_table_covers_every_capture_in_the_corpus() {
     listed.sort();
     assert_eq!(files, listed);
 }
+
+/// `email.body_md5` and `email.url` of each `smtp` event that has an
+/// `email` object, per capture, in output order. Checked independently:
+/// `body_md5` with Python's hashlib over the client bytes of `tshark -z
+/// follow,tcp,raw` (DATA content dot-unstuffed, or BDAT chunks joined),
+/// from after the header block (or from the first line that is no header
+/// field, as in haka-workshop and zeek-smtp-one-side-only; tshark's IMF
+/// export rewrites messages and is no oracle here); the URLs with Python's
+/// email module (text parts without a file name, decoded). Without
+/// `body_md5`: a message with no body (zeek-rfc3030-bdat-example1), and
+/// sv-smtp-url-base64, whose end the server took at a bare-LF dot
+/// (`smuggling_accepted`): that message is reported by the shadow reading,
+/// which does not hash it. Its URL is base64 behind a header line without
+/// a colon: Postfix starts the body at that line, so the part is not
+/// decoded (Suricata, which skips the line, finds the URL).
+#[allow(clippy::type_complexity)]
+const CONTENT: &[(&str, &[(Option<&str>, &[&str])])] = &[
+    (
+        "haka-workshop-smtp.pcap",
+        &[(Some("d7b5f133711478750119d9e6c404eee9"), &[])],
+    ),
+    (
+        "sv-smtp-attachment-md5.pcap",
+        &[(Some("aa79d84949658117f5766f79cbbdcc86"), &[])],
+    ),
+    (
+        "sv-smtp-bdat-last-next-mail.pcap",
+        &[
+            (Some("42d858279b802b3fa5b96eac8cd225d0"), &[]),
+            (Some("ef87dbe45a90cbe0124576b40fc6fda0"), &[]),
+        ],
+    ),
+    (
+        "sv-smtp-bdat-multichunk-next-mail.pcap",
+        &[
+            (Some("ed579ca96453236b3def7bd558bd116d"), &[]),
+            (Some("ef87dbe45a90cbe0124576b40fc6fda0"), &[]),
+        ],
+    ),
+    (
+        "sv-smtp-data-rejected.pcap",
+        &[(Some("f0e68288977d5a442425e5501a1b3594"), &[])],
+    ),
+    (
+        "sv-smtp-errors.pcap",
+        &[(Some("b85f98e9a39ddf5d807655e0c807acbe"), &[])],
+    ),
+    (
+        "sv-smtp-long-DATA-line.pcap",
+        &[(Some("2db6d7ddbf3bd7dbba5392f7543fdfb4"), &[])],
+    ),
+    (
+        "sv-smtp-multi-mail-accept.pcap",
+        &[
+            (Some("f94ee005081233284d1a0b88628bee9e"), &[]),
+            (Some("8e52d81ff8eee78712a457bdd4775736"), &[]),
+            (Some("fd31fb493091a81c81ae0036c6112c06"), &[]),
+        ],
+    ),
+    (
+        "sv-smtp-pipelined-rset-after-complete.pcap",
+        &[
+            (Some("c9672d1bf8f35f4fa7f909e331314533"), &[]),
+            (Some("4d909367103409a382a2c63dfe93ac83"), &[]),
+        ],
+    ),
+    (
+        "sv-smtp-pipelining.pcap",
+        &[(Some("c36fbf21a1e2cb18e73bd3707555df4c"), &[])],
+    ),
+    (
+        "sv-smtp-simple-session.pcap",
+        &[(Some("56ce24d7aea9e9a281e656d96681b651"), &[])],
+    ),
+    ("sv-smtp-url-base64.pcap", &[(None, &[])]),
+    (
+        "wireshark-smtp-sample.pcap",
+        &[(
+            Some("62614ac9fd5b9d4c3848c42c1cb599dd"),
+            &[
+                "http://schemas.microsoft.com/office/2004/12/omml",
+                "http://www.w3.org/TR/REC-html40",
+            ],
+        )],
+    ),
+    ("zeek-rfc3030-bdat-example1.pcap", &[(None, &[])]),
+    (
+        "zeek-rfc3030-bdat-multipart.pcap",
+        &[(Some("f494afdd0d45d47290434d3bcce60517"), &[])],
+    ),
+    (
+        "zeek-smtp-attachment-msg.pcap",
+        &[(Some("b800dcd3cd1d03cd3b336de17edf5f9a"), &[])],
+    ),
+    (
+        "zeek-smtp-multi-addr.pcap",
+        &[(Some("a9c2cad6f49c6274f7d957e20ea9d067"), &[])],
+    ),
+    (
+        "zeek-smtp-one-side-only.pcap",
+        &[
+            (Some("35464b15a524f7057d9afe0ec24d7761"), &[]),
+            (Some("35464b15a524f7057d9afe0ec24d7761"), &[]),
+        ],
+    ),
+    (
+        "zeek-smtp.pcap",
+        &[
+            (
+                Some("62614ac9fd5b9d4c3848c42c1cb599dd"),
+                &[
+                    "http://schemas.microsoft.com/office/2004/12/omml",
+                    "http://www.w3.org/TR/REC-html40",
+                ],
+            ),
+            (Some("f6bf92b103a9d008e070c53bdf9a640c"), &[]),
+        ],
+    ),
+];
+
+/// `fileinfo` of the corpus: capture, file name, SHA-256, size. Checked
+/// with Python's email module over the same bytes; the EICAR test file's
+/// SHA-256 is the published one.
+const FILES: &[(&str, &str, &str, u64)] = &[
+    (
+        "sv-smtp-attachment-md5.pcap",
+        "EICAR-Test-File",
+        "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
+        68,
+    ),
+    (
+        "sv-smtp-data-rejected.pcap",
+        "doc_S1800389114_H0060086.xls",
+        "2f4e7dba21a31bde1192ca03b489a9bd47281a28e206b3dcf245082a491e8e0a",
+        72689,
+    ),
+    (
+        "sv-smtp-errors.pcap",
+        "20186425_642590.jpg.zip",
+        "4bfc2e0445aa61ecc00a193e391fb3312305af9559e60cca60bd1ff5c172c48f",
+        26746,
+    ),
+    (
+        "sv-smtp-long-DATA-line.pcap",
+        "winmail.dat",
+        "c14d632ab473fb815381a33bc29103fe34a2bea0e3451a9eae8c6dc0bee2f3eb",
+        10451,
+    ),
+    (
+        "wireshark-smtp-sample.pcap",
+        "NEWS.txt",
+        "ac04c5d2cd8fa9a2670c959806f5181a56b3e9bb1cc7da150af98ba074c86b55",
+        10807,
+    ),
+    (
+        "zeek-rfc3030-bdat-multipart.pcap",
+        "zeek-logo.png",
+        "de85e2b5b3664e82b758cf4fce54e972bc1f2aa40992368b3f8935a56d2a04cc",
+        2011,
+    ),
+    (
+        "zeek-smtp.pcap",
+        "NEWS.txt",
+        "ac04c5d2cd8fa9a2670c959806f5181a56b3e9bb1cc7da150af98ba074c86b55",
+        10807,
+    ),
+];
+
+#[test]
+fn corpus_body_md5_urls_and_files_by_value() {
+    let Some(dir) = corpus::pcap_dir() else {
+        println!("skipped: ../shared/corpus/pcap not found (the shared test corpus is not part of the repo)");
+        return;
+    };
+    let mut failures = Vec::new();
+    for e in EXPECTED {
+        let events = replay_events(dir.join(e.file));
+        let got: Vec<(Option<String>, Vec<String>)> = events
+            .iter()
+            .filter(|v| v["event_type"] == "smtp" && v["email"].is_object())
+            .map(|v| {
+                let urls = v["email"]["url"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|u| u.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (v["email"]["body_md5"].as_str().map(str::to_string), urls)
+            })
+            .collect();
+        let want: Vec<(Option<String>, Vec<String>)> = CONTENT
+            .iter()
+            .filter(|(f, _)| *f == e.file)
+            .flat_map(|(_, txs)| txs.iter())
+            .map(|(md5, urls)| {
+                (
+                    md5.map(str::to_string),
+                    urls.iter().map(|u| u.to_string()).collect(),
+                )
+            })
+            .collect();
+        if got != want {
+            failures.push(format!(
+                "{}: body_md5/url {got:?}, expected {want:?}",
+                e.file
+            ));
+        }
+        let files: Vec<(String, String, u64)> = events
+            .iter()
+            .filter(|v| v["event_type"] == "fileinfo")
+            .map(|v| {
+                let f = &v["fileinfo"];
+                (
+                    f["filename"].as_str().unwrap_or("").to_string(),
+                    f["sha256"].as_str().unwrap_or("").to_string(),
+                    f["size"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let want_files: Vec<(String, String, u64)> = FILES
+            .iter()
+            .filter(|(f, ..)| *f == e.file)
+            .map(|(_, n, h, s)| (n.to_string(), h.to_string(), *s))
+            .collect();
+        if files != want_files {
+            failures.push(format!(
+                "{}: files {files:?}, expected {want_files:?}",
+                e.file
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

@@ -55,6 +55,10 @@ fn expected_transactions() -> Vec<Value> {
                 "message_id": "<20261124100000.1234@client.example.org>",
                 "x_mailer": "TestMailer 1.0",
                 "attachment": ["report.pdf"],
+                // Computed independently (Python hashlib) from the message
+                // bytes after its header block, dot-unstuffed.
+                "body_md5": "b3b51c0ced9fdba0b966f98423a834f1",
+                "subject_md5": "b878f09b440039d0fb8cb3f05ceb405f",
             },
             "transaction": {
                 "id": 0,
@@ -394,6 +398,10 @@ fn missing_segment_in_the_body_is_a_stream_gap() {
     let size = want[0]["transaction"]["size"].as_u64().unwrap_or(0);
     want[0]["transaction"]["size"] = json!(size - 1460);
     want[0]["email"]["status"] = json!("BODY_STARTED");
+    // Cut short: no body hash (Suricata logs it for complete messages only).
+    if let Some(e) = want[0]["email"].as_object_mut() {
+        e.remove("body_md5");
+    }
     assert_eq!(transactions(&lines), want);
 }
 

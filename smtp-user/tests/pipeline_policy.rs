@@ -140,6 +140,7 @@ fn run_with(conv: &Conversation, mode: Mode, gate: bool, kernel_arms: bool) -> R
         rules: rules(),
         mode: ModeSwitch::new(mode),
         gate,
+        ..PolicyOptions::default()
     };
     let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
     let mut table = FlowTable::new(FlowConfig::default(), handler);
@@ -375,6 +376,7 @@ fn replaced_rules_apply_to_new_sessions_only() {
         rules: Arc::new(RuleSet::builtin()),
         mode: ModeSwitch::new(Mode::Enforce),
         gate: false,
+        ..PolicyOptions::default()
     };
     let mut handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
     assert_eq!(handler.rules().digest(), "builtin");
@@ -573,6 +575,7 @@ body_keywords = ["secret"]
         rules: Arc::new(RuleSet::from_toml(rules, Path::new("r.toml")).expect("rules")),
         mode: ModeSwitch::new(Mode::Enforce),
         gate: true,
+        ..PolicyOptions::default()
     };
     let mut table = FlowTable::new(
         FlowConfig::default(),
@@ -617,6 +620,7 @@ fn reject_answers_the_held_end_of_data_in_the_servers_place() {
         rules,
         mode: ModeSwitch::new(Mode::Enforce),
         gate: true,
+        ..PolicyOptions::default()
     };
     let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);
     let mut table = FlowTable::new(FlowConfig::default(), handler);

@@ -224,10 +224,43 @@ fn builtin_and_defaults() {
 fn shipped_example_loads() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules.toml");
     let r = RuleSet::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r.len(), 14);
+    assert_eq!(r.len(), 18);
     assert!(r.has_content_rules());
+    assert!(r.needs_files() && r.needs_urls());
     let sids: Vec<u32> = r.rules().iter().map(|r| r.sid).collect();
-    assert!(sids.contains(&1001) && sids.contains(&1010));
+    assert!(sids.contains(&1001) && sids.contains(&1010) && sids.contains(&1017));
+}
+
+/// Hash lists: a bad line is an error at FILE:LINE; digests are checked.
+#[test]
+fn hash_list_errors_name_the_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("hash-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("h.txt"),
+        "# comment\n44d88612fea8a8f36de82e1278abb02f\nnot-a-hash\n",
+    )
+    .unwrap();
+    let rules = "[[rule]]\nsid = 5\nname = \"h\"\n[rule.when]\nattachment_hash_file = \"h.txt\"\n";
+    let e = RuleSet::from_toml(rules, &dir.join("r.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("h.txt:3:"), "{e}");
+    assert!(e.contains("not-a-hash"), "{e}");
+    let bad = "[[rule]]\nsid = 5\nname = \"h\"\n[rule.when]\nattachment_sha256 = [\"abc\"]\n";
+    let e = RuleSet::from_toml(bad, &dir.join("r.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("r.toml:5:"), "{e}");
+    assert!(e.contains("64 hex digits"), "{e}");
+    std::fs::write(
+        dir.join("h.txt"),
+        "44D88612FEA8A8F36DE82E1278ABB02F # eicar\n",
+    )
+    .unwrap();
+    let r = RuleSet::from_toml(rules, &dir.join("r.toml")).unwrap();
+    assert!(r.needs_files() && !r.needs_urls());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The anomaly names a rule accepts are the dissector's kinds, every one
@@ -313,4 +346,81 @@ body_keywords = ["y"]
     assert!(actions.contains(&(8, Action::Alert)), "{actions:?}");
     assert!(actions.contains(&(9, Action::Alert)), "{actions:?}");
     assert!(rules.has_gate_rules());
+}
+
+/// Files and URLs decide the new conditions; the alert names the file and
+/// its sha256, or the URL.
+#[test]
+fn attachment_hash_type_size_and_url_domain_fire() {
+    use smtp_user::smtp::{Event, FileInfo, FileState, Url};
+    let sha = "a".repeat(64);
+    let rules = format!(
+        "[[rule]]\nsid = 7\nname = \"hash\"\n[rule.when]\nattachment_sha256 = [\"{}\"]\n\
+[[rule]]\nsid = 8\nname = \"exe\"\n[rule.when]\nattachment_type = [\"application/vnd.microsoft.*\"]\nattachment_size_over = 10\n\
+[[rule]]\nsid = 9\nname = \"url\"\n[rule.when]\nurl_domain = [\"evil.example\"]\n",
+        sha.to_uppercase()
+    );
+    let r = std::sync::Arc::new(RuleSet::from_toml(&rules, Path::new("r.toml")).unwrap());
+    let mut s = r.session(
+        "198.18.0.1:1025".parse().unwrap(),
+        "198.18.0.2:25".parse().unwrap(),
+    );
+    let file = |size, mimetype, sha256: &str| FileInfo {
+        tx_id: 0,
+        part: 1,
+        filename: Some("a.bin".into()),
+        content_type: "application/octet-stream".into(),
+        size,
+        md5: "0".repeat(32),
+        sha1: "0".repeat(40),
+        sha256: sha256.into(),
+        mimetype,
+        state: FileState::Closed,
+        gaps: false,
+        helo: None,
+        mail_from: None,
+        rcpt_to: vec![],
+    };
+    let mut out = Vec::new();
+    s.event(
+        &Event::File(file(5, "application/pdf", &"b".repeat(64))),
+        &mut out,
+    );
+    assert!(out.is_empty(), "too small, not listed: {out:?}");
+    s.event(&Event::File(file(50, "application/pdf", &sha)), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].signature_id, 7);
+    assert!(
+        out[0].matched.contains("a.bin") && out[0].matched.contains(&sha),
+        "{}",
+        out[0].matched
+    );
+    s.event(
+        &Event::Url(Url {
+            tx_id: 0,
+            url: "https://user@Login.EVIL.example:8443/x".into(),
+        }),
+        &mut out,
+    );
+    s.event(
+        &Event::Url(Url {
+            tx_id: 0,
+            url: "mailto:x@evil.example.org".into(),
+        }),
+        &mut out,
+    );
+    let sids: Vec<u32> = out.iter().map(|a| a.signature_id).collect();
+    assert_eq!(sids, vec![7, 9]);
+    assert!(out[1]
+        .matched
+        .contains("https://user@Login.EVIL.example:8443/x"));
+    s.event(
+        &Event::File(file(
+            50,
+            "application/vnd.microsoft.portable-executable",
+            &"c".repeat(64),
+        )),
+        &mut out,
+    );
+    assert_eq!(out.last().map(|a| a.signature_id), Some(8));
 }

@@ -54,6 +54,7 @@ fn run(steps: &[(Direction, &[u8])], mode: Mode, rules_text: &str) -> Run {
         rules,
         mode: ModeSwitch::new(mode),
         gate: false,
+        ..PolicyOptions::default()
     };
     let conv = Conversation::new(steps.iter().map(|(d, b)| (*d, b.to_vec())).collect());
     let handler = SmtpFlows::with_policy(EveWriter::new(Vec::new(), false), policy);

@@ -69,6 +69,9 @@ fn postfix_session_delivers_one_message() {
             subject: Some("Lunch".into()),
             date: Some("Tue, 3 Oct 2023 10:00:00 +0200".into()),
             message_id: Some("<abc@example.com>".into()),
+            // Python hashlib: the unstuffed body after the header block; "Lunch".
+            body_md5: Some("59571cef67a440c9ea41edf469d173b6".into()),
+            subject_md5: Some("f1e8a2ee776150614aaf07a8bdbac218".into()),
             ..Email::default()
         })
     );

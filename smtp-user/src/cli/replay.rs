@@ -91,6 +91,8 @@ pub struct ReplayArgs {
     /// No progress indicator.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub content: super::content::ContentArgs,
 }
 
 /// Exit status of a replay that ran (2 = a file was damaged).
@@ -102,6 +104,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         ),
         None => Box::new(io::stdout().lock()),
     };
+    let rules = Arc::new(load_rules(args.rules.as_deref())?);
+    let content = args.content.options(&rules)?;
     let opts = ReplayOptions {
         flow: FlowConfig {
             monitored_ports: args.ports.clone(),
@@ -113,9 +117,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         log_commands: args.log_commands,
         anomalies_per_kind: args.anomalies_per_kind,
         policy: PolicyOptions {
-            rules: Arc::new(load_rules(args.rules.as_deref())?),
+            rules,
             mode: ModeSwitch::new(args.mode),
             gate: false,
+            content,
         },
         checksum: args.checksum,
         fragments: FragConfig {

@@ -157,6 +157,8 @@ pub struct RunArgs {
     /// Passwords are never taken from the command line.
     #[arg(long, value_name = "PATH")]
     pub redis_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub content: super::content::ContentArgs,
 }
 
 /// What `--unparsed` does with packets the kernel cannot record.
@@ -222,6 +224,11 @@ struct Daemon {
     rules: Arc<RuleSet>,
     rules_path: Option<PathBuf>,
     gate: bool,
+    /// `--hashes` / `--no-urls`: a reloaded rules file must not need more.
+    content: super::content::ContentArgs,
+    /// The dissector computes file hashes (asked for, or needed by the
+    /// rules it started with).
+    hashing: bool,
     ports: Vec<u16>,
     started_micros: u64,
     started: Instant,
@@ -301,7 +308,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules: rules.clone(),
         mode: mode.clone(),
         gate: args.gate,
+        content: args.content.options(&rules)?,
     };
+    let hashing = policy.content.files;
     let mut mon = Monitor::start(MonitorOptions {
         iface: args.iface.clone(),
         ports: args.ports.clone(),
@@ -419,6 +428,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rules,
         rules_path: args.rules,
         gate: args.gate,
+        content: args.content,
+        hashing,
         ports: args.ports,
         started_micros: now_micros(),
         started: Instant::now(),
@@ -625,6 +636,7 @@ impl Daemon {
             anyhow::bail!("no rules file was given (--rules): nothing to reload");
         };
         let rules = Arc::new(gate_defaults(load_rules(Some(&path))?, self.gate));
+        self.content.check_reload(self.hashing, &rules)?;
         if !self.pipeline.set_rules(rules.clone()).await {
             anyhow::bail!("the pipeline has stopped");
         }

@@ -22,7 +22,7 @@ use super::budget::{AnomalyBudget, AnomalyTally, DEFAULT_ANOMALIES_PER_KIND};
 use super::timestamp::eve_micros;
 use crate::capture::ipfrag::FragOverlap;
 use crate::policy::Alert;
-use crate::smtp::{Anomaly, Command, Email, Event, Response, Transaction};
+use crate::smtp::{Anomaly, Command, Email, Event, FileInfo, Response, Transaction};
 
 /// Suricata's generator id for rule (signature) alerts.
 pub const ALERT_GID: u32 = 1;
@@ -127,6 +127,7 @@ pub struct OutputCounters {
     pub smtp_reply: u64,
     pub flow: u64,
     pub alert: u64,
+    pub fileinfo: u64,
     /// Bytes written (all lines, newlines included).
     pub bytes: u64,
 }
@@ -143,6 +144,7 @@ impl OutputCounters {
             smtp_reply,
             flow,
             alert,
+            fileinfo,
             bytes,
         } = o;
         self.smtp += *smtp;
@@ -152,6 +154,7 @@ impl OutputCounters {
         self.smtp_reply += *smtp_reply;
         self.flow += *flow;
         self.alert += *alert;
+        self.fileinfo += *fileinfo;
         self.bytes += *bytes;
     }
 }
@@ -245,6 +248,51 @@ struct EmailObject<'a> {
     x_mailer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attachment: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_md5: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_md5: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    references: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_originating_ip: Option<&'a str>,
+}
+
+/// A `fileinfo` line: Suricata's event for a file of a transaction, with
+/// the transaction's `smtp` envelope.
+#[derive(Serialize)]
+struct FileLine<'a> {
+    #[serde(flatten)]
+    header: Header<'a>,
+    #[serde(skip_serializing_if = "SmtpObject::is_empty")]
+    smtp: SmtpObject<'a>,
+    fileinfo: FileObject<'a>,
+}
+
+#[derive(Serialize)]
+struct FileObject<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+    gaps: bool,
+    state: &'static str,
+    md5: &'a str,
+    sha1: &'a str,
+    sha256: &'a str,
+    stored: bool,
+    size: u64,
+    tx_id: u32,
+    /// Ours: the media type sniffed from the first bytes, and the one declared.
+    mimetype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -509,12 +557,14 @@ impl<W: Write> EveWriter<W> {
             Event::Anomaly(a) => self.anomaly(ts_micros, flow, a),
             Event::Command(c) if self.log_commands => self.command(ts_micros, flow, c),
             Event::Response(r) if self.log_commands => self.reply(ts_micros, flow, r),
+            Event::File(f) => self.file(ts_micros, flow, f),
             Event::Command(_)
             | Event::Response(_)
             | Event::MailContent(_)
             | Event::Header(_)
             | Event::MimePart(_)
-            | Event::Envelope(_) => Ok(()),
+            | Event::Envelope(_)
+            | Event::Url(_) => Ok(()),
         }
     }
 
@@ -558,6 +608,14 @@ impl<W: Write> EveWriter<W> {
             message_id: text(e.message_id.as_deref()),
             x_mailer: text(e.x_mailer.as_deref()),
             attachment: list(e.attachment.iter().map(String::as_str)),
+            url: list(e.url.iter().map(String::as_str)),
+            body_md5: text(e.body_md5.as_deref()),
+            subject_md5: text(e.subject_md5.as_deref()),
+            received: list(e.received.iter().map(String::as_str)),
+            reply_to: text(e.reply_to.as_deref()),
+            in_reply_to: text(e.in_reply_to.as_deref()),
+            references: text(e.references.as_deref()),
+            x_originating_ip: text(e.x_originating_ip.as_deref()),
         });
         let line = SmtpLine {
             header: Self::header(ts_micros, flow, Some(tx.id), "smtp"),
@@ -583,6 +641,32 @@ impl<W: Write> EveWriter<W> {
                         reply_code: r.reply_code,
                     })
                     .collect(),
+            },
+        };
+        self.line(&line)
+    }
+
+    fn file(&mut self, ts_micros: u64, flow: &FlowContext, f: &FileInfo) -> io::Result<()> {
+        self.counters.fileinfo += 1;
+        let line = FileLine {
+            header: Self::header(ts_micros, flow, Some(f.tx_id), "fileinfo"),
+            smtp: SmtpObject {
+                helo: text(f.helo.as_deref()),
+                mail_from: text(f.mail_from.as_deref()),
+                rcpt_to: list(f.rcpt_to.iter().map(String::as_str)),
+            },
+            fileinfo: FileObject {
+                filename: text(f.filename.as_deref()),
+                gaps: f.gaps,
+                state: f.state.as_str(),
+                md5: &f.md5,
+                sha1: &f.sha1,
+                sha256: &f.sha256,
+                stored: false,
+                size: f.size,
+                tx_id: f.tx_id,
+                mimetype: f.mimetype,
+                content_type: text(Some(&f.content_type)),
             },
         };
         self.line(&line)

@@ -14,7 +14,7 @@
 //! Memory: the lines of one packet, whose events are bounded by the
 //! segment's size and by the per-kind anomaly budget.
 
-use crate::smtp::{Anomaly, Command, Event, Response, Transaction};
+use crate::smtp::{Anomaly, Command, Event, FileInfo, Response, Transaction};
 
 /// A line waiting to be written: the event and its capture time.
 #[allow(clippy::large_enum_variant)]
@@ -24,6 +24,7 @@ pub enum HeldLine {
     Anomaly(Anomaly),
     Command(Command),
     Response(Response),
+    File(FileInfo),
 }
 
 impl HeldLine {
@@ -34,6 +35,7 @@ impl HeldLine {
             HeldLine::Anomaly(a) => Event::Anomaly(a.clone()),
             HeldLine::Command(c) => Event::Command(c.clone()),
             HeldLine::Response(r) => Event::Response(r.clone()),
+            HeldLine::File(f) => Event::File(f.clone()),
         }
     }
 }
@@ -63,9 +65,12 @@ impl FirstPacket {
             Event::Anomaly(a) => HeldLine::Anomaly(a.clone()),
             Event::Command(c) => HeldLine::Command(c.clone()),
             Event::Response(r) => HeldLine::Response(r.clone()),
-            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) | Event::Envelope(_) => {
-                return
-            }
+            Event::File(f) => HeldLine::File(f.clone()),
+            Event::MailContent(_)
+            | Event::Header(_)
+            | Event::MimePart(_)
+            | Event::Envelope(_)
+            | Event::Url(_) => return,
         };
         self.held.push((ts_micros, line));
     }

@@ -29,7 +29,8 @@ use crate::flow::{CloseReason, FlowAnomaly, FlowHandler, FlowInfo, FlowStats};
 use crate::output::{AnomalyBudget, AnomalyTally, EveWriter, FlowContext, FlowSummary};
 use crate::policy::{Action, Alert, PolicySession, RuleSet};
 use crate::smtp::{
-    Anomaly, AnomalyKind, ContentPart, EnvelopeChange, Event, EventSink, Session, State, Verb,
+    Anomaly, AnomalyKind, ContentOptions, ContentPart, EnvelopeChange, Event, EventSink, Session,
+    SessionConfig, State, Verb,
 };
 use crate::Direction;
 
@@ -165,6 +166,9 @@ pub struct PolicyOptions {
     pub mode: ModeSwitch,
     /// Arm the end-of-data gate on flows a drop/reset rule may apply to.
     pub gate: bool,
+    /// What the dissector derives from message content for rules and
+    /// output: `fileinfo` (hashes, sniffed type) and URLs.
+    pub content: ContentOptions,
 }
 
 impl Default for PolicyOptions {
@@ -173,6 +177,7 @@ impl Default for PolicyOptions {
             rules: Arc::new(RuleSet::builtin()),
             mode: ModeSwitch::default(),
             gate: false,
+            content: ContentOptions::default(),
         }
     }
 }
@@ -303,11 +308,13 @@ impl<W: Write> Out<W> {
                 self.counters.anomalies_suppressed.add(a.kind, 1);
                 true
             }
-            Event::Transaction(_) => true,
+            Event::Transaction(_) | Event::File(_) => true,
             Event::Command(_) | Event::Response(_) => self.writer.logs_commands(),
-            Event::MailContent(_) | Event::Header(_) | Event::MimePart(_) | Event::Envelope(_) => {
-                false
-            }
+            Event::MailContent(_)
+            | Event::Header(_)
+            | Event::MimePart(_)
+            | Event::Envelope(_)
+            | Event::Url(_) => false,
         };
         if line {
             self.counters.single_packet_lines += 1;
@@ -771,11 +778,11 @@ impl<W: Write> FlowHandler for SmtpFlows<W> {
     fn open(&mut self, flow: &FlowInfo) -> FlowSession {
         self.out.counters.flows += 1;
         // No SYN seen: the session started before the capture / the monitor.
-        let smtp = if flow.midstream {
-            Session::midstream()
-        } else {
-            Session::new()
-        };
+        let smtp = Session::with_config(SessionConfig {
+            midstream: flow.midstream,
+            content: self.policy.content.clone(),
+            ..SessionConfig::default()
+        });
         let gated = self.policy.gate && self.policy.rules.gate_rules_for(flow.client.ip());
         if self.policy.gate {
             self.queue.open(flow.client, flow.server, gated);

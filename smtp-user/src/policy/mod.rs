@@ -42,6 +42,11 @@
 //! | `attachment_name` | file name (Content-Disposition `filename`, else Content-Type `name`), glob, case-insensitive |
 //! | `attachment_ext` | file name extension (`exe`, `js`), case-insensitive |
 //! | `content_type` | lower-cased `type/subtype` of any part, glob |
+//! | `attachment_sha256` / `attachment_md5` | a file of the message (see [`crate::smtp::FileInfo`]) whose digest is listed (hex, case-insensitive) |
+//! | `attachment_hash_file` | same, a list file of MD5, SHA-1 or SHA-256 digests, one per line, `#` comments; a bad line is an error at `FILE:LINE` |
+//! | `attachment_type` | a file's media type sniffed from its first bytes, glob, lower case |
+//! | `attachment_size_over` | a file of more than N decoded bytes |
+//! | `url_domain` / `url_domain_file` | a URL of the message text whose host (or `mailto:` domain) is listed, suffix match on labels |
 //! | `anomaly` / `anomaly_severity` | a dissector anomaly of one of these kinds and/or at least this severity |
 //!
 //! Body conditions are matched on the decoded, dot-unstuffed content as it

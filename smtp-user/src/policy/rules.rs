@@ -2,7 +2,7 @@
 //! value (CIDR, glob, regex, duration, anomaly name, list file, unique sid)
 //! and builds the shared body automata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -116,6 +116,11 @@ fn rule_text(text: &str, at: usize) -> Option<&str> {
     (block.len() <= MAX_RULE_TEXT).then_some(block)
 }
 
+/// Byte offset of line `n` (0-based) of `s`.
+fn line_offset(s: &str, n: usize) -> usize {
+    line_starts(s).nth(n).unwrap_or(s.len())
+}
+
 /// Byte offsets at which the lines of `s` start.
 fn line_starts(s: &str) -> impl Iterator<Item = usize> + '_ {
     std::iter::once(0).chain(s.match_indices('\n').map(|(i, _)| i + 1))
@@ -218,6 +223,42 @@ impl Compiler<'_> {
             if !entry.is_empty() {
                 set.insert(entry);
             }
+        }
+        Ok(())
+    }
+
+    /// Reads a hash list file: one MD5, SHA-1 or SHA-256 hex digest per
+    /// line, `#` comments; an invalid line is an error naming FILE:LINE.
+    fn hash_file(
+        &mut self,
+        f: &Spanned<String>,
+        set: &mut HashSet<String>,
+    ) -> Result<(), RulesError> {
+        let base = self.origin.parent().unwrap_or(Path::new("."));
+        let path = base.join(f.get_ref());
+        let bytes = std::fs::read(&path).map_err(|e| {
+            self.err(
+                f.span(),
+                format!("cannot read hash list file {}: {e}", path.display()),
+            )
+        })?;
+        self.hasher.update(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        for (n, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let h = entry.to_ascii_lowercase();
+            if !matches!(h.len(), 32 | 40 | 64) || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(RulesError::at(
+                    &path,
+                    &text,
+                    line_offset(&text, n)..line_offset(&text, n),
+                    format!("{entry:?} is not an MD5, SHA-1 or SHA-256 hex digest"),
+                ));
+            }
+            set.insert(h);
         }
         Ok(())
     }
@@ -424,6 +465,55 @@ impl Compiler<'_> {
             conds.push(Cond::ContentType(
                 l.iter().map(|v| Glob::new(v.get_ref())).collect(),
             ));
+        }
+        if w.attachment_sha256.is_some()
+            || w.attachment_md5.is_some()
+            || w.attachment_hash_file.is_some()
+        {
+            let mut set = HashSet::new();
+            for (key, l, len) in [
+                ("attachment_sha256", &w.attachment_sha256, 64),
+                ("attachment_md5", &w.attachment_md5, 32),
+            ] {
+                let Some(l) = l else { continue };
+                for v in self.nonempty(key, l)? {
+                    let h = v.get_ref().trim().to_ascii_lowercase();
+                    if h.len() != len || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(self.err(
+                            v.span(),
+                            format!("{key}: {:?} is not {len} hex digits", v.get_ref()),
+                        ));
+                    }
+                    set.insert(h);
+                }
+            }
+            if let Some(f) = &w.attachment_hash_file {
+                self.hash_file(f, &mut set)?;
+            }
+            conds.push(Cond::AttachmentHash(set));
+        }
+        if let Some(l) = &w.attachment_type {
+            let l = self.nonempty("attachment_type", l)?;
+            conds.push(Cond::AttachmentType(
+                l.iter()
+                    .map(|v| Glob::new(&v.get_ref().to_ascii_lowercase()))
+                    .collect(),
+            ));
+        }
+        if let Some(n) = w.attachment_size_over {
+            conds.push(Cond::AttachmentSizeOver(n));
+        }
+        if w.url_domain.is_some() || w.url_domain_file.is_some() {
+            let mut set = DomainSet::default();
+            if let Some(l) = &w.url_domain {
+                for v in self.nonempty("url_domain", l)? {
+                    set.insert(v.get_ref());
+                }
+            }
+            if let Some(f) = &w.url_domain_file {
+                self.list_file(f, &mut set)?;
+            }
+            conds.push(Cond::UrlDomain(set));
         }
         if w.anomaly.is_some() || w.anomaly_severity.is_some() {
             let kinds = match &w.anomaly {

@@ -3,6 +3,7 @@
 //! compiler in [`super::rules`], evaluated by [`super::session`]; this
 //! module depends on neither (it is the leaf both import).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +54,16 @@ pub enum Cond {
     /// Lower-cased, without dot.
     AttachmentExt(Vec<String>),
     ContentType(Vec<Glob>),
+    /// A file (attachment or non-text part) whose digest is listed
+    /// (lower-case hex; MD5, SHA-1 and SHA-256 told apart by length).
+    AttachmentHash(HashSet<String>),
+    /// A file whose sniffed media type matches (glob, lower case).
+    AttachmentType(Vec<Glob>),
+    /// A file larger than N decoded bytes.
+    AttachmentSizeOver(u64),
+    /// A URL of the message text whose host (or `mailto:` domain) is in
+    /// the set (suffix match on labels).
+    UrlDomain(DomainSet),
     Anomaly {
         kinds: Option<Vec<AnomalyKind>>,
         min_severity: Option<Severity>,
@@ -73,6 +84,10 @@ impl Cond {
                 | Cond::AttachmentName(_)
                 | Cond::AttachmentExt(_)
                 | Cond::ContentType(_)
+                | Cond::AttachmentHash(_)
+                | Cond::AttachmentType(_)
+                | Cond::AttachmentSizeOver(_)
+                | Cond::UrlDomain(_)
         )
     }
 
@@ -160,6 +175,24 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Some rule needs `fileinfo` (attachment hash, type or size).
+    pub fn needs_files(&self) -> bool {
+        self.rules.iter().flat_map(|r| &r.conds).any(|c| {
+            matches!(
+                c,
+                Cond::AttachmentHash(_) | Cond::AttachmentType(_) | Cond::AttachmentSizeOver(_)
+            )
+        })
+    }
+
+    /// Some rule needs the URLs of message text.
+    pub fn needs_urls(&self) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.conds)
+            .any(|c| matches!(c, Cond::UrlDomain(_)))
+    }
+
     /// Some rule needs header/body/attachment/size inspection.
     pub fn has_content_rules(&self) -> bool {
         self.rules.iter().any(|r| r.content)

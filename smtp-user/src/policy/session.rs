@@ -23,7 +23,9 @@ use super::content::{Matchers, ScanState, Source};
 use super::matchers::{bare_address, domain_of};
 use super::ruleset::{Cond, HeaderTest, RuleSet};
 use super::{Alert, AlertContext};
-use crate::smtp::{Anomaly, ContentPart, Envelope, EnvelopeChange, Event, Header, MimePart};
+use crate::smtp::{
+    Anomaly, ContentPart, Envelope, EnvelopeChange, Event, FileInfo, Header, MimePart,
+};
 
 /// Recipients kept for the alert context (the count is always exact).
 pub const MAX_CONTEXT_RCPTS: usize = 32;
@@ -176,6 +178,14 @@ impl PolicySession {
                 self.mime_part(p, out);
             }
             Event::Anomaly(a) => self.anomaly(a, out),
+            Event::File(f) => {
+                self.sync_tx(f.tx_id);
+                self.file(f, out);
+            }
+            Event::Url(u) => {
+                self.sync_tx(u.tx_id);
+                self.url(&u.url, out);
+            }
             Event::Command(_) | Event::Response(_) | Event::Transaction(_) => {}
         }
     }
@@ -398,6 +408,74 @@ impl PolicySession {
         }
     }
 
+    /// A file of the message ended: hash, sniffed type and size conditions.
+    fn file(&mut self, f: &FileInfo, out: &mut Vec<Alert>) {
+        let name = f.filename.as_deref().unwrap_or("(unnamed part)");
+        let mut any = false;
+        for ri in 0..self.rules.rules.len() {
+            for ci in 0..self.rules.rules[ri].conds.len() {
+                let why = match &self.rules.rules[ri].conds[ci] {
+                    Cond::AttachmentHash(set) => {
+                        [("sha256", &f.sha256), ("sha1", &f.sha1), ("md5", &f.md5)]
+                            .into_iter()
+                            .find(|(_, h)| set.contains(h.as_str()))
+                            .map(|(kind, h)| {
+                                format!(
+                                    "attachment {name:?} {kind} {h} listed (sha256 {})",
+                                    f.sha256
+                                )
+                            })
+                    }
+                    Cond::AttachmentType(globs) => {
+                        globs.iter().find(|g| g.matches(f.mimetype)).map(|_| {
+                            format!(
+                                "attachment {name:?} type {} (sha256 {})",
+                                f.mimetype, f.sha256
+                            )
+                        })
+                    }
+                    Cond::AttachmentSizeOver(n) => (f.size > *n).then(|| {
+                        format!(
+                            "attachment {name:?} size {} > {n} (sha256 {})",
+                            f.size, f.sha256
+                        )
+                    }),
+                    _ => continue,
+                };
+                if why.is_some() && self.state[ri].sat & (1 << ci) == 0 {
+                    self.set(ri, ci, why, true);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.check_all(out);
+        }
+    }
+
+    /// A URL of the message text: domain conditions.
+    fn url(&mut self, url: &str, out: &mut Vec<Alert>) {
+        let Some(host) = url_host(url) else { return };
+        let mut any = false;
+        for ri in 0..self.rules.rules.len() {
+            for ci in 0..self.rules.rules[ri].conds.len() {
+                let why = match &self.rules.rules[ri].conds[ci] {
+                    Cond::UrlDomain(set) => set
+                        .find(&host)
+                        .map(|d| format!("url {url:?} in url_domain {d:?}")),
+                    _ => continue,
+                };
+                if why.is_some() && self.state[ri].sat & (1 << ci) == 0 {
+                    self.set(ri, ci, why, true);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.check_all(out);
+        }
+    }
+
     fn anomaly(&mut self, a: &Anomaly, out: &mut Vec<Alert>) {
         let mut any = false;
         for ri in 0..self.rules.rules.len() {
@@ -566,6 +644,27 @@ fn keep_hit(
     {
         hits.push((src, pid));
     }
+}
+
+/// The host of a URL (`scheme://[user@]host[:port][/…]`) or the domain of
+/// a `mailto:` address, lower case, without a trailing dot; `None` when
+/// there is none.
+pub fn url_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once(':')?;
+    let host = if scheme.eq_ignore_ascii_case("mailto") {
+        let addr = rest.split(['?', ',']).next()?;
+        addr.rsplit_once('@')?.1
+    } else {
+        let rest = rest.strip_prefix("//")?;
+        let authority = rest.split(['/', '?', '#', '\\']).next()?;
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next()?,
+            None => host.split(':').next()?,
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// Cuts `s` to at most `max` bytes at a character boundary.

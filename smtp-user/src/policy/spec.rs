@@ -63,6 +63,14 @@ pub struct When {
     pub attachment_name: Option<List>,
     pub attachment_ext: Option<List>,
     pub content_type: Option<List>,
+    pub attachment_sha256: Option<List>,
+    pub attachment_md5: Option<List>,
+    /// A file of MD5, SHA-1 or SHA-256 hex digests, one per line.
+    pub attachment_hash_file: Option<Spanned<String>>,
+    pub attachment_type: Option<List>,
+    pub attachment_size_over: Option<u64>,
+    pub url_domain: Option<List>,
+    pub url_domain_file: Option<Spanned<String>>,
     pub anomaly: Option<List>,
     pub anomaly_severity: Option<Spanned<String>>,
 }

@@ -109,6 +109,12 @@ impl Base64 {
         self.sextets = 0;
     }
 
+    /// The part ended: a last quantum without its padding is decoded as if
+    /// padded (as clients, Suricata and Python's decoder do).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.flush_padding(out);
+    }
+
     pub fn reset(&mut self) {
         *self = Base64::default();
     }

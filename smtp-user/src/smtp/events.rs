@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+pub use super::mime::files::{FileInfo, FileState};
+
 /// Receives events as the dissector produces them.
 pub trait EventSink {
     fn event(&mut self, event: Event<'_>);
@@ -34,6 +36,8 @@ pub enum Event<'a> {
     Header(Header),
     MimePart(MimePart),
     Envelope(Envelope),
+    File(FileInfo),
+    Url(Url),
 }
 
 /// [`Event`] with owned content.
@@ -48,6 +52,8 @@ pub enum OwnedEvent {
     Header(Header),
     MimePart(MimePart),
     Envelope(Envelope),
+    File(FileInfo),
+    Url(Url),
 }
 
 impl OwnedEvent {
@@ -66,6 +72,8 @@ impl OwnedEvent {
             OwnedEvent::Header(h) => Event::Header(h.clone()),
             OwnedEvent::MimePart(m) => Event::MimePart(m.clone()),
             OwnedEvent::Envelope(e) => Event::Envelope(e.clone()),
+            OwnedEvent::File(f) => Event::File(f.clone()),
+            OwnedEvent::Url(u) => Event::Url(u.clone()),
         }
     }
 }
@@ -85,6 +93,8 @@ impl Event<'_> {
             Event::Header(h) => OwnedEvent::Header(h.clone()),
             Event::MimePart(m) => OwnedEvent::MimePart(m.clone()),
             Event::Envelope(e) => OwnedEvent::Envelope(e.clone()),
+            Event::File(f) => OwnedEvent::File(f.clone()),
+            Event::Url(u) => OwnedEvent::Url(u.clone()),
         }
     }
 }
@@ -120,6 +130,15 @@ pub struct MimePart {
     /// gaps, Content-Type `name` ≠ `filename`); attachment rules match them too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_filenames: Vec<String>,
+}
+
+/// A URL found in a text part of the message, the first time it is seen
+/// in the message (see [`super::mime::urls`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Url {
+    pub tx_id: u32,
+    /// As written, scheme included, at most [`super::mime::urls::MAX_URL`] bytes.
+    pub url: String,
 }
 
 /// A change of the envelope the server took: emitted when the server
@@ -298,6 +317,19 @@ pub struct Email {
     pub x_mailer: Option<String>,
     /// File names of attachments (MIME parts with a filename / name parameter).
     pub attachment: Vec<String>,
+    /// URLs of the text parts, deduplicated, at most [`super::mime::urls::MAX_URLS`].
+    pub url: Vec<String>,
+    /// MD5 (hex) of the raw body after the message's header block, as
+    /// Suricata computes it; set when the message ended (not when cut short).
+    pub body_md5: Option<String>,
+    /// MD5 (hex) of the Subject value as written (Suricata's `subject_md5`).
+    pub subject_md5: Option<String>,
+    /// Received fields as written, in order, at most [`super::mime::MAX_LIST`].
+    pub received: Vec<String>,
+    pub reply_to: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Option<String>,
+    pub x_originating_ip: Option<String>,
 }
 
 /// One mail transaction, emitted when it ends.

@@ -45,16 +45,54 @@
 //! Body lines are never buffered, except lines starting with `-` inside a
 //! multipart (boundary candidates), up to [`MAX_BOUNDARY_LINE`] bytes.
 
+pub mod files;
 pub mod params;
+pub mod urls;
 pub mod words;
 
 pub use words::decode_words;
 
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+
 use super::decode::{Base64, QuotedPrintable};
 use super::events::{
-    Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart,
+    Anomaly, AnomalyKind, ContentPart, Email, Event, EventSink, Header, MailContent, MimePart, Url,
 };
+use files::FileTracker;
 use params::Param;
+use urls::{UrlScanner, UrlSchemes};
+
+/// What the parser derives from content beyond structure: `fileinfo`
+/// events (hashes, sniffed type) and URLs. Both on by default; off, the
+/// parser costs what it did without them.
+#[derive(Debug, Clone)]
+pub struct ContentOptions {
+    /// Hash and sniff file parts, emit [`Event::File`]; compute `body_md5`.
+    pub files: bool,
+    /// Look for URLs in text parts with these schemes, emit [`Event::Url`].
+    pub urls: Option<Arc<UrlSchemes>>,
+}
+
+impl Default for ContentOptions {
+    fn default() -> Self {
+        ContentOptions {
+            files: true,
+            urls: Some(UrlSchemes::default_schemes()),
+        }
+    }
+}
+
+impl ContentOptions {
+    /// Neither files nor URLs.
+    pub fn off() -> ContentOptions {
+        ContentOptions {
+            files: false,
+            urls: None,
+        }
+    }
+}
 
 /// Longest header (unfolded) kept, in bytes.
 pub const MAX_HEADER: usize = 4096;
@@ -163,6 +201,8 @@ struct PartInfo {
     name: Option<Param>,
     /// Lower-cased `type/subtype` of Content-Type, if the header was seen.
     content_type: Option<String>,
+    /// The part's text is searched for URLs.
+    scan_urls: bool,
 }
 
 /// Streaming MIME parser for one message.
@@ -228,6 +268,23 @@ pub struct MimeParser {
     /// Containers open around this parser: 0 for the message, the parent's
     /// depth + 1 for an `inner` parser. `depth_base + levels.len() ≤ MAX_DEPTH`.
     depth_base: usize,
+    opts: ContentOptions,
+    /// The file part being decoded, if any.
+    files: FileTracker,
+    /// URLs of the message's text parts.
+    urls: UrlScanner,
+    /// MD5 of the raw body after the message's own header block (Suricata's
+    /// `body_md5`); `None` until that block ends.
+    body_md5: Option<Md5>,
+    /// Offsets in `header` of the first byte of each folded continuation
+    /// line (Suricata drops it when unfolding: `subject_md5` follows).
+    folds: Vec<usize>,
+    /// The message was cut short: open files are truncated.
+    cut: bool,
+    /// Bytes of the message were lost: no `body_md5`.
+    body_lost: bool,
+    /// Received fields of the message's header block beyond `MAX_LIST`.
+    received_dropped: u64,
 }
 
 impl Default for MimeParser {
@@ -304,6 +361,22 @@ impl MimeParser {
             body_started: false,
             inner: None,
             depth_base: 0,
+            opts: ContentOptions::default(),
+            files: FileTracker::default(),
+            urls: UrlScanner::default(),
+            body_md5: None,
+            folds: Vec::new(),
+            cut: false,
+            body_lost: false,
+            received_dropped: 0,
+        }
+    }
+
+    /// A parser deriving what `opts` asks for.
+    pub fn with_options(opts: ContentOptions) -> MimeParser {
+        MimeParser {
+            opts,
+            ..MimeParser::new()
         }
     }
 
@@ -317,12 +390,29 @@ impl MimeParser {
         line.clear();
         header.clear();
         out.clear();
+        let (opts, mut urls) = (self.opts.clone(), std::mem::take(&mut self.urls));
+        urls.reset();
         *self = MimeParser {
             line,
             header,
             out,
+            opts,
+            urls,
             ..MimeParser::new()
         };
+    }
+
+    /// What this parser derives.
+    pub fn options(&self) -> &ContentOptions {
+        &self.opts
+    }
+
+    /// The message was cut short (aborted): files still open are truncated.
+    pub fn cut(&mut self) {
+        self.cut = true;
+        if let Some(inner) = &mut self.inner {
+            inner.cut();
+        }
     }
 
     /// The transport lost bytes: drop the partial line and continue at the next one.
@@ -331,6 +421,9 @@ impl MimeParser {
             inner.gap();
         }
         self.line.clear();
+        self.files.gap();
+        self.body_md5 = None;
+        self.body_lost = true;
         self.after_gap = self.phase == Phase::Headers;
         self.candidate = false;
         self.at_line_start = false;
@@ -338,14 +431,41 @@ impl MimeParser {
         self.qp.reset();
     }
 
-    /// What the headers said so far (the message may be incomplete).
+    /// What the headers said so far (the message may be incomplete), with
+    /// the URLs found and `body_md5` once the body is complete.
     pub fn take_email(&mut self) -> Email {
-        std::mem::take(&mut self.email)
+        let mut email = std::mem::take(&mut self.email);
+        email.url = std::mem::take(&mut self.urls.urls);
+        email
     }
 
     /// Feeds message bytes (after dot-unstuffing).
     pub fn feed<S: EventSink>(&mut self, data: &[u8], tx_id: u32, sink: &mut S) {
-        self.feed_out(data, &mut Out { tx_id, sink });
+        let out = &mut Out { tx_id, sink };
+        if !self.opts.files || self.body_lost {
+            self.feed_out(data, out);
+            return;
+        }
+        if let Some(md5) = &mut self.body_md5 {
+            md5.update(data);
+            self.feed_out(data, out);
+            return;
+        }
+        // Until the message's header block ends: the body hash starts after it.
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.headers_done {
+                // (Started already when a line that is no header field began the body.)
+                self.body_md5.get_or_insert_with(Md5::new).update(rest);
+                self.feed_out(rest, out);
+                return;
+            }
+            let used = match self.phase {
+                Phase::Headers => self.feed_headers(rest, out),
+                Phase::Body => self.feed_body(rest, out),
+            };
+            rest = rest.get(used..).unwrap_or(&[]);
+        }
     }
 
     fn feed_out<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
@@ -389,7 +509,42 @@ impl MimeParser {
             self.line.clear();
             self.candidate = false;
         }
-        self.close_inner(out);
+        // The last part ends: its decoder's tail, its file, its URLs.
+        self.flush_decoder(out);
+        if self.urls.dropped > 0 {
+            out.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!(
+                    "more than {} URLs in the message: {} not listed",
+                    urls::MAX_URLS,
+                    self.urls.dropped
+                ),
+            );
+            self.urls.dropped = 0;
+        }
+        if let Some(md5) = self.body_md5.take().filter(|_| !self.cut) {
+            self.email.body_md5 = Some(format!("{:x}", md5.finalize()));
+        }
+    }
+
+    /// The part being decoded ended: its file (if it is one) is closed and
+    /// reported, its URL scan finished.
+    fn end_part<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        if let Some(f) = self.files.close(out.tx_id, self.cut) {
+            out.sink.event(Event::File(f));
+        }
+        if self.part.scan_urls {
+            self.part.scan_urls = false;
+            if let Some(schemes) = &self.opts.urls {
+                let tx_id = out.tx_id;
+                self.urls.flush(schemes, &mut |url| {
+                    out.sink.event(Event::Url(Url {
+                        tx_id,
+                        url: url.to_string(),
+                    }))
+                });
+            }
+        }
     }
 
     /// The encoded forwarded message ended: finish it, take its attachments
@@ -411,6 +566,16 @@ impl MimeParser {
                 );
             }
         }
+        for url in inner.urls.urls.drain(..) {
+            if self.urls.urls.len() < urls::MAX_URLS {
+                if !self.urls.urls.contains(&url) {
+                    self.urls.urls.push(url);
+                }
+            } else {
+                self.urls.dropped += 1;
+            }
+        }
+        self.urls.dropped += inner.urls.dropped;
         self.parts_seen = self.parts_seen.max(inner.parts_seen);
         self.error |= inner.error;
     }
@@ -469,6 +634,13 @@ impl MimeParser {
     /// it). Reported when header fields came before it; content that starts
     /// with such a line has no header block (its body is all there is).
     fn malformed_line<S: EventSink>(&mut self, head: &[u8], rest: &[u8], out: &mut Out<'_, S>) {
+        if self.top_level && !self.headers_done && self.opts.files && !self.body_lost {
+            // The message's body starts with this line.
+            let mut md5 = Md5::new();
+            md5.update(head);
+            md5.update(rest);
+            self.body_md5 = Some(md5);
+        }
         self.finish_header(out);
         if self.block_fields {
             self.error = true;
@@ -521,6 +693,9 @@ impl MimeParser {
 
     fn append_header<S: EventSink>(&mut self, bytes: &[u8], out: &mut Out<'_, S>) {
         let room = MAX_HEADER.saturating_sub(self.header.len());
+        if matches!(bytes.first(), Some(b' ' | b'\t')) && room > 0 && !self.header.is_empty() {
+            self.folds.push(self.header.len());
+        }
         if bytes.len() > room && !self.header_truncated {
             self.report_long_header(out);
         }
@@ -557,6 +732,12 @@ impl MimeParser {
                 self.late_skipped += 1;
             } else {
                 self.late_fields += u32::from(late);
+                if self.top_level
+                    && self.email.subject_md5.is_none()
+                    && name.eq_ignore_ascii_case(b"subject")
+                {
+                    self.email.subject_md5 = Some(subject_md5(&header, colon, &self.folds));
+                }
                 let value = crate::text::lossy(header[colon + 1..].trim_ascii());
                 self.header_field(name, &value, out);
                 out.header(
@@ -568,6 +749,7 @@ impl MimeParser {
         }
         self.header = header;
         self.header.clear();
+        self.folds.clear();
         self.header_truncated = false;
     }
 
@@ -589,6 +771,20 @@ impl MimeParser {
                 e.message_id.get_or_insert_with(|| value.to_string());
             } else if is("x-mailer") {
                 e.x_mailer.get_or_insert_with(|| value.to_string());
+            } else if is("received") {
+                if e.received.len() < MAX_LIST {
+                    e.received.push(value.to_string());
+                } else {
+                    self.received_dropped += 1;
+                }
+            } else if is("reply-to") {
+                e.reply_to.get_or_insert_with(|| value.to_string());
+            } else if is("in-reply-to") {
+                e.in_reply_to.get_or_insert_with(|| value.to_string());
+            } else if is("references") {
+                e.references.get_or_insert_with(|| value.to_string());
+            } else if is("x-originating-ip") {
+                e.x_originating_ip.get_or_insert_with(|| value.to_string());
             }
         }
         if is("content-type") {
@@ -661,6 +857,15 @@ impl MimeParser {
                 ),
             );
         }
+        if self.top_level && self.received_dropped > 0 {
+            out.anomaly(
+                AnomalyKind::LimitExceeded,
+                format!(
+                    "more than {MAX_LIST} Received fields: {} not listed",
+                    self.received_dropped
+                ),
+            );
+        }
         self.block_len = 0;
         self.block_fields = false;
         self.late_fields = 0;
@@ -688,6 +893,18 @@ impl MimeParser {
             None => "text/plain".to_string(),
         };
         let is_message = content_type == "message/rfc822" || content_type == "message/global";
+        let container =
+            is_message || (content_type.starts_with("multipart/") && part.boundary.is_some());
+        let text = content_type.starts_with("text/");
+        if !container && self.opts.files && (filename.is_some() || !text) {
+            let hold_eol = matches!(
+                part.encoding,
+                Encoding::Identity | Encoding::QuotedPrintable
+            );
+            self.files
+                .open(self.part_no, filename.clone(), &content_type, hold_eol);
+        }
+        self.part.scan_urls = text && filename.is_none() && self.opts.urls.is_some();
         out.sink.event(Event::MimePart(MimePart {
             tx_id: out.tx_id,
             part: self.part_no,
@@ -739,8 +956,9 @@ impl MimeParser {
                 ),
             );
             self.parts_seen = self.parts_seen.saturating_add(1);
-            let mut inner = MimeParser::new();
+            let mut inner = MimeParser::with_options(self.opts.clone());
             inner.top_level = false;
+            inner.cut = self.cut;
             inner.depth_base = self.depth_base + self.levels.len() + 1;
             inner.part_no = self.parts_seen;
             inner.parts_seen = self.parts_seen;
@@ -873,6 +1091,21 @@ impl MimeParser {
     }
 
     fn flush_decoder<S: EventSink>(&mut self, out: &mut Out<'_, S>) {
+        if self.part.encoding == Encoding::Base64 {
+            let mut tail = std::mem::take(&mut self.out);
+            tail.clear();
+            self.b64.finish(&mut tail);
+            if !tail.is_empty() {
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&tail, out),
+                    None => {
+                        self.derive(&tail, out);
+                        out.body(&tail);
+                    }
+                }
+            }
+            self.out = tail;
+        }
         if self.b64.invalid > 0 {
             self.error = true;
             out.anomaly(
@@ -886,27 +1119,51 @@ impl MimeParser {
         self.b64.reset();
         self.qp.reset();
         self.close_inner(out);
+        self.end_part(out);
     }
 
     fn decode<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
         match self.part.encoding {
             Encoding::Skip => {}
-            Encoding::Identity => out.body(data),
-            Encoding::Base64 => {
-                self.out.clear();
-                self.b64.feed(data, &mut self.out);
-                match &mut self.inner {
-                    Some(inner) => inner.feed_out(&self.out, out),
-                    None => out.body(&self.out),
-                }
+            Encoding::Identity => {
+                self.derive(data, out);
+                out.body(data);
             }
-            Encoding::QuotedPrintable => {
-                self.out.clear();
-                self.qp.feed(data, &mut self.out);
-                match &mut self.inner {
-                    Some(inner) => inner.feed_out(&self.out, out),
-                    None => out.body(&self.out),
+            Encoding::Base64 | Encoding::QuotedPrintable => {
+                let mut decoded = std::mem::take(&mut self.out);
+                decoded.clear();
+                if self.part.encoding == Encoding::Base64 {
+                    self.b64.feed(data, &mut decoded);
+                } else {
+                    self.qp.feed(data, &mut decoded);
                 }
+                match &mut self.inner {
+                    Some(inner) => inner.feed_out(&decoded, out),
+                    None => {
+                        self.derive(&decoded, out);
+                        out.body(&decoded);
+                    }
+                }
+                self.out = decoded;
+            }
+        }
+    }
+
+    /// Decoded bytes of the current part: hashed if it is a file, searched
+    /// for URLs if it is text.
+    fn derive<S: EventSink>(&mut self, data: &[u8], out: &mut Out<'_, S>) {
+        if self.files.is_open() {
+            self.files.data(data);
+        }
+        if self.part.scan_urls {
+            if let Some(schemes) = &self.opts.urls {
+                let tx_id = out.tx_id;
+                self.urls.feed(schemes, data, &mut |url| {
+                    out.sink.event(Event::Url(Url {
+                        tx_id,
+                        url: url.to_string(),
+                    }))
+                });
             }
         }
     }
@@ -916,6 +1173,24 @@ impl MimeParser {
         let mut out = Out { tx_id, sink };
         self.flush_decoder(&mut out);
     }
+}
+
+/// Suricata's `subject_md5`: MD5 of the Subject value as written (RFC 2047
+/// words not decoded), blanks after the colon skipped, unfolded as
+/// Suricata unfolds (the first blank of each continuation line dropped).
+fn subject_md5(header: &[u8], colon: usize, folds: &[usize]) -> String {
+    let mut md5 = Md5::new();
+    let mut start = colon + 1;
+    while matches!(header.get(start), Some(b' ' | b'\t')) {
+        start += 1;
+    }
+    let first = start;
+    for &f in folds.iter().filter(|&&f| f >= first) {
+        md5.update(header.get(start..f).unwrap_or(&[]));
+        start = f + 1;
+    }
+    md5.update(header.get(start..).unwrap_or(&[]));
+    format!("{:x}", md5.finalize())
 }
 
 /// Removes parameter `name` from `params`.
@@ -984,7 +1259,7 @@ fn push_addresses<S: EventSink>(list: &mut Vec<String>, value: &str, out: &mut O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::events::{Header, MimePart, OwnedEvent};
+    use crate::smtp::events::{FileInfo, FileState, Header, MimePart, OwnedEvent};
 
     fn parse(chunks: &[&[u8]]) -> (Email, Vec<u8>, Vec<OwnedEvent>) {
         let (email, body, others, _) = parse_all(chunks);
@@ -1009,10 +1284,193 @@ mod tests {
                     body.extend(m.data)
                 }
                 e @ (OwnedEvent::Header(_) | OwnedEvent::MimePart(_)) => structure.push(e),
+                // Files and URLs: see `derived`.
+                OwnedEvent::File(_) | OwnedEvent::Url(_) => {}
                 other => others.push(other),
             }
         }
         (p.take_email(), body, others, structure)
+    }
+
+    /// The email, the files and the URL events of a message cut in `cut`-byte chunks.
+    fn derived(msg: &[u8], cut: usize) -> (Email, Vec<FileInfo>, Vec<String>) {
+        let mut p = MimeParser::new();
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        for c in msg.chunks(cut.max(1)) {
+            p.feed(c, 0, &mut ev);
+        }
+        p.finish(0, &mut ev);
+        p.end_body(0, &mut ev);
+        let (mut files, mut urls) = (Vec::new(), Vec::new());
+        for e in ev {
+            match e {
+                OwnedEvent::File(f) => files.push(f),
+                OwnedEvent::Url(u) => urls.push(u.url),
+                _ => {}
+            }
+        }
+        (p.take_email(), files, urls)
+    }
+
+    fn md5_hex(data: &[u8]) -> String {
+        format!("{:x}", Md5::digest(data))
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        format!("{:x}", sha2::Sha256::digest(data))
+    }
+
+    #[test]
+    fn files_are_hashed_as_they_stream() {
+        for split in [1usize, 3, 7, 64, MSG.len()] {
+            let (_, files, _) = derived(MSG, split);
+            assert_eq!(files.len(), 1, "split {split}");
+            let f = &files[0];
+            assert_eq!(f.filename.as_deref(), Some("report.pdf"));
+            assert_eq!((f.part, f.size), (2, 5));
+            assert_eq!(f.md5, md5_hex(b"Hello"));
+            assert_eq!(f.sha256, sha256_hex(b"Hello"));
+            assert_eq!(f.state, FileState::Closed);
+            assert_eq!(f.content_type, "application/pdf");
+            assert_eq!(f.mimetype, "text/plain");
+        }
+    }
+
+    /// Parts sent as is: the line end before the boundary is the
+    /// boundary's. Unnamed non-text parts are files; text parts are not.
+    /// Files inside forwarded messages (plain and base64) are found.
+    #[test]
+    fn files_of_identity_parts_and_forwarded_messages() {
+        let inner = b"Content-Type: multipart/mixed; boundary=in\r\n\r\n--in\r\n\r\ntext\r\n\
+--in\r\nContent-Type: application/x-thing\r\n\r\nBIN\r\n--in--\r\n";
+        let b64 = {
+            use std::fmt::Write;
+            // base64 of `inner`, 76 columns.
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = String::new();
+            for (i, c) in inner.chunks(3).enumerate() {
+                let n = c.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - c.len()));
+                for k in 0..4 {
+                    let ch = if k <= c.len() {
+                        T[((n >> (18 - 6 * k)) & 63) as usize] as char
+                    } else {
+                        '='
+                    };
+                    let _ = write!(s, "{ch}");
+                }
+                if i % 19 == 18 {
+                    s.push_str("\r\n");
+                }
+            }
+            s
+        };
+        let msg = format!(
+            "Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n\
+Content-Type: text/csv; name=a.csv\r\n\r\na,b\r\nc,d\r\n--XX\r\n\
+Content-Type: message/rfc822\r\n\r\n{}\r\n--XX\r\n\
+Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--XX--\r\n",
+            String::from_utf8_lossy(inner)
+        );
+        for split in [1usize, 5, 33, msg.len()] {
+            let (_, files, _) = derived(msg.as_bytes(), split);
+            let got: Vec<(Option<&str>, u64, &str)> = files
+                .iter()
+                .map(|f| (f.filename.as_deref(), f.size, f.sha256.as_str()))
+                .collect();
+            let (csv, bin) = (sha256_hex(b"a,b\r\nc,d"), sha256_hex(b"BIN"));
+            assert_eq!(
+                got,
+                vec![
+                    (Some("a.csv"), 8, csv.as_str()),
+                    (None, 3, bin.as_str()),
+                    (None, 3, bin.as_str())
+                ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_in_plain_qp_base64_and_html_parts_not_in_files() {
+        let msg = b"Subject: links\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\n\
+plain http://plain.example/a\r\n--B\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+qp https://q=\r\np.example/b?x=3D1\r\n--B\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+PGEgaHJlZj0iaHR0cDovL2I2NC5leGFtcGxlL2MiPmM8L2E+\r\n--B\r\n\
+Content-Type: text/plain; name=notes.txt\r\n\r\nhttp://in-file.example/\r\n--B--\r\n";
+        let want = vec![
+            "http://plain.example/a".to_string(),
+            "https://qp.example/b?x=1".to_string(),
+            "http://b64.example/c".to_string(),
+        ];
+        for split in [1usize, 4, 9, msg.len()] {
+            let (email, files, urls) = derived(msg, split);
+            assert_eq!(urls, want, "split {split}");
+            assert_eq!(email.url, want, "split {split}");
+            assert_eq!(files.len(), 1);
+        }
+    }
+
+    #[test]
+    fn suricata_email_fields() {
+        let msg = b"Received: from a by b\r\n\tid 1\r\nReceived: from c by d\r\nSubject: fold\r\n ed\r\n\
+Reply-To: r@x.org\r\nIn-Reply-To: <p@x>\r\nReferences: <o@x> <p@x>\r\nX-Originating-IP: [198.18.0.9]\r\n\r\n\
+body line\r\n";
+        for split in [1usize, 6, msg.len()] {
+            let (email, _, _) = derived(msg, split);
+            assert_eq!(email.received, vec!["from a by b\tid 1", "from c by d"]);
+            assert_eq!(email.reply_to.as_deref(), Some("r@x.org"));
+            assert_eq!(email.in_reply_to.as_deref(), Some("<p@x>"));
+            assert_eq!(email.references.as_deref(), Some("<o@x> <p@x>"));
+            assert_eq!(email.x_originating_ip.as_deref(), Some("[198.18.0.9]"));
+            // Suricata unfolds by dropping the continuation's first blank.
+            assert_eq!(email.subject_md5, Some(md5_hex(b"folded")));
+            assert_eq!(
+                email.body_md5,
+                Some(md5_hex(b"body line\r\n")),
+                "split {split}"
+            );
+        }
+        // Content without a header block is all body.
+        let bare = b"BLA BLA BLA ...\r\nMORE BLA BLA BLA ...\r\n";
+        for split in [1usize, 7, bare.len()] {
+            let (email, _, _) = derived(bare, split);
+            assert_eq!(email.body_md5, Some(md5_hex(bare)), "split {split}");
+        }
+        // Cut short: no body_md5; a file open then is truncated.
+        let mut p = MimeParser::new();
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        p.feed(
+            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n",
+            0,
+            &mut ev,
+        );
+        p.cut();
+        p.finish(0, &mut ev);
+        let email = p.take_email();
+        assert_eq!(email.body_md5, None);
+        let state: Vec<FileState> = ev
+            .iter()
+            .filter_map(|e| match e {
+                OwnedEvent::File(f) => Some(f.state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(state, vec![FileState::Truncated]);
+    }
+
+    #[test]
+    fn options_off_derive_nothing() {
+        let mut p = MimeParser::with_options(ContentOptions::off());
+        let mut ev: Vec<OwnedEvent> = Vec::new();
+        p.feed(MSG, 0, &mut ev);
+        p.feed(b"http://x.example/\r\n", 0, &mut ev);
+        p.finish(0, &mut ev);
+        p.end_body(0, &mut ev);
+        assert!(!ev
+            .iter()
+            .any(|e| matches!(e, OwnedEvent::File(_) | OwnedEvent::Url(_))));
+        assert!(p.take_email().url.is_empty());
     }
 
     fn part(part: u32, content_type: &str, filename: Option<&str>) -> OwnedEvent {

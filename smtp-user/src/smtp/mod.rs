@@ -52,4 +52,5 @@ pub mod transaction;
 
 pub use events::*;
 pub use machine::State;
+pub use mime::ContentOptions;
 pub use session::{Session, SessionConfig};

@@ -94,7 +94,7 @@ use super::events::{
 use super::grammar;
 use super::lines::{LineBuffer, Split};
 use super::machine::{self, Answers, Class, Message, State};
-use super::mime::MimeParser;
+use super::mime::{ContentOptions, MimeParser};
 use super::smuggling::{self, Verdict};
 use super::transaction::{TxBuilder, MAX_PATH, MAX_RECIPIENTS};
 
@@ -135,6 +135,8 @@ pub struct SessionConfig {
     /// The session was joined midstream (no SYN seen): start in
     /// [`State::Midstream`] instead of waiting for the greeting.
     pub midstream: bool,
+    /// What message content yields besides structure (files, URLs).
+    pub content: ContentOptions,
 }
 
 impl Default for SessionConfig {
@@ -147,6 +149,7 @@ impl Default for SessionConfig {
             max_reply_lines: 128,
             max_bdat_chunk: 128 * 1024 * 1024,
             midstream: false,
+            content: ContentOptions::default(),
         }
     }
 }
@@ -186,7 +189,7 @@ struct MimeSlot(MimeParser);
 
 impl Clone for MimeSlot {
     fn clone(&self) -> Self {
-        MimeSlot(MimeParser::new())
+        MimeSlot(MimeParser::with_options(self.0.options().clone()))
     }
 }
 
@@ -343,6 +346,7 @@ impl Session {
 
     pub fn with_config(cfg: SessionConfig) -> Session {
         let midstream = cfg.midstream;
+        let mime = MimeSlot(MimeParser::with_options(cfg.content.clone()));
         let pending = PendingQueue::new(cfg.max_pending);
         Session {
             up_lines: LineBuffer::new(cfg.line_limit),
@@ -372,7 +376,7 @@ impl Session {
             next_tx: 0,
             content_tx: None,
             dots: DotDecoder::default(),
-            mime: MimeSlot(MimeParser::new()),
+            mime,
             bdat_remaining: 0,
             bdat_last: false,
             tls: false,

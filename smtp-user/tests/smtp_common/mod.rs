@@ -167,7 +167,9 @@ pub fn trace(ev: &[OwnedEvent]) -> Vec<String> {
             OwnedEvent::MailContent(_)
             | OwnedEvent::Header(_)
             | OwnedEvent::MimePart(_)
-            | OwnedEvent::Envelope(_) => None,
+            | OwnedEvent::Envelope(_)
+            | OwnedEvent::File(_)
+            | OwnedEvent::Url(_) => None,
         })
         .collect()
 }

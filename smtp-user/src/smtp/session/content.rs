@@ -52,7 +52,8 @@ impl Session {
             part: ContentPart::Raw,
             data,
         }));
-        self.mime.feed(data, id, sink);
+        let tx = self.txs.iter().find(|t| t.id == id);
+        self.mime.feed(data, id, &mut WithEnvelope { sink, tx });
     }
 
     /// Follows the length of the current message line over `data`; true
@@ -92,8 +93,10 @@ impl Session {
         // The message we joined midstream (if any) is over.
         self.joined = false;
         let id = self.content_tx.take()?;
-        self.mime.finish(id, sink);
-        self.mime.end_body(id, sink);
+        let tx = self.txs.iter().find(|t| t.id == id);
+        let mut with = WithEnvelope { sink, tx };
+        self.mime.finish(id, &mut with);
+        self.mime.end_body(id, &mut with);
         let email = self.mime.take_email();
         let (headers, body) = (self.mime.headers_done, self.mime.body_started);
         if let Some(tx) = self.tx_mut(id) {
@@ -116,7 +119,9 @@ impl Session {
         let Some(id) = self.content_tx.take() else {
             return;
         };
-        self.mime.finish(id, sink);
+        self.mime.cut();
+        let tx = self.txs.iter().find(|t| t.id == id);
+        self.mime.finish(id, &mut WithEnvelope { sink, tx });
         let email = self.mime.take_email();
         let (headers, body) = (self.mime.headers_done, self.mime.body_started);
         if let Some(tx) = self.tx_mut(id) {
@@ -128,6 +133,27 @@ impl Session {
     pub(super) fn mark_incomplete(&mut self) {
         if let Some(tx) = self.content_tx.and_then(|id| self.tx_mut(id)) {
             tx.incomplete = true;
+        }
+    }
+}
+
+/// Passes the MIME parser's events on, with the transaction's envelope
+/// on each [`FileInfo`] (files are rare: the copies cost nothing else).
+struct WithEnvelope<'a, S: EventSink> {
+    sink: &'a mut S,
+    tx: Option<&'a TxBuilder>,
+}
+
+impl<S: EventSink> EventSink for WithEnvelope<'_, S> {
+    fn event(&mut self, event: Event<'_>) {
+        match (event, self.tx) {
+            (Event::File(mut f), Some(tx)) => {
+                f.helo.clone_from(&tx.helo);
+                f.mail_from.clone_from(&tx.mail_from);
+                f.rcpt_to = tx.rcpt_to.iter().map(|r| r.path.clone()).collect();
+                self.sink.event(Event::File(f));
+            }
+            (event, _) => self.sink.event(event),
         }
     }
 }

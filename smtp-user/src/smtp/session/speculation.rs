@@ -220,6 +220,8 @@ impl Session {
                 OwnedEvent::Transaction(t) if reported.contains(&t.id) => {}
                 OwnedEvent::Header(h) if of_first(h.tx_id) => {}
                 OwnedEvent::MimePart(m) if of_first(m.tx_id) => {}
+                OwnedEvent::File(f) if of_first(f.tx_id) => {}
+                OwnedEvent::Url(u) if of_first(u.tx_id) => {}
                 _ => sink.event(e.as_event()),
             }
         }
@@ -269,6 +271,8 @@ fn renumber_event(e: &mut OwnedEvent, map: &impl Fn(u32) -> u32) {
         OwnedEvent::Header(h) => h.tx_id = map(h.tx_id),
         OwnedEvent::MimePart(m) => m.tx_id = map(m.tx_id),
         OwnedEvent::Envelope(v) => v.tx_id = v.tx_id.map(map),
+        OwnedEvent::File(f) => f.tx_id = map(f.tx_id),
+        OwnedEvent::Url(u) => u.tx_id = map(u.tx_id),
         OwnedEvent::Anomaly(a) => a.tx_id = a.tx_id.map(map),
         OwnedEvent::Command(_) | OwnedEvent::Response(_) => {}
     }
