@@ -7,8 +7,11 @@
 //! `pipeline` wires these stages and says what the datapath should do
 //! (`pipeline::Enforcement`); `daemon` carries that out on the kernel maps
 //! of `datapath`, with `enforce` for connection resets; `control` is the
-//! running daemon's socket for `ctl`. No module reaches back upstream.
-//! `config` reads `run`'s options from a configuration file.
+//! running daemon's socket for `ctl`; `metrics` serves the daemon's
+//! counters to Prometheus; `redis_link` is how `output::redis` (EVE to
+//! Redis) and `fleet` (one blocklist for many hosts) reach Redis; `config`
+//! reads `run`'s options from a configuration file. No module reaches back
+//! upstream.
 
 pub mod capture;
 pub mod config;
@@ -16,10 +19,13 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod enforce;
+pub mod fleet;
 pub mod flow;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod policy;
+pub mod redis_link;
 pub mod smtp;
 pub mod text;
 

@@ -53,6 +53,8 @@ fn status() -> Status {
         rules_digest: "9f86d081884c7d65".into(),
         rules: 7,
         pid: 4242,
+        fleet: None,
+        eve_redis: None,
     }
 }
 
@@ -100,6 +102,19 @@ fn answer(req: &Request) -> Option<Response> {
         Request::Flow { flow_id: 7 } => Response::Flow(row(7)),
         Request::Flow { flow_id: 99 } => return None, // never answered
         Request::Flow { flow_id } => Response::Error(format!("no flow with id {flow_id}")),
+        Request::Reopen => Response::Reopened(None),
+        Request::BlockIp { ip, .. } => Response::IpBlock(smtp_user::control::IpBlockReply {
+            ip: *ip,
+            blocked: true,
+            changed: true,
+            fleet: false,
+        }),
+        Request::UnblockIp { ip } => Response::IpBlock(smtp_user::control::IpBlockReply {
+            ip: *ip,
+            blocked: false,
+            changed: false,
+            fleet: false,
+        }),
     })
 }
 

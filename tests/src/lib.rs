@@ -9,6 +9,7 @@
 //! * [`mail`]: real SMTP software (smtp-sink, swaks, smtp-source).
 //! * [`live`]: namespaces + smtp-sink + `smtp-user run --rules`, for policy tests.
 //! * [`sink`]: smtp-sink storing each delivered message as a file.
+//! * [`redis`]: a real redis-server for the Redis output and fleet tests.
 //! * [`postfix`]: real Postfix instances (server, relaying client) and a
 //!   monitored MX ([`postfix::MxLive`]) for the end-of-data gate tests.
 //! * [`fake_server`]: a socat-driven server with a chosen greeting.
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod postfix;
 pub mod process;
 pub mod reassemble;
+pub mod redis;
 pub mod router;
 pub mod sink;
 pub mod smtp_client;

@@ -45,6 +45,14 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-aiosmtpd",
         "scriptable SMTP server for end-to-end tests",
     ),
+    (
+        "redis-server",
+        "Redis for the EVE output and fleet blocklist tests (redis-cli reads back)",
+    ),
+    (
+        "prometheus",
+        "promtool and a real Prometheus server for the metrics test",
+    ),
 ];
 
 const BPF_LINKER: &str = "bpf-linker@0.10.0";

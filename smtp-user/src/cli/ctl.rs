@@ -1,8 +1,10 @@
 //! `smtp-user ctl`: inspect or change a running monitor from another
-//! process. Map changes (enforce, verdicts, IP blocklist) go straight to the
-//! pinned maps (`/sys/fs/bpf/smtp-monitor/<iface>/`), so they work even when
-//! the daemon is stuck; `status`, `flows`, `reload`, the userspace half of
-//! `stats` and flow-id lookups go through the daemon's control socket
+//! process. Map changes (enforce, verdicts) go straight to the pinned maps
+//! (`/sys/fs/bpf/smtp-monitor/<iface>/`), so they work even when the daemon
+//! is stuck; IP blocks go through the daemon (which publishes them to the
+//! fleet) and fall back to the maps when it does not answer; `status`,
+//! `flows`, `reload`, `reopen`, the userspace half of `stats` and flow-id
+//! lookups go through the daemon's control socket
 //! (`/run/smtp-monitor/<iface>.sock`).
 
 use std::fmt::Write as _;
@@ -54,7 +56,12 @@ pub enum CtlAction {
     Flows,
     /// Re-read the rules file; a bad file is rejected and the old rules stay.
     Reload,
-    /// Block a flow (by its EVE flow_id) or a client IP address.
+    /// Open the `--output` file again (after logrotate moved it).
+    Reopen,
+    /// Block a flow (by its EVE flow_id) or a client IP address. An IP
+    /// block goes through the daemon, which also publishes it to the fleet
+    /// (`--fleet`); when the daemon does not answer it is written to the
+    /// pinned map directly (this host only).
     Block {
         /// A flow_id from `ctl flows` / EVE output, or an IP address.
         target: Target,
@@ -186,6 +193,11 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlAction::Reload => match t.ask(&Request::Reload)? {
             Response::Reloaded(r) if json => println!("{}", serde_json::to_string(&r)?),
             Response::Reloaded(r) => println!("{}", format_reload(&r)),
+            r => return Err(unexpected(&r)),
+        },
+        CtlAction::Reopen => match t.ask(&Request::Reopen)? {
+            Response::Reopened(Some(path)) => println!("reopened {path}"),
+            Response::Reopened(None) => println!("output is stdout: nothing to reopen"),
             r => return Err(unexpected(&r)),
         },
         CtlAction::Stats => stats(&t, json)?,
@@ -355,6 +367,39 @@ fn block(t: &Daemon, target: Target, for_: Option<Duration>, block: bool) -> any
     match target {
         Target::Ip(ip) => {
             let (iface, mut control) = t.control()?;
+            let req = if block {
+                Request::BlockIp {
+                    ip,
+                    for_secs: for_.map(|d| d.as_secs().max(1)),
+                }
+            } else {
+                Request::UnblockIp { ip }
+            };
+            let (path, _) = t.socket()?;
+            match request(&path, &req, t.timeout) {
+                Ok(Response::IpBlock(r)) => {
+                    let fleet = if r.fleet {
+                        " (published to the fleet)"
+                    } else {
+                        ""
+                    };
+                    match (block, for_) {
+                        (true, Some(d)) => println!(
+                            "iface={iface} ip {ip}: blocked for {}{fleet}",
+                            format_secs(d.as_secs())
+                        ),
+                        (true, None) => println!("iface={iface} ip {ip}: blocked{fleet}"),
+                        (false, _) if r.changed => {
+                            println!("iface={iface} ip {ip}: unblocked{fleet}")
+                        }
+                        (false, _) => println!("iface={iface} ip {ip}: was not blocked{fleet}"),
+                    }
+                    return Ok(());
+                }
+                Ok(Response::Error(e)) => bail!("the monitor answered: {e}"),
+                Ok(r) => eprintln!("note: this host only: {}", unexpected(&r)),
+                Err(e) => eprintln!("note: this host only (the daemon did not answer: {e})"),
+            }
             if block {
                 control.block_ip(ip, for_)?;
                 match for_ {
@@ -451,6 +496,12 @@ fn format_status(s: &Status) -> String {
     kv("rules_digest", &clean(&s.rules_digest, usize::MAX));
     kv("rules", &s.rules);
     kv("pid", &s.pid);
+    if let Some(f) = &s.fleet {
+        kv("fleet", &clean(f, usize::MAX));
+    }
+    if let Some(r) = &s.eve_redis {
+        kv("eve_redis", &clean(r, usize::MAX));
+    }
     out
 }
 

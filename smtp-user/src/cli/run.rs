@@ -3,7 +3,9 @@
 //! until SIGINT/SIGTERM (then detach and unpin). SIGHUP reloads the rules
 //! and reopens `--output` (logrotate). Under a service manager
 //! (`$NOTIFY_SOCKET`) it reports readiness once attached and pinned, and
-//! pings the watchdog from the pipeline worker (`daemon::notify`).
+//! pings the watchdog from the pipeline workers (`daemon::notify`).
+//! Optionally serves Prometheus metrics (`--metrics`), copies the EVE lines
+//! to Redis (`--eve-redis`) and shares IP blocks with a fleet (`--fleet`).
 
 use std::io::BufWriter;
 use std::io::Write;
@@ -16,18 +18,23 @@ use anyhow::Context;
 use clap::Args;
 use smtp_common::Verdict;
 use smtp_user::control::{
-    default_socket_path, ControlServer, FlowRow, ReloadReply, Request, Response, Status,
+    default_socket_path, ControlServer, FlowRow, IpBlockReply, ReloadReply, Request, Response,
+    Status,
 };
 use smtp_user::daemon::{Enforcer, Notifier, QueueGate};
 use smtp_user::datapath::{Control, IngressMode, Monitor, MonitorOptions, DEFAULT_PIN_ROOT};
+use smtp_user::fleet::{Change, FleetLink};
 use smtp_user::flow::FlowConfig;
+use smtp_user::metrics::{http::MetricsServer, Snapshot};
+use smtp_user::output::redis::{EveRedisConfig, RedisOutput, RedisTee};
+use smtp_user::output::reopen::{ReopenFile, Reopener};
 use smtp_user::output::timestamp::rfc3339_micros;
-use smtp_user::output::{OutputFile, Reopen};
 use smtp_user::pipeline::{
-    kernel_flow_key, LiveFlow, LiveGate, LivePipeline, LiveReport, Mode, ModeSwitch,
+    kernel_flow_key, Enforcement, LiveFlow, LiveGate, LivePipeline, LiveReport, Mode, ModeSwitch,
     PipelineCounters, PolicyOptions, SegmentBatch,
 };
 use smtp_user::policy::RuleSet;
+use smtp_user::redis_link::RedisUrl;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::replay::load_rules;
@@ -130,6 +137,29 @@ pub struct RunArgs {
     /// anomaly. 0: no cap.
     #[arg(long, default_value_t = 1024)]
     pub memcap: usize,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g.
+    /// `127.0.0.1:9725`). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Also send every EVE line to Redis, as Suricata's eve-log Redis
+    /// output does: `redis://[USER@]HOST[:PORT]/KEY?mode=list|lpush|rpush|channel|publish|stream|xadd[&maxlen=N]`
+    /// (default mode `list` = LPUSH, key `suricata`). The file output goes on.
+    #[arg(long, value_name = "URL")]
+    pub eve_redis: Option<String>,
+    /// EVE lines kept in memory while Redis is slow or away; beyond, the
+    /// oldest are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = smtp_user::output::redis::DEFAULT_QUEUE_EVENTS)]
+    pub eve_redis_queue: usize,
+    /// Share IP blocks with the monitors on other hosts through this Redis:
+    /// `redis://[USER@]HOST[:PORT][/PREFIX]` (keys `PREFIX:blocklist`,
+    /// `PREFIX:changes`; default prefix `smtp-monitor:fleet`).
+    #[arg(long, value_name = "URL")]
+    pub fleet: Option<String>,
+    /// File whose first line is the Redis AUTH password (for
+    /// `--eve-redis` and `--fleet`; the ACL user is the URL's `USER@`).
+    /// Passwords are never taken from the command line.
+    #[arg(long, value_name = "PATH")]
+    pub redis_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub content: super::content::ContentArgs,
 }
@@ -205,6 +235,27 @@ struct Daemon {
     ports: Vec<u16>,
     started_micros: u64,
     started: Instant,
+    /// `--output`'s file, for `ctl reopen`.
+    reopener: Option<Reopener>,
+    eve_redis: Option<RedisOutput>,
+    fleet: Option<FleetLink>,
+}
+
+/// The next scrape, or never without `--metrics`.
+async fn next_scrape(m: &mut Option<MetricsServer>) -> Option<smtp_user::metrics::http::Scrape> {
+    match m {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// This host's name, for the fleet's messages.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "localhost".into())
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -217,15 +268,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.gate && !rules.has_gate_rules() {
         tracing::warn!("--gate has no effect: the rules have no drop/reset rule");
     }
-    let mut reopen: Option<Reopen> = None;
-    let out: Box<dyn Write + Send> = match &args.output {
+    let (mut out, reopener): (Box<dyn Write + Send>, Option<Reopener>) = match &args.output {
         Some(p) => {
-            let (file, r) = OutputFile::open(p)
+            let (f, r) = ReopenFile::open(p)
                 .with_context(|| format!("cannot open output file {}", p.display()))?;
-            reopen = Some(r);
-            Box::new(file)
+            (Box::new(f), Some(r))
         }
-        None => Box::new(std::io::stdout()),
+        None => (Box::new(std::io::stdout()), None),
+    };
+    let redis_url = |url: &str| -> anyhow::Result<RedisUrl> {
+        Ok(RedisUrl::parse(url)?.with_password_file(args.redis_password_file.as_deref())?)
+    };
+    let eve_redis = match &args.eve_redis {
+        Some(url) => {
+            let config = EveRedisConfig::from_url(redis_url(url)?, args.eve_redis_queue)?;
+            tracing::info!(redis = %config.url.endpoint(), key = %config.key, mode = ?config.mode, "EVE output to Redis");
+            let r = RedisOutput::start(config)?;
+            out = Box::new(RedisTee::new(out, r.queue()));
+            Some(r)
+        }
+        None => None,
+    };
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = MetricsServer::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            tracing::info!(addr = %m.local_addr(), "metrics on /metrics");
+            Some(m)
+        }
+        None => None,
     };
     let notifier = Notifier::from_env().map(Arc::new);
     let flow = FlowConfig {
@@ -266,6 +338,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("cannot open the pinned maps for enforcement")?,
         );
     }
+    let fleet = match &args.fleet {
+        Some(url) => {
+            let url = redis_url(url)?;
+            let blocklist = Control::open_pinned(&args.pin_root, mon.iface())
+                .context("cannot open the pinned maps for the fleet link")?;
+            let origin = format!("{}/{}/{}", hostname(), mon.iface(), std::process::id());
+            tracing::info!(redis = %url.endpoint(), origin = %origin, "fleet blocklist");
+            Some(
+                FleetLink::start(url, Box::new(blocklist), origin)
+                    .context("cannot start the fleet link")?,
+            )
+        }
+        None => None,
+    };
     let enforcer = Arc::new(Mutex::new(Enforcer::default()));
     let mut queue_gate = if args.gate {
         open_queue_gate(&args, &mon)
@@ -276,7 +362,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let parts = |_worker: usize| {
         let (worker_enforcer, worker_mode) = (enforcer.clone(), mode.clone());
         let mut control = controls.next();
-        let enforce = move |request| {
+        let publisher = fleet.as_ref().map(FleetLink::publisher);
+        let enforce = move |request: Enforcement| {
+            // A rule's IP block goes to the fleet with its expiry.
+            if let (Enforcement::BlockIp { ip, duration }, Some(p)) = (&request, &publisher) {
+                p.publish(Change::Block {
+                    ip: *ip,
+                    expiry_ms: smtp_user::fleet::expiry_ms(Some(*duration)),
+                });
+            }
             if let (Ok(mut e), Some(c)) = (worker_enforcer.lock(), control.as_mut()) {
                 e.apply(c, request, &worker_mode, now_micros());
             }
@@ -346,7 +440,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ports: args.ports,
         started_micros: now_micros(),
         started: Instant::now(),
+        reopener,
+        eve_redis,
+        fleet,
     };
+    let mut metrics = metrics;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let stats_every = args.stats_interval.max(1);
@@ -402,12 +500,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            Some(scrape) = next_scrape(&mut metrics) => {
+                let s = d.snapshot().await;
+                scrape.reply(smtp_user::metrics::encode(&s));
+            }
             _ = sighup.recv() => {
                 if let Some(n) = &notifier {
                     n.reloading();
                 }
-                if let Some(r) = &reopen {
-                    r.request();
+                if let Some(r) = &d.reopener {
+                    if let Err(e) = r.reopen() {
+                        tracing::error!(path = %r.path().display(), "cannot reopen the output file: {e}");
+                    }
                 }
                 if d.rules_path.is_some() {
                     if let Err(e) = d.reload().await {
@@ -444,9 +548,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline,
         enforcer,
         ports,
+        eve_redis,
+        fleet,
         ..
     } = d;
     let report = pipeline.finish();
+    if let Some(r) = eve_redis {
+        let c = r.finish();
+        tracing::info!(
+            "eve_redis: sent={} dropped={} errors={}",
+            c.sent,
+            c.dropped,
+            c.errors
+        );
+    }
+    drop(fleet);
     if args.gate && mode_at_exit == Mode::Enforce {
         reset_unseen_gated(&mut mon, &ports);
     }
@@ -605,22 +721,86 @@ impl Daemon {
                     rules_digest: self.rules.digest().to_string(),
                     rules: self.rules.len(),
                     pid: std::process::id(),
+                    fleet: self.fleet.as_ref().map(FleetLink::state),
+                    eve_redis: self.eve_redis.as_ref().map(|r| {
+                        let c = r.queue().counters();
+                        format!(
+                            "{}, {} events queued, {} dropped",
+                            if c.connected {
+                                "connected"
+                            } else {
+                                "disconnected"
+                            },
+                            c.queued,
+                            c.dropped
+                        )
+                    }),
+                })
+            }
+            Request::Reopen => match &self.reopener {
+                Some(r) => match r.reopen() {
+                    Ok(()) => {
+                        tracing::info!(output = %r.path().display(), "output file reopened");
+                        Response::Reopened(Some(r.path().display().to_string()))
+                    }
+                    Err(e) => Response::Error(format!("cannot reopen {}: {e}", r.path().display())),
+                },
+                None => Response::Reopened(None),
+            },
+            Request::BlockIp { ip, for_secs } => {
+                let for_ = for_secs.map(Duration::from_secs);
+                if let Err(e) = self.mon.control().block_ip(ip, for_) {
+                    return Response::Error(format!("cannot block {ip}: {e}"));
+                }
+                tracing::warn!(%ip, seconds = ?for_secs, "client address blocked (ctl)");
+                if let Some(f) = &self.fleet {
+                    f.publish(Change::Block {
+                        ip,
+                        expiry_ms: smtp_user::fleet::expiry_ms(for_),
+                    });
+                }
+                Response::IpBlock(IpBlockReply {
+                    ip,
+                    blocked: true,
+                    changed: true,
+                    fleet: self.fleet.is_some(),
+                })
+            }
+            Request::UnblockIp { ip } => {
+                let changed = match self.mon.control().unblock_ip(ip) {
+                    Ok(c) => c,
+                    Err(e) => return Response::Error(format!("cannot unblock {ip}: {e}")),
+                };
+                tracing::info!(%ip, "client address unblocked (ctl)");
+                // Published even when not blocked here: another host may have it.
+                if let Some(f) = &self.fleet {
+                    f.publish(Change::Unblock { ip });
+                }
+                Response::IpBlock(IpBlockReply {
+                    ip,
+                    blocked: false,
+                    changed,
+                    fleet: self.fleet.is_some(),
                 })
             }
             Request::Stats => {
-                let enforcer = lock(&self.enforcer);
-                let user = self.mon.user_stats();
-                let per_worker = self.pipeline.worker_counters().await;
-                let total = per_worker.as_ref().map(|w| {
-                    let mut t = PipelineCounters::default();
-                    w.iter().for_each(|c| t.merge(c));
-                    t
-                });
+                let s = self.snapshot().await;
+                let (enforcer, user) = (&s.enforcer, &s.user);
                 Response::Stats(serde_json::json!({
                     "records_read": user.records,
                     "decode_errors": user.decode_errors,
-                    "pipeline": total.as_ref().map(pipeline_json),
-                    "workers": per_worker.map(|w| w.iter().map(pipeline_json).collect::<Vec<_>>()),
+                    "pipeline": s.live.as_ref().map(|l| pipeline_json(&l.pipeline)),
+                    "workers": s.live.as_ref().map(|l| l.workers.iter().map(pipeline_json).collect::<Vec<_>>()),
+                    "flow_table": s.live.as_ref().map(|l| serde_json::json!({
+                        "active": l.table.active,
+                        "buffered_bytes": l.table.buffered,
+                        "buffered_peak_bytes": l.table.buffered_peak,
+                        "session_memory_bytes": l.table.session_memory,
+                        "memcap_exceeded": l.table.memcap_exceeded,
+                        "memcap_shed": l.table.memcap_shed,
+                    })),
+                    "eve_redis": s.eve_redis,
+                    "fleet": s.fleet,
                     "enforcement": enforcer.counters,
                     "verdict_latency_us": {
                         "samples": enforcer.latency.count,
@@ -647,6 +827,19 @@ impl Daemon {
                     Response::Error(format!("{e:#}"))
                 }
             },
+        }
+    }
+
+    /// Every counter now, from each counter's owner: the one source of
+    /// `ctl stats` and the metrics.
+    async fn snapshot(&mut self) -> Snapshot {
+        Snapshot {
+            kernel: self.mon.stats().ok(),
+            user: self.mon.user_stats(),
+            live: self.pipeline.live_counters().await,
+            enforcer: lock(&self.enforcer),
+            eve_redis: self.eve_redis.as_ref().map(|r| r.queue().counters()),
+            fleet: self.fleet.as_ref().map(FleetLink::counters),
         }
     }
 
@@ -696,6 +889,8 @@ fn pipeline_json(p: &PipelineCounters) -> serde_json::Value {
         "flows": p.flows,
         "transactions": p.transactions,
         "anomalies": p.anomalies,
+        "anomalies_by_kind": p.anomalies_by_kind,
+        "alerts_by_sid": p.alerts_by_sid.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
         "anomalies_suppressed": p.anomalies_suppressed,
         "single_packet_flows": p.single_packet_flows,
         "single_packet_lines": p.single_packet_lines,

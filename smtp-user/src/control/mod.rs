@@ -31,7 +31,7 @@ pub mod server;
 use std::path::PathBuf;
 
 pub use client::{request, ControlError};
-pub use protocol::{FlowRow, ReloadReply, Request, Response, Status};
+pub use protocol::{FlowRow, IpBlockReply, ReloadReply, Request, Response, Status};
 pub use server::{ControlCounters, ControlServer, Responder};
 
 /// Directory of the control sockets.

@@ -9,6 +9,9 @@
 //! {"cmd":"flows"}
 //! {"cmd":"reload"}
 //! {"cmd":"flow","flow_id":42}
+//! {"cmd":"reopen"}
+//! {"cmd":"block_ip","ip":"198.51.100.7","for_secs":600}
+//! {"cmd":"unblock_ip","ip":"198.51.100.7"}
 //! ```
 //!
 //! Responses carry `"ok"` (false only for errors) and one key naming the
@@ -20,6 +23,8 @@
 //! {"ok":true,"flows":[{"flow_id":42,"client":"198.18.0.1:40000",...}]}
 //! {"ok":true,"reloaded":{"rules_file":"/etc/rules.toml","rules_digest":"ab12..","rules":7}}
 //! {"ok":true,"flow":{"flow_id":42,...}}
+//! {"ok":true,"reopened":"/var/log/smtp-monitor/eve.json"}
+//! {"ok":true,"ip_block":{"ip":"198.51.100.7","blocked":true,"changed":true,"fleet":true}}
 //! {"ok":false,"error":"no flow with id 42"}
 //! ```
 //!
@@ -27,7 +32,7 @@
 //! [`encode_request`]/[`decode_request`] and [`encode_response`]/
 //! [`decode_response`] are the only way messages meet the wire.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +54,18 @@ pub enum Request {
         /// The `flow_id` of the session's EVE lines.
         flow_id: u64,
     },
+    /// Open the `--output` file again, for logrotate ([`Response::Reopened`]).
+    Reopen,
+    /// Put a client address on the kernel blocklist (and publish it to the
+    /// fleet) ([`Response::IpBlock`]).
+    BlockIp {
+        ip: IpAddr,
+        /// Expire after this many seconds; `None`: no expiry.
+        #[serde(default)]
+        for_secs: Option<u64>,
+    },
+    /// Remove a client address from the blocklist (and from the fleet's).
+    UnblockIp { ip: IpAddr },
 }
 
 /// What the daemon answers.
@@ -61,6 +78,9 @@ pub enum Response {
     Flows(Vec<FlowRow>),
     Reloaded(ReloadReply),
     Flow(FlowRow),
+    /// The output file reopened (its path; `None` when writing to stdout).
+    Reopened(Option<String>),
+    IpBlock(IpBlockReply),
     /// The request failed; the text says why.
     Error(String),
 }
@@ -99,6 +119,24 @@ pub struct Status {
     pub rules: usize,
     /// Process id of the daemon.
     pub pid: u32,
+    /// The fleet link's state (`--fleet`), e.g. `connected to 10.0.0.5:6379`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    /// The EVE Redis output's state (`--eve-redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eve_redis: Option<String>,
+}
+
+/// What a `block_ip` / `unblock_ip` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlockReply {
+    pub ip: IpAddr,
+    /// Blocked now (false after an unblock).
+    pub blocked: bool,
+    /// For an unblock: the address was on the blocklist.
+    pub changed: bool,
+    /// The change was queued for the fleet (`--fleet`).
+    pub fleet: bool,
 }
 
 /// One live SMTP session.
@@ -219,6 +257,18 @@ mod tests {
             Request::Flows,
             Request::Reload,
             Request::Flow { flow_id: u64::MAX },
+            Request::Reopen,
+            Request::BlockIp {
+                ip: "198.51.100.7".parse().unwrap(),
+                for_secs: Some(600),
+            },
+            Request::BlockIp {
+                ip: "2001:db8::1".parse().unwrap(),
+                for_secs: None,
+            },
+            Request::UnblockIp {
+                ip: "198.51.100.7".parse().unwrap(),
+            },
         ] {
             assert_eq!(decode_request(encode_request(&r).as_bytes()).unwrap(), r);
         }
@@ -252,6 +302,13 @@ mod tests {
                 rules_file: Some("/r.toml".into()),
                 rules_digest: "ab".into(),
                 rules: 3,
+            }),
+            Response::Reopened(Some("/var/log/eve.json".into())),
+            Response::IpBlock(IpBlockReply {
+                ip: "198.51.100.7".parse().unwrap(),
+                blocked: true,
+                changed: true,
+                fleet: false,
             }),
             Response::Error("boom".into()),
         ] {

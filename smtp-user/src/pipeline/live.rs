@@ -152,6 +152,8 @@ enum Msg {
     Flows(oneshot::Sender<Vec<LiveFlow>>),
     /// The pipeline's counters so far.
     Counters(oneshot::Sender<PipelineCounters>),
+    /// The flow table's counters so far.
+    Table(oneshot::Sender<TableStats>),
     /// Packets read from the netfilter queue, waiting for verdicts.
     Queued(Vec<QueuedPacket>, Instant),
     /// The monitor stops: answer the gated sessions still open.
@@ -278,6 +280,16 @@ pub struct LiveFlow {
 
 /// Most flows a snapshot lists.
 const MAX_FLOWS_LISTED: usize = 10_000;
+
+/// The workers' counters while they run (`ctl stats`, metrics).
+#[derive(Debug, Clone, Default)]
+pub struct LiveCounters {
+    /// Totals over the workers.
+    pub pipeline: PipelineCounters,
+    pub table: TableStats,
+    /// Each worker's counters, in worker order.
+    pub workers: Vec<PipelineCounters>,
+}
 
 /// What the workers did, reported when they end.
 #[derive(Debug, Clone, Default)]
@@ -513,6 +525,31 @@ impl LivePipeline {
         Some(total)
     }
 
+    /// The flow tables' counters so far (the sum over the workers).
+    pub async fn table_stats(&self) -> Option<TableStats> {
+        let mut total = TableStats::default();
+        for tx in &self.txs {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Msg::Table(reply)).await.ok()?;
+            total.merge(&rx.await.ok()?);
+        }
+        Some(total)
+    }
+
+    /// Every counter of the running workers (`ctl stats`, metrics).
+    pub async fn live_counters(&self) -> Option<LiveCounters> {
+        let workers = self.worker_counters().await?;
+        let mut pipeline = PipelineCounters::default();
+        for c in &workers {
+            pipeline.merge(c);
+        }
+        Some(LiveCounters {
+            pipeline,
+            table: self.table_stats().await?,
+            workers,
+        })
+    }
+
     /// The flows tracked right now (at most 10,000).
     pub async fn flows(&self) -> Option<Vec<LiveFlow>> {
         let mut all = Vec::new();
@@ -635,6 +672,9 @@ impl<E: FnMut(Enforcement)> Worker<E> {
                 }
                 Msg::Counters(reply) => {
                     let _ = reply.send(table.handler().counters());
+                }
+                Msg::Table(reply) => {
+                    let _ = reply.send(table.stats().clone());
                 }
             }
             for r in table.handler_mut().take_requests() {

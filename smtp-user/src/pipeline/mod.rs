@@ -17,7 +17,8 @@ pub mod smtp_flows;
 pub use enforcement::{Enforcement, Mode, ModeSwitch};
 pub use gate_queue::{GateQueue, QueueCounters, QueuedSegment};
 pub use live::{
-    kernel_flow_key, LiveFlow, LiveGate, LivePipeline, LiveReport, QueueFeed, SegmentBatch,
+    kernel_flow_key, LiveCounters, LiveFlow, LiveGate, LivePipeline, LiveReport, QueueFeed,
+    SegmentBatch,
 };
 pub use replay::{
     replay_files, ReplayError, ReplayOptions, ReplayProgress, ReplaySummary, WorkerStats,

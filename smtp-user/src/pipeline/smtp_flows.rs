@@ -43,12 +43,18 @@ pub const DEFAULT_REJECT_REPLY: &str = "550 5.7.1 Message rejected by content po
 /// Reply to the gated sessions still open when the monitor stops.
 pub const SHUTDOWN_REPLY: &str = "421 4.3.2 Service shutting down, try again later";
 
+/// Most rules `alerts_by_sid` tells apart; alerts of others are counted
+/// in `alerts_other_rules`.
+pub const MAX_ALERT_RULES: usize = 1024;
+
 /// Totals over every flow the handler saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineCounters {
     pub flows: u64,
     pub transactions: u64,
     pub anomalies: u64,
+    /// `anomalies` by kind.
+    pub anomalies_by_kind: AnomalyTally,
     /// Anomalies not written (their kind reached the per-flow limit), by
     /// kind; they are counted in `anomalies` and seen by the policy.
     pub anomalies_suppressed: AnomalyTally,
@@ -65,6 +71,10 @@ pub struct PipelineCounters {
     pub drop_requests: u64,
     /// Rule matches written as alerts.
     pub alerts: u64,
+    /// `alerts` by rule `sid` (at most [`MAX_ALERT_RULES`] rules).
+    pub alerts_by_sid: std::collections::BTreeMap<u32, u64>,
+    /// Alerts of rules beyond the first [`MAX_ALERT_RULES`] seen.
+    pub alerts_other_rules: u64,
     /// Sessions a rule asked to drop or reset.
     pub blocked_flows: u64,
     /// Messages whose end was released by the gate after inspection.
@@ -94,6 +104,7 @@ impl PipelineCounters {
             flows,
             transactions,
             anomalies,
+            anomalies_by_kind,
             anomalies_suppressed,
             single_packet_flows,
             single_packet_lines,
@@ -101,6 +112,8 @@ impl PipelineCounters {
             gap_bytes,
             drop_requests,
             alerts,
+            alerts_by_sid,
+            alerts_other_rules,
             blocked_flows,
             gate_releases,
             gate_missed,
@@ -113,6 +126,7 @@ impl PipelineCounters {
         self.flows += *flows;
         self.transactions += *transactions;
         self.anomalies += *anomalies;
+        self.anomalies_by_kind.merge(anomalies_by_kind);
         self.anomalies_suppressed.merge(anomalies_suppressed);
         self.single_packet_flows += *single_packet_flows;
         self.single_packet_lines += *single_packet_lines;
@@ -120,6 +134,14 @@ impl PipelineCounters {
         self.gap_bytes += *gap_bytes;
         self.drop_requests += *drop_requests;
         self.alerts += *alerts;
+        for (sid, n) in alerts_by_sid {
+            if self.alerts_by_sid.len() < MAX_ALERT_RULES || self.alerts_by_sid.contains_key(sid) {
+                *self.alerts_by_sid.entry(*sid).or_insert(0) += *n;
+            } else {
+                self.alerts_other_rules += *n;
+            }
+        }
+        self.alerts_other_rules += *alerts_other_rules;
         self.blocked_flows += *blocked_flows;
         self.gate_releases += *gate_releases;
         self.gate_missed += *gate_missed;
@@ -341,7 +363,10 @@ impl<'a, W: Write> Emit<'a, W> {
         let st = &mut *self.st;
         match event {
             Event::Transaction(_) => self.out.counters.transactions += 1,
-            Event::Anomaly(_) => self.out.counters.anomalies += 1,
+            Event::Anomaly(a) => {
+                self.out.counters.anomalies += 1;
+                self.out.counters.anomalies_by_kind.add(a.kind, 1);
+            }
             Event::MailContent(m) if m.part == ContentPart::End => self.message_ended = true,
             // The envelope as the dissector's transaction has it.
             Event::Envelope(e) => match &e.change {
@@ -476,7 +501,7 @@ impl<W: Write> SmtpFlows<W> {
                 self.queue.wait.quantile(0.99),
                 self.queue.wait.count,
             ),
-            ..self.out.counters
+            ..self.out.counters.clone()
         }
     }
 
@@ -684,6 +709,12 @@ impl<W: Write> SmtpFlows<W> {
         let alerts = std::mem::take(&mut self.out.alerts);
         for alert in &alerts {
             self.out.counters.alerts += 1;
+            let by_sid = &mut self.out.counters.alerts_by_sid;
+            if by_sid.len() < MAX_ALERT_RULES || by_sid.contains_key(&alert.signature_id) {
+                *by_sid.entry(alert.signature_id).or_insert(0) += 1;
+            } else {
+                self.out.counters.alerts_other_rules += 1;
+            }
             st.alerted = true;
             let blocks = alert.action.blocks();
             if self.out.error.is_none() {
