@@ -6,9 +6,35 @@ use std::net::SocketAddr;
 use proptest::prelude::*;
 use smtp_user::capture::synth::{self, Conversation, Packet, RenderOptions, TimedFrame};
 use smtp_user::capture::wire::{linktype, parse_frame};
+use smtp_user::capture::Segment;
 use smtp_user::flow::recorder::{Piece, RecordedFlow};
 use smtp_user::flow::{CloseReason, FlowConfig, FlowTable, Recorder};
 use smtp_user::Direction::{self, Down, Up};
+
+/// A captured segment with all of its payload, for hand-written sessions.
+fn seg(
+    ts: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &'static [u8],
+) -> Segment<'static> {
+    Segment {
+        ts_micros: ts,
+        src,
+        dst,
+        seq,
+        ack,
+        flags: smtp_user::capture::TcpFlags(flags),
+        payload,
+        uncaptured: 0,
+        held: false,
+        urgent: 0,
+        checksum: Default::default(),
+    }
+}
 
 fn feed(table: &mut FlowTable<Recorder>, frames: &[TimedFrame]) {
     for (ts, f) in frames {
@@ -689,7 +715,7 @@ proptest! {
     /// everything released at the end.
     #[test]
     fn hostile_segments_keep_memory_bounded(segs in prop::collection::vec(arb_segment(), 1..200)) {
-        use smtp_user::capture::{Segment, TcpFlags};
+        use smtp_user::capture::TcpFlags;
         let config = FlowConfig {
             max_flows: 3,
             max_buffer_per_direction: 2000,
@@ -756,7 +782,7 @@ impl smtp_user::flow::FlowHandler for OrderLog {
 
 #[test]
 fn a_hole_the_ack_proves_lost_comes_before_the_acking_segments_data() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
     let seg = |src, dst, seq, ack, flags, payload: &'static [u8]| Segment {
@@ -872,22 +898,9 @@ fn a_large_segment_overlapped_by_differently_cut_ones_loses_nothing() {
 /// distance (bytes never sent).
 #[test]
 fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
-    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
-        ts_micros: ts,
-        src,
-        dst,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        payload,
-        uncaptured: 0,
-        held: false,
-        urgent: 0,
-        checksum: Default::default(),
-    };
     let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
     let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
     t.segment(&seg(1, c, s, 100, 0, syn, b""));
@@ -915,22 +928,9 @@ fn reuse_without_syn_is_a_new_flow_not_a_giant_gap() {
 /// FIN+1, is a new connection, not a gap of the distance.
 #[test]
 fn reuse_after_a_fin_without_syn_is_a_new_flow_not_a_gap() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let c: SocketAddr = "198.18.0.1:40001".parse().unwrap();
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
-    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
-        ts_micros: ts,
-        src,
-        dst,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        payload,
-        uncaptured: 0,
-        held: false,
-        urgent: 0,
-        checksum: Default::default(),
-    };
     let (syn, ack, psh, fin) = (
         TcpFlags::SYN,
         TcpFlags::ACK,
@@ -990,22 +990,9 @@ fn reuse_after_a_fin_without_syn_is_a_new_flow_not_a_gap() {
 /// A client segment alone (forgeable) does not end the flow.
 #[test]
 fn reuse_with_syns_and_fins_lost_is_a_new_flow_not_a_gap() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let c: SocketAddr = "198.18.0.1:40002".parse().unwrap();
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
-    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
-        ts_micros: ts,
-        src,
-        dst,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        payload,
-        uncaptured: 0,
-        held: false,
-        urgent: 0,
-        checksum: Default::default(),
-    };
     let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
     for (cj, sj) in [(40_000_000u32, 300_000_000u32), (300_000_000, 40_000_000)] {
         let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
@@ -1048,22 +1035,9 @@ fn reuse_with_syns_and_fins_lost_is_a_new_flow_not_a_gap() {
 /// so the gate cannot wedge.
 #[test]
 fn an_ack_seen_before_the_data_beyond_the_hole_still_ends_the_wait() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let c: SocketAddr = "198.18.0.1:40000".parse().unwrap();
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
-    let seg = |ts, src, dst, seq: u32, ack, flags, payload: &'static [u8]| Segment {
-        ts_micros: ts,
-        src,
-        dst,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        payload,
-        uncaptured: 0,
-        held: false,
-        urgent: 0,
-        checksum: Default::default(),
-    };
     let (syn, ack, psh) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
     let mut t = FlowTable::new(FlowConfig::default(), Recorder::default());
     t.segment(&seg(1, c, s, 100, 0, syn, b""));
@@ -1145,7 +1119,7 @@ fn segments_the_receiver_drops_are_dropped() {
 /// The global memory cap sheds the largest flow first, and says so.
 #[test]
 fn memcap_sheds_the_largest_flow_first() {
-    use smtp_user::capture::{Segment, TcpFlags};
+    use smtp_user::capture::TcpFlags;
     let s: SocketAddr = "198.18.0.2:25".parse().unwrap();
     let seg = |src, seq: u32, payload: &'static [u8]| Segment {
         ts_micros: 1,
