@@ -11,6 +11,10 @@ pub struct Base64 {
     sextets: u8,
     /// Bytes that are neither base64 alphabet, padding nor whitespace.
     pub invalid: u64,
+    /// The SIMD path refused the current line (a stray byte or padding in
+    /// it): the table paths take it up to its line break, so that a long
+    /// line with many stray bytes is not scanned again after each one.
+    refused_line: bool,
 }
 
 /// Marks in [`SEXTET`] for bytes outside the alphabet (all ≥ 64).
@@ -51,8 +55,11 @@ impl Base64 {
             // Fastest path at a quantum boundary: a line's whole groups,
             // decoded with SIMD; the paths below decide every odd case
             // (padding, stray bytes, a quantum split across chunks).
-            if self.sextets == 0 {
-                rest = rest.get(line_groups(rest, out)..).unwrap_or_default();
+            if self.sextets == 0 && !self.refused_line {
+                match line_groups(rest, out) {
+                    Some(used) => rest = rest.get(used..).unwrap_or_default(),
+                    None => self.refused_line = true,
+                }
             }
             // Fast path at a quantum boundary: whole groups of four
             // alphabet bytes (a base64 line is made of them).
@@ -92,7 +99,11 @@ impl Base64 {
                     }
                 }
                 PAD => self.flush_padding(out),
-                SPACE => {}
+                SPACE => {
+                    if c == b'\n' {
+                        self.refused_line = false;
+                    }
+                }
                 _ => self.invalid += 1,
             }
         }
@@ -122,13 +133,14 @@ impl Base64 {
 
 /// Decodes the whole groups of plain alphabet bytes that start `input` and
 /// end before its first line break (SIMD, `base64-simd`); appends the bytes
-/// to `out` and returns how many input bytes were used: 0 when the line
-/// holds anything else (padding, stray bytes), left to the table paths.
-fn line_groups(input: &[u8], out: &mut Vec<u8>) -> usize {
+/// to `out` and returns how many input bytes were used (0: too short, or
+/// not a line of base64), `None` when the line holds anything else
+/// (padding, stray bytes): it is left to the table paths.
+fn line_groups(input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     /// Shorter runs go the table path: the call costs more.
     const MIN_RUN: usize = 16;
     if input.first().is_none_or(|&c| SEXTET[usize::from(c)] >= 64) {
-        return 0;
+        return Some(0);
     }
     let line = memchr::memchr2(b'\r', b'\n', input).unwrap_or(input.len());
     let mut run = line / 4 * 4;
@@ -137,7 +149,7 @@ fn line_groups(input: &[u8], out: &mut Vec<u8>) -> usize {
         run -= 4;
     }
     let Some(groups) = input.get(..run).filter(|g| g.len() >= MIN_RUN) else {
-        return 0;
+        return Some(0);
     };
     let start = out.len();
     out.resize(start + run / 4 * 3, 0);
@@ -147,10 +159,10 @@ fn line_groups(input: &[u8], out: &mut Vec<u8>) -> usize {
             .map(|d| d.len())
     });
     match decoded {
-        Some(Ok(n)) if n == run / 4 * 3 => run,
+        Some(Ok(n)) if n == run / 4 * 3 => Some(run),
         _ => {
             out.truncate(start);
-            0
+            None
         }
     }
 }
